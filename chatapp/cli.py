@@ -1,0 +1,94 @@
+"""``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .settings import Settings, load_settings
+from .store import StoreError
+
+log = logging.getLogger("chatapp")
+
+EXIT_STARTUP_ERROR = 2
+
+
+class StartupError(Exception):
+    """The server could not start; the message is the one line shown to the operator."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level != "debug":
+        # One line per HTTP request (and per long-polling round trip) is noise, not a
+        # lifecycle event.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM; raise StartupError if it cannot start."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    try:
+        await runner.setup()
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {settings.port} on {settings.host} is already in use "
+                    "(choose another with --port or CHATAPP_PORT)"
+                ) from None
+            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        host, port = runner.addresses[0][:2]
+        shown = f"[{host}]" if ":" in host else host
+        # The URL on stdout is the operator's (and the test harness's) cue that we are up.
+        print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+        log.info("serving http://%s:%s/ with history in %s", shown, port, settings.db)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("stopping: finishing in-flight work and disconnecting clients")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # a faster event loop, used when installed
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = load_settings(argv)
+    configure_logging(settings.log_level)
+    try:
+        _run(serve(settings))
+    except StartupError as exc:
+        print(f"chatapp: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    return 0

@@ -1,0 +1,162 @@
+"""Per-room message delivery in this process: each message once, in id order, no gaps.
+
+Messages reach a process in any order (from its own handlers and, in a cluster, from
+Redis), and a connection can join while messages are in flight. The feed keeps, for each
+room with local members, the id last delivered here; it delivers the next id at once,
+holds later ones until the gap is filled (from Redis or, after a short grace, from the
+store, which commits ids in order before anything is broadcast), and drops repeats.
+
+A joining connection is *pending*: whatever the room delivers meanwhile is buffered for
+it. When its history query returns, :meth:`RoomFeed.complete_join` merges history and
+buffer up to the room's delivered id, and makes it live in the same synchronous step,
+so nothing falls between the welcome and the first live message, and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fanout import MESSAGE_EVENT, Outbox
+from .store import MessageStore, Page
+
+log = logging.getLogger(__name__)
+
+#: How long a gap may stay open before it is filled from the store: long enough for a
+#: message still travelling through Redis to arrive by itself.
+GAP_GRACE = 0.25
+FILL_BATCH = 500
+
+
+@dataclass
+class _Room:
+    last: int | None = None  # id last delivered to live members; None until one is live
+    live: dict[str, str] = field(default_factory=dict)  # sid -> engine.io sid
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    held: dict[int, dict[str, Any]] = field(default_factory=dict)  # arrived ahead of a gap
+    filler: asyncio.Task[None] | None = None
+
+
+class RoomFeed:
+    def __init__(self, store: MessageStore, outbox: Outbox) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._rooms: dict[str, _Room] = {}
+
+    # -- joining and leaving ------------------------------------------------------------
+
+    def begin_join(self, sid: str, room: str) -> None:
+        """Start buffering the room's messages for ``sid``; call before reading history."""
+        self._rooms.setdefault(room, _Room()).pending[sid] = []
+
+    def complete_join(
+        self, sid: str, room: str, page: Page, head: int, since: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool] | None:
+        """Make ``sid`` live; return the history its welcome must carry and ``has_more``.
+
+        ``page`` is the history read after :meth:`begin_join`; ``head`` the room's newest
+        id at that read. The caller must send the welcome before its next ``await``.
+        Returns None if ``sid`` left meanwhile.
+        """
+        st = self._rooms.get(room)
+        if st is None or sid not in st.pending:
+            return None
+        merged = {m.id: m.to_dict() for m in page.messages}
+        for msg in st.pending.pop(sid):
+            merged.setdefault(msg["id"], msg)
+        if st.last is None:
+            # The first live member here: the room's stream continues from what it has.
+            st.last = head
+            while st.last + 1 in merged:
+                st.last += 1
+            for msg_id, msg in merged.items():
+                if msg_id > st.last:
+                    st.held[msg_id] = msg
+            if st.held:
+                self._schedule_fill(room, st)
+        upto = st.last
+        ids = sorted(i for i in merged if i <= upto and (since is None or i > since))
+        has_more = page.has_more or len(ids) > limit
+        history = [merged[i] for i in ids[-limit:]]
+        eio_sid = self._outbox.eio_sid(sid)
+        if eio_sid is not None:
+            st.live[sid] = eio_sid
+        return history, has_more
+
+    def leave(self, sid: str, room: str) -> None:
+        st = self._rooms.get(room)
+        if st is None:
+            return
+        st.live.pop(sid, None)
+        st.pending.pop(sid, None)
+        if not st.live and not st.pending:
+            if st.filler is not None:
+                st.filler.cancel()
+            del self._rooms[room]
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def receive(self, msg: dict[str, Any]) -> None:
+        """Take one committed message (from this process or another) for delivery."""
+        room, msg_id = msg.get("room"), msg.get("id")
+        if not isinstance(room, str) or not isinstance(msg_id, int):
+            log.warning("ignoring a malformed message from the fan-out: %.200r", msg)
+            return
+        st = self._rooms.get(room)
+        if st is None:
+            return  # nobody here is in that room
+        if st.last is None:
+            for buffer in st.pending.values():
+                buffer.append(msg)
+            return
+        if msg_id <= st.last:
+            return  # already delivered (a repeat from a gap fill or a retry)
+        if msg_id > st.last + 1:
+            st.held[msg_id] = msg
+            self._schedule_fill(room, st)
+            return
+        self._deliver(st, msg)
+        while st.last + 1 in st.held:
+            self._deliver(st, st.held.pop(st.last + 1))
+
+    def _deliver(self, st: _Room, msg: dict[str, Any]) -> None:
+        pkt = self._outbox.packet(MESSAGE_EVENT, msg)
+        for eio_sid in st.live.values():
+            self._outbox.put(eio_sid, pkt)
+        for buffer in st.pending.values():
+            buffer.append(msg)
+        st.last = msg["id"]
+
+    def _schedule_fill(self, room: str, st: _Room) -> None:
+        if st.filler is None or st.filler.done():
+            st.filler = asyncio.create_task(self._fill(room, st), name=f"feed-fill-{room}")
+
+    async def _fill(self, room: str, st: _Room) -> None:
+        await asyncio.sleep(GAP_GRACE)
+        while st.held and self._rooms.get(room) is st and st.last is not None:
+            start, upto = st.last, min(min(st.held) - 1, st.last + FILL_BATCH)
+            if upto <= start:
+                # The gap closed by itself; deliver what became contiguous.
+                self.receive(st.held.pop(min(st.held)))
+                continue
+            try:
+                missing = await self._store.range(room, start, upto)
+            except Exception:
+                log.exception("could not fill a gap in room %s after id %d; retrying", room, start)
+                await asyncio.sleep(1.0)
+                continue
+            if not missing and st.last == start:
+                log.error(
+                    "room %s: ids %d-%d are not in the store; skipping the gap",
+                    room,
+                    start + 1,
+                    upto,
+                )
+                st.last = upto
+            for m in missing:
+                self.receive(m.to_dict())
+            if st.held and min(st.held) == st.last + 1:
+                self.receive(st.held.pop(st.last + 1))
+            log.info("room %s: filled %d missing message(s) from the store", room, len(missing))

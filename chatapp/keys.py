@@ -1,0 +1,17 @@
+"""Typed keys for what the application object carries (aiohttp ``AppKey``)."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from .presence import Presence
+from .resources import Resources
+from .settings import Settings
+from .store import MessageStore
+
+settings_key = web.AppKey("settings", Settings)
+store_key = web.AppKey("store", MessageStore)
+presence_key = web.AppKey("presence", Presence)
+sio_key = web.AppKey("sio", socketio.AsyncServer)
+resources_key = web.AppKey("resources", Resources)

@@ -1,0 +1,281 @@
+"""Socket.IO event handlers: the protocol of ``docs/protocol.md`` on top of store and presence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from . import protocol
+from .fanout import MESSAGE_EVENT, Outbox
+from .feed import RoomFeed
+from .presence import Presence
+from .protocol import ProtocolError
+from .ratelimit import TokenBucket
+from .settings import Settings
+from .store import MessageStore
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+#: While someone keeps typing, ``typing: true`` is repeated to the room at most this often,
+#: so that clients can expire an indicator whose sender vanished.
+TYPING_RENEW = 3.0
+
+
+@dataclass(eq=False)
+class Connection:
+    """What the server knows about one Socket.IO connection."""
+
+    sid: str
+    room: str
+    name: str
+    bucket: TokenBucket
+    joined: asyncio.Event = field(default_factory=asyncio.Event)
+    typing_since: float | None = None  # when typing: true was last sent to the room
+    typing_timer: asyncio.TimerHandle | None = None
+
+
+def ok(**fields: Any) -> Ack:
+    return {"ok": True, **fields}
+
+
+def error(message: str, **fields: Any) -> Ack:
+    return {"ok": False, "error": message, **fields}
+
+
+class ChatHandlers:
+    """Registers the chat events on ``sio`` and keeps this process's connections."""
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        settings: Settings,
+        store: MessageStore,
+        presence: Presence,
+        feed: RoomFeed,
+        outbox: Outbox,
+    ) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.store = store
+        self.presence = presence
+        self.feed = feed
+        self.outbox = outbox
+        self.connections: dict[str, Connection] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        for event, handler in {
+            "message": self.on_message,
+            "typing": self.on_typing,
+            "history": self.on_history,
+            "rename": self.on_rename,
+        }.items():
+            sio.on(event, self._guarded(event, handler))
+        sio.on("*", self.on_unknown)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _guarded(
+        self, event: str, handler: Callable[[Connection, Any], Awaitable[Ack]]
+    ) -> Callable[..., Awaitable[Ack]]:
+        """Wrap a handler so that any bad input or failure becomes ``{ok: false, error}``."""
+
+        async def guarded(sid: str, *args: Any) -> Ack:
+            conn = self.connections.get(sid)
+            if conn is None:
+                return error("not connected")
+            if not conn.joined.is_set():
+                await conn.joined.wait()
+            try:
+                if len(args) != 1:
+                    raise ProtocolError("invalid payload: expected one object")
+                return await handler(conn, args[0])
+            except ProtocolError as exc:
+                log.debug("%s from %s rejected: %s", event, sid, exc)
+                return error(str(exc))
+            except Exception:
+                log.exception("%s from %s failed", event, sid)
+                return error("server error, please retry")
+
+        return guarded
+
+    async def on_unknown(self, event: Any, sid: str, *args: Any) -> Ack:
+        log.debug("unknown event %.64r from %s", event, sid)
+        return error("unknown event")
+
+    # -- connection lifecycle ---------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            req = protocol.parse_connect(auth)
+        except ProtocolError as exc:
+            log.debug("connection %s refused: %s", sid, exc)
+            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+        conn = Connection(
+            sid=sid,
+            room=req.room,
+            name=req.name,
+            bucket=TokenBucket(self.settings.message_burst, self.settings.message_rate),
+        )
+        self.connections[sid] = conn
+        # Buffer the room's messages from now on, before history is read, so that
+        # nothing committed meanwhile can fall between the welcome and the live stream.
+        self.feed.begin_join(sid, req.room)
+        try:
+            newly_online = await self.presence.join(req.room, sid, req.name)
+            users = await self.presence.users(req.room)
+            limit = protocol.CATCH_UP_LIMIT if req.since is not None else protocol.WELCOME_HISTORY
+            page = await self.store.recent(req.room, limit, after=req.since)
+            head = page.messages[-1].id if page.messages else await self.store.last_id(req.room)
+        except Exception:
+            log.exception("could not admit connection %s to room %s", sid, req.room)
+            self.connections.pop(sid, None)
+            self.feed.leave(sid, req.room)
+            await self.presence.leave(req.room, sid, req.name)
+            raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
+        # The welcome may only be sent once Socket.IO has sent CONNECT, which happens right
+        # after this handler returns, without yielding to the event loop.
+        asyncio.get_running_loop().call_soon(
+            self._finish_join, conn, page, head, req.since, limit, users, 0
+        )
+        if newly_online:
+            await self._announce(req.room, users, joined=req.name)
+        log.info("%s joined %s as %r", sid, req.room, req.name)
+
+    def _finish_join(
+        self,
+        conn: Connection,
+        page: Any,
+        head: int,
+        since: int | None,
+        limit: int,
+        users: list[str],
+        attempt: int,
+    ) -> None:
+        if self.connections.get(conn.sid) is not conn:
+            return  # disconnected before it finished joining
+        if not self.sio.manager.is_connected(conn.sid, "/") and attempt < 100:
+            asyncio.get_running_loop().call_soon(
+                self._finish_join, conn, page, head, since, limit, users, attempt + 1
+            )
+            return
+        joined = self.feed.complete_join(conn.sid, conn.room, page, head, since, limit)
+        if joined is None:
+            return
+        history, has_more = joined
+        welcome = {
+            "room": conn.room,
+            "name": conn.name,
+            "users": users,
+            "history": history,
+            "has_more": has_more,
+        }
+        eio_sid = self.outbox.eio_sid(conn.sid)
+        if eio_sid is not None:
+            self.outbox.put(eio_sid, self.outbox.packet("welcome", welcome))
+        # Room membership for presence and typing; synchronous for a local connection.
+        self.sio.manager.basic_enter_room(conn.sid, "/", conn.room)
+        conn.joined.set()
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is None:
+            return
+        conn.joined.set()  # release any handler still waiting
+        self.feed.leave(sid, conn.room)
+        await self._stop_typing(conn)
+        try:
+            if await self.presence.leave(conn.room, sid, conn.name):
+                await self._announce(conn.room, left=conn.name)
+        except Exception:
+            log.exception("presence update for %s leaving %s failed", sid, conn.room)
+        log.info("%s left %s (%s)", sid, conn.room, reason)
+
+    async def _announce(
+        self,
+        room: str,
+        users: list[str] | None = None,
+        joined: str | None = None,
+        left: str | None = None,
+    ) -> None:
+        if users is None:
+            users = await self.presence.users(room)
+        event: dict[str, Any] = {"room": room, "users": users}
+        if joined is not None:
+            event["joined"] = joined
+        if left is not None:
+            event["left"] = left
+        await self.sio.emit("presence", event, room=room)
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def on_message(self, conn: Connection, data: Any) -> Ack:
+        wait = conn.bucket.take()
+        if wait:
+            return error("rate limited", retry_after=round(wait, 3))
+        req = protocol.parse_message(data)
+        msg, created = await self.store.add(conn.room, conn.name, req.text, req.client_id)
+        if created:
+            await self._stop_typing(conn)
+            await self.sio.emit(MESSAGE_EVENT, msg.to_dict(), room=conn.room)
+        return ok(message=msg.to_dict())
+
+    async def on_typing(self, conn: Connection, data: Any) -> Ack:
+        if not protocol.parse_typing(data):
+            await self._stop_typing(conn)
+            return ok()
+        loop = asyncio.get_running_loop()
+        if conn.typing_timer is not None:
+            conn.typing_timer.cancel()
+        conn.typing_timer = loop.call_later(
+            self.settings.typing_timeout, lambda: self._spawn(self._stop_typing(conn))
+        )
+        now = time.monotonic()
+        if conn.typing_since is None or now - conn.typing_since >= TYPING_RENEW:
+            conn.typing_since = now
+            await self._emit_typing(conn, True)
+        return ok()
+
+    async def _stop_typing(self, conn: Connection) -> None:
+        if conn.typing_timer is not None:
+            conn.typing_timer.cancel()
+            conn.typing_timer = None
+        if conn.typing_since is not None:
+            conn.typing_since = None
+            await self._emit_typing(conn, False)
+
+    async def _emit_typing(self, conn: Connection, typing: bool) -> None:
+        await self.sio.emit(
+            "typing", {"name": conn.name, "typing": typing}, room=conn.room, skip_sid=conn.sid
+        )
+
+    async def on_history(self, conn: Connection, data: Any) -> Ack:
+        before, limit = protocol.parse_history(data)
+        page = await self.store.before(conn.room, before, limit)
+        return ok(messages=[m.to_dict() for m in page.messages], has_more=page.has_more)
+
+    async def on_rename(self, conn: Connection, data: Any) -> Ack:
+        name = protocol.parse_rename(data)
+        if name == conn.name:
+            return ok(name=name)
+        old = conn.name
+        await self._stop_typing(conn)
+        conn.name = name
+        left = await self.presence.leave(conn.room, conn.sid, old)
+        joined = await self.presence.join(conn.room, conn.sid, name)
+        await self._announce(conn.room, joined=name if joined else None, left=old if left else None)
+        log.info("%s in %s renamed %r -> %r", conn.sid, conn.room, old, name)
+        return ok(name=name)

@@ -1,0 +1,84 @@
+"""The message store interface: what the handlers and views need from history."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or reached; the message says why, for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored chat message. ``id`` counts 1, 2, 3... within its room."""
+
+    id: int
+    room: str
+    name: str
+    text: str
+    ts: int  # epoch milliseconds, set by the server
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room": self.room,
+            "name": self.name,
+            "text": self.text,
+            "ts": self.ts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Messages oldest first; ``has_more`` is true when older ones exist before the first."""
+
+    messages: list[Message]
+    has_more: bool
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MessageStore(Protocol):
+    """Durable, per-room ordered history.
+
+    Ids within a room are consecutive (1, 2, 3, ...) and a message is visible to readers
+    only once committed, in id order: the fan-out relies on both to detect gaps.
+    """
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; raises StoreError with a clear reason."""
+
+    async def close(self) -> None:
+        """Finish in-flight writes, then release connections."""
+
+    async def ping(self) -> None:
+        """Raise if storage does not answer."""
+
+    async def add(
+        self, room: str, name: str, text: str, client_id: str | None = None
+    ) -> tuple[Message, bool]:
+        """Commit a message; return it and whether it is new.
+
+        A ``client_id`` already used by the same name in the same room returns the stored
+        message and ``False`` (a client retry), creating nothing.
+        """
+
+    async def recent(self, room: str, limit: int, after: int | None = None) -> Page:
+        """The newest ``limit`` messages (with ``id > after`` when given), oldest first."""
+
+    async def before(self, room: str, before: int | None, limit: int) -> Page:
+        """Up to ``limit`` messages with ``id < before`` (newest when None), oldest first."""
+
+    async def range(self, room: str, after: int, upto: int) -> list[Message]:
+        """Messages with ``after < id <= upto``, oldest first."""
+
+    async def last_id(self, room: str) -> int:
+        """The room's newest id, 0 when it has no messages."""
+
+    async def rooms(self) -> dict[str, int]:
+        """Every room with history -> the ``ts`` of its newest message."""

@@ -1,0 +1,121 @@
+"""HTTP views: the chat pages, the JSON API and the health check."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from . import protocol
+from .keys import presence_key, resources_key, store_key
+from .protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _page(request: web.Request, room: str) -> web.Response:
+    return aiohttp_jinja2.render_template("chat.html", request, {"room": room})
+
+
+async def lobby_page(request: web.Request) -> web.Response:
+    return _page(request, protocol.DEFAULT_ROOM)
+
+
+async def room_page(request: web.Request) -> web.Response:
+    raw = request.match_info["room"]
+    try:
+        room = protocol.parse_room(raw)
+    except ProtocolError as exc:
+        return aiohttp_jinja2.render_template("404.html", request, {"reason": str(exc)}, status=404)
+    if room != raw:
+        raise web.HTTPFound(f"/r/{room}")  # one URL per room: /r/Team -> /r/team
+    return _page(request, room)
+
+
+async def client_library(request: web.Request) -> web.StreamResponse:
+    """The npm-installed Socket.IO client, served from our own origin."""
+    filename = request.match_info["filename"]
+    resources = request.app[resources_key]
+    path = resources.vendor / filename
+    if filename not in ("socket.io.esm.min.js", "socket.io.min.js") or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def api_rooms(request: web.Request) -> web.Response:
+    """Rooms with history or people online: ``[{room, users, last_message_at}]``."""
+    last = await request.app[store_key].rooms()
+    online = await request.app[presence_key].counts()
+    rooms: list[dict[str, Any]] = [
+        {"room": room, "users": online.get(room, 0), "last_message_at": last.get(room)}
+        for room in set(last) | set(online)
+    ]
+    rooms.sort(key=lambda r: (-r["users"], -(r["last_message_at"] or 0), r["room"]))
+    return web.json_response(rooms)
+
+
+def _int_query(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ProtocolError(f"invalid {name}: must be an integer") from None
+
+
+async def api_messages(request: web.Request) -> web.Response:
+    """``GET /api/rooms/{room}/messages?before=&limit=`` -> ``{messages, has_more}``."""
+    try:
+        room = protocol.parse_room(request.match_info["room"])
+    except ProtocolError as exc:
+        return json_error(404, str(exc))
+    try:
+        before = protocol.parse_before(_int_query(request, "before"))
+        limit = protocol.parse_limit(_int_query(request, "limit"))
+    except ProtocolError as exc:
+        return json_error(400, str(exc))
+    page = await request.app[store_key].before(room, before, limit)
+    return web.json_response(
+        {"messages": [m.to_dict() for m in page.messages], "has_more": page.has_more}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await request.app[store_key].ping()
+    except Exception as exc:
+        log.warning("health check: storage does not answer: %s", exc)
+        return web.json_response(
+            {"status": "unavailable", "error": "storage unavailable"}, status=503
+        )
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """JSON errors for the API: ``{"error": ...}`` with the right status code."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)  # type: ignore[no-any-return]
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason.lower())
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/", lobby_page, name="lobby")
+    app.router.add_get("/r/{room}", room_page, name="room")
+    app.router.add_get("/static/vendor/{filename}", client_library)
+    app.router.add_get("/api/rooms", api_rooms)
+    app.router.add_get("/api/rooms/{room}/messages", api_messages)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", app[resources_key].static, name="static")

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from .support import Client, Server
+
+ServerFactory = Callable[..., Awaitable[Server]]
+ClientFactory = Callable[..., Client]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """Start ``python -m chatapp`` with extra flags; each is stopped and checked at the end.
+
+    A server must exit 0 on SIGTERM and log no ERROR line or traceback, unless the test
+    set ``allow_errors``.
+    """
+    servers: list[Server] = []
+
+    async def start(*args: str, workdir: Path | None = None, **kw: object) -> Server:
+        server = Server(workdir or tmp_path, *args, **kw)  # type: ignore[arg-type]
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        rc = await server.stop()
+        assert rc == 0 or server.allow_errors, f"server exited {rc}\n{server.log()}"
+        if not server.allow_errors:
+            assert not server.bad_log_lines(), server.log()
+
+
+@pytest.fixture
+async def server(start_server: ServerFactory) -> Server:
+    """A server whose rate limit does not get in the way of tests that send a lot."""
+    return await start_server("--message-burst", "100000", "--message-rate", "100000")
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[ClientFactory]:
+    clients: list[Client] = []
+
+    def make(**kw: object) -> Client:
+        client = Client(**kw)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+def require_service(available: bool, reason: str) -> None:
+    """Skip a test needing an external service on a bare machine; fail under CI=true."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
