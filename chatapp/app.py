@@ -14,7 +14,7 @@ from aiohttp import web
 from . import resources as resources_mod
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
-from .keys import presence_key, resources_key, settings_key, sio_key, store_key
+from .keys import fanout_key, presence_key, resources_key, settings_key, sio_key, store_key
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .settings import Settings
@@ -39,7 +39,7 @@ def create_app(
     ``store`` and ``presence`` default to the backends ``settings`` name.
     """
     store = store if store is not None else open_store(settings.db)
-    presence = presence if presence is not None else open_presence(settings.redis_url)
+    presence = presence if presence is not None else open_presence(settings)
     res = resources_mod.locate()
 
     app = web.Application(middlewares=[api_errors])
@@ -49,7 +49,10 @@ def create_app(
     app[resources_key] = res
 
     manager: FeedManager
-    manager = FeedRedisManager(settings.redis_url) if settings.redis_url else FeedManager()
+    if settings.redis_url:
+        manager = FeedRedisManager(settings.redis_url, channel=f"{settings.redis_prefix}:socketio")
+    else:
+        manager = FeedManager()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -60,6 +63,7 @@ def create_app(
     )
     sio.attach(app)
     app[sio_key] = sio
+    app[fanout_key] = manager
     outbox = Outbox(sio)
     feed = RoomFeed(store, outbox)
     manager.feed = feed
@@ -96,7 +100,7 @@ class OriginCheck:
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
-    store, presence = app[store_key], app[presence_key]
+    store, presence, fanout = app[store_key], app[presence_key], app[fanout_key]
     missing = app[resources_key].missing_client_files
     if missing:
         log.warning(
@@ -108,7 +112,11 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     try:
         await presence.start()
         try:
-            yield
+            await fanout.start()
+            try:
+                yield
+            finally:
+                await fanout.stop()
         finally:
             await presence.close()
     finally:

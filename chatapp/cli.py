@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .app import create_app
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, redacted
 from .store import StoreError
 
 log = logging.getLogger("chatapp")
@@ -60,7 +60,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         shown = f"[{host}]" if ":" in host else host
         # The URL on stdout is the operator's (and the test harness's) cue that we are up.
         print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-        log.info("serving http://%s:%s/ with history in %s", shown, port, settings.db)
+        log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -80,6 +80,7 @@ class ChatHandlers:
         }.items():
             sio.on(event, self._guarded(event, handler))
         sio.on("*", self.on_unknown)
+        presence.on_change(self._presence_changed)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -219,6 +220,9 @@ class ChatHandlers:
         if left is not None:
             event["left"] = left
         await self.sio.emit("presence", event, room=room)
+
+    async def _presence_changed(self, room: str, joined: str | None, left: str | None) -> None:
+        await self._announce(room, joined=joined, left=left)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "CHATAPP_"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -40,6 +40,15 @@ class Settings:
     presence_ttl: float = 20.0
     #: Seconds before a typing indicator is cleared without renewal.
     typing_timeout: float = 5.0
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _env_default(environ: Mapping[str, str], name: str, default: object) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,10 +10,13 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
-from .keys import presence_key, resources_key, store_key
+from .keys import fanout_key, presence_key, resources_key, store_key
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+
+#: Seconds the readiness check waits for storage.
+READY_TIMEOUT = 3.0
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -98,6 +102,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: storage answers and, with Redis, fan-out both publishes and receives.
+
+    503 with ``{"status": "not ready", "problems": {component: reason}}`` otherwise, so a
+    load balancer sends new clients elsewhere while this process keeps its own.
+    """
+    problems = dict(request.app[fanout_key].readiness())
+    try:
+        await asyncio.wait_for(request.app[store_key].ping(), READY_TIMEOUT)
+    except Exception as exc:
+        log.warning("readiness: storage does not answer: %s", exc or type(exc).__name__)
+        problems["database"] = "unreachable"
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 @web.middleware
 async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """JSON errors for the API: ``{"error": ...}`` with the right status code."""
@@ -118,4 +139,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/rooms", api_rooms)
     app.router.add_get("/api/rooms/{room}/messages", api_messages)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_static("/static/", app[resources_key].static, name="static")

@@ -16,10 +16,10 @@ import asyncio
 import logging
 import zlib
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from ..settings import redacted
 from .base import Message, Page, StoreError, now_ms
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,6 @@ _BY_CLIENT_ID = f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND name=$2 AND 
 
 def _message(row: asyncpg.Record) -> Message:
     return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4])
-
-
-def redacted(dsn: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class PostgresStore:
