@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from .services import pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
 ClientFactory = Callable[..., Client]
+__all__ = ["pg_url", "redis_prefix", "tcp_proxy"]  # fixtures for tests needing the services
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
