@@ -180,6 +180,7 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
         self._tasks: list[asyncio.Task[None]] = []
         self._expected = b""
         self._heard = asyncio.Event()
+        self._checked = asyncio.Event()  # the first self-check is over
         self.redis_reachable = False
         self.listening = False
         self._publish_failed_since: float | None = None
@@ -196,6 +197,9 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
             asyncio.create_task(self._publish_loop(), name="fanout-publish"),
             asyncio.create_task(self._watch(), name="fanout-self-check"),
         ]
+        # Serve once the listener is known to hear the others (or Redis is known down).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._checked.wait(), CHECK_TIMEOUT + redisconn.TIMEOUT)
         log.info("fan-out through Redis channel %s", self.channel)
 
     async def stop(self) -> None:
@@ -233,24 +237,31 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
             try:
                 await self._publisher.publish(self.channel, self.json.dumps(data))
             except (RedisError, OSError) as exc:
-                if self._publish_failed_since is None:
-                    self._publish_failed_since = time.monotonic()
-                    log.warning(
-                        "fan-out: cannot publish to Redis (%s); other processes' clients get "
-                        "this process's messages from history once it is back",
-                        exc,
-                    )
+                self._publish_failed(exc)
                 self._dropped(data)
             else:
-                if self._publish_failed_since is not None:
-                    log.info(
-                        "fan-out: publishing to Redis again after %.1fs",
-                        time.monotonic() - self._publish_failed_since,
-                    )
-                    self._publish_failed_since = None
-                    self._resend_unsent()
+                self._published()
             finally:
                 self._outgoing.task_done()
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        if self._publish_failed_since is None:
+            self._publish_failed_since = time.monotonic()
+            log.warning(
+                "fan-out: cannot publish to Redis (%s); other processes' clients get this "
+                "process's messages from history once it is back",
+                exc,
+            )
+
+    def _published(self) -> None:
+        if self._publish_failed_since is not None:
+            log.info(
+                "fan-out: publishing to Redis again after %.1fs",
+                time.monotonic() - self._publish_failed_since,
+            )
+            self._publish_failed_since = None
+        if self._unsent:
+            self._resend_unsent()
 
     def _dropped(self, data: dict[str, Any]) -> None:
         room = data.get("room")
@@ -283,12 +294,16 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
                 if self.redis_reachable or seq == 1:
                     log.warning("fan-out: Redis is unreachable (%s)", exc)
                 self.redis_reachable = self.listening = False
+                self._publish_failed(exc)
+            except Exception:
+                log.exception("fan-out self-check failed")
             else:
                 self.redis_reachable = True
+                self._published()
                 if heard and not self.listening:
                     self.listening = True
                     log.info("fan-out: receiving from Redis")
-                    if seq > 1 and self.feed is not None:
+                    if self.feed is not None:
                         # Whatever was published while this process could not hear it.
                         self.feed.resync()
                 elif not heard:
@@ -299,8 +314,8 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
                     self.listening = False
                     await self._restart_listener()
                     continue  # and check the new listener at once
-                if self._unsent and self._publish_failed_since is None:
-                    self._resend_unsent()
+            finally:
+                self._checked.set()
             await asyncio.sleep(CHECK_INTERVAL)
 
     async def _check(self, seq: int) -> bool:

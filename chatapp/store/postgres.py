@@ -87,7 +87,9 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
-                min_size=1,
+                # No floor to maintain: asyncpg would log a traceback each time it fails to
+                # restore one while the database is unreachable.
+                min_size=0,
                 max_size=POOL_MAX,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=QUERY_TIMEOUT,
