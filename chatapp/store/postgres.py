@@ -85,7 +85,7 @@ class PostgresStore:
     async def open(self) -> None:
         where = redacted(self.dsn)
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = asyncpg.create_pool(
                 self.dsn,
                 # No floor to maintain: asyncpg would log a traceback each time it fails to
                 # restore one while the database is unreachable.
@@ -94,19 +94,25 @@ class PostgresStore:
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=QUERY_TIMEOUT,
             )
+            self._pool = await pool
+            conn = await self._pool.acquire()
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            await self.close()
             raise StoreError(f"cannot connect to PostgreSQL at {where}: {exc}") from exc
         except (asyncpg.InterfaceError, ValueError) as exc:
+            await self.close()
             raise StoreError(f"invalid PostgreSQL URL {where}: {exc}") from exc
         try:
-            async with self._pool.acquire() as conn:
-                schema, version = await self._migrate(conn)
+            schema, version = await self._migrate(conn)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             await self.close()
             raise StoreError(f"cannot set up the schema in PostgreSQL at {where}: {exc}") from exc
         except StoreError:
             await self.close()
             raise
+        finally:
+            if self._pool is not None:
+                await self._pool.release(conn)
         log.info("history in PostgreSQL %s, schema %s (version %d)", where, schema, version)
 
     async def _migrate(self, conn: asyncpg.Connection) -> tuple[str, int]:
