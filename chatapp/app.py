@@ -14,7 +14,7 @@ from aiohttp import web
 from . import resources as resources_mod
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
-from .keys import presence_key, resources_key, settings_key, sio_key, store_key
+from .keys import outbox_key, presence_key, resources_key, settings_key, sio_key, store_key
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .settings import Settings
@@ -61,6 +61,7 @@ def create_app(
     sio.attach(app)
     app[sio_key] = sio
     outbox = Outbox(sio)
+    app[outbox_key] = outbox
     feed = RoomFeed(store, outbox)
     manager.feed = feed
     ChatHandlers(sio, settings, store, presence, feed, outbox)
@@ -118,9 +119,6 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    # Closing at the engine.io level (not a Socket.IO DISCONNECT) makes clients
-    # reconnect by themselves once a server is back, and resume with `since`.
-    if sio.eio.sockets:
-        await sio.eio.disconnect()
+    await app[outbox_key].close_all(grace=3.0)
     await sio.shutdown()
     log.info("all clients disconnected")
