@@ -17,6 +17,8 @@
 'use strict';
 
 const fs = require('fs');
+const path = require('path');
+const zlib = require('zlib');
 const { performance, monitorEventLoopDelay } = require('perf_hooks');
 const WebSocket = require('ws');
 
@@ -44,6 +46,7 @@ const DEFAULTS = {
   maxOutstanding: 2000, // per room, mode=rate: skip sends beyond this many unacked
   label: '',
   assertCorrect: false,
+  wsInflate: false, // use ws's own (thread pool) inflate instead of installSyncInflate()
 };
 
 const HELP = `usage: node loadgen.js [options]
@@ -67,6 +70,8 @@ const HELP = `usage: node loadgen.js [options]
   --server-pid PID[,PID]  sample server CPU and memory from /proc
   --clk-tck N             clock ticks per second for /proc/PID/stat (default ${DEFAULTS.clkTck})
   --max-outstanding N     rate mode: per-room cap on unacked messages; extra sends are skipped and counted
+  --ws-inflate            with --deflate, keep ws's own asynchronous inflate (several times costlier
+                          per message than the synchronous one used by default)
   --label TEXT            copied into the result
   --assert-correct        exit 1 unless connected == clients, acked == sent, lost == 0, duplicates == 0
 Prints one JSON line on stdout.`;
@@ -133,6 +138,135 @@ function toWsUrl(u) {
 
 function log(msg) {
   process.stderr.write(`[loadgen ${(performance.now() / 1000).toFixed(1)}s] ${msg}\n`);
+}
+
+// -------------------------------------------------------- cheaper inflate --
+
+// ws inflates every compressed frame with two round trips through libuv's
+// thread pool (write + flush): ~50-70 us of CPU per small message here, so with
+// hundreds of clients receiving every broadcast the load generator, not the
+// server, would be the bottleneck with --deflate. Node has no public
+// synchronous *streaming* zlib API (zlib.inflateRawSync is one-shot, and
+// re-inflating with the last 32 KiB as a preset dictionary costs ~45 us), so
+// this drives the zlib stream's native handle synchronously, the way Node's own
+// zlib.*Sync functions do internally, keeping one stream per connection (RFC
+// 7692 context takeover): ~3 us per message. It checks the internals it relies
+// on and inflates a sample first; if anything differs, ws's path is kept and
+// the result says inflate "ws-async".
+const Z_SYNC_FLUSH = zlib.constants.Z_SYNC_FLUSH;
+const DEFLATE_TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff]); // RFC 7692 7.2.2
+
+class SyncInflater {
+  constructor(windowBits) {
+    this.stream = zlib.createInflateRaw({ windowBits });
+    this.handle = this.stream._handle;
+    this.state = this.stream._writeState; // [availOutAfter, availInAfter], filled by writeSync
+    this.error = null;
+    this.stream.on('error', (err) => {
+      this.error = err;
+    });
+    this.out = Buffer.allocUnsafe(65536);
+    this.outOff = 0;
+  }
+
+  static usable() {
+    try {
+      const sample = Buffer.from('42["message",{"id":1,"text":"sync inflate self-test"}]');
+      const deflated = zlib.deflateRawSync(sample, { finishFlush: Z_SYNC_FLUSH });
+      const inf = new SyncInflater(15);
+      if (typeof inf.handle?.writeSync !== 'function' || !(inf.state instanceof Uint32Array)) return false;
+      const ok = inf.inflate(deflated).equals(sample); // deflated already ends with the trailer
+      inf.close();
+      return ok;
+    } catch {
+      return false;
+    }
+  }
+
+  // Inflates one complete message (its fragments plus the trailer).
+  inflate(input) {
+    const parts = [];
+    let inOff = 0;
+    let inLen = input.length;
+    for (;;) {
+      if (this.out.length - this.outOff < 1024) {
+        this.out = Buffer.allocUnsafe(65536); // earlier results keep the old buffer
+        this.outOff = 0;
+      }
+      const availOut = this.out.length - this.outOff;
+      this.handle.writeSync(Z_SYNC_FLUSH, input, inOff, inLen, this.out, this.outOff, availOut);
+      if (this.error) throw this.error;
+      const availOutAfter = this.state[0];
+      const availInAfter = this.state[1];
+      const have = availOut - availOutAfter;
+      if (have > 0) {
+        parts.push(this.out.subarray(this.outOff, this.outOff + have));
+        this.outOff += have;
+      }
+      inOff += inLen - availInAfter;
+      inLen = availInAfter;
+      if (availOutAfter !== 0) break; // output space left over: all input consumed
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  reset() {
+    this.stream.reset();
+  }
+
+  close() {
+    this.stream.close();
+  }
+}
+
+function installSyncInflate() {
+  let PerMessageDeflate;
+  try {
+    // Not in ws's package exports, hence the file path.
+    PerMessageDeflate = require(path.join(path.dirname(require.resolve('ws')), 'lib', 'permessage-deflate.js'));
+  } catch {
+    return false;
+  }
+  const proto = PerMessageDeflate.prototype;
+  if (typeof proto.decompress !== 'function' || typeof proto.cleanup !== 'function') return false;
+  if (!SyncInflater.usable()) return false;
+
+  const EMPTY = Buffer.alloc(0);
+  proto.decompress = function decompress(data, fin, callback) {
+    if (!fin) {
+      // A fragment: inflate the whole message once its last fragment is here.
+      (this._syncFragments || (this._syncFragments = [])).push(data);
+      process.nextTick(callback, null, EMPTY);
+      return;
+    }
+    const endpoint = this._isServer ? 'client' : 'server';
+    let result = null;
+    let error = null;
+    try {
+      if (!this._syncInflater) {
+        const bits = this.params[`${endpoint}_max_window_bits`];
+        this._syncInflater = new SyncInflater(typeof bits === 'number' ? bits : zlib.constants.Z_DEFAULT_WINDOWBITS);
+      }
+      const parts = this._syncFragments || [];
+      this._syncFragments = null;
+      result = this._syncInflater.inflate(Buffer.concat([...parts, data, DEFLATE_TRAILER]));
+      if (this.params[`${endpoint}_no_context_takeover`]) this._syncInflater.reset();
+    } catch (err) {
+      error = err;
+    }
+    // ws's receiver expects this callback asynchronously (it re-enters its
+    // parsing loop otherwise); only the callback is deferred.
+    process.nextTick(callback, error, result);
+  };
+  const cleanup = proto.cleanup;
+  proto.cleanup = function patchedCleanup() {
+    if (this._syncInflater) {
+      this._syncInflater.close();
+      this._syncInflater = null;
+    }
+    return cleanup.call(this);
+  };
+  return true;
 }
 
 // -------------------------------------------------------------- histogram --
@@ -271,6 +405,7 @@ class ServerSampler {
 // --------------------------------------------------------------- the run --
 
 const opts = parseArgs(process.argv.slice(2));
+const inflateMode = !opts.deflate ? null : !opts.wsInflate && installSyncInflate() ? 'sync' : 'ws-async';
 const sampler = new ServerSampler(opts.pids, opts.clkTck);
 
 const stats = {
@@ -730,6 +865,7 @@ async function main() {
       duration_s: opts.duration,
       warmup_s: opts.warmup,
       deflate: opts.deflate,
+      inflate: inflateMode || undefined,
       msg_size: opts.msgSize,
     },
     connected,
