@@ -742,13 +742,19 @@ function startSenders() {
   }
   if (opts.mode !== 'rate') return null;
   // Open loop: every tick, send what each room is due since the start, round
-  // robin over its senders, without waiting for acks.
+  // robin over its senders, without waiting for acks. Room i's schedule is
+  // offset by i/(rooms*rate) s so the rooms' messages are spread evenly over
+  // each period instead of all rooms firing in the same tick.
   const start = performance.now();
+  const period = 1 / opts.rate;
   const tick = () => {
     if (!sending()) return;
     const elapsed = (performance.now() - start) / 1000;
-    for (const room of rooms) {
-      const due = Math.floor(elapsed * opts.rate) + 1;
+    for (let i = 0; i < rooms.length; i++) {
+      const room = rooms[i];
+      const sinceFirst = elapsed - (i / rooms.length) * period;
+      if (sinceFirst < 0) continue;
+      const due = Math.floor(sinceFirst * opts.rate) + 1;
       let n = due - room.scheduled;
       room.scheduled = due;
       const live = room.senders.filter((c) => c.state === 'ready');
@@ -810,8 +816,12 @@ async function main() {
 
   log(`connecting ${opts.clients} clients to ${opts.urls.join(', ')} (${opts.rooms} rooms, deflate=${opts.deflate})`);
   const connectStart = performance.now();
+  const cpuConnect0 = process.cpuUsage();
+  const serverCpuConnect0 = sampler.cpuSeconds();
   await connectAll();
   const connectSeconds = (performance.now() - connectStart) / 1000;
+  const cpuConnect = process.cpuUsage(cpuConnect0);
+  const serverCpuConnect = sampler.cpuSeconds() - serverCpuConnect0;
   const connected = clients.filter((c) => c.state === 'ready').length;
   log(`connected ${connected}/${opts.clients} in ${connectSeconds.toFixed(2)}s, ${stats.connectErrors} errors`);
 
@@ -901,6 +911,8 @@ async function main() {
       cpu_s_measure: sec(cpuMeasure.user + cpuMeasure.system),
       // On loopback about half of the cost is kernel time (socket reads).
       cpu_sys_s_measure: sec(cpuMeasure.system),
+      // Same while connecting: tells whether connect_rate was limited here.
+      cpu_util_connect: r3((cpuConnect.user + cpuConnect.system) / 1e6 / Math.max(connectSeconds, 1e-9)),
       // Fraction of one core used while measuring: near 1.0 means the load
       // generator, not the server, may be the limit.
       cpu_util_measure: r3((cpuMeasure.user + cpuMeasure.system) / 1e6 / measuredSeconds),
@@ -921,6 +933,7 @@ async function main() {
       cpu_s: r3(sampler.cpuSeconds() - serverCpuStart),
       cpu_s_measure: r3(serverCpuMeasure),
       cpu_util_measure: r3(serverCpuMeasure / measuredSeconds),
+      cpu_util_connect: r3(serverCpuConnect / Math.max(connectSeconds, 1e-9)),
       rss_before_kb: rssBeforeKb,
       rss_connected_kb: rssConnectedKb,
       rss_end_kb: rssMeasureEndKb,
