@@ -96,6 +96,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 TABLE_METRICS = [
     "connected",
     "connect_rate",
+    "connect_ms.p99",
     "sent",
     "acked",
     "lost",
@@ -113,6 +114,8 @@ TABLE_METRICS = [
     "server.rss_peak_kb",
     "server.mem_per_conn_bytes",
     "loadgen.cpu_util_measure",
+    "server.cpu_util_connect",
+    "loadgen.cpu_util_connect",
     "loadgen.event_loop_delay_ms.p99",
 ]
 
@@ -189,7 +192,9 @@ class Server:
                         + f"\n  (command: {' '.join(self.cmd)})"
                     )
         self.stop()
-        raise HarnessError(f"{self.name} printed no http://127.0.0.1:PORT line within {timeout:.0f}s; see {self.log_path}")
+        raise HarnessError(
+            f"{self.name} printed no http://127.0.0.1:PORT line within {timeout:.0f}s; see {self.log_path}"
+        )
 
     @property
     def pid(self) -> int:
@@ -207,6 +212,11 @@ class Server:
             self.proc.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+
+def rejects_flag(line: str, flag: str) -> bool:
+    """Whether an argparse/click usage error on this line names the flag."""
+    return flag in line and ("unrecognized arguments" in line or "no such option" in line.lower())
 
 
 def free_port() -> int:
@@ -281,11 +291,16 @@ class Runner:
         if any(t.startswith("chatapp") for t in targets):
             a = self.args
             probe = subprocess.run(
-                [a.python, "-c", f"import importlib.util, sys; sys.exit(importlib.util.find_spec({a.chatapp_module!r}) is None)"],
+                [
+                    a.python,
+                    "-c",
+                    f"import importlib.util, sys; sys.exit(importlib.util.find_spec({a.chatapp_module!r}) is None)",
+                ],
                 cwd=a.chatapp_root,
                 env={**os.environ, "PYTHONPATH": str(a.chatapp_root)},
                 capture_output=True,
                 timeout=60,
+                check=False,
             )
             if probe.returncode != 0:
                 raise HarnessError(
@@ -339,6 +354,7 @@ class Runner:
                     stderr=errf,
                     stdin=subprocess.DEVNULL,
                     timeout=budget,
+                    check=False,
                 )
             except subprocess.TimeoutExpired:
                 raise HarnessError(f"loadgen did not finish within {budget:.0f}s; see {log_path}") from None
@@ -380,8 +396,10 @@ class Runner:
                 try:
                     s.start()
                 except HarnessError as e:
-                    if "--redis-url" in " ".join(s.lines):
-                        raise HarnessError(f"{e}\n  chatapp rejected --redis-url: it has no Redis support yet") from None
+                    if any(rejects_flag(line, "--redis-url") for line in s.lines):
+                        raise HarnessError(
+                            f"{e}\n  chatapp's usage error names --redis-url: it probably has no Redis support yet"
+                        ) from None
                     raise
             return servers
         except BaseException:
@@ -407,7 +425,11 @@ class Runner:
             )
             # redis-server does not print a URL; wait for it to answer instead.
             self.redis_server.proc = subprocess.Popen(
-                self.redis_server.cmd, cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                self.redis_server.cmd,
+                cwd=self.tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
             self.redis_url_private = f"redis://127.0.0.1:{port}/0"
             for _ in range(50):
@@ -430,13 +452,16 @@ class Runner:
     def run(self) -> int:
         a = self.args
         scenario = SCENARIOS[a.scenario]
-        targets = ["chatapp-1proc", "chatapp-2proc"] if a.scenario == "cluster" else a.targets.split(",")
+        # The ratio column is targets[0]/targets[1]: chatapp/node, or 2 processes/1 process.
+        targets = ["chatapp-2proc", "chatapp-1proc"] if a.scenario == "cluster" else a.targets.split(",")
         deflate_mode = a.deflate or scenario["deflate"]
         variants = {"off": [False], "on": [True], "both": [False, True]}[deflate_mode]
         runs = a.runs if a.runs is not None else scenario.get("runs", 3)
         self.check_prerequisites(targets)
         log(f"scenario {a.scenario}: {scenario['doc']}")
-        log(f"targets {targets}, runs {runs}, deflate {deflate_mode}, pinning {'servers->' + a.server_cpus + ' loadgen->' + a.loadgen_cpus if self.pin else 'off'}")
+        log(
+            f"targets {targets}, runs {runs}, deflate {deflate_mode}, pinning {'servers->' + a.server_cpus + ' loadgen->' + a.loadgen_cpus if self.pin else 'off'}"
+        )
 
         measurements: list[dict[str, Any]] = []
         failures: list[str] = []
@@ -463,7 +488,8 @@ class Runner:
         ]
         if saturated:
             print(
-                "\nnote: the load generator used >90% of its core in: " + ", ".join(saturated)
+                "\nnote: the load generator used >90% of its core in: "
+                + ", ".join(saturated)
                 + ".\n      Those throughput numbers may be limited by the load generator (a lower bound for that server)."
             )
         out = self.write_results(measurements, summary, targets, runs, deflate_mode)
@@ -479,7 +505,7 @@ class Runner:
     ) -> Path:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / f"{self.args.scenario}-{self.stamp}.json"
-        node_version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        node_version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
         doc = {
             "scenario": self.args.scenario,
             "description": SCENARIOS[self.args.scenario]["doc"],
@@ -577,7 +603,9 @@ def fmt(v: float | None) -> str:
 def print_table(scenario: str, summary: dict[str, Any], targets: list[str]) -> None:
     for variant, metrics in summary.items():
         cols = [*targets, "ratio"] if len(targets) == 2 else targets
-        print(f"\n{scenario} / {variant}: medians" + (f", ratio = {targets[0]}/{targets[1]}" if len(targets) == 2 else ""))
+        print(
+            f"\n{scenario} / {variant}: medians" + (f", ratio = {targets[0]}/{targets[1]}" if len(targets) == 2 else "")
+        )
         rows = [(m, [fmt(metrics[m].get(c)) for c in cols]) for m in TABLE_METRICS if m in metrics]
         width = max(len(m) for m, _ in rows) if rows else 10
         cw = [max(len(c), *(len(v[i]) for _, v in rows)) for i, c in enumerate(cols)] if rows else [10] * len(cols)
@@ -610,7 +638,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     p.add_argument("--runs", type=int, help="runs per target and variant (default 3; smoke 1)")
     p.add_argument("--targets", default="chatapp,node", help="comma-separated: chatapp,node (ignored by cluster)")
-    p.add_argument("--deflate", choices=["off", "on", "both"], help="clients offer permessage-deflate (default per scenario)")
+    p.add_argument(
+        "--deflate", choices=["off", "on", "both"], help="clients offer permessage-deflate (default per scenario)"
+    )
     p.add_argument(
         "--node-deflate",
         type=int,
@@ -619,17 +649,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "frames below THRESHOLD bytes stay uncompressed (ws's default is 1024, 0 compresses all)",
     )
     p.add_argument("--python", default=sys.executable, help="interpreter that runs chatapp (default: this one)")
-    p.add_argument("--chatapp-root", type=Path, default=REPO_ROOT, help="directory to run chatapp from (default: repo root)")
+    p.add_argument(
+        "--chatapp-root", type=Path, default=REPO_ROOT, help="directory to run chatapp from (default: repo root)"
+    )
     p.add_argument("--chatapp-module", default="chatapp", help="module run with -m (default chatapp)")
     p.add_argument("--chatapp-arg", action="append", default=[], help="extra argument for chatapp (repeatable)")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="cluster: shared Redis (started privately if absent)")
-    p.add_argument("--cluster-db", help="cluster: --db for both processes, e.g. postgresql://127.0.0.1:5432/test "
-                   "(default: a fresh shared SQLite file)")
+    p.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/0", help="cluster: shared Redis (started privately if absent)"
+    )
+    p.add_argument(
+        "--cluster-db",
+        help="cluster: --db for both processes, e.g. postgresql://127.0.0.1:5432/test "
+        "(default: a fresh shared SQLite file)",
+    )
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for servers (default 0)")
     p.add_argument("--loadgen-cpus", default="1", help="taskset cpu list for the load generator (default 1)")
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
-    for key, typ in (("clients", int), ("rooms", int), ("senders", int), ("rate", float), ("duration", float), ("warmup", float)):
+    for key, typ in (
+        ("clients", int),
+        ("rooms", int),
+        ("senders", int),
+        ("rate", float),
+        ("duration", float),
+        ("warmup", float),
+    ):
         p.add_argument(f"--{key}", type=typ, help=f"override the scenario's loadgen --{key}")
     args = p.parse_args(argv)
     args.chatapp_root = args.chatapp_root.resolve()

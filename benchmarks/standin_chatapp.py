@@ -38,7 +38,6 @@ def build(redis_url: str | None) -> tuple[web.Application, socketio.AsyncServer]
 
         redis = aioredis.from_url(redis_url)
 
-    @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
         auth = auth if isinstance(auth, dict) else {}
         room = auth.get("room", "lobby")
@@ -55,7 +54,6 @@ def build(redis_url: str | None) -> tuple[web.Application, socketio.AsyncServer]
         welcome = {"room": room, "name": name, "users": sorted(set(users.values())), "history": [], "has_more": False}
         await sio.emit("welcome", welcome, to=sid)
 
-    @sio.event
     async def message(sid: str, data: Any) -> dict[str, Any]:
         session = await sio.get_session(sid)
         text = data.get("text") if isinstance(data, dict) else None
@@ -77,11 +75,13 @@ def build(redis_url: str | None) -> tuple[web.Application, socketio.AsyncServer]
         await sio.emit("message", msg, room=room)
         return {"ok": True, "message": msg}
 
-    @sio.event
     async def disconnect(sid: str, *args: Any) -> None:
         for users in members.values():
             users.pop(sid, None)
 
+    # Registered with sio.on() rather than @sio.event to keep the handlers typed.
+    for handler in (connect, message, disconnect):
+        sio.on(handler.__name__, handler)
     return app, sio
 
 
