@@ -7,6 +7,7 @@
 // persistence, no history (welcome.history is always empty), no rate limit.
 //
 // Usage: node reference_server.js [--port 0] [--host 127.0.0.1] [--deflate[=THRESHOLD]]
+//        (--inject-faults is for the harness's own tests only)
 // Prints "listening on http://127.0.0.1:PORT" on stdout once listening.
 'use strict';
 
@@ -17,7 +18,7 @@ const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const MAX_TEXT = 2000;
 
 function parseArgs(argv) {
-  const opts = { port: 0, host: '127.0.0.1', deflate: null };
+  const opts = { port: 0, host: '127.0.0.1', deflate: null, injectFaults: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [key, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, null];
@@ -28,8 +29,11 @@ function parseArgs(argv) {
     // the optional value is ws's threshold (bytes below which frames are sent
     // uncompressed, ws default 1024; 0 compresses every frame).
     else if (key === '--deflate') opts.deflate = inline !== null ? Number(inline) : 1024;
+    // Test-only: break delivery on purpose so the harness's own tests can check
+    // that loadgen really detects lost and duplicated deliveries.
+    else if (key === '--inject-faults') opts.injectFaults = true;
     else if (key === '--help' || key === '-h') {
-      process.stdout.write('usage: node reference_server.js [--port N] [--host H] [--deflate[=THRESHOLD]]\n');
+      process.stdout.write('usage: node reference_server.js [--port N] [--host H] [--deflate[=THRESHOLD]] [--inject-faults]\n');
       process.exit(0);
     } else {
       process.stderr.write(`unknown argument: ${a}\n`);
@@ -97,7 +101,13 @@ io.on('connection', (socket) => {
     if (!text) return reply({ ok: false, error: 'empty message' });
     if (text.length > MAX_TEXT) return reply({ ok: false, error: 'message too long' });
     const message = { id: state.nextId++, room, name, text, ts: Date.now() };
-    io.to(room).emit('message', message);
+    if (opts.injectFaults && message.id % 10 === 0) {
+      // Every 10th message: not delivered to the sender, delivered twice to the rest.
+      io.to(room).except(socket.id).emit('message', message);
+      io.to(room).except(socket.id).emit('message', message);
+    } else {
+      io.to(room).emit('message', message);
+    }
     reply({ ok: true, message });
   });
 
