@@ -355,6 +355,23 @@ function readProcStatus(pid) {
   }
 }
 
+// Busy ticks per CPU from /proc/stat (everything but idle and iowait).
+function readCpuBusy() {
+  try {
+    const busy = [];
+    for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+      const m = line.match(/^cpu(\d+) (.*)/);
+      if (!m) continue;
+      const f = m[2].trim().split(/\s+/).map(Number);
+      const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal
+      busy[Number(m[1])] = total - f[3] - f[4];
+    }
+    return busy;
+  } catch {
+    return null;
+  }
+}
+
 class ServerSampler {
   constructor(pids, clkTck) {
     this.pids = pids;
@@ -838,12 +855,14 @@ async function main() {
   measureEnd = measureStart + opts.duration * 1000;
   const cpuMeasure0 = process.cpuUsage();
   const serverCpuMeasure0 = sampler.cpuSeconds();
+  const busy0 = readCpuBusy();
   loopDelay.enable();
   log(`measuring for ${opts.duration}s`);
   await sleep(opts.duration * 1000);
   const measuredSeconds = (performance.now() - measureStart) / 1000;
   const cpuMeasure = process.cpuUsage(cpuMeasure0);
   const serverCpuMeasure = sampler.cpuSeconds() - serverCpuMeasure0;
+  const busy1 = readCpuBusy();
   loopDelay.disable();
   const rssMeasureEndKb = sampler.rssKb();
 
@@ -926,6 +945,18 @@ async function main() {
       wall_s: r3(wallSeconds),
     },
   };
+  if (busy0 && busy1) {
+    const perCpu = busy1.map((b, i) => (b - busy0[i]) / opts.clkTck / measuredSeconds);
+    const total = perCpu.reduce((a, b) => a + b, 0);
+    const mine = (cpuMeasure.user + cpuMeasure.system) / 1e6 / measuredSeconds + serverCpuMeasure / measuredSeconds;
+    result.machine = {
+      cpu_busy: perCpu.map(r3), // fraction of each CPU busy during the window
+      // Cores' worth of CPU used by anything but the server(s) and this process:
+      // other processes, and interrupt work not charged to a process. If this is
+      // large, another workload competed with the benchmark.
+      other_cpu_util: r3(Math.max(0, total - mine)),
+    };
+  }
   if (opts.pids.length) {
     const connectedDelta = rssConnectedKb - rssBeforeKb;
     result.server = {

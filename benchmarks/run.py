@@ -117,6 +117,7 @@ TABLE_METRICS = [
     "server.cpu_util_connect",
     "loadgen.cpu_util_connect",
     "loadgen.event_loop_delay_ms.p99",
+    "machine.other_cpu_util",
 ]
 
 
@@ -486,6 +487,17 @@ class Runner:
             for m in measurements
             if (m["result"].get("loadgen") or {}).get("cpu_util_measure", 0) > 0.9
         ]
+        busy = [
+            f"{m['variant']} {m['target']} run{m['run']} ({(m['result'].get('machine') or {}).get('other_cpu_util')})"
+            for m in measurements
+            if (m["result"].get("machine") or {}).get("other_cpu_util", 0) > 0.3
+        ]
+        if busy:
+            print(
+                "\nnote: something besides the server and the load generator used >0.3 of a core in: "
+                + ", ".join(busy)
+                + ".\n      Another workload probably competed with these runs: rerun them on a quiet machine."
+            )
         if saturated:
             print(
                 "\nnote: the load generator used >90% of its core in: "
