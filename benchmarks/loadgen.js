@@ -355,18 +355,19 @@ function readProcStatus(pid) {
   }
 }
 
-// Busy ticks per CPU from /proc/stat (everything but idle and iowait).
+// Ticks per CPU from /proc/stat: busy = user + nice + system + irq + softirq
+// + steal; irq = irq + softirq (kernel work, e.g. loopback packet delivery,
+// that is not charged to any process).
 function readCpuBusy() {
   try {
-    const busy = [];
+    const cpus = [];
     for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
       const m = line.match(/^cpu(\d+) (.*)/);
       if (!m) continue;
-      const f = m[2].trim().split(/\s+/).map(Number);
-      const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal
-      busy[Number(m[1])] = total - f[3] - f[4];
+      const [user, nice, system, , , irq, softirq, steal] = m[2].trim().split(/\s+/).map(Number);
+      cpus[Number(m[1])] = { busy: user + nice + system + irq + softirq + steal, irq: irq + softirq };
     }
-    return busy;
+    return cpus;
   } catch {
     return null;
   }
@@ -946,15 +947,17 @@ async function main() {
     },
   };
   if (busy0 && busy1) {
-    const perCpu = busy1.map((b, i) => (b - busy0[i]) / opts.clkTck / measuredSeconds);
-    const total = perCpu.reduce((a, b) => a + b, 0);
+    const util = (key) => busy1.map((c, i) => (c[key] - busy0[i][key]) / opts.clkTck / measuredSeconds);
+    const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+    const busy = util('busy');
+    const irq = sum(util('irq'));
     const mine = (cpuMeasure.user + cpuMeasure.system) / 1e6 / measuredSeconds + serverCpuMeasure / measuredSeconds;
     result.machine = {
-      cpu_busy: perCpu.map(r3), // fraction of each CPU busy during the window
-      // Cores' worth of CPU used by anything but the server(s) and this process:
-      // other processes, and interrupt work not charged to a process. If this is
-      // large, another workload competed with the benchmark.
-      other_cpu_util: r3(Math.max(0, total - mine)),
+      cpu_busy: busy.map(r3), // fraction of each CPU busy during the window
+      irq_util: r3(irq), // cores' worth of interrupt/softirq work (grows with loopback traffic)
+      // Cores' worth of CPU used by other processes than the server(s) and
+      // this one: if large, another workload competed with the benchmark.
+      other_cpu_util: r3(Math.max(0, sum(busy) - irq - mine)),
     };
   }
   if (opts.pids.length) {
