@@ -84,7 +84,7 @@ async def test_events_without_ack_callback_do_not_disturb_anyone(
     await bad.connect(server.url, name="bad")
     await good.connect(server.url, name="good")
     await watcher.connect(server.url, name="watcher")
-    for event in EVENTS + ["unknown"]:
+    for event in [*EVENTS, "unknown"]:
         for payload in (None, "junk", {"text": ""}, [1], {"typing": "x"}, {"name": ""}):
             await bad.sio.emit(event, payload)
     # A valid message without an ack callback is still delivered.
