@@ -21,6 +21,7 @@ interpreter that runs chatapp.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -51,23 +52,53 @@ RAISED_LIMITS = ["--message-burst", "1000000", "--message-rate", "1000000"]
 SCENARIOS: dict[str, dict[str, Any]] = {
     "smoke": {
         "doc": "CI correctness check: 20 clients, 2 rooms, a few seconds; asserts, never measures speed",
-        "loadgen": {"clients": 20, "rooms": 2, "senders": 2, "mode": "closed", "duration": 2, "warmup": 1, "drain": 5},
+        "loadgen": {
+            "clients": 20,
+            "rooms": 2,
+            "senders": 2,
+            "mode": "closed",
+            "duration": 2,
+            "warmup": 1,
+            "drain": 5,
+        },
         "deflate": "both",
         "runs": 1,
     },
     "fanout": {
         "doc": "1 room x 500 clients, 5 closed-loop senders: broadcast throughput",
-        "loadgen": {"clients": 500, "rooms": 1, "senders": 5, "mode": "closed", "duration": 15, "warmup": 3},
+        "loadgen": {
+            "clients": 500,
+            "rooms": 1,
+            "senders": 5,
+            "mode": "closed",
+            "duration": 15,
+            "warmup": 3,
+        },
         "deflate": "both",
     },
     "rooms": {
         "doc": "1000 clients in 50 rooms of 20, 1 message/s per room: latency at realistic load",
-        "loadgen": {"clients": 1000, "rooms": 50, "senders": 5, "mode": "rate", "rate": 1, "duration": 30, "warmup": 3},
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 50,
+            "senders": 5,
+            "mode": "rate",
+            "rate": 1,
+            "duration": 30,
+            "warmup": 3,
+        },
         "deflate": "off",
     },
     "rooms-saturated": {
         "doc": "1000 clients in 50 rooms of 20, 2 closed-loop senders per room: many-room throughput",
-        "loadgen": {"clients": 1000, "rooms": 50, "senders": 2, "mode": "closed", "duration": 15, "warmup": 3},
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 50,
+            "senders": 2,
+            "mode": "closed",
+            "duration": 15,
+            "warmup": 3,
+        },
         "deflate": "off",
     },
     "idle": {
@@ -86,7 +117,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "cluster": {
         "doc": "2 chatapp processes sharing Redis (clients of every room spread over both) vs 1 process",
-        "loadgen": {"clients": 1000, "rooms": 50, "senders": 2, "mode": "closed", "duration": 15, "warmup": 3},
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 50,
+            "senders": 2,
+            "mode": "closed",
+            "duration": 15,
+            "warmup": 3,
+        },
         "deflate": "off",
     },
 }
@@ -269,14 +307,24 @@ class Runner:
         cmd += a.chatapp_arg
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the URL line must reach our pipe at once
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(a.chatapp_root), env.get("PYTHONPATH", "")) if p)
-        return Server(label, self.pinned(a.server_cpus, cmd), Path(a.chatapp_root), env, self.next_log(label))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(a.chatapp_root), env.get("PYTHONPATH", "")) if p
+        )
+        return Server(
+            label, self.pinned(a.server_cpus, cmd), Path(a.chatapp_root), env, self.next_log(label)
+        )
 
     def node_server(self, label: str) -> Server:
         cmd = ["node", str(REFERENCE), "--port", "0"]
         if self.args.node_deflate is not None:
             cmd.append(f"--deflate={self.args.node_deflate}")
-        return Server(label, self.pinned(self.args.server_cpus, cmd), BENCH_DIR, dict(os.environ), self.next_log(label))
+        return Server(
+            label,
+            self.pinned(self.args.server_cpus, cmd),
+            BENCH_DIR,
+            dict(os.environ),
+            self.next_log(label),
+        )
 
     def next_log(self, label: str) -> Path:
         self.counter += 1
@@ -288,7 +336,9 @@ class Runner:
         if not shutil.which("node"):
             raise HarnessError("node is not on PATH")
         if not (BENCH_DIR / "node_modules" / "ws").is_dir():
-            raise HarnessError("benchmarks/node_modules is missing: run `npm ci --prefix benchmarks` first")
+            raise HarnessError(
+                "benchmarks/node_modules is missing: run `npm ci --prefix benchmarks` first"
+            )
         if any(t.startswith("chatapp") for t in targets):
             a = self.args
             probe = subprocess.run(
@@ -319,11 +369,11 @@ class Runner:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(hard, target)))
         except (ValueError, OSError):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            except (ValueError, OSError):
-                pass
-            log(f"warning: could not raise the open-files limit to {target} (hard limit {hard}); raise `ulimit -n`")
+            log(
+                f"warning: could not raise the open-files limit to {target} (hard limit {hard}); raise `ulimit -n`"
+            )
 
     def scenario_opts(self) -> dict[str, Any]:
         opts = dict(SCENARIOS[self.args.scenario]["loadgen"])
@@ -335,16 +385,32 @@ class Runner:
 
     # -- one measurement
 
-    def run_loadgen(self, urls: list[str], pids: list[int], deflate: bool, label: str) -> dict[str, Any]:
+    def run_loadgen(
+        self, urls: list[str], pids: list[int], deflate: bool, label: str
+    ) -> dict[str, Any]:
         opts = self.scenario_opts()
-        cmd = ["node", str(LOADGEN), "--url", ",".join(urls), "--label", label, "--clk-tck", str(self.clk_tck)]
+        cmd = [
+            "node",
+            str(LOADGEN),
+            "--url",
+            ",".join(urls),
+            "--label",
+            label,
+            "--clk-tck",
+            str(self.clk_tck),
+        ]
         cmd += ["--server-pid", ",".join(str(p) for p in pids)]
         for key, value in opts.items():
             cmd += [f"--{key}", str(value)]
         if deflate:
             cmd.append("--deflate")
         budget = float(opts.get("connect-timeout", 120)) + float(opts.get("settle", 1))
-        budget += float(opts.get("warmup", 2)) + float(opts["duration"]) + float(opts.get("drain", 5)) + 60
+        budget += (
+            float(opts.get("warmup", 2))
+            + float(opts["duration"])
+            + float(opts.get("drain", 5))
+            + 60
+        )
         log_path = self.next_log(f"loadgen-{label}")
         with log_path.open("w") as errf:
             try:
@@ -358,7 +424,9 @@ class Runner:
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                raise HarnessError(f"loadgen did not finish within {budget:.0f}s; see {log_path}") from None
+                raise HarnessError(
+                    f"loadgen did not finish within {budget:.0f}s; see {log_path}"
+                ) from None
         lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("{")]
         if not lines:
             raise HarnessError(f"loadgen exited {proc.returncode} without a result; see {log_path}")
@@ -370,7 +438,9 @@ class Runner:
         servers = self.start_target(target)
         try:
             time.sleep(0.5)  # let the server finish starting up before sampling its RSS
-            return self.run_loadgen([s.url for s in servers], [s.pid for s in servers], deflate, label)
+            return self.run_loadgen(
+                [s.url for s in servers], [s.pid for s in servers], deflate, label
+            )
         finally:
             for s in servers:
                 s.stop()
@@ -381,7 +451,9 @@ class Runner:
             if target == "node":
                 servers.append(self.node_server("node"))
             elif target == "chatapp":
-                servers.append(self.chatapp_server("chatapp", str(self.tmp / f"chatapp-{self.counter}.db")))
+                servers.append(
+                    self.chatapp_server("chatapp", str(self.tmp / f"chatapp-{self.counter}.db"))
+                )
             elif target in ("chatapp-1proc", "chatapp-2proc"):
                 n = 1 if target == "chatapp-1proc" else 2
                 db = self.args.cluster_db or str(self.tmp / f"cluster-{self.counter}.db")
@@ -419,7 +491,17 @@ class Runner:
             log(f"no Redis at {url}; starting a private redis-server on port {port}")
             self.redis_server = Server(
                 "redis",
-                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
                 self.tmp,
                 dict(os.environ),
                 self.next_log("redis"),
@@ -454,7 +536,9 @@ class Runner:
         a = self.args
         scenario = SCENARIOS[a.scenario]
         # The ratio column is targets[0]/targets[1]: chatapp/node, or 2 processes/1 process.
-        targets = ["chatapp-2proc", "chatapp-1proc"] if a.scenario == "cluster" else a.targets.split(",")
+        targets = (
+            ["chatapp-2proc", "chatapp-1proc"] if a.scenario == "cluster" else a.targets.split(",")
+        )
         deflate_mode = a.deflate or scenario["deflate"]
         variants = {"off": [False], "on": [True], "both": [False, True]}[deflate_mode]
         runs = a.runs if a.runs is not None else scenario.get("runs", 3)
@@ -475,9 +559,19 @@ class Runner:
                     result = self.measure(target, deflate, label)
                     problems = correctness_problems(result, self.scenario_opts())
                     measurements.append(
-                        {"run": run, "variant": variant, "target": target, "problems": problems, "result": result}
+                        {
+                            "run": run,
+                            "variant": variant,
+                            "target": target,
+                            "problems": problems,
+                            "result": result,
+                        }
                     )
-                    log("  " + one_line(result) + (f"  PROBLEMS: {'; '.join(problems)}" if problems else ""))
+                    log(
+                        "  "
+                        + one_line(result)
+                        + (f"  PROBLEMS: {'; '.join(problems)}" if problems else "")
+                    )
                     failures += [f"{label}: {p}" for p in problems]
 
         summary = summarise(measurements, targets)
@@ -509,15 +603,24 @@ class Runner:
         if failures:
             print("\nCORRECTNESS FAILURES:\n  " + "\n  ".join(failures))
             return 1
-        print("\ncorrectness: all runs connected every client, acked every message, lost 0, duplicated 0")
+        print(
+            "\ncorrectness: all runs connected every client, acked every message, lost 0, duplicated 0"
+        )
         return 0
 
     def write_results(
-        self, measurements: list[dict[str, Any]], summary: dict[str, Any], targets: list[str], runs: int, deflate: str
+        self,
+        measurements: list[dict[str, Any]],
+        summary: dict[str, Any],
+        targets: list[str],
+        runs: int,
+        deflate: str,
     ) -> Path:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / f"{self.args.scenario}-{self.stamp}.json"
-        node_version = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        node_version = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
         doc = {
             "scenario": self.args.scenario,
             "description": SCENARIOS[self.args.scenario]["doc"],
@@ -560,9 +663,13 @@ def correctness_problems(r: dict[str, Any], opts: dict[str, Any]) -> list[str]:
     if r.get("error"):
         problems.append(f"error: {r['error']}")
     if r.get("connected") != opts["clients"]:
-        problems.append(f"connected {r.get('connected')} of {opts['clients']} ({r.get('connect_error_reasons')})")
+        problems.append(
+            f"connected {r.get('connected')} of {opts['clients']} ({r.get('connect_error_reasons')})"
+        )
     if r.get("acked") != r.get("sent"):
-        problems.append(f"acked {r.get('acked')} != sent {r.get('sent')} (nacks: {r.get('nack_reasons')})")
+        problems.append(
+            f"acked {r.get('acked')} != sent {r.get('sent')} (nacks: {r.get('nack_reasons')})"
+        )
     for key in ("lost", "duplicates", "disconnects"):
         if r.get(key):
             problems.append(f"{key} {r[key]}")
@@ -590,9 +697,15 @@ def summarise(measurements: list[dict[str, Any]], targets: list[str]) -> dict[st
     for variant in dict.fromkeys(m["variant"] for m in measurements):
         per_target: dict[str, dict[str, float]] = {}
         for target in targets:
-            rows = [flatten(m["result"]) for m in measurements if m["variant"] == variant and m["target"] == target]
+            rows = [
+                flatten(m["result"])
+                for m in measurements
+                if m["variant"] == variant and m["target"] == target
+            ]
             keys = sorted({k for row in rows for k in row if not k.startswith("server.pids")})
-            per_target[target] = {k: statistics.median(row[k] for row in rows if k in row) for k in keys}
+            per_target[target] = {
+                k: statistics.median(row[k] for row in rows if k in row) for k in keys
+            }
         metrics: dict[str, Any] = {}
         for key in sorted({k for t in per_target.values() for k in t}):
             entry: dict[str, Any] = {t: per_target[t].get(key) for t in targets}
@@ -616,11 +729,16 @@ def print_table(scenario: str, summary: dict[str, Any], targets: list[str]) -> N
     for variant, metrics in summary.items():
         cols = [*targets, "ratio"] if len(targets) == 2 else targets
         print(
-            f"\n{scenario} / {variant}: medians" + (f", ratio = {targets[0]}/{targets[1]}" if len(targets) == 2 else "")
+            f"\n{scenario} / {variant}: medians"
+            + (f", ratio = {targets[0]}/{targets[1]}" if len(targets) == 2 else "")
         )
         rows = [(m, [fmt(metrics[m].get(c)) for c in cols]) for m in TABLE_METRICS if m in metrics]
         width = max(len(m) for m, _ in rows) if rows else 10
-        cw = [max(len(c), *(len(v[i]) for _, v in rows)) for i, c in enumerate(cols)] if rows else [10] * len(cols)
+        cw = (
+            [max(len(c), *(len(v[i]) for _, v in rows)) for i, c in enumerate(cols)]
+            if rows
+            else [10] * len(cols)
+        )
         print(f"  {'metric':<{width}}  " + "  ".join(f"{c:>{cw[i]}}" for i, c in enumerate(cols)))
         for m, vals in rows:
             print(f"  {m:<{width}}  " + "  ".join(f"{v:>{cw[i]}}" for i, v in enumerate(vals)))
@@ -649,9 +767,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     p.add_argument("--runs", type=int, help="runs per target and variant (default 3; smoke 1)")
-    p.add_argument("--targets", default="chatapp,node", help="comma-separated: chatapp,node (ignored by cluster)")
     p.add_argument(
-        "--deflate", choices=["off", "on", "both"], help="clients offer permessage-deflate (default per scenario)"
+        "--targets",
+        default="chatapp,node",
+        help="comma-separated: chatapp,node (ignored by cluster)",
+    )
+    p.add_argument(
+        "--deflate",
+        choices=["off", "on", "both"],
+        help="clients offer permessage-deflate (default per scenario)",
     )
     p.add_argument(
         "--node-deflate",
@@ -660,14 +784,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="start the reference server with permessage-deflate on (socket.io's default is off); "
         "frames below THRESHOLD bytes stay uncompressed (ws's default is 1024, 0 compresses all)",
     )
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs chatapp (default: this one)")
     p.add_argument(
-        "--chatapp-root", type=Path, default=REPO_ROOT, help="directory to run chatapp from (default: repo root)"
+        "--python", default=sys.executable, help="interpreter that runs chatapp (default: this one)"
     )
-    p.add_argument("--chatapp-module", default="chatapp", help="module run with -m (default chatapp)")
-    p.add_argument("--chatapp-arg", action="append", default=[], help="extra argument for chatapp (repeatable)")
     p.add_argument(
-        "--redis-url", default="redis://127.0.0.1:6379/0", help="cluster: shared Redis (started privately if absent)"
+        "--chatapp-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="directory to run chatapp from (default: repo root)",
+    )
+    p.add_argument(
+        "--chatapp-module", default="chatapp", help="module run with -m (default chatapp)"
+    )
+    p.add_argument(
+        "--chatapp-arg", action="append", default=[], help="extra argument for chatapp (repeatable)"
+    )
+    p.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="cluster: shared Redis (started privately if absent)",
     )
     p.add_argument(
         "--cluster-db",
@@ -675,7 +810,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(default: a fresh shared SQLite file)",
     )
     p.add_argument("--server-cpus", default="0", help="taskset cpu list for servers (default 0)")
-    p.add_argument("--loadgen-cpus", default="1", help="taskset cpu list for the load generator (default 1)")
+    p.add_argument(
+        "--loadgen-cpus", default="1", help="taskset cpu list for the load generator (default 1)"
+    )
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     for key, typ in (

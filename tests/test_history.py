@@ -78,9 +78,7 @@ async def test_since_is_capped_at_500(start_server, make_client, tmp_path) -> No
     assert texts(rest["messages"]) == [f"m{n}" for n in range(6, 21)]
 
 
-async def test_reconnect_with_since_while_others_keep_sending(
-    server: Server, make_client
-) -> None:
+async def test_reconnect_with_since_while_others_keep_sending(server: Server, make_client) -> None:
     """No gap and no duplicate across reconnects, even with messages in flight."""
     sender = make_client()
     await sender.connect(server.url, room="live", name="sender")
