@@ -19,7 +19,7 @@ from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .settings import Settings
 from .store import MessageStore, open_store
-from .views import api_errors, setup_routes
+from .views import api_errors, engineio_errors, setup_routes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings.redis_url)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[api_errors])
+    app = web.Application(middlewares=[api_errors, engineio_errors])
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -84,8 +84,9 @@ class OriginCheck:
         self.any = "*" in extra
         self.extra = frozenset(o.rstrip("/") for o in extra)
 
-    def __call__(self, origin: str, environ: dict[str, Any]) -> bool:
-        if self.any or origin in self.extra:
+    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        # No Origin header: not a browser (a bot, a script); origins are a browser defence.
+        if origin is None or self.any or origin in self.extra:
             return True
         host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
         scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")

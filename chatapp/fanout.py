@@ -48,6 +48,12 @@ class Outbox:
         eio_sid: str | None = self._sio.manager.eio_sid_from_sid(sid, "/")
         return eio_sid
 
+    def is_open(self, sid: str) -> bool:
+        """Whether the connection behind Socket.IO ``sid`` still has a live transport."""
+        eio_sid = self.eio_sid(sid)
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not socket.closed
+
     def put(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
         """Queue ``pkt`` for one connection; False if it is gone."""
         socket = self._sio.eio.sockets.get(eio_sid)

@@ -73,3 +73,39 @@ async def test_bad_rename_is_refused(server: Server, make_client) -> None:
         ack = await ann.call("rename", {"name": bad})
         assert ack["ok"] is False and ack["error"].startswith("invalid name")
     assert (await ann.send("same name"))["message"]["name"] == "ann"
+
+
+async def test_connections_closed_while_joining_leave_no_ghosts(
+    server: Server, make_client
+) -> None:
+    """An Engine.IO close that arrives while the server is still admitting the connection."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    base = server.url + "/socket.io/?EIO=4&transport=polling"
+
+    async def connect_and_vanish(session: aiohttp.ClientSession, n: int) -> None:
+        async with session.get(base) as r:
+            opening = await r.text()
+        sid = json.loads(opening[1:])["sid"]
+        url = f"{base}&sid={sid}"
+        auth = "40" + json.dumps({"room": "ghosts", "name": f"ghost{n}"})
+
+        async def post(body: str) -> None:
+            async with session.post(url, data=body) as r:
+                await r.read()
+
+        # The Socket.IO CONNECT and the Engine.IO CLOSE ("1") race each other.
+        await asyncio.gather(post(auth), post("1"), return_exceptions=True)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(connect_and_vanish(session, n) for n in range(30)))
+    watcher = make_client()
+    welcome = await watcher.connect(server.url, room="ghosts", name="watcher")
+    if welcome["users"] != ["watcher"]:
+        await watcher.wait_for("presence", lambda p: p["users"] == ["watcher"])
+    async with aiohttp.ClientSession() as session, session.get(server.url + "/api/rooms") as r:
+        rooms = {room["room"]: room["users"] for room in await r.json()}
+    assert rooms["ghosts"] == 1
