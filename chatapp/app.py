@@ -14,12 +14,20 @@ from aiohttp import web
 from . import resources as resources_mod
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
-from .keys import fanout_key, presence_key, resources_key, settings_key, sio_key, store_key
+from .keys import (
+    fanout_key,
+    outbox_key,
+    presence_key,
+    resources_key,
+    settings_key,
+    sio_key,
+    store_key,
+)
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .settings import Settings
 from .store import MessageStore, open_store
-from .views import api_errors, setup_routes
+from .views import api_errors, engineio_errors, setup_routes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[api_errors])
+    app = web.Application(middlewares=[api_errors, engineio_errors])
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -65,6 +73,7 @@ def create_app(
     app[sio_key] = sio
     app[fanout_key] = manager
     outbox = Outbox(sio)
+    app[outbox_key] = outbox
     feed = RoomFeed(store, outbox)
     manager.feed = feed
     ChatHandlers(sio, settings, store, presence, feed, outbox)
@@ -87,8 +96,9 @@ class OriginCheck:
         self.any = "*" in extra
         self.extra = frozenset(o.rstrip("/") for o in extra)
 
-    def __call__(self, origin: str, environ: dict[str, Any]) -> bool:
-        if self.any or origin in self.extra:
+    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        # No Origin header: not a browser (a bot, a script); origins are a browser defence.
+        if origin is None or self.any or origin in self.extra:
             return True
         host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
         scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
@@ -126,9 +136,6 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    # Closing at the engine.io level (not a Socket.IO DISCONNECT) makes clients
-    # reconnect by themselves once a server is back, and resume with `since`.
-    if sio.eio.sockets:
-        await sio.eio.disconnect()
+    await app[outbox_key].close_all(grace=3.0)
     await sio.shutdown()
     log.info("all clients disconnected")

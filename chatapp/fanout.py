@@ -19,11 +19,11 @@ With Redis (:class:`FeedRedisManager`) it also needs what ``AsyncRedisManager`` 
   once it hears again, so nothing published while it was deaf stays missing.
 
 Internals used, checked by ``tests/test_fanout_internals.py`` against the pinned versions
-below (update both together): ``AsyncServer.eio.sockets``, ``AsyncSocket.queue`` /
-``.closed``, ``AsyncServer.packet_class``, ``AsyncManager.eio_sid_from_sid``, the
-``AsyncPubSubManager._handle_emit -> super().emit`` call chain, ``AsyncServer.
-manager_initialized``, ``AsyncPubSubManager.thread`` / ``._thread`` / ``._publish`` /
-``._listen`` and ``AsyncRedisManager.redis`` / ``.pubsub``.
+below (update both together): ``AsyncServer.eio.sockets``, ``AsyncSocket.queue``,
+``.closed`` and ``.close(wait=False)``, ``AsyncServer.packet_class``,
+``AsyncManager.eio_sid_from_sid``, the ``AsyncPubSubManager._handle_emit -> super().emit``
+call chain, ``AsyncServer.manager_initialized``, ``AsyncPubSubManager.thread`` /
+``._thread`` / ``._publish`` / ``._listen`` and ``AsyncRedisManager.redis`` / ``.pubsub``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ class Outbox:
         eio_sid: str | None = self._sio.manager.eio_sid_from_sid(sid, "/")
         return eio_sid
 
+    def is_open(self, sid: str) -> bool:
+        """Whether the connection behind Socket.IO ``sid`` still has a live transport."""
+        eio_sid = self.eio_sid(sid)
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not socket.closed
+
     def put(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
         """Queue ``pkt`` for one connection; False if it is gone."""
         socket = self._sio.eio.sockets.get(eio_sid)
@@ -84,6 +90,24 @@ class Outbox:
             return False
         socket.queue.put_nowait(pkt)
         return True
+
+    async def close_all(self, grace: float) -> None:
+        """Close every engine.io connection, waiting up to ``grace`` s for them to flush.
+
+        Engine.IO-level closing (no Socket.IO DISCONNECT) makes clients reconnect by
+        themselves. ``AsyncServer.disconnect()`` is not used because it waits for each send
+        queue to drain, forever if that connection's writer has already ended.
+        """
+        eio = self._sio.eio
+        sockets = list(eio.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        joins = [asyncio.ensure_future(s.queue.join()) for s in sockets]
+        if joins:
+            _, pending = await asyncio.wait(joins, timeout=grace)
+            for join in pending:
+                join.cancel()
+        eio.sockets.clear()
 
 
 class FeedManager(socketio.AsyncManager):  # type: ignore[misc]
