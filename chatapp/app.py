@@ -68,6 +68,7 @@ def create_app(
         async_handlers=False,
         cors_allowed_origins=OriginCheck(settings.allowed_origins),
         max_http_buffer_size=MAX_FRAME_BYTES,
+        transports=list(settings.transports),
     )
     sio.attach(app)
     app[sio_key] = sio

@@ -38,6 +38,9 @@ class Settings:
     #: Seconds after which the connections of a process that stopped heartbeating (killed,
     #: frozen, cut off from Redis) are removed from presence.
     presence_ttl: float = 20.0
+    #: Engine.IO transports accepted: long-polling needs sticky sessions behind a load
+    #: balancer; ("websocket",) refuses it, for deployments without stickiness.
+    transports: tuple[str, ...] = ("polling", "websocket")
     #: Seconds before a typing indicator is cleared without renewal.
     typing_timeout: float = 5.0
 
@@ -129,6 +132,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         f"answering are shown as gone (default {d.presence_ttl:g})",
     )
     parser.add_argument(
+        "--transports",
+        default=env("transports", ",".join(d.transports)),
+        help="Engine.IO transports accepted: 'polling,websocket' (default) or 'websocket' "
+        "(for several processes behind a load balancer without sticky sessions)",
+    )
+    parser.add_argument(
         "--typing-timeout",
         type=float,
         default=env("typing_timeout", d.typing_timeout),
@@ -179,6 +188,10 @@ def load_settings(
     redis_url = str(values["redis_url"])
     if redis_url and urlsplit(redis_url).scheme not in REDIS_SCHEMES:
         parser.error("--redis-url must start with redis://, rediss:// or unix://")
+    transports = tuple(t.strip() for t in str(values["transports"]).split(",") if t.strip())
+    if not transports or not set(transports) <= {"polling", "websocket"}:
+        parser.error("--transports must be 'polling,websocket' or 'websocket'")
+    values["transports"] = transports
     origins = ns.allowed_origins
     values["allowed_origins"] = tuple(o.strip() for o in str(origins).split(",") if o.strip())
     return Settings(**values)  # type: ignore[arg-type]

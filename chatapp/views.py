@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
-from .keys import fanout_key, presence_key, resources_key, store_key
+from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,11 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def _page(request: web.Request, room: str) -> web.Response:
-    return aiohttp_jinja2.render_template("chat.html", request, {"room": room})
+    # The page's client must use the transports the server accepts (see docs/deploy.md).
+    transports = ",".join(request.app[settings_key].transports)
+    return aiohttp_jinja2.render_template(
+        "chat.html", request, {"room": room, "transports": transports}
+    )
 
 
 async def lobby_page(request: web.Request) -> web.Response:
@@ -140,6 +144,13 @@ async def engineio_errors(request: web.Request, handler: Any) -> web.StreamRespo
     """
     if not request.path.startswith("/socket.io/"):
         return await handler(request)  # type: ignore[no-any-return]
+    transport = request.query.get("transport")
+    if transport == "polling" and transport not in request.app[settings_key].transports:
+        # Said here because python-engineio would log each refusal as a server error.
+        return web.json_response(
+            {"error": "long-polling is disabled on this server: use the websocket transport"},
+            status=400,
+        )
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except web.HTTPException:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from .services import pg_url, redis_prefix, tcp_proxy
+from .services import cluster, pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
 ClientFactory = Callable[..., Client]
-__all__ = ["pg_url", "redis_prefix", "tcp_proxy"]  # fixtures for tests needing the services
+# Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
+__all__ = ["cluster", "pg_url", "redis_prefix", "tcp_proxy"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

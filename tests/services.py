@@ -19,6 +19,8 @@ import asyncpg
 import pytest
 from redis import asyncio as aioredis
 
+from .support import Server
+
 T = TypeVar("T")
 REDIS_URL = os.environ.get("CHATAPP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
@@ -204,3 +206,25 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+StartCluster = Callable[..., Awaitable[list[Server]]]
+
+
+@pytest.fixture
+def cluster(
+    start_server: Callable[..., Awaitable[Server]], redis_prefix: str, pg_url: str
+) -> StartCluster:
+    """Start ``n`` processes on their own ports sharing one Redis prefix and one schema."""
+
+    async def start(
+        n: int, *extra: str, redis_url: str = REDIS_URL, db: str = pg_url
+    ) -> list[Server]:
+        flags = (
+            *("--db", db, "--redis-url", redis_url, "--redis-prefix", redis_prefix),
+            *("--message-burst", "100000", "--message-rate", "100000"),
+            *extra,
+        )
+        return list(await asyncio.gather(*(start_server(*flags) for _ in range(n))))
+
+    return start

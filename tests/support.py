@@ -87,8 +87,9 @@ class Server:
 class Client:
     """A python-socketio AsyncClient that records every event the server sends it."""
 
-    def __init__(self, transports: list[str] | None = None) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+    def __init__(self, transports: list[str] | None = None, **options: Any) -> None:
+        # options go to socketio.AsyncClient (e.g. http_session, to pick a source address)
+        self.sio = socketio.AsyncClient(reconnection=False, **options)
         self.transports = transports or ["websocket"]
         self.events: list[tuple[str, Any]] = []
         self.connect_error: Any = None

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from .conftest import ClientFactory, ServerFactory
-from .services import REDIS_URL, TcpProxy, eventually, service_port, with_port
-from .support import Client, Server
-
-StartCluster = Callable[..., Awaitable[list[Server]]]
-
-
-@pytest.fixture
-def cluster(start_server: ServerFactory, redis_prefix: str, pg_url: str) -> StartCluster:
-    """Start ``n`` processes on their own ports sharing one Redis prefix and one schema."""
-
-    async def start(
-        n: int, *extra: str, redis_url: str = REDIS_URL, db: str = pg_url
-    ) -> list[Server]:
-        flags = (
-            *("--db", db, "--redis-url", redis_url, "--redis-prefix", redis_prefix),
-            *("--message-burst", "100000", "--message-rate", "100000"),
-            *extra,
-        )
-        return list(await asyncio.gather(*(start_server(*flags) for _ in range(n))))
-
-    return start
+from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
+from .support import Client
 
 
 async def get_json(url: str) -> tuple[int, Any]:
