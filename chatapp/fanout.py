@@ -193,7 +193,6 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
             # a connection that went quiet.
             redis_options={
                 "socket_connect_timeout": redisconn.TIMEOUT,
-                "socket_keepalive": True,
             },
         )
         self._publisher = redisconn.connect(url)

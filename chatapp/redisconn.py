@@ -18,7 +18,6 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
     settings: dict[str, Any] = {
         "socket_timeout": TIMEOUT,
         "socket_connect_timeout": TIMEOUT,
-        "socket_keepalive": True,
         # One quick retry covers a connection Redis closed while idle.
         "retry": Retry(ConstantBackoff(0.1), 1),
         **options,

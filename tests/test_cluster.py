@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from .conftest import ClientFactory, ServerFactory
+from .conftest import ClientFactory, ServerFactory, require_service
 from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
 from .support import Client
 
@@ -209,3 +212,37 @@ async def test_readyz_reports_database_and_redis(
         return (await get_json(f"{server.url}/readyz"))[0] == 200
 
     await eventually(ready, what="/readyz to recover with the database")
+
+
+async def test_redis_over_a_unix_socket(
+    cluster: StartCluster, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    server = shutil.which("redis-server")
+    require_service(server is not None, "redis-server is not installed")
+    assert server is not None
+    sock = tmp_path / "redis.sock"
+    redis = await asyncio.create_subprocess_exec(
+        *(server, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await eventually(_exists(sock), what="redis-server to listen")
+        one, two = await cluster(2, redis_url=f"unix://{sock}?db=0")
+        ann, bob = make_client(), make_client()
+        await ann.connect(one.url, room="team", name="ann")
+        assert (await bob.connect(two.url, room="team", name="bob"))["users"] == ["ann", "bob"]
+        await ann.send("over the socket")
+        assert (await bob.wait_for("message"))["text"] == "over the socket"
+        for s in (one, two):
+            assert await s.stop() == 0
+    finally:
+        redis.terminate()
+        await redis.wait()
+
+
+def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return path.exists()
+
+    return check
