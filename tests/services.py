@@ -126,7 +126,9 @@ class TcpProxy:
     """A TCP forwarder on 127.0.0.1 whose link to the service can be cut and restored.
 
     While cut it accepts connections and drops them at once, and it resets the ones
-    open, which is what clients of a restarting or unreachable service see.
+    open, which is what clients of a restarting or unreachable service see. For Redis it
+    can also *deafen* the open subscriber connections: they stay open and accept commands,
+    but nothing published reaches them any more (a listener that died silently).
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -135,6 +137,8 @@ class TcpProxy:
         self.cut = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._subscribers: set[asyncio.StreamWriter] = set()  # their client sides
+        self._deaf: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -149,6 +153,11 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.cut = False
+
+    def deafen_subscribers(self) -> int:
+        """Stop delivering to the subscriber connections open now; return how many."""
+        self._deaf |= self._subscribers
+        return len(self._subscribers)
 
     async def close(self) -> None:
         self.sever()
@@ -167,15 +176,30 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, client=writer),
+                self._pipe(up_reader, writer, client=writer),
+            )
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.transport.abort()
+            self._subscribers.discard(writer)
+            self._deaf.discard(writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+    ) -> None:
+        upstream = writer is not client
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if upstream and b"SUBSCRIBE" in data.upper():
+                    self._subscribers.add(client)
+                if not upstream and client in self._deaf:
+                    continue
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

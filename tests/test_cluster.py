@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from redis import asyncio as aioredis
 
 from .conftest import ClientFactory, ServerFactory, require_service
 from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
@@ -153,7 +154,10 @@ async def test_a_killed_process_loses_no_acked_message_and_its_users_leave(
 
 
 async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
-    cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
+    cluster: StartCluster,
+    make_client: ClientFactory,
+    tcp_proxy: type[TcpProxy],
+    redis_prefix: str,
 ) -> None:
     proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
     one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
@@ -175,6 +179,12 @@ async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
     acks = [await ann.send(f"during {n}") for n in range(3)]
     assert [a["message"]["id"] for a in acks] == [2, 3, 4]
     await ann.wait_for("message", count=4)
+    # Redis comes back as a restart without persistence would leave it: empty.
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await redis.delete(*[k async for k in redis.scan_iter(match=f"{redis_prefix}:*")])
+    finally:
+        await redis.aclose()
 
     proxy.restore()
 
@@ -188,6 +198,15 @@ async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
     await bob.send("after")
     await ann.wait_for("message", lambda m: m["text"] == "after")
     assert ann.message_ids() == [1, 2, 3, 4, 5]
+    # Each process registered its users again; clients got the lists refreshed.
+    refresh = await bob.wait_for("presence", lambda p: p["users"] == ["ann", "bob"])
+    assert refresh == {"room": "team", "users": ["ann", "bob"]}
+    carl = make_client()
+    assert (await carl.connect(one.url, room="team", name="carl"))["users"] == [
+        "ann",
+        "bob",
+        "carl",
+    ]
 
 
 async def test_readyz_reports_database_and_redis(
@@ -246,3 +265,26 @@ def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
         return path.exists()
 
     return check
+
+
+async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
+    cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
+) -> None:
+    """python-socketio's listener has stopped receiving without a word before (#1581)."""
+    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
+    one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
+    ann, bob = make_client(), make_client()
+    await ann.connect(one.url, room="team", name="ann")
+    await bob.connect(two.url, room="team", name="bob")
+    await ann.send("before")
+    await bob.wait_for("message")
+
+    assert proxy.deafen_subscribers() == 2  # both processes' listeners hear nothing now
+    ack = await ann.send("while deaf")
+    assert ack["message"]["id"] == 2
+    # The self-check notices within seconds, restarts the listener, and the process
+    # delivers from the store what it missed, with no further message needed.
+    received = await bob.wait_for("message", count=2, timeout=30)
+    assert received["text"] == "while deaf"
+    assert bob.message_ids() == [1, 2]
+    assert "missed its self-check; restarting it" in two.log()
