@@ -236,10 +236,18 @@ StartCluster = Callable[..., Awaitable[list[Server]]]
 
 
 @pytest.fixture
-def cluster(
-    start_server: Callable[..., Awaitable[Server]], redis_prefix: str, pg_url: str
-) -> StartCluster:
-    """Start ``n`` processes on their own ports sharing one Redis prefix and one schema."""
+async def cluster(
+    start_server: Callable[..., Awaitable[Server]],
+    redis_prefix: str,
+    pg_url: str,
+    tcp_proxy: type[TcpProxy],
+) -> AsyncIterator[StartCluster]:
+    """Start ``n`` processes on their own ports sharing one Redis prefix and one schema.
+
+    They are stopped before the prefix, the schema and any proxy a test made go away, so
+    that they leave nothing behind (start_server still checks their exit and logs).
+    """
+    started: list[Server] = []
 
     async def start(
         n: int, *extra: str, redis_url: str = REDIS_URL, db: str = pg_url
@@ -249,6 +257,9 @@ def cluster(
             *("--message-burst", "100000", "--message-rate", "100000"),
             *extra,
         )
-        return list(await asyncio.gather(*(start_server(*flags) for _ in range(n))))
+        servers = list(await asyncio.gather(*(start_server(*flags) for _ in range(n))))
+        started.extend(servers)
+        return servers
 
-    return start
+    yield start
+    await asyncio.gather(*(server.stop() for server in started))

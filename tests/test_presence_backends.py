@@ -24,9 +24,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def open_presence(
-    backend: str, request: pytest.FixtureRequest
+    backend: str, request: pytest.FixtureRequest, tcp_proxy: type[TcpProxy]
 ) -> AsyncIterator[OpenPresence]:
-    """Opens presence instances; with Redis, instances sharing a prefix are processes."""
+    """Opens presence instances; with Redis, instances sharing a prefix are processes.
+
+    (They close before any proxy of the test does, so that they clean up after themselves.)
+    """
     opened: list[Presence] = []
 
     async def open_one(url: str = REDIS_URL, ttl: float = 20.0) -> Presence:
