@@ -17,6 +17,7 @@ from .feed import RoomFeed
 from .keys import presence_key, resources_key, settings_key, sio_key, store_key
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
+from .security import security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
 from .views import api_errors, setup_routes
@@ -42,7 +43,7 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings.redis_url)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[api_errors])
+    app = web.Application(middlewares=[security_headers, api_errors])
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
