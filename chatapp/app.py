@@ -84,7 +84,11 @@ class OriginCheck:
         self.any = "*" in extra
         self.extra = frozenset(o.rstrip("/") for o in extra)
 
-    def __call__(self, origin: str, environ: dict[str, Any]) -> bool:
+    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
+        if not origin:
+            # No Origin header: not a cross-origin request (engine.io asks anyway, to decide
+            # on CORS response headers, which such a request does not need).
+            return False
         if self.any or origin in self.extra:
             return True
         host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
@@ -121,7 +125,13 @@ async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
     # Closing at the engine.io level (not a Socket.IO DISCONNECT) makes clients
     # reconnect by themselves once a server is back, and resume with `since`.
-    if sio.eio.sockets:
+    sockets = list(sio.eio.sockets.values())
+    if sockets:
         await sio.eio.disconnect()
+    # The JS client ignores engine.io's CLOSE packet on a WebSocket (only polling handles
+    # it), and engine.io keeps the WebSocket open until its writer idles out (~20 s), which
+    # held up every shutdown with a browser connected. None ends the writer, which closes it.
+    for socket in sockets:
+        socket.queue.put_nowait(None)
     await sio.shutdown()
     log.info("all clients disconnected")
