@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -126,12 +127,15 @@ async def _disconnect_clients(app: web.Application) -> None:
     # Closing at the engine.io level (not a Socket.IO DISCONNECT) makes clients
     # reconnect by themselves once a server is back, and resume with `since`.
     sockets = list(sio.eio.sockets.values())
-    if sockets:
-        await sio.eio.disconnect()
-    # The JS client ignores engine.io's CLOSE packet on a WebSocket (only polling handles
-    # it), and engine.io keeps the WebSocket open until its writer idles out (~20 s), which
-    # held up every shutdown with a browser connected. None ends the writer, which closes it.
+    reason = sio.eio.reason.SERVER_DISCONNECT
+    # wait=False: a polling client that went away never collects its CLOSE packet, and
+    # waiting for it held up shutdown.
+    await asyncio.gather(*(s.close(wait=False, reason=reason) for s in sockets))
     for socket in sockets:
+        # The JS client ignores CLOSE on a WebSocket (only its polling transport handles
+        # it) and engine.io keeps the WebSocket open until its writer idles out; None ends
+        # the writer after it sent CLOSE, which closes the WebSocket.
         socket.queue.put_nowait(None)
+    sio.eio.sockets.clear()
     await sio.shutdown()
     log.info("all clients disconnected")

@@ -26,6 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 #: How long a DOM condition may take to hold (Playwright's expect timeout, in ms).
 EXPECT_TIMEOUT_MS = 15_000
 
@@ -37,7 +38,11 @@ else:
     HAVE_PLAYWRIGHT = True
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
-NETWORK_NOISE = ("net::ERR_CONNECTION_REFUSED", "net::ERR_CONNECTION_RESET", "WebSocket connection to")
+NETWORK_NOISE = (
+    "net::ERR_CONNECTION_REFUSED",
+    "net::ERR_CONNECTION_RESET",
+    "WebSocket connection to",
+)
 #: Records what the page does that a test must never see: script errors, alert() dialogs,
 #: requests to another origin and Content-Security-Policy violations.
 RECORD_CSP = """
@@ -77,8 +82,8 @@ OpenChat = Callable[..., Awaitable[ChatPage]]
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    require_service(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (apt-get install chromium)")
-    require_service(HAVE_PLAYWRIGHT, "Playwright for Python is not installed (pip install -e '.[test]')")
+    require_service(HAVE_CHROMIUM, f"{CHROMIUM} is missing (apt-get install chromium)")
+    require_service(HAVE_PLAYWRIGHT, "Playwright for Python is missing (pip install -e '.[test]')")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -131,9 +136,7 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
             await page.locator("#name-input").fill(name)
             await page.locator("#name-input").press("Enter")
             if wait_connected:
-                await expect(page.locator("#status")).to_have_attribute(
-                    "data-state", "connected"
-                )
+                await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
         return chat
 
     yield open_

@@ -303,9 +303,7 @@ async def test_server_restart_shows_every_message_exactly_once(
     assert [m["id"] for m in await shown(page)] == list(range(1, 9))
 
 
-async def test_page_loads_nothing_from_other_origins(
-    server: Server, open_chat: OpenChat
-) -> None:
+async def test_page_loads_nothing_from_other_origins(server: Server, open_chat: OpenChat) -> None:
     ann = await open_chat(server.url, "/r/lan", "Ann")
     await send(ann.page, "an image? https://example.com/cat.png <img src=https://example.com/x>")
     await ann.page.reload()
