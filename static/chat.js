@@ -99,7 +99,10 @@ function connectAuth() {
 function onConnectionState(connState, detail) {
   status.show(connState, detail);
   updateComposer();
-  if (connState !== "connected") typing.clear();
+  if (connState !== "connected") {
+    typing.clear();
+    people.setStale(true); // until the next welcome says who is here
+  }
   if (connState === "refused") askNameAgain(detail.message);
 }
 

@@ -20,6 +20,10 @@ export class Connection {
     this.socket = io({
       autoConnect: false,
       reconnection: false, // our loop below, for a visible countdown
+      // WebSocket straight away (no polling-then-upgrade dance), long-polling only if a
+      // proxy in between refuses WebSockets.
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
       auth: (cb) => cb(auth()),
     });
     this.socket.on("connect", () => {

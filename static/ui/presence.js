@@ -14,7 +14,16 @@ export class PeopleView {
     this.users = [];
   }
 
+  /** While disconnected the list is last known, not live: say so. */
+  setStale(stale) {
+    this.stale = stale;
+    this.list.classList.toggle("stale", stale);
+    if (stale && this.rendered) this.headerCount.textContent = "not connected";
+  }
+
   render(users, me) {
+    if (this.stale) this.setStale(false);
+    this.rendered = true;
     this.users = users;
     const sorted = [...users].sort((a, b) =>
       a === me ? -1 : b === me ? 1 : a.localeCompare(b, undefined, { sensitivity: "base" }),
