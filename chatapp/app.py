@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,13 +14,13 @@ from aiohttp import web
 from . import resources as resources_mod
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
-from .keys import presence_key, resources_key, settings_key, sio_key, store_key
+from .keys import outbox_key, presence_key, resources_key, settings_key, sio_key, store_key
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .security import security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
-from .views import api_errors, setup_routes
+from .views import api_errors, engineio_errors, setup_routes
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings.redis_url)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[security_headers, api_errors])
+    app = web.Application(middlewares=[security_headers, api_errors, engineio_errors])
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -63,6 +62,7 @@ def create_app(
     sio.attach(app)
     app[sio_key] = sio
     outbox = Outbox(sio)
+    app[outbox_key] = outbox
     feed = RoomFeed(store, outbox)
     manager.feed = feed
     ChatHandlers(sio, settings, store, presence, feed, outbox)
@@ -86,11 +86,8 @@ class OriginCheck:
         self.extra = frozenset(o.rstrip("/") for o in extra)
 
     def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
-        if not origin:
-            # No Origin header: not a cross-origin request (engine.io asks anyway, to decide
-            # on CORS response headers, which such a request does not need).
-            return False
-        if self.any or origin in self.extra:
+        # No Origin header: not a browser (a bot, a script); origins are a browser defence.
+        if origin is None or self.any or origin in self.extra:
             return True
         host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
         scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
@@ -124,18 +121,13 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    # Closing at the engine.io level (not a Socket.IO DISCONNECT) makes clients
-    # reconnect by themselves once a server is back, and resume with `since`.
     sockets = list(sio.eio.sockets.values())
-    reason = sio.eio.reason.SERVER_DISCONNECT
-    # wait=False: a polling client that went away never collects its CLOSE packet, and
-    # waiting for it held up shutdown.
-    await asyncio.gather(*(s.close(wait=False, reason=reason) for s in sockets))
+    await app[outbox_key].close_all(grace=3.0)
+    # The JS client ignores engine.io's CLOSE on a WebSocket (only its polling transport
+    # acts on it), and engine.io keeps the WebSocket open until its writer idles out, which
+    # held shutdown up for ~20 s with a browser connected. None ends the writer after CLOSE,
+    # and the writer then closes the WebSocket.
     for socket in sockets:
-        # The JS client ignores CLOSE on a WebSocket (only its polling transport handles
-        # it) and engine.io keeps the WebSocket open until its writer idles out; None ends
-        # the writer after it sent CLOSE, which closes the WebSocket.
         socket.queue.put_nowait(None)
-    sio.eio.sockets.clear()
     await sio.shutdown()
     log.info("all clients disconnected")

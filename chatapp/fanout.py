@@ -9,13 +9,15 @@ Room messages are the hot path and need two things the public API does not give:
   and the same object is queued for every recipient (engine.io caches its encoding).
 
 Internals used, checked by ``tests/test_fanout_internals.py`` against the pinned versions
-below (update both together): ``AsyncServer.eio.sockets``, ``AsyncSocket.queue`` /
-``.closed``, ``AsyncServer.packet_class``, ``AsyncManager.eio_sid_from_sid`` and the
-``AsyncPubSubManager._handle_emit -> super().emit`` call chain.
+below (update both together): ``AsyncServer.eio.sockets``, ``AsyncSocket.queue``,
+``.closed`` and ``.close(wait=False)``, ``AsyncServer.packet_class``,
+``AsyncManager.eio_sid_from_sid`` and the ``AsyncPubSubManager._handle_emit -> super().emit``
+call chain.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -46,6 +48,12 @@ class Outbox:
         eio_sid: str | None = self._sio.manager.eio_sid_from_sid(sid, "/")
         return eio_sid
 
+    def is_open(self, sid: str) -> bool:
+        """Whether the connection behind Socket.IO ``sid`` still has a live transport."""
+        eio_sid = self.eio_sid(sid)
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not socket.closed
+
     def put(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
         """Queue ``pkt`` for one connection; False if it is gone."""
         socket = self._sio.eio.sockets.get(eio_sid)
@@ -53,6 +61,24 @@ class Outbox:
             return False
         socket.queue.put_nowait(pkt)
         return True
+
+    async def close_all(self, grace: float) -> None:
+        """Close every engine.io connection, waiting up to ``grace`` s for them to flush.
+
+        Engine.IO-level closing (no Socket.IO DISCONNECT) makes clients reconnect by
+        themselves. ``AsyncServer.disconnect()`` is not used because it waits for each send
+        queue to drain, forever if that connection's writer has already ended.
+        """
+        eio = self._sio.eio
+        sockets = list(eio.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        joins = [asyncio.ensure_future(s.queue.join()) for s in sockets]
+        if joins:
+            _, pending = await asyncio.wait(joins, timeout=grace)
+            for join in pending:
+                join.cancel()
+        eio.sockets.clear()
 
 
 class FeedManager(socketio.AsyncManager):  # type: ignore[misc]

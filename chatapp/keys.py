@@ -5,6 +5,7 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from .fanout import Outbox
 from .presence import Presence
 from .resources import Resources
 from .settings import Settings
@@ -15,3 +16,4 @@ store_key = web.AppKey("store", MessageStore)
 presence_key = web.AppKey("presence", Presence)
 sio_key = web.AppKey("sio", socketio.AsyncServer)
 resources_key = web.AppKey("resources", Resources)
+outbox_key = web.AppKey("outbox", Outbox)

@@ -172,6 +172,11 @@ class ChatHandlers:
                 self._finish_join, conn, page, head, since, limit, users, attempt + 1
             )
             return
+        if not self.outbox.is_open(conn.sid):
+            # The transport closed while the connect handler ran. Socket.IO does not call
+            # the disconnect handler for a connection it had not yet accepted, so clean up.
+            self._spawn(self._drop_unjoined(conn))
+            return
         joined = self.feed.complete_join(conn.sid, conn.room, page, head, since, limit)
         if joined is None:
             return
@@ -192,8 +197,16 @@ class ChatHandlers:
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.connections.pop(sid, None)
-        if conn is None:
-            return
+        if conn is not None:
+            await self._forget(conn, reason)
+
+    async def _drop_unjoined(self, conn: Connection) -> None:
+        if self.connections.pop(conn.sid, None) is conn:
+            await self._forget(conn, "closed while joining")
+        await self.sio.manager.disconnect(conn.sid, "/", ignore_queue=True)
+
+    async def _forget(self, conn: Connection, reason: Any) -> None:
+        sid = conn.sid
         conn.joined.set()  # release any handler still waiting
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)

@@ -111,6 +111,25 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(exc.status, exc.reason.lower())
 
 
+@web.middleware
+async def engineio_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A clear 400 instead of a 500 and a traceback for Engine.IO requests it cannot handle.
+
+    python-engineio raises KeyError for a POST to a session that has just closed, for one.
+    """
+    if not request.path.startswith("/socket.io/"):
+        return await handler(request)  # type: ignore[no-any-return]
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException:
+        raise
+    except (KeyError, ValueError) as exc:
+        log.debug("bad Engine.IO request %s: %r", request.path_qs, exc)
+        return web.json_response(
+            {"error": "bad Engine.IO request: unknown or closed session"}, status=400
+        )
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", lobby_page, name="lobby")
     app.router.add_get("/r/{room}", room_page, name="room")

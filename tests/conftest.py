@@ -42,7 +42,8 @@ async def server(start_server: ServerFactory) -> Server:
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[ClientFactory]:
+async def make_client(start_server: ServerFactory) -> AsyncIterator[ClientFactory]:
+    # Depending on start_server makes clients close before any server stops.
     clients: list[Client] = []
 
     def make(**kw: object) -> Client:

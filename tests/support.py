@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -160,4 +161,5 @@ class Client:
 
     async def close(self) -> None:
         if self.sio.connected:
-            await self.sio.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.sio.disconnect(), 5)
