@@ -67,7 +67,7 @@ async def open_page(
     browser: Browser, url: str, name: str, viewport: dict[str, int], scheme: str
 ) -> Page:
     context = await browser.new_context(
-        viewport=viewport, color_scheme=scheme, device_scale_factor=1  # type: ignore[arg-type]
+        viewport=viewport, color_scheme=scheme, device_scale_factor=1
     )
     page = await context.new_page()
     await page.goto(url)
