@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from playwright.async_api import Page, expect
@@ -313,3 +315,61 @@ async def test_page_loads_nothing_from_other_origins(server: Server, open_chat: 
     assert any("/static/vendor/socket.io.esm.min.js" in u for u in own)
     assert any(u.startswith(server.url.replace("http", "ws") + "/socket.io/") for u in ann.urls)
     assert ann.foreign_urls() == []
+
+
+async def test_offline_page_catches_up_on_more_than_one_welcome_holds(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    ann = await open_chat(server.url, "/r/flood", "Ann")
+    page = ann.page
+    for i in range(1, 4):
+        await send(page, f"mine {i}")
+    await ann.context.set_offline(True)
+    await expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    await expect(page.locator("#status-text")).to_have_text("Offline: waiting for the network")
+    # More than the 500 a catch-up welcome carries: the page fetches the rest itself.
+    bot = make_client()
+    await bot.connect(server.url, room="flood", name="bot")
+    for i in range(1, 621):
+        assert (await bot.send(f"missed {i}"))["ok"]
+    await ann.context.set_offline(False)
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#messages .msg")).to_have_count(623)
+    assert [m["id"] for m in await shown(page)] == list(range(1, 624))
+    await bot.send("live")
+    await expect(page.locator("#messages .msg")).to_have_count(624)
+
+
+async def test_day_separators_and_grouping(
+    start_server: ServerFactory, open_chat: OpenChat
+) -> None:
+    # History from earlier days can only be made by writing it into the database.
+    first = await start_server()
+    assert await first.stop() == 0
+    now = datetime.now(UTC)
+    earlier = (now - timedelta(days=3)).replace(hour=10, minute=0)
+    yesterday = (now - timedelta(days=1)).replace(hour=23, minute=58)
+    rows = [
+        (1, "Bo", "three days ago", earlier),
+        (2, "Bo", "a minute later", earlier + timedelta(minutes=1)),
+        (3, "Cy", "late yesterday", yesterday),
+        (4, "Cy", "today", now),
+    ]
+    with sqlite3.connect(first.db) as db:
+        db.executemany(
+            "INSERT INTO messages (room, id, name, text, ts) VALUES ('days', ?, ?, ?, ?)",
+            [(i, name, text, int(ts.timestamp() * 1000)) for i, name, text, ts in rows],
+        )
+    db.close()
+    server = await start_server("--port", str(first.port))
+    ann = await open_chat(server.url, "/r/days", "Ann", timezone_id="UTC", locale="en-US")
+    page = ann.page
+    await expect(page.locator("#messages .msg")).to_have_count(4)
+    await expect(page.locator("#messages .day-sep")).to_have_text(
+        [f"{earlier:%A}, {earlier:%B} {earlier.day}", "Yesterday", "Today"]
+    )
+    classes = [await li.get_attribute("class") or "" for li in await page.locator(".msg").all()]
+    assert ["cont" in c.split() for c in classes] == [False, True, False, False]
+    time = page.locator('.msg[data-id="3"] time')
+    await expect(time).to_have_text("11:58 PM")
+    await expect(time).to_have_attribute("title", re.compile(r"11:58:\d\d PM"))
