@@ -103,7 +103,9 @@ function onConnectionState(connState, detail) {
     typing.clear();
     people.setStale(true); // until the next welcome says who is here
   }
-  if (connState === "refused") askNameAgain(detail.message);
+  if (connState === "refused" && detail.message.startsWith("invalid name")) {
+    askNameAgain(detail.message);
+  }
 }
 
 async function askNameAgain(message) {
@@ -268,6 +270,7 @@ function transmit(pending) {
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   send();
+  textarea.focus(); // after a click on the send button, keep typing
 });
 
 textarea.addEventListener("keydown", (event) => {

@@ -25,7 +25,7 @@ export class StatusView {
         this.text.textContent = "Offline: waiting for the network";
         break;
       case "refused":
-        this.text.textContent = "Not connected";
+        this.text.textContent = `Not connected: ${detail.message}`;
         break;
       case "waiting": {
         const tick = () => {
