@@ -67,7 +67,11 @@ async def open_page(
     browser: Browser, url: str, name: str, viewport: dict[str, int], scheme: str
 ) -> Page:
     context = await browser.new_context(
-        viewport=viewport, color_scheme=scheme, device_scale_factor=1
+        viewport=viewport,
+        color_scheme=scheme,
+        device_scale_factor=1,
+        # Still pictures: no transition caught half-way.
+        reduced_motion="reduce",
     )
     page = await context.new_page()
     await page.goto(url)
