@@ -17,7 +17,7 @@ const GAP_PAGE = 100;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
 const TYPING_EVERY = 2000;
 /** Stop saying "typing" after this long without a keystroke. */
-const TYPING_IDLE = 3000;
+const TYPING_IDLE = 4000;
 
 const $ = (id) => document.getElementById(id);
 const room = document.body.dataset.room;

@@ -147,8 +147,11 @@ async def test_presence_list_follows_pages_opening_closing_and_renaming(
 
 
 async def test_typing_indicator_shows_in_other_pages_only(
-    server: Server, open_chat: OpenChat
+    start_server: ServerFactory, open_chat: OpenChat
 ) -> None:
+    # Indicators last a few seconds without a keystroke: every check below follows one,
+    # and the server's own expiry is pushed out of the way.
+    server = await start_server("--typing-timeout", "60")
     ann = await open_chat(server.url, "/", "Ann")
     bo = await open_chat(server.url, "/", "Bo")
     cy = await open_chat(server.url, "/", "Cy")
@@ -156,11 +159,16 @@ async def test_typing_indicator_shows_in_other_pages_only(
     await ann.page.locator("#text").type("hel")
     await expect(bo.page.locator("#typing")).to_have_text("Ann is typing…")
     await expect(cy.page.locator("#typing")).to_have_text("Ann is typing…")
+    await expect(ann.page.locator("#typing")).to_have_text("")  # never yourself
+
+    await ann.page.locator("#text").type("l")
     await bo.page.locator("#text").type("wor")
     await expect(cy.page.locator("#typing")).to_have_text("Ann and Bo are typing…")
     await expect(ann.page.locator("#typing")).to_have_text("Bo is typing…")
     await expect(bo.page.locator("#typing")).to_have_text("Ann is typing…")
 
+    # Sending ends the sender's indicator; so does emptying the box.
+    await bo.page.locator("#text").type("l")
     await ann.page.locator("#text").press("Enter")
     await expect(cy.page.locator("#typing")).to_have_text("Bo is typing…")
     await bo.page.locator("#text").fill("")

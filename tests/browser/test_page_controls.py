@@ -16,7 +16,7 @@ from .test_chat_page import send, shown
 async def test_rate_limited_message_shows_the_wait_and_retry_sends_it_once(
     start_server: ServerFactory, open_chat: OpenChat
 ) -> None:
-    server = await start_server("--message-burst", "1", "--message-rate", "0.5")
+    server = await start_server("--message-burst", "1", "--message-rate", "0.25")
     ann = await open_chat(server.url, "/", "Ann")
     bo = await open_chat(server.url, "/", "Bo")
     await send(ann.page, "first")
