@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from playwright.async_api import Page, expect
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import ClientFactory, ServerFactory
 from tests.support import Server
 
-from .conftest import OpenChat
+from .conftest import OpenChat, expect
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 
 async def shown(page: Page) -> list[dict[str, Any]]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 
-from playwright.async_api import expect
-
 from tests.conftest import ServerFactory
 from tests.support import Server
 
-from .conftest import OpenChat
+from .conftest import OpenChat, expect
 from .test_chat_page import send, shown
 
 
