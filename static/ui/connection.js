@@ -16,7 +16,6 @@ export class Connection {
     this.onState = onState;
     this.attempt = 0;
     this.timer = null;
-    this.stopped = false;
     this.socket = io({
       autoConnect: false,
       reconnection: false, // our loop below, for a visible countdown
@@ -55,13 +54,12 @@ export class Connection {
   }
 
   start() {
-    this.stopped = false;
     this.#connectNow();
   }
 
   /** Skip the remaining wait and reconnect at once. */
   tryNow() {
-    if (this.socket.connected || this.stopped) return;
+    if (this.socket.connected) return;
     this.#connectNow();
   }
 
@@ -77,7 +75,7 @@ export class Connection {
   }
 
   #schedule() {
-    if (this.stopped || this.socket.connected) return;
+    if (this.socket.connected) return;
     clearTimeout(this.timer);
     if (!navigator.onLine) {
       this.timer = null;

@@ -41,14 +41,6 @@ export class Timeline {
     return this.ids.length ? this.ids[0] : null;
   }
 
-  get lastId() {
-    return this.ids.length ? this.ids[this.ids.length - 1] : null;
-  }
-
-  has(id) {
-    return this.entries.has(id);
-  }
-
   isAtBottom() {
     const s = this.dom.scroller;
     return s.scrollHeight - s.scrollTop - s.clientHeight <= BOTTOM_SLACK;
