@@ -15,8 +15,11 @@ export function quietly(region, fn) {
   try {
     return fn();
   } finally {
-    // Restore after the mutations have been observed, not within the same task.
-    requestAnimationFrame(() => region.setAttribute("aria-live", previous ?? "polite"));
+    // Restore after the mutations have been rendered, not within the same task (a hidden
+    // tab gets no animation frames).
+    const restore = () => region.setAttribute("aria-live", previous ?? "polite");
+    if (document.hidden) setTimeout(restore, 50);
+    else requestAnimationFrame(restore);
   }
 }
 
