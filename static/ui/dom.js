@@ -8,16 +8,15 @@ export function el(tag, className = "", text = null) {
   return node;
 }
 
-/** Run fn() with the live region silenced, so history is not read out as new messages. */
+/** Run fn() with the polite live region silenced, so history is not read out as new. */
 export function quietly(region, fn) {
-  const previous = region.getAttribute("aria-live");
   region.setAttribute("aria-live", "off");
   try {
     return fn();
   } finally {
     // Restore after the mutations have been rendered, not within the same task (a hidden
-    // tab gets no animation frames).
-    const restore = () => region.setAttribute("aria-live", previous ?? "polite");
+    // tab gets no animation frames). Always to "polite": calls may overlap.
+    const restore = () => region.setAttribute("aria-live", "polite");
     if (document.hidden) setTimeout(restore, 50);
     else requestAnimationFrame(restore);
   }

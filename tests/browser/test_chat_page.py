@@ -225,6 +225,8 @@ async def test_scrolling_up_loads_older_messages_without_jumping(
     assert [m["id"] for m in await shown(page)] == list(range(1, 131))
     await expect(page.locator("#history-start")).to_be_visible()
     await expect(page.locator("#load-older")).to_be_hidden()
+    # History went in unannounced; the log is polite again for new messages.
+    await expect(page.locator("#log")).to_have_attribute("aria-live", "polite")
 
 
 async def test_new_messages_button_when_reading_older_messages(
