@@ -25,6 +25,7 @@ from .keys import (
 )
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
+from .security import security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
 from .views import api_errors, engineio_errors, setup_routes
@@ -50,7 +51,7 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[api_errors, engineio_errors])
+    app = web.Application(middlewares=[security_headers, api_errors, engineio_errors])
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -137,6 +138,13 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
+    sockets = list(sio.eio.sockets.values())
     await app[outbox_key].close_all(grace=3.0)
+    # The JS client ignores engine.io's CLOSE on a WebSocket (only its polling transport
+    # acts on it), and engine.io keeps the WebSocket open until its writer idles out, which
+    # held shutdown up for ~20 s with a browser connected. None ends the writer after CLOSE,
+    # and the writer then closes the WebSocket.
+    for socket in sockets:
+        socket.queue.put_nowait(None)
     await sio.shutdown()
     log.info("all clients disconnected")

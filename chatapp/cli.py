@@ -31,6 +31,11 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # engine.io logs a refused origin as an ERROR of its own; it is a client's mistake, and
+    # app.OriginCheck already logs it as a warning.
+    logging.getLogger("engineio.server").addFilter(
+        lambda record: "is not an accepted origin" not in record.getMessage()
+    )
     if level != "debug":
         # One line per HTTP request (and per long-polling round trip) is noise, not a
         # lifecycle event.
