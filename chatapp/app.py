@@ -138,13 +138,6 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    sockets = list(sio.eio.sockets.values())
     await app[outbox_key].close_all(grace=3.0)
-    # The JS client ignores engine.io's CLOSE on a WebSocket (only its polling transport
-    # acts on it), and engine.io keeps the WebSocket open until its writer idles out, which
-    # held shutdown up for ~20 s with a browser connected. None ends the writer after CLOSE,
-    # and the writer then closes the WebSocket.
-    for socket in sockets:
-        socket.queue.put_nowait(None)
     await sio.shutdown()
     log.info("all clients disconnected")

@@ -102,6 +102,10 @@ class Outbox:
         sockets = list(eio.sockets.values())
         for socket in sockets:
             await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+            # The JS client ignores engine.io's CLOSE on a WebSocket (only its polling
+            # transport acts on it), and engine.io keeps the WebSocket open until its writer
+            # idles out (~20 s). None after CLOSE ends the writer, which closes the socket.
+            socket.queue.put_nowait(None)
         joins = [asyncio.ensure_future(s.queue.join()) for s in sockets]
         if joins:
             _, pending = await asyncio.wait(joins, timeout=grace)

@@ -73,7 +73,11 @@ const nameDialog = new NameDialog({
   lead: $("name-lead"),
   ok: $("name-ok"),
 });
-const conn = new Connection({ auth: connectAuth, onState: onConnectionState });
+// The transports the server accepts, websocket first (see docs/deploy.md).
+const transports = (document.body.dataset.transports || "websocket,polling")
+  .split(",")
+  .sort((a, b) => (a === "websocket" ? -1 : b === "websocket" ? 1 : 0));
+const conn = new Connection({ auth: connectAuth, onState: onConnectionState, transports });
 const status = new StatusView(
   { root: $("status"), text: $("status-text"), retry: $("retry-now") },
   () => conn.tryNow(),

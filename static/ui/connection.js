@@ -12,7 +12,7 @@ const MAX_DELAY = 20000;
  * "offline" | "refused" {message}.
  */
 export class Connection {
-  constructor({ auth, onState }) {
+  constructor({ auth, onState, transports = ["websocket", "polling"] }) {
     this.onState = onState;
     this.attempt = 0;
     this.timer = null;
@@ -20,8 +20,8 @@ export class Connection {
       autoConnect: false,
       reconnection: false, // our loop below, for a visible countdown
       // WebSocket straight away (no polling-then-upgrade dance), long-polling only if a
-      // proxy in between refuses WebSockets.
-      transports: ["websocket", "polling"],
+      // proxy in between refuses WebSockets and the server allows it.
+      transports,
       tryAllTransports: true,
       auth: (cb) => cb(auth()),
     });

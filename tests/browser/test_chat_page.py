@@ -384,3 +384,17 @@ async def test_day_separators_and_grouping(
     time = page.locator('.msg[data-id="3"] time')
     await expect(time).to_have_text("11:58 PM")
     await expect(time).to_have_attribute("title", re.compile(r"11:58:\d\d PM"))
+
+
+async def test_page_uses_only_the_transports_the_server_accepts(
+    start_server, open_chat: OpenChat
+) -> None:
+    # Topology (b) of docs/deploy.md: websocket only, so no long-polling request at all.
+    server = await start_server("--transports", "websocket")
+    ann = await open_chat(server.url, "/r/ws", "Ann")
+    await send(ann.page, "over a websocket")
+    await expect(message(ann.page, "over a websocket")).to_have_count(1)
+    assert await ann.page.evaluate("document.body.dataset.transports") == "websocket"
+    # The server's access log (on at --log-level debug) shows every finished HTTP request,
+    # so long-polling would show up; the page's WebSocket is still open.
+    assert "transport=polling" not in server.log()
