@@ -14,6 +14,7 @@ from aiohttp import web
 from . import resources as resources_mod
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
+from .jsoncodec import packet_json
 from .keys import (
     fanout_key,
     outbox_key,
@@ -70,6 +71,7 @@ def create_app(
         cors_allowed_origins=OriginCheck(settings.allowed_origins),
         max_http_buffer_size=MAX_FRAME_BYTES,
         transports=list(settings.transports),
+        json=packet_json(),
     )
     sio.attach(app)
     app[sio_key] = sio
@@ -78,6 +80,7 @@ def create_app(
     app[outbox_key] = outbox
     feed = RoomFeed(store, outbox)
     manager.feed = feed
+    manager.outbox = outbox
     ChatHandlers(sio, settings, store, presence, feed, outbox)
 
     aiohttp_jinja2.setup(

@@ -50,7 +50,10 @@ class RoomFeed:
 
     def begin_join(self, sid: str, room: str) -> None:
         """Start buffering the room's messages for ``sid``; call before reading history."""
-        self._rooms.setdefault(room, _Room()).pending[sid] = []
+        st = self._rooms.get(room)
+        if st is None:
+            st = self._rooms[room] = _Room()
+        st.pending[sid] = []
 
     def complete_join(
         self, sid: str, room: str, page: Page, head: int, since: int | None, limit: int

@@ -7,7 +7,8 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from .base import Message, Page, StoreError, now_ms
 
@@ -35,17 +36,91 @@ def _row(row: tuple[Any, ...]) -> Message:
     return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4])
 
 
+@dataclass(frozen=True, slots=True)
+class _Add:
+    room: str
+    name: str
+    text: str
+    client_id: str | None
+    done: asyncio.Future[tuple[Message, bool]]
+
+
+_Outcome = tuple[Message, bool] | BaseException
+
+
+def _insert(conn: sqlite3.Connection, add: _Add, last_ids: dict[str, int]) -> tuple[Message, bool]:
+    """Add one message inside the caller's write transaction; (message, created).
+
+    ``last_ids`` holds each room's newest id written in this transaction.
+    """
+    # The retry check is inside the write lock: another process on the same file may be
+    # committing the same client_id right now.
+    if add.client_id is not None:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
+            (add.room, add.name, add.client_id),
+        ).fetchone()
+        if row is not None:
+            return _row(row), False
+    last = last_ids.get(add.room)
+    if last is None:
+        (last,) = conn.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE room=?", (add.room,)
+        ).fetchone()
+    msg = Message(id=last + 1, room=add.room, name=add.name, text=add.text, ts=now_ms())
+    conn.execute(
+        "INSERT INTO messages (room, id, name, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?)",
+        (add.room, msg.id, add.name, add.text, msg.ts, add.client_id),
+    )
+    last_ids[add.room] = msg.id
+    return msg, True
+
+
+def _transaction(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last_ids: dict[str, int] = {}
+        outcomes: list[_Outcome] = [_insert(conn, add, last_ids) for add in batch]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _write(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
+    """Runs in the store's thread: the batch in one transaction, or each alone on failure."""
+    try:
+        return _transaction(conn, batch)
+    except Exception as exc:
+        if len(batch) == 1:
+            return [exc]
+    # Something in the batch failed (say, text SQLite cannot encode): give every add its
+    # own transaction and its own outcome, so one bad message fails nobody else's.
+    outcomes: list[_Outcome] = []
+    for add in batch:
+        try:
+            outcomes.extend(_transaction(conn, [add]))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 class SQLiteStore:
     """A MessageStore on one SQLite connection owned by one worker thread.
 
     One thread serialises every statement, which gives consecutive per-room ids without
-    locking and keeps the event loop free of disk I/O. Closing waits for queued writes.
+    locking and keeps the event loop free of disk I/O. Messages that arrive while a write
+    is under way are committed together in the next transaction (group commit). Closing
+    waits for queued writes.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatapp-sqlite")
+        self._batch: list[_Add] = []  # adds waiting for the next write transaction
+        self._writing: asyncio.Future[list[_Outcome]] | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -80,6 +155,9 @@ class SQLiteStore:
         log.info("history in SQLite file %s", self.path)
 
     async def close(self) -> None:
+        while self._writing is not None:
+            # Its callback, registered first, has queued the next batch when this returns.
+            await asyncio.wait([self._writing])
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -91,35 +169,48 @@ class SQLiteStore:
     async def add(
         self, room: str, name: str, text: str, client_id: str | None = None
     ) -> tuple[Message, bool]:
-        def add(conn: sqlite3.Connection) -> tuple[Message, bool]:
-            # The retry check is inside the write lock: another process on the same file
-            # may be committing the same client_id right now.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if client_id is not None:
-                    row = conn.execute(
-                        f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
-                        (room, name, client_id),
-                    ).fetchone()
-                    if row is not None:
-                        conn.execute("COMMIT")
-                        return _row(row), False
-                (last,) = conn.execute(
-                    "SELECT COALESCE(MAX(id), 0) FROM messages WHERE room=?", (room,)
-                ).fetchone()
-                msg = Message(id=last + 1, room=room, name=name, text=text, ts=now_ms())
-                conn.execute(
-                    "INSERT INTO messages (room, id, name, text, ts, client_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (room, msg.id, name, text, msg.ts, client_id),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return msg, True
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        done: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
+        self._batch.append(_Add(room, name, text, client_id, done))
+        if self._writing is None:
+            self._write_batch()
+        # shield: a cancelled handler must not leave a half-seen write; the thread finishes it.
+        return await asyncio.shield(done)
 
-        return await self._run(add)
+    def _write_batch(self) -> None:
+        """Commit every add waiting, in one transaction, then the next batch, and so on.
+
+        Under load, adds arrive while a transaction is being written; committing them
+        together costs one BEGIN/COMMIT and one trip to the thread for the lot instead of
+        one each. When idle, an add is written at once, alone.
+        """
+        batch, self._batch = self._batch, []
+        conn = self._conn
+        if not batch or conn is None:
+            self._writing = None
+            for item in batch:
+                item.done.set_exception(StoreError("the SQLite store is not open"))
+            return
+        job = asyncio.get_running_loop().run_in_executor(self._executor, _write, conn, batch)
+        self._writing = job
+        job.add_done_callback(lambda job: self._written(batch, job))
+
+    def _written(self, batch: list[_Add], job: asyncio.Future[list[_Outcome]]) -> None:
+        if job.cancelled():
+            outcomes: list[_Outcome] = [StoreError("the write was cancelled")] * len(batch)
+        elif job.exception() is not None:
+            outcomes = [cast(BaseException, job.exception())] * len(batch)
+        else:
+            outcomes = job.result()
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
+        self._write_batch()
 
     async def recent(self, room: str, limit: int, after: int | None = None) -> Page:
         def recent(conn: sqlite3.Connection) -> Page:
