@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -12,20 +11,27 @@ import socketio
 from aiohttp import web
 
 from . import resources as resources_mod
+from .access import AccessControl, access_middleware, setup_login
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
-from .keys import outbox_key, presence_key, resources_key, settings_key, sio_key, store_key
+from .keys import (
+    guard_key,
+    outbox_key,
+    presence_key,
+    resources_key,
+    settings_key,
+    sio_key,
+    store_key,
+)
+from .origins import OriginPolicy, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .settings import Settings
 from .store import MessageStore, open_store
+from .transport import TransportGuard, library_logger
 from .views import api_errors, setup_routes
 
 log = logging.getLogger(__name__)
-
-#: Socket.IO frames may be far larger than the 2000-character text limit, so that an
-#: over-long text gets a clear ``{ok: false}`` instead of a dropped connection.
-MAX_FRAME_BYTES = 1_000_000
 
 
 def create_app(
@@ -42,7 +48,12 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings.redis_url)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[api_errors])
+    origins = OriginPolicy(settings.allowed_origins, settings.trust_proxy)
+    access = AccessControl(settings.access_token, settings.trust_proxy)
+    app = web.Application(
+        middlewares=[origin_middleware(origins), access_middleware(access), api_errors],
+        client_max_size=settings.max_body_bytes,
+    )
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -55,16 +66,23 @@ def create_app(
         client_manager=manager,
         # One connection's events are handled one after another, in arrival order.
         async_handlers=False,
-        cors_allowed_origins=OriginCheck(settings.allowed_origins),
-        max_http_buffer_size=MAX_FRAME_BYTES,
+        cors_allowed_origins=origins.socketio_check,
+        # Far above the 2000-character text limit, so that an over-long text gets a clear
+        # ``{ok: false}`` instead of a dropped connection.
+        max_http_buffer_size=settings.max_frame_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        logger=library_logger("chatapp.socketio"),
+        engineio_logger=library_logger("chatapp.engineio", demote=True),
     )
     sio.attach(app)
     app[sio_key] = sio
+    app[guard_key] = TransportGuard(sio, settings)
     outbox = Outbox(sio)
     app[outbox_key] = outbox
     feed = RoomFeed(store, outbox)
     manager.feed = feed
-    ChatHandlers(sio, settings, store, presence, feed, outbox)
+    ChatHandlers(sio, settings, store, presence, feed, outbox, access)
 
     aiohttp_jinja2.setup(
         app,
@@ -72,28 +90,10 @@ def create_app(
         autoescape=jinja2.select_autoescape(default=True),
     )
     setup_routes(app)
+    setup_login(app, access)
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_disconnect_clients)
     return app
-
-
-class OriginCheck:
-    """Socket.IO accepts browsers from the page's own origin and the configured extras."""
-
-    def __init__(self, extra: tuple[str, ...]) -> None:
-        self.any = "*" in extra
-        self.extra = frozenset(o.rstrip("/") for o in extra)
-
-    def __call__(self, origin: str, environ: dict[str, Any]) -> bool:
-        if self.any or origin in self.extra:
-            return True
-        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
-        scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
-        own = f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}"
-        if origin == own:
-            return True
-        log.warning("refused a Socket.IO connection from origin %.200s (not %s)", origin, own)
-        return False
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -120,5 +120,8 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
     await app[outbox_key].close_all(grace=3.0)
+    stuck = app[guard_key].abort_websockets()
+    if stuck:
+        log.info("dropped %d connection(s) that did not take their close in time", stuck)
     await sio.shutdown()
     log.info("all clients disconnected")

@@ -10,6 +10,7 @@ from .presence import Presence
 from .resources import Resources
 from .settings import Settings
 from .store import MessageStore
+from .transport import TransportGuard
 
 settings_key = web.AppKey("settings", Settings)
 store_key = web.AppKey("store", MessageStore)
@@ -17,3 +18,4 @@ presence_key = web.AppKey("presence", Presence)
 sio_key = web.AppKey("sio", socketio.AsyncServer)
 resources_key = web.AppKey("resources", Resources)
 outbox_key = web.AppKey("outbox", Outbox)
+guard_key = web.AppKey("guard", TransportGuard)
