@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -48,11 +49,20 @@ log = logging.getLogger(__name__)
 
 #: The most packets engine.io accepts in one polling POST.
 MAX_PAYLOAD_PACKETS = 16
+#: Engine.IO packets a client may post: CLOSE, PONG, MESSAGE, UPGRADE and base64 binary.
+#: engine.io answers any other with a disconnect that waits for the client to poll again,
+#: which leaves the request hanging for as long as the client likes.
+CLIENT_POLLING_TYPES = frozenset("1345b")
 #: Reasons handed to the disconnect handlers (and logged there).
 SLOW_CONSUMER = "slow consumer"
 MALFORMED = "malformed packet"
 FLOODING = "flooding"
 CONNECT_TIMEOUT = "no Socket.IO connect"
+#: Attachments one binary Socket.IO event may announce (chatapp's protocol uses none).
+MAX_ATTACHMENTS = 10
+#: Seconds a websocket may stay open after its engine.io session ended (time for the
+#: CLOSE packet to reach the client, which then closes it).
+CLOSE_GRACE = 2.0
 #: The packet bucket is this many times the event bucket: rate-limit errors come first,
 #: a client that ignores them is cut off.
 FLOOD_FACTOR = 2
@@ -72,7 +82,8 @@ class _LibraryLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.demote = demote
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if level < logging.WARNING:
+        if level < logging.WARNING or msg == "Cannot send to sid %s":
+            # That one is a broadcast racing a disconnect: expected, and not actionable.
             return
         if self.demote and level == logging.ERROR and not kwargs.get("exc_info"):
             level = logging.WARNING
@@ -96,7 +107,18 @@ def _valid_eio_text(text: str) -> bool:
         except (binascii.Error, ValueError):
             return False
         return True
-    return text[0] in "0123456"
+    if text[0] not in "0123456":
+        return False
+    if len(text) > 1 and not text[1].isnumeric():
+        # engine.io tries the rest as JSON and copes with ValueError, not with nesting
+        # deep enough to exhaust the recursion limit.
+        try:
+            json.loads(text[1:])
+        except RecursionError:
+            return False
+        except ValueError:
+            pass
+    return True
 
 
 def _valid_polling_body(body: bytes) -> bool:
@@ -112,7 +134,9 @@ def _valid_polling_body(body: bytes) -> bool:
     if not text:
         return True
     parts = text.split("\x1e")
-    return len(parts) <= MAX_PAYLOAD_PACKETS and all(_valid_eio_text(p) for p in parts)
+    return len(parts) <= MAX_PAYLOAD_PACKETS and all(
+        _valid_eio_text(p) and p[0] in CLIENT_POLLING_TYPES for p in parts
+    )
 
 
 class _Replay:
@@ -211,7 +235,7 @@ class TransportGuard:
         self.ip_of: dict[str, str] = {}  # engine.io sid -> client address
         self.websockets: dict[str, web.BaseRequest] = {}  # engine.io sid -> its request
         self._buckets: dict[str, TokenBucket] = {}
-        self._binary_bytes: dict[str, int] = {}
+        self._binary: dict[str, tuple[int, int]] = {}  # attachments (to come, bytes so far)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -263,6 +287,7 @@ class TransportGuard:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = -1
+        sid = request.query.get("sid")
         if length > self.eio.max_http_buffer_size:
             log.warning(
                 "a polling request of %d bytes from %s is over --max-frame-bytes; "
@@ -270,7 +295,12 @@ class TransportGuard:
                 length,
                 environ["REMOTE_ADDR"],
             )
-            return environ  # engine.io refuses it and closes the session
+            # Not left to engine.io, whose disconnect would wait for the client to poll.
+            if sid is not None and sid in self.eio.sockets:
+                await self.close(sid, MALFORMED)
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.eio.max_http_buffer_size, actual_size=length
+            )
         try:
             body = await request.content.readexactly(length) if length > 0 else b""
         except (asyncio.IncompleteReadError, ValueError):
@@ -280,7 +310,6 @@ class TransportGuard:
                 "malformed polling payload from %s; closing its connection",
                 environ["REMOTE_ADDR"],
             )
-            sid = request.query.get("sid")
             if sid is not None and sid in self.eio.sockets:
                 await self.close(sid, MALFORMED)
             raise web.HTTPBadRequest(text="malformed Engine.IO payload")
@@ -311,10 +340,16 @@ class TransportGuard:
         s = self.settings
         burst = FLOOD_FACTOR * s.event_burst + 10
         self._buckets[eio_sid] = TokenBucket(burst, FLOOD_FACTOR * s.event_rate)
-        self._deadlines[eio_sid] = asyncio.get_running_loop().call_later(
-            s.connect_timeout, self._connect_deadline, eio_sid
-        )
+        self._set_deadline(eio_sid)
         return await self._on_connect(eio_sid, environ)
+
+    def _set_deadline(self, eio_sid: str) -> None:
+        timer = self._deadlines.pop(eio_sid, None)
+        if timer is not None:
+            timer.cancel()
+        self._deadlines[eio_sid] = asyncio.get_running_loop().call_later(
+            self.settings.connect_timeout, self._connect_deadline, eio_sid
+        )
 
     async def _message(self, eio_sid: str, data: Any) -> None:
         bucket = self._buckets.get(eio_sid)
@@ -325,19 +360,15 @@ class TransportGuard:
             )
             self._spawn(self.close(eio_sid, FLOODING, abort=True))
             return
-        if isinstance(data, bytes):
-            # Attachments of one binary event add up to at most one frame's worth.
-            total = self._binary_bytes.get(eio_sid, 0) + len(data)
-            self._binary_bytes[eio_sid] = total
-            if total > self.eio.max_http_buffer_size:
-                log.warning(
-                    "closing %s: binary attachments over --max-frame-bytes",
-                    self._sid_label(eio_sid),
-                )
-                self._spawn(self.close(eio_sid, MALFORMED))
-                return
-        else:
-            self._binary_bytes.pop(eio_sid, None)
+        problem = self._check_binary(eio_sid, data)
+        if problem is not None:
+            log.warning("closing %s: %s", self._sid_label(eio_sid), problem)
+            self._spawn(self.close(eio_sid, MALFORMED))
+            return
+        if isinstance(data, str) and data[:1] == "1":
+            # A Socket.IO disconnect leaves the transport open for a reconnect; it gets
+            # the same time to make one as a new transport.
+            self._set_deadline(eio_sid)
         try:
             await self._on_message(eio_sid, data)
         except Exception as exc:
@@ -351,6 +382,32 @@ class TransportGuard:
             )
             self._spawn(self.close(eio_sid, MALFORMED))
 
+    def _check_binary(self, eio_sid: str, data: Any) -> str | None:
+        """Bound binary events: python-socketio takes every packet after a binary event's
+        header as one of its attachments, for as many as the header announces."""
+        pending = self._binary.get(eio_sid)
+        if pending is not None:
+            remaining, total = pending[0] - 1, pending[1] + len(data)
+            if total > self.eio.max_http_buffer_size:
+                return "binary attachments over --max-frame-bytes"
+            if remaining > 0:
+                self._binary[eio_sid] = (remaining, total)
+            else:
+                del self._binary[eio_sid]
+            return None
+        if isinstance(data, str) and data[:1] in ("5", "6"):
+            count_text, dash, _ = data[1:].partition("-")
+            if dash and count_text.isdigit():
+                try:
+                    count = int(count_text)
+                except ValueError:
+                    return None  # python-socketio refuses it itself
+                if count > MAX_ATTACHMENTS:
+                    return f"a binary event announcing {count} attachments"
+                if count > 0:
+                    self._binary[eio_sid] = (count, 0)
+        return None
+
     async def _disconnect(self, eio_sid: str, reason: Any = None) -> None:
         try:
             await self._on_disconnect(eio_sid, reason)
@@ -361,10 +418,24 @@ class TransportGuard:
                 if self.sessions_per_ip[ip] <= 0:
                     del self.sessions_per_ip[ip]
             self._buckets.pop(eio_sid, None)
-            self._binary_bytes.pop(eio_sid, None)
+            self._binary.pop(eio_sid, None)
             timer = self._deadlines.pop(eio_sid, None)
             if timer is not None:
                 timer.cancel()
+            request = self.websockets.get(eio_sid)
+            if request is not None:
+                asyncio.get_running_loop().call_later(
+                    CLOSE_GRACE, self._drop_websocket, eio_sid, request
+                )
+
+    def _drop_websocket(self, eio_sid: str, request: web.BaseRequest) -> None:
+        # engine.io keeps reading a websocket whose session has ended until the ping
+        # timeout; a client that does not close it by itself is not given that long.
+        if self.websockets.get(eio_sid) is request and request.transport is not None:
+            log.info(
+                "dropping the websocket of ended session %s: the client did not close it", eio_sid
+            )
+            request.transport.abort()
 
     def _connect_deadline(self, eio_sid: str) -> None:
         self._deadlines.pop(eio_sid, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -103,12 +104,17 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def settle_fds(pid: int, target: int, timeout: float = 30) -> int:
-    """Wait until the process has at most ``target`` descriptors open; return the count."""
+async def settle(read: Callable[[], int], target: int, timeout: float = 30) -> int:
+    """Read a /proc figure until it is at most ``target`` (or time is up); return it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    count = fd_count(pid)
-    while count > target and loop.time() < deadline:
+    value = read()
+    while value > target and loop.time() < deadline:
         await asyncio.sleep(0.1)  # polling /proc: there is no event to wait for
-        count = fd_count(pid)
-    return count
+        value = read()
+    return value
+
+
+async def settle_fds(pid: int, target: int, timeout: float = 30) -> int:
+    """Wait until the process has at most ``target`` descriptors open; return the count."""
+    return await settle(lambda: fd_count(pid), target, timeout)
