@@ -135,7 +135,8 @@ class ChatHandlers:
     async def on_unknown(self, *args: Any) -> Ack:
         # Normally (event, sid, *data); a client may also name its event "*" itself, and
         # then python-socketio passes (sid, *data).
-        sid = args[1] if len(args) > 1 and args[1] in self.connections else args[0]
+        named = len(args) > 1 and isinstance(args[1], str) and args[1] in self.connections
+        sid = args[1] if named else args[0] if args else None
         conn = self.connections.get(sid) if isinstance(sid, str) else None
         if conn is not None:
             limited = self._limit_events(conn, "unknown")

@@ -59,7 +59,7 @@ MALFORMED = "malformed packet"
 FLOODING = "flooding"
 CONNECT_TIMEOUT = "no Socket.IO connect"
 #: Attachments one binary Socket.IO event may announce (chatapp's protocol uses none).
-MAX_ATTACHMENTS = 10
+MAX_ATTACHMENTS = 1000
 #: Seconds a websocket may stay open after its engine.io session ended (time for the
 #: CLOSE packet to reach the client, which then closes it).
 CLOSE_GRACE = 2.0
@@ -352,6 +352,8 @@ class TransportGuard:
         )
 
     async def _message(self, eio_sid: str, data: Any) -> None:
+        if eio_sid not in self.ip_of:
+            return  # closed by us; engine.io reads on until the client hangs up
         bucket = self._buckets.get(eio_sid)
         if bucket is not None and bucket.take():
             del self._buckets[eio_sid]  # warn and close once
