@@ -239,3 +239,15 @@ async def test_forwarded_host_counts_only_behind_a_trusted_proxy(
             assert r.status == 403
         async with http.get(behind.url + "/api/rooms", headers=headers) as r:
             assert r.status == 200
+
+
+async def test_cookie_is_secure_behind_a_trusted_tls_proxy(start_server: ServerFactory) -> None:
+    headers = {"X-Forwarded-Proto": "https"}
+    plain = await private_server(start_server)
+    behind = await private_server(start_server, "--trust-proxy")
+    for server, secure in ((plain, False), (behind, True)):
+        async with session(server.url) as http:
+            data = {"token": TOKEN, "next": "/"}
+            async with http.post("/login", data=data, headers=headers, allow_redirects=False) as r:
+                assert r.status == 303
+                assert ("Secure" in r.headers["Set-Cookie"]) is secure
