@@ -36,7 +36,7 @@ COOKIE_MAX_AGE = 30 * 24 * 3600
 MAX_FAILURES = 10
 FAILURE_WINDOW = 60.0
 #: Paths served without the token: what the login page itself needs, and health checks.
-PUBLIC_PATHS = frozenset({"/login", "/static/login.css", "/healthz"})
+PUBLIC_PATHS = frozenset({"/login", "/static/login.css", "/healthz", "/readyz"})
 
 TOKEN_REQUIRED = "access token required"
 TOKEN_INVALID = "invalid access token"

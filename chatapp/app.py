@@ -15,6 +15,7 @@ from .access import AccessControl, access_middleware, setup_login
 from .fanout import FeedManager, FeedRedisManager, Outbox
 from .feed import RoomFeed
 from .keys import (
+    fanout_key,
     guard_key,
     outbox_key,
     presence_key,
@@ -26,10 +27,11 @@ from .keys import (
 from .origins import OriginPolicy, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
+from .security import security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard, library_logger
-from .views import api_errors, setup_routes
+from .views import api_errors, engineio_errors, setup_routes
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,19 @@ def create_app(
     ``store`` and ``presence`` default to the backends ``settings`` name.
     """
     store = store if store is not None else open_store(settings.db)
-    presence = presence if presence is not None else open_presence(settings.redis_url)
+    presence = presence if presence is not None else open_presence(settings)
     res = resources_mod.locate()
 
     origins = OriginPolicy(settings.allowed_origins, settings.trust_proxy)
     access = AccessControl(settings.access_token, settings.trust_proxy)
     app = web.Application(
-        middlewares=[origin_middleware(origins), access_middleware(access), api_errors],
+        middlewares=[
+            security_headers,
+            origin_middleware(origins),
+            access_middleware(access),
+            api_errors,
+            engineio_errors,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
@@ -60,7 +68,10 @@ def create_app(
     app[resources_key] = res
 
     manager: FeedManager
-    manager = FeedRedisManager(settings.redis_url) if settings.redis_url else FeedManager()
+    if settings.redis_url:
+        manager = FeedRedisManager(settings.redis_url, channel=f"{settings.redis_prefix}:socketio")
+    else:
+        manager = FeedManager()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -72,11 +83,13 @@ def create_app(
         max_http_buffer_size=settings.max_frame_bytes,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
+        transports=list(settings.transports),
         logger=library_logger("chatapp.socketio"),
         engineio_logger=library_logger("chatapp.engineio", demote=True),
     )
     sio.attach(app)
     app[sio_key] = sio
+    app[fanout_key] = manager
     app[guard_key] = TransportGuard(sio, settings)
     outbox = Outbox(sio)
     app[outbox_key] = outbox
@@ -97,7 +110,7 @@ def create_app(
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
-    store, presence = app[store_key], app[presence_key]
+    store, presence, fanout = app[store_key], app[presence_key], app[fanout_key]
     missing = app[resources_key].missing_client_files
     if missing:
         log.warning(
@@ -109,7 +122,11 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     try:
         await presence.start()
         try:
-            yield
+            await fanout.start()
+            try:
+                yield
+            finally:
+                await fanout.stop()
         finally:
             await presence.close()
     finally:

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, redacted
 from .store import StoreError
 
 log = logging.getLogger("chatapp")
@@ -55,6 +55,11 @@ def configure_logging(level: str) -> None:
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM; raise StartupError if it cannot start."""
+    # Signals are handled from the start, so a stop request during start-up is not lost.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
     try:
@@ -76,11 +81,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         shown = f"[{host}]" if ":" in host else host
         # The URL on stdout is the operator's (and the test harness's) cue that we are up.
         print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
-        log.info("serving http://%s:%s/ with history in %s", shown, port, settings.db)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
         if ready is not None:
             ready.set()
         await stop.wait()

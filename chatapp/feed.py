@@ -37,6 +37,7 @@ class _Room:
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # arrived ahead of a gap
     filler: asyncio.Task[None] | None = None
+    catch_up: asyncio.Task[None] | None = None
 
 
 class RoomFeed:
@@ -92,8 +93,9 @@ class RoomFeed:
         st.live.pop(sid, None)
         st.pending.pop(sid, None)
         if not st.live and not st.pending:
-            if st.filler is not None:
-                st.filler.cancel()
+            for task in (st.filler, st.catch_up):
+                if task is not None:
+                    task.cancel()
             del self._rooms[room]
 
     # -- delivery -----------------------------------------------------------------------
@@ -128,6 +130,34 @@ class RoomFeed:
         for buffer in st.pending.values():
             buffer.append(msg)
         st.last = msg["id"]
+
+    def resync(self) -> None:
+        """Deliver what the store has beyond each room's last delivered id.
+
+        For after this process could not hear the other processes for a while: a message
+        published meanwhile is not in any gap this process can see until the next one
+        arrives, so each room with local members is compared with the store once.
+        """
+        for room, st in self._rooms.items():
+            if st.last is not None and (st.catch_up is None or st.catch_up.done()):
+                st.catch_up = asyncio.create_task(
+                    self._catch_up(room, st), name=f"feed-catch-up-{room}"
+                )
+
+    async def _catch_up(self, room: str, st: _Room) -> None:
+        try:
+            head = await self._store.last_id(room)
+            while self._rooms.get(room) is st and st.last is not None and st.last < head:
+                start = st.last
+                for m in await self._store.range(room, start, min(head, start + FILL_BATCH)):
+                    self.receive(m.to_dict())
+                if st.last == start:
+                    break  # the gap filler owns whatever is missing now
+        except Exception as exc:
+            # The next message in the room or a client's reconnect catches up instead.
+            log.warning("room %s: could not catch up from the store: %s", room, exc)
+            return
+        log.debug("room %s: caught up to id %s from the store", room, st.last)
 
     def _schedule_fill(self, room: str, st: _Room) -> None:
         if st.filler is None or st.filler.done():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
-from .fanout import Outbox
+from .fanout import FeedManager, Outbox
 from .presence import Presence
 from .resources import Resources
 from .settings import Settings
@@ -17,5 +17,6 @@ store_key = web.AppKey("store", MessageStore)
 presence_key = web.AppKey("presence", Presence)
 sio_key = web.AppKey("sio", socketio.AsyncServer)
 resources_key = web.AppKey("resources", Resources)
+fanout_key = web.AppKey("fanout", FeedManager)
 outbox_key = web.AppKey("outbox", Outbox)
 guard_key = web.AppKey("guard", TransportGuard)

@@ -88,6 +88,7 @@ class ChatHandlers:
         }.items():
             sio.on(event, self._guarded(event, handler))
         sio.on("*", self.on_unknown)
+        presence.on_change(self._presence_changed)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class ChatHandlers:
             head = page.messages[-1].id if page.messages else await self.store.last_id(req.room)
         except Exception:
             log.exception("could not admit connection %s to room %s", sid, req.room)
-            self._forget(conn)
+            self._release(conn)
             self.feed.leave(sid, req.room)
             await self.presence.leave(req.room, sid, req.name)
             raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
@@ -211,12 +212,15 @@ class ChatHandlers:
         log.info("%s joined %s as %r from %s", sid, req.room, req.name, ip)
         return None
 
-    def _forget(self, conn: Connection) -> None:
-        if self.connections.get(conn.sid) is conn:
-            del self.connections[conn.sid]
-            self.per_ip[conn.ip] -= 1
-            if self.per_ip[conn.ip] <= 0:
-                del self.per_ip[conn.ip]
+    def _release(self, conn: Connection) -> bool:
+        """Stop counting ``conn``; False if it was already released."""
+        if self.connections.get(conn.sid) is not conn:
+            return False
+        del self.connections[conn.sid]
+        self.per_ip[conn.ip] -= 1
+        if self.per_ip[conn.ip] <= 0:
+            del self.per_ip[conn.ip]
+        return True
 
     def _finish_join(
         self,
@@ -234,6 +238,11 @@ class ChatHandlers:
             asyncio.get_running_loop().call_soon(
                 self._finish_join, conn, page, head, since, limit, users, attempt + 1
             )
+            return
+        if not self.outbox.is_open(conn.sid):
+            # The transport closed while the connect handler ran. Socket.IO does not call
+            # the disconnect handler for a connection it had not yet accepted, so clean up.
+            self._spawn(self._drop_unjoined(conn))
             return
         joined = self.feed.complete_join(conn.sid, conn.room, page, head, since, limit)
         if joined is None:
@@ -258,9 +267,17 @@ class ChatHandlers:
             # A connected client sent an event named "disconnect": not a disconnection.
             return error("unknown event")
         conn = self.connections.get(sid)
-        if conn is None:
-            return None
-        self._forget(conn)
+        if conn is not None and self._release(conn):
+            await self._forget(conn, reason)
+        return None
+
+    async def _drop_unjoined(self, conn: Connection) -> None:
+        if self._release(conn):
+            await self._forget(conn, "closed while joining")
+        await self.sio.manager.disconnect(conn.sid, "/", ignore_queue=True)
+
+    async def _forget(self, conn: Connection, reason: Any) -> None:
+        sid = conn.sid
         conn.joined.set()  # release any handler still waiting
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
@@ -270,7 +287,6 @@ class ChatHandlers:
         except Exception:
             log.exception("presence update for %s leaving %s failed", sid, conn.room)
         log.info("%s left %s (%s)", sid, conn.room, reason)
-        return None
 
     async def _announce(
         self,
@@ -287,6 +303,9 @@ class ChatHandlers:
         if left is not None:
             event["left"] = left
         await self.sio.emit("presence", event, room=room)
+
+    async def _presence_changed(self, room: str, joined: str | None, left: str | None) -> None:
+        await self._announce(room, joined=joined, left=left)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "CHATAPP_"
+PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -28,6 +32,15 @@ class Settings:
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
     #: Redis URL for fan-out and presence across processes; empty means one process.
     redis_url: str = ""
+    #: Namespace of every Redis key and of the fan-out channel: processes of one chat share
+    #: it, separate chats (or test runs) on one Redis each use their own.
+    redis_prefix: str = "chatapp"
+    #: Seconds after which the connections of a process that stopped heartbeating (killed,
+    #: frozen, cut off from Redis) are removed from presence.
+    presence_ttl: float = 20.0
+    #: Engine.IO transports accepted: long-polling needs sticky sessions behind a load
+    #: balancer; ("websocket",) refuses it, for deployments without stickiness.
+    transports: tuple[str, ...] = ("polling", "websocket")
     #: Seconds before a typing indicator is cleared without renewal.
     typing_timeout: float = 5.0
     #: When set, pages, the JSON API and Socket.IO require this token (or a cookie from
@@ -54,6 +67,15 @@ class Settings:
     #: within ``ping_timeout`` s is disconnected.
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _env_default(environ: Mapping[str, str], name: str, default: object) -> object:
@@ -117,8 +139,27 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--redis-url",
         default=env("redis_url", d.redis_url),
-        help="redis:// or rediss:// URL: fan-out and presence shared by several chatapp "
-        "processes (default: none, one process)",
+        help="redis://, rediss:// or unix:// URL: fan-out and presence shared by several "
+        "chatapp processes (default: none, one process)",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default=env("redis_prefix", d.redis_prefix),
+        help="prefix of chatapp's Redis keys and fan-out channel; processes of one chat "
+        f"must share it (default {d.redis_prefix})",
+    )
+    parser.add_argument(
+        "--presence-ttl",
+        type=float,
+        default=env("presence_ttl", d.presence_ttl),
+        help="with Redis: seconds after which the users of a process that stopped "
+        f"answering are shown as gone (default {d.presence_ttl:g})",
+    )
+    parser.add_argument(
+        "--transports",
+        default=env("transports", ",".join(d.transports)),
+        help="Engine.IO transports accepted: 'polling,websocket' (default) or 'websocket' "
+        "(for several processes behind a load balancer without sticky sessions)",
     )
     parser.add_argument(
         "--typing-timeout",
@@ -241,6 +282,7 @@ def load_settings(
         values["message_burst"] = float(str(values["message_burst"]))
         values["message_rate"] = float(str(values["message_rate"]))
         values["typing_timeout"] = float(str(values["typing_timeout"]))
+        values["presence_ttl"] = float(str(values["presence_ttl"]))
         for name, kind, _, _ in _LIMITS:
             values[name] = kind(str(values[name]))
     except ValueError as exc:
@@ -254,6 +296,17 @@ def load_settings(
         parser.error("--message-burst must be >= 1 and --message-rate > 0")
     if float(str(values["typing_timeout"])) <= 0:
         parser.error("--typing-timeout must be > 0")
+    if float(str(values["presence_ttl"])) < 1:
+        parser.error("--presence-ttl must be >= 1 second")
+    if not PREFIX_RE.fullmatch(str(values["redis_prefix"])):
+        parser.error("--redis-prefix must be 1-64 of A-Z a-z 0-9 _ - . :")
+    redis_url = str(values["redis_url"])
+    if redis_url and urlsplit(redis_url).scheme not in REDIS_SCHEMES:
+        parser.error("--redis-url must start with redis://, rediss:// or unix://")
+    transports = tuple(t.strip() for t in str(values["transports"]).split(",") if t.strip())
+    if not transports or not set(transports) <= {"polling", "websocket"}:
+        parser.error("--transports must be 'polling,websocket' or 'websocket'")
+    values["transports"] = transports
     for name, minimum in _MINIMUMS.items():
         if float(str(values[name])) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum:g}")

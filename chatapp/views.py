@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,10 +10,13 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
-from .keys import presence_key, resources_key, store_key
+from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
 from .protocol import ProtocolError
 
 log = logging.getLogger(__name__)
+
+#: Seconds the readiness check waits for storage.
+READY_TIMEOUT = 3.0
 
 
 def json_error(status: int, message: str) -> web.Response:
@@ -20,7 +24,11 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def _page(request: web.Request, room: str) -> web.Response:
-    return aiohttp_jinja2.render_template("chat.html", request, {"room": room})
+    # The page's client must use the transports the server accepts (see docs/deploy.md).
+    transports = ",".join(request.app[settings_key].transports)
+    return aiohttp_jinja2.render_template(
+        "chat.html", request, {"room": room, "transports": transports}
+    )
 
 
 async def lobby_page(request: web.Request) -> web.Response:
@@ -98,6 +106,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: storage answers and, with Redis, fan-out both publishes and receives.
+
+    503 with ``{"status": "not ready", "problems": {component: reason}}`` otherwise, so a
+    load balancer sends new clients elsewhere while this process keeps its own.
+    """
+    problems = dict(request.app[fanout_key].readiness())
+    try:
+        await asyncio.wait_for(request.app[store_key].ping(), READY_TIMEOUT)
+    except Exception as exc:
+        log.warning("readiness: storage does not answer: %s", exc or type(exc).__name__)
+        problems["database"] = "unreachable"
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 @web.middleware
 async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """JSON errors for the API: ``{"error": ...}`` with the right status code."""
@@ -111,6 +136,32 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(exc.status, exc.reason.lower())
 
 
+@web.middleware
+async def engineio_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A clear 400 instead of a 500 and a traceback for Engine.IO requests it cannot handle.
+
+    python-engineio raises KeyError for a POST to a session that has just closed, for one.
+    """
+    if not request.path.startswith("/socket.io/"):
+        return await handler(request)  # type: ignore[no-any-return]
+    transport = request.query.get("transport")
+    if transport == "polling" and transport not in request.app[settings_key].transports:
+        # Said here because python-engineio would log each refusal as a server error.
+        return web.json_response(
+            {"error": "long-polling is disabled on this server: use the websocket transport"},
+            status=400,
+        )
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException:
+        raise
+    except (KeyError, ValueError) as exc:
+        log.debug("bad Engine.IO request %s: %r", request.path_qs, exc)
+        return web.json_response(
+            {"error": "bad Engine.IO request: unknown or closed session"}, status=400
+        )
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", lobby_page, name="lobby")
     app.router.add_get("/r/{room}", room_page, name="room")
@@ -118,4 +169,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/rooms", api_rooms)
     app.router.add_get("/api/rooms/{room}/messages", api_messages)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_static("/static/", app[resources_key].static, name="static")

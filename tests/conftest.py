@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from .services import cluster, pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
@@ -21,6 +23,8 @@ NO_RATE_LIMITS = (
     "--event-rate",
     "100000",
 )
+# Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
+__all__ = ["cluster", "pg_url", "redis_prefix", "tcp_proxy"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -39,8 +43,14 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         return await server.start()
 
     yield start
-    for server in servers:
-        rc = await server.stop()
+    # Stop them all before checking any, so that a failed check leaves no process behind.
+    codes = await asyncio.gather(*(server.stop() for server in servers), return_exceptions=True)
+    for server, rc in zip(servers, codes, strict=True):
+        if isinstance(rc, BaseException) and server.proc and server.proc.returncode is None:
+            server.proc.kill()  # did not stop in time
+    for server, rc in zip(servers, codes, strict=True):
+        if isinstance(rc, BaseException):
+            raise rc
         assert rc == 0 or server.allow_errors, f"server exited {rc}\n{server.log()}"
         if not server.allow_errors:
             assert not server.bad_log_lines(), server.log()

@@ -88,9 +88,13 @@ class Client:
     """A python-socketio AsyncClient that records every event the server sends it."""
 
     def __init__(
-        self, transports: list[str] | None = None, headers: dict[str, str] | None = None
+        self,
+        transports: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+        **options: Any,
     ) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+        # options go to socketio.AsyncClient (e.g. http_session, to pick a source address)
+        self.sio = socketio.AsyncClient(reconnection=False, **options)
         self.transports = transports or ["websocket"]
         self.headers = headers or {}
         self.events: list[tuple[str, Any]] = []

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from .base import Presence
+from ..settings import Settings
+from .base import ChangeCallback, Presence
 from .memory import MemoryPresence
 
 
-def open_presence(redis_url: str) -> Presence:
-    if redis_url:
-        raise ValueError("Redis presence is not available in this version")
+def open_presence(settings: Settings) -> Presence:
+    """Presence in Redis when ``settings.redis_url`` is set, else in this process's memory."""
+    if settings.redis_url:
+        from .redis import RedisPresence
+
+        return RedisPresence(settings.redis_url, settings.redis_prefix, settings.presence_ttl)
     return MemoryPresence()
 
 
-__all__ = ["MemoryPresence", "Presence", "open_presence"]
+__all__ = ["ChangeCallback", "MemoryPresence", "Presence", "open_presence"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+#: ``callback(room, joined, left)``: a name came online in or left ``room`` without a
+#: join or leave through this process's handlers (e.g. another process died).
+ChangeCallback = Callable[[str, str | None, str | None], Coroutine[Any, Any, None]]
 
 
 class Presence(Protocol):
@@ -17,6 +22,9 @@ class Presence(Protocol):
 
     async def close(self) -> None:
         """Forget this process's connections and release resources."""
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """Have ``callback`` announce changes that no handler of this process caused."""
 
     async def join(self, room: str, conn_id: str, name: str) -> bool:
         """Add a connection; True if ``name`` was not online in ``room`` before."""

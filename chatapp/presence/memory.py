@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .base import ChangeCallback
+
 
 def sort_names(names: set[str] | list[str]) -> list[str]:
     return sorted(names, key=lambda n: (n.casefold(), n))
@@ -19,6 +21,9 @@ class MemoryPresence:
 
     async def close(self) -> None:
         self._rooms.clear()
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        pass  # one process: every change goes through its own handlers
 
     async def join(self, room: str, conn_id: str, name: str) -> bool:
         conns = self._rooms[room].setdefault(name, set())

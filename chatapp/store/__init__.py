@@ -8,7 +8,9 @@ from .base import Message, MessageStore, Page, StoreError
 def open_store(db: str) -> MessageStore:
     """A store for ``db``: a ``postgresql://`` URL, ``sqlite:///path``, or a plain file path."""
     if db.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL history is not available in this version")
+        from .postgres import PostgresStore
+
+        return PostgresStore(db)
     from .sqlite import SQLiteStore
 
     path = db.removeprefix("sqlite:///") if db.startswith("sqlite:///") else db

@@ -92,15 +92,18 @@ class SQLiteStore:
         self, room: str, name: str, text: str, client_id: str | None = None
     ) -> tuple[Message, bool]:
         def add(conn: sqlite3.Connection) -> tuple[Message, bool]:
-            if client_id is not None:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
-                    (room, name, client_id),
-                ).fetchone()
-                if row is not None:
-                    return _row(row), False
+            # The retry check is inside the write lock: another process on the same file
+            # may be committing the same client_id right now.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if client_id is not None:
+                    row = conn.execute(
+                        f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
+                        (room, name, client_id),
+                    ).fetchone()
+                    if row is not None:
+                        conn.execute("COMMIT")
+                        return _row(row), False
                 (last,) = conn.execute(
                     "SELECT COALESCE(MAX(id), 0) FROM messages WHERE room=?", (room,)
                 ).fetchone()

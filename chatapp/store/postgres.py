@@ -1,0 +1,248 @@
+"""History in PostgreSQL (asyncpg), shared by several chatapp processes.
+
+Ids must count 1, 2, 3... per room and commit in id order even with writers in several
+processes (the room feed relies on it to find gaps). Each room has a counter row in
+``rooms``; one statement increments it and inserts the message, so the counter's row lock
+serialises a room's writers until commit, and a failed insert also rolls the counter back.
+
+The schema lives in the first schema of the connection's ``search_path`` (pick one with
+``?options=-csearch_path%3Dname`` in the URL; it is created if missing) and is created or
+migrated at start under an advisory lock, so processes starting together do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from typing import Any
+
+import asyncpg
+
+from ..settings import redacted
+from .base import Message, Page, StoreError, now_ms
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Connections per process: handlers await one query at a time, so a few suffice.
+POOL_MAX = 10
+#: Seconds a query or a wait for a pooled connection may take before it fails.
+QUERY_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE rooms (
+    room    TEXT   PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
+CREATE TABLE messages (
+    room      TEXT   NOT NULL,
+    id        BIGINT NOT NULL,
+    name      TEXT   NOT NULL,
+    text      TEXT   NOT NULL,
+    ts        BIGINT NOT NULL,
+    client_id TEXT,
+    PRIMARY KEY (room, id)
+);
+CREATE UNIQUE INDEX messages_client_id
+    ON messages (room, name, client_id) WHERE client_id IS NOT NULL;
+""",
+}
+
+_COLUMNS = "id, room, name, text, ts"
+_ADD = f"""
+WITH counter AS (
+    INSERT INTO rooms (room, last_id) VALUES ($1, 1)
+    ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1
+    RETURNING last_id
+)
+INSERT INTO messages (room, id, name, text, ts, client_id)
+SELECT $1, last_id, $2, $3, $4, $5 FROM counter
+RETURNING {_COLUMNS}
+"""
+_BY_CLIENT_ID = f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND name=$2 AND client_id=$3"
+
+
+def _message(row: asyncpg.Record) -> Message:
+    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4])
+
+
+class PostgresStore:
+    """A MessageStore on an asyncpg connection pool."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        where = redacted(self.dsn)
+        try:
+            pool = asyncpg.create_pool(
+                self.dsn,
+                # No floor to maintain: asyncpg would log a traceback each time it fails to
+                # restore one while the database is unreachable.
+                min_size=0,
+                max_size=POOL_MAX,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=QUERY_TIMEOUT,
+            )
+            self._pool = await pool
+            conn = await self._pool.acquire()
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            await self.close()
+            raise StoreError(f"cannot connect to PostgreSQL at {where}: {exc}") from exc
+        except (asyncpg.InterfaceError, ValueError) as exc:
+            await self.close()
+            raise StoreError(f"invalid PostgreSQL URL {where}: {exc}") from exc
+        try:
+            schema, version = await self._migrate(conn)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            await self.close()
+            raise StoreError(f"cannot set up the schema in PostgreSQL at {where}: {exc}") from exc
+        except StoreError:
+            await self.close()
+            raise
+        finally:
+            if self._pool is not None:
+                await self._pool.release(conn)
+        log.info("history in PostgreSQL %s, schema %s (version %d)", where, schema, version)
+
+    async def _migrate(self, conn: asyncpg.Connection) -> tuple[str, int]:
+        async with conn.transaction():
+            schema = await _history_schema(conn)
+            # One lock per schema: processes starting together migrate one after another.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+            if not await _schema_exists(conn, schema):
+                await conn.execute(f"CREATE SCHEMA {_quote(schema)}")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS chatapp_schema (version INTEGER NOT NULL)"
+            )
+            version = await conn.fetchval("SELECT max(version) FROM chatapp_schema") or 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database schema {schema} is at version {version}, newer than this "
+                    f"chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(_MIGRATIONS[target])
+                log.info("PostgreSQL schema %s migrated to version %d", schema, target)
+            if version < SCHEMA_VERSION:
+                await conn.execute("DELETE FROM chatapp_schema")
+                await conn.execute("INSERT INTO chatapp_schema VALUES ($1)", SCHEMA_VERSION)
+        return schema, SCHEMA_VERSION
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            # Lets in-flight queries finish; a stuck one is cut off after the timeout.
+            await asyncio.wait_for(pool.close(), QUERY_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1", timeout=5)
+
+    async def add(
+        self, room: str, name: str, text: str, client_id: str | None = None
+    ) -> tuple[Message, bool]:
+        # shield: once sent, a write is seen through even if the handler is cancelled, so a
+        # client retry with the same client_id finds it instead of a half-known state.
+        return await asyncio.shield(self._add(room, name, text, client_id))
+
+    async def _add(
+        self, room: str, name: str, text: str, client_id: str | None
+    ) -> tuple[Message, bool]:
+        pool = self.pool
+        if client_id is not None:
+            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            if row is not None:
+                return _message(row), False
+        try:
+            row = await pool.fetchrow(_ADD, room, name, text, now_ms(), client_id)
+        except asyncpg.UniqueViolationError:
+            # The same client_id committed meanwhile (a retry raced the original, maybe
+            # through another process); the failed statement rolled the counter back.
+            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            if row is None:
+                raise
+            return _message(row), False
+        return _message(row), True
+
+    async def recent(self, room: str, limit: int, after: int | None = None) -> Page:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id>$2 ORDER BY id DESC LIMIT $3",
+            room,
+            after or 0,
+            limit + 1,
+        )
+        return Page([_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+
+    async def before(self, room: str, before: int | None, limit: int) -> Page:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id<$2 ORDER BY id DESC LIMIT $3",
+            room,
+            before if before is not None else 2**62,
+            limit + 1,
+        )
+        return Page([_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+
+    async def range(self, room: str, after: int, upto: int) -> list[Message]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id>$2 AND id<=$3 ORDER BY id",
+            room,
+            after,
+            upto,
+        )
+        return [_message(r) for r in rows]
+
+    async def last_id(self, room: str) -> int:
+        last: Any = await self.pool.fetchval("SELECT last_id FROM rooms WHERE room=$1", room)
+        return int(last or 0)
+
+    async def rooms(self) -> dict[str, int]:
+        rows = await self.pool.fetch(
+            "SELECT m.room, m.ts FROM rooms r "
+            "JOIN messages m ON m.room = r.room AND m.id = r.last_id"
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+async def _history_schema(conn: asyncpg.Connection) -> str:
+    """The first schema of ``search_path``, as PostgreSQL resolves it, existing or not."""
+    search_path: str = await conn.fetchval("SHOW search_path")
+    for part in search_path.split(","):
+        name = part.strip()
+        if name.startswith('"') and name.endswith('"'):
+            name = name[1:-1].replace('""', '"')
+        if name == "$user":
+            user: str = await conn.fetchval("SELECT current_user")
+            if await _schema_exists(conn, user):
+                return user
+            continue
+        if name:
+            return name
+    raise StoreError("the PostgreSQL search_path names no schema to keep history in")
+
+
+async def _schema_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    found = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname=$1", schema)
+    return found is not None
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _lock_key(schema: str) -> int:
+    # A stable 63-bit key per schema, from a fixed tag so other applications' locks differ.
+    return zlib.crc32(b"chatapp-schema:" + schema.encode()) | (0x6368_6174 << 32)

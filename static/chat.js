@@ -1,0 +1,418 @@
+// The chat page: wires the Socket.IO protocol (docs/protocol.md) to the views in ui/.
+
+import { Connection } from "./ui/connection.js";
+import { paintAvatar } from "./ui/avatar.js";
+import { codePoints, randomId } from "./ui/dom.js";
+import { NameDialog, forgetName, pastNames, storeName, storedName } from "./ui/name.js";
+import { PeopleView, TypingView } from "./ui/presence.js";
+import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
+import { StatusView } from "./ui/status.js";
+import { Timeline } from "./ui/timeline.js";
+
+const MAX_TEXT = 2000;
+const COUNTER_FROM = 1800;
+const ACK_TIMEOUT = 15000;
+const HISTORY_PAGE = 50;
+const GAP_PAGE = 100;
+/** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
+const TYPING_EVERY = 2000;
+/** Stop saying "typing" after this long without a keystroke. */
+const TYPING_IDLE = 4000;
+
+const $ = (id) => document.getElementById(id);
+const room = document.body.dataset.room;
+const baseTitle = document.title;
+
+const state = {
+  name: storedName(),
+  ownNames: new Set(pastNames()),
+  loaded: false, // the first welcome's history is shown
+  streamMax: null, // newest id received through the ordered stream (welcome + message)
+  gapFloor: null, // while filling a catch-up gap: the `since` to resume from
+  sinceSent: null,
+  loadingOlder: false,
+  unread: 0,
+  typingSentAt: 0,
+  typingIdle: null,
+};
+
+const isMine = (name) => name === state.name || state.ownNames.has(name);
+
+// -- views ----------------------------------------------------------------------------------
+
+const timeline = new Timeline(
+  {
+    scroller: $("scroller"),
+    log: $("log"),
+    list: $("messages"),
+    pendingList: $("pending"),
+    loadOlder: $("load-older"),
+    historyStart: $("history-start"),
+    jump: $("jump"),
+    jumpLabel: $("jump-label"),
+  },
+  { isMine, needOlder: () => loadOlder(), onRetry: (pending) => transmit(pending) },
+);
+const people = new PeopleView({
+  list: $("people"),
+  count: $("people-count"),
+  headerCount: $("online-count"),
+});
+const typing = new TypingView($("typing"));
+const rooms = new RoomsView(
+  { list: $("rooms"), form: $("room-form"), input: $("room-input"), error: $("room-error") },
+  room,
+);
+const nameDialog = new NameDialog({
+  dialog: $("name-dialog"),
+  form: $("name-form"),
+  input: $("name-input"),
+  error: $("name-error"),
+  cancel: $("name-cancel"),
+  title: $("name-title"),
+  lead: $("name-lead"),
+  ok: $("name-ok"),
+});
+// The transports the server accepts, websocket first (see docs/deploy.md).
+const transports = (document.body.dataset.transports || "websocket,polling")
+  .split(",")
+  .sort((a, b) => (a === "websocket" ? -1 : b === "websocket" ? 1 : 0));
+const conn = new Connection({ auth: connectAuth, onState: onConnectionState, transports });
+const status = new StatusView(
+  { root: $("status"), text: $("status-text"), retry: $("retry-now") },
+  () => conn.tryNow(),
+);
+const socket = conn.socket;
+
+function call(event, data) {
+  return new Promise((resolve, reject) => {
+    socket.timeout(ACK_TIMEOUT).emit(event, data, (err, ack) => (err ? reject(err) : resolve(ack)));
+  });
+}
+
+// -- connection -------------------------------------------------------------------------------
+
+function connectAuth() {
+  const since = state.gapFloor ?? state.streamMax;
+  state.sinceSent = since;
+  const auth = { room, name: state.name };
+  if (since !== null) auth.since = since;
+  return auth;
+}
+
+function onConnectionState(connState, detail) {
+  status.show(connState, detail);
+  updateComposer();
+  if (connState !== "connected") {
+    typing.clear();
+    people.setStale(true); // until the next welcome says who is here
+  }
+  if (connState === "refused" && detail.message.startsWith("invalid name")) {
+    askNameAgain(detail.message);
+  }
+}
+
+async function askNameAgain(message) {
+  forgetName();
+  const name = await nameDialog.ask({ first: true, current: state.name ?? "", error: message });
+  setName(name);
+  conn.start();
+}
+
+function noteStream(messages) {
+  for (const m of messages) if (state.streamMax === null || m.id > state.streamMax) state.streamMax = m.id;
+}
+
+socket.on("welcome", (welcome) => {
+  setName(welcome.name);
+  people.render(welcome.users, state.name);
+  rooms.setLocalCount(welcome.users.length);
+  const history = welcome.history;
+  if (!state.loaded) {
+    state.loaded = true;
+    timeline.loadInitial(history, welcome.has_more);
+    noteStream(history);
+    fillScreen();
+  } else {
+    const wasEmpty = timeline.firstId === null;
+    noteUnread(timeline.addLive(history));
+    noteStream(history);
+    if (wasEmpty) timeline.setHasMore(welcome.has_more);
+    const since = state.sinceSent;
+    if (since !== null && welcome.has_more && history.length && history[0].id > since + 1) {
+      // More was missed than one welcome carries: fetch the rest, newest first.
+      state.gapFloor = since;
+      fillGap(since, history[0].id);
+    }
+  }
+  for (const pending of timeline.pending.values()) {
+    if (pending.retryOnConnect) transmit(pending); // same client_id: never a duplicate
+  }
+});
+
+async function fillGap(since, before) {
+  try {
+    while (before > since + 1) {
+      const ack = await call("history", { before, limit: GAP_PAGE });
+      if (!ack.ok) break;
+      const missed = ack.messages.filter((m) => m.id > since);
+      noteUnread(timeline.addLive(missed));
+      if (!ack.has_more || !ack.messages.length) break;
+      before = ack.messages[0].id;
+    }
+    state.gapFloor = null;
+  } catch {
+    // Disconnected meanwhile: the next welcome resumes from gapFloor.
+  }
+}
+
+socket.on("message", (msg) => {
+  if (msg.room !== room) return;
+  const added = timeline.addLive([msg]);
+  noteStream([msg]);
+  noteUnread(added);
+  if (added.length) typing.remove(msg.name);
+});
+
+socket.on("presence", (event) => {
+  if (event.room !== room) return;
+  people.render(event.users, state.name);
+  rooms.setLocalCount(event.users.length);
+  if (event.left) typing.remove(event.left);
+});
+
+socket.on("typing", (event) => {
+  if (event.name !== state.name) typing.update(event.name, event.typing);
+});
+
+// -- history ----------------------------------------------------------------------------------
+
+async function loadOlder() {
+  const before = timeline.firstId;
+  if (state.loadingOlder || !timeline.hasMore || before === null || !conn.connected) return;
+  state.loadingOlder = true;
+  $("scroller").setAttribute("aria-busy", "true");
+  try {
+    const ack = await call("history", { before, limit: HISTORY_PAGE });
+    if (ack.ok) timeline.prependOlder(ack.messages, ack.has_more);
+  } catch {
+    // Lost the connection: scrolling up again retries.
+  } finally {
+    state.loadingOlder = false;
+    $("scroller").removeAttribute("aria-busy");
+  }
+  fillScreen();
+}
+
+/** Keep loading older pages until the list is taller than the screen (or all is loaded). */
+function fillScreen() {
+  if (timeline.needsFill()) loadOlder();
+}
+
+// -- sending ------------------------------------------------------------------------------------
+
+const textarea = $("text");
+const sendButton = $("send");
+const counter = $("counter");
+
+function textLength() {
+  return codePoints(textarea.value.trim());
+}
+
+function updateComposer() {
+  const length = textLength();
+  sendButton.disabled = !conn.connected || length === 0 || length > MAX_TEXT;
+  const over = length > MAX_TEXT;
+  counter.classList.toggle("over", over);
+  counter.classList.toggle("near", length >= COUNTER_FROM && !over);
+  counter.textContent =
+    length < COUNTER_FROM
+      ? ""
+      : over
+        ? `${length - MAX_TEXT} characters over the ${MAX_TEXT} limit`
+        : `${MAX_TEXT - length} characters left`;
+}
+
+function send() {
+  if (sendButton.disabled) return;
+  const pending = { clientId: randomId(), text: textarea.value, name: state.name, ts: Date.now() };
+  textarea.value = "";
+  autosize();
+  updateComposer();
+  // The server ends our typing indicator when the message arrives.
+  clearTimeout(state.typingIdle);
+  state.typingSentAt = 0;
+  timeline.addPending(pending);
+  transmit(pending);
+}
+
+function transmit(pending) {
+  pending.retryOnConnect = false;
+  timeline.setPendingState(pending, "sending");
+  const payload = { text: pending.text, client_id: pending.clientId };
+  socket.timeout(ACK_TIMEOUT).emit("message", payload, (err, ack) => {
+    if (err) {
+      pending.retryOnConnect = true;
+      const reason = conn.connected ? "no answer from the server" : "connection lost";
+      timeline.setPendingState(pending, "failed", reason);
+    } else if (ack.ok) {
+      timeline.confirmPending(pending, ack.message);
+    } else if (ack.retry_after !== undefined) {
+      const wait = Math.max(1, Math.ceil(ack.retry_after));
+      timeline.setPendingState(
+        pending,
+        "failed",
+        `sending too fast, wait ${wait} s`,
+        Date.now() + ack.retry_after * 1000,
+      );
+    } else {
+      timeline.setPendingState(pending, "failed", ack.error);
+    }
+  });
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+  textarea.focus(); // after a click on the send button, keep typing
+});
+
+textarea.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+
+textarea.addEventListener("input", () => {
+  autosize();
+  updateComposer();
+  noteTyping();
+});
+
+const growsByItself = CSS.supports("field-sizing", "content");
+function autosize() {
+  if (growsByItself) return;
+  textarea.style.height = "auto";
+  textarea.style.height = `${textarea.scrollHeight}px`;
+}
+
+function noteTyping() {
+  if (!conn.connected) return;
+  if (!textarea.value.trim()) {
+    stopTyping();
+    return;
+  }
+  const now = Date.now();
+  if (now - state.typingSentAt >= TYPING_EVERY) {
+    socket.volatile.emit("typing", { typing: true });
+    state.typingSentAt = now;
+  }
+  clearTimeout(state.typingIdle);
+  state.typingIdle = setTimeout(stopTyping, TYPING_IDLE);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingIdle);
+  if (state.typingSentAt && conn.connected) socket.volatile.emit("typing", { typing: false });
+  state.typingSentAt = 0;
+}
+
+textarea.addEventListener("blur", stopTyping);
+
+// -- name -----------------------------------------------------------------------------------------
+
+function setName(name) {
+  if (!name) return;
+  state.name = name;
+  state.ownNames.add(name);
+  storeName(name);
+  $("my-name").textContent = name;
+  paintAvatar($("my-avatar"), name);
+  timeline.refreshOwnership();
+}
+
+$("change-name").addEventListener("click", async () => {
+  const name = await nameDialog.ask({
+    current: state.name ?? "",
+    apply: async (wanted) => {
+      if (wanted === state.name || !conn.connected) return "";
+      try {
+        const ack = await call("rename", { name: wanted });
+        return ack.ok ? "" : ack.error;
+      } catch {
+        return "Could not reach the server, please try again.";
+      }
+    },
+  });
+  if (name) {
+    setName(name);
+    people.render(people.users, state.name);
+  }
+  $("change-name").focus();
+});
+
+// -- page chrome ------------------------------------------------------------------------------------
+
+function noteUnread(added) {
+  if (!document.hidden) return;
+  const fromOthers = added.filter((m) => !isMine(m.name)).length;
+  if (!fromOthers) return;
+  state.unread += fromOthers;
+  document.title = `(${state.unread}) ${baseTitle}`;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && state.unread) {
+    state.unread = 0;
+    document.title = baseTitle;
+  }
+});
+
+const copyLabel = $("copy-label");
+$("copy-link").addEventListener("click", async () => {
+  const ok = await copyText(location.origin + roomPath(room));
+  copyLabel.textContent = ok ? "Copied!" : "Copy failed";
+  $("copy-link").classList.toggle("done", ok);
+  setTimeout(() => {
+    copyLabel.textContent = "Copy link";
+    $("copy-link").classList.remove("done");
+  }, 2000);
+});
+
+const app = $("app");
+const menu = $("menu-toggle");
+const scrim = $("scrim");
+function setSidebar(open) {
+  app.classList.toggle("sidebar-open", open);
+  menu.setAttribute("aria-expanded", String(open));
+  scrim.hidden = !open;
+  if (open) $("room-input").focus();
+}
+menu.addEventListener("click", () => setSidebar(!app.classList.contains("sidebar-open")));
+scrim.addEventListener("click", () => setSidebar(false));
+$("sidebar-close").addEventListener("click", () => {
+  setSidebar(false);
+  menu.focus();
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && app.classList.contains("sidebar-open")) {
+    setSidebar(false);
+    menu.focus();
+  }
+});
+
+// -- start --------------------------------------------------------------------------------------------
+
+async function start() {
+  rooms.start();
+  updateComposer();
+  if (!state.name) {
+    setName(await nameDialog.ask({ first: true }));
+  } else {
+    setName(state.name);
+  }
+  conn.start();
+}
+
+start();

@@ -1,0 +1,119 @@
+// Room navigation: the active rooms list, "go to a room", and "copy link".
+
+import { el } from "./dom.js";
+
+export const LOBBY = "lobby";
+const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const REFRESH_MS = 15000;
+
+export function roomPath(room) {
+  return room === LOBBY ? "/" : `/r/${room}`;
+}
+
+/** The room name typed by a person, normalised as the server does, or null if invalid. */
+export function parseRoom(raw) {
+  const room = raw.trim().replace(/^#/, "").toLowerCase();
+  return ROOM_RE.test(room) ? room : null;
+}
+
+export class RoomsView {
+  constructor({ list, form, input, error }, currentRoom) {
+    this.list = list;
+    this.room = currentRoom;
+    this.localCount = null;
+    this.rooms = [];
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const room = parseRoom(input.value);
+      if (!room) {
+        error.textContent = "Use 1–64 characters: a–z, 0–9, - or _, starting with a letter or digit.";
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      error.textContent = "";
+      input.removeAttribute("aria-invalid");
+      location.assign(roomPath(room));
+    });
+    input.addEventListener("input", () => {
+      error.textContent = "";
+      input.removeAttribute("aria-invalid");
+    });
+  }
+
+  start() {
+    this.refresh();
+    setInterval(() => {
+      if (document.visibilityState === "visible") this.refresh();
+    }, REFRESH_MS);
+  }
+
+  async refresh() {
+    try {
+      const response = await fetch("/api/rooms", { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      this.rooms = await response.json();
+      this.render();
+    } catch {
+      // Offline: keep the last list; the connection status already says so.
+    }
+  }
+
+  /** Our own room's head count is known live; don't wait for the next poll. */
+  setLocalCount(count) {
+    this.localCount = count;
+    this.render();
+  }
+
+  render() {
+    const rooms = this.rooms.map((r) => ({ ...r }));
+    let own = rooms.find((r) => r.room === this.room);
+    if (!own) {
+      own = { room: this.room, users: 0 };
+      rooms.unshift(own);
+    }
+    if (this.localCount !== null) own.users = this.localCount;
+    if (!rooms.some((r) => r.room === LOBBY)) rooms.push({ room: LOBBY, users: 0 });
+    this.list.replaceChildren(
+      ...rooms.slice(0, 30).map((r) => {
+        const li = el("li");
+        const a = el("a", "room-link");
+        a.href = roomPath(r.room);
+        a.dataset.room = r.room;
+        if (r.room === this.room) a.setAttribute("aria-current", "page");
+        a.append(el("span", "room-hash", "#"), el("span", "room-name", r.room));
+        const count = el("span", `room-count${r.users ? " live" : ""}`, String(r.users));
+        count.title = `${r.users} online`;
+        count.setAttribute("aria-label", `${r.users} online`);
+        a.append(count);
+        li.append(a);
+        return li;
+      }),
+    );
+  }
+}
+
+/** Copy `text` to the clipboard; plain-http LAN pages have no Clipboard API. */
+export async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      // fall through to the legacy path
+    }
+  }
+  const area = el("textarea", "offscreen");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  document.body.append(area);
+  area.select();
+  let ok = false;
+  try {
+    ok = document.execCommand("copy");
+  } catch {
+    ok = false;
+  }
+  area.remove();
+  return ok;
+}

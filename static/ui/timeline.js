@@ -1,0 +1,275 @@
+// The message list: confirmed messages in id order, each once; the user's own messages
+// still waiting for their ack below them; day separators, grouping, and scrolling that
+// never jumps under the reader.
+
+import { avatar, hueOf } from "./avatar.js";
+import { el, quietly } from "./dom.js";
+import { renderText } from "./text.js";
+import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
+
+/** Consecutive messages of one author within this many ms are grouped under one header. */
+const GROUP_MS = 5 * 60 * 1000;
+/** Within this many pixels of the end counts as "at the bottom". */
+const BOTTOM_SLACK = 48;
+/** Start fetching older messages when this close to the top. */
+const TOP_SLACK = 160;
+
+export class Timeline {
+  /**
+   * @param {object} dom  scroller, log, list, pendingList, loadOlder, historyStart, jump, jumpLabel
+   * @param {object} hooks  isMine(name) -> bool; needOlder() -> void; onRetry(pending)
+   */
+  constructor(dom, hooks) {
+    this.dom = dom;
+    this.hooks = hooks;
+    this.entries = new Map(); // id -> {msg, el, sep}
+    this.ids = []; // sorted ascending
+    this.pending = new Map(); // client_id -> pending record
+    this.hasMore = false;
+    this.unseen = 0;
+    this.stuckToBottom = true;
+
+    dom.scroller.addEventListener("scroll", () => this.#onScroll(), { passive: true });
+    dom.jump.addEventListener("click", () => this.scrollToBottom(true));
+    dom.loadOlder.addEventListener("click", () => this.hooks.needOlder());
+    new ResizeObserver(() => {
+      if (this.stuckToBottom) this.scrollToBottom();
+    }).observe(dom.scroller);
+  }
+
+  get firstId() {
+    return this.ids.length ? this.ids[0] : null;
+  }
+
+  isAtBottom() {
+    const s = this.dom.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight <= BOTTOM_SLACK;
+  }
+
+  scrollToBottom(smooth = false) {
+    const s = this.dom.scroller;
+    const reduce = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    s.scrollTo({ top: s.scrollHeight, behavior: smooth && !reduce ? "smooth" : "instant" });
+    this.stuckToBottom = true;
+    this.#setUnseen(0);
+  }
+
+  #onScroll() {
+    this.stuckToBottom = this.isAtBottom();
+    if (this.stuckToBottom) this.#setUnseen(0);
+    if (this.hasMore && this.dom.scroller.scrollTop < TOP_SLACK) this.hooks.needOlder();
+  }
+
+  #setUnseen(n) {
+    this.unseen = n;
+    this.dom.jump.hidden = n === 0;
+    this.dom.jumpLabel.textContent =
+      n === 1 ? "1 new message" : n > 1 ? `${n} new messages` : "New messages";
+  }
+
+  /** Whether older history should be fetched now to fill the screen. */
+  needsFill() {
+    const s = this.dom.scroller;
+    return this.hasMore && s.scrollHeight <= s.clientHeight + TOP_SLACK;
+  }
+
+  setHasMore(hasMore) {
+    this.hasMore = hasMore;
+    this.dom.loadOlder.hidden = !hasMore;
+    // Only claim "the beginning" when we really hold the room's first message.
+    this.dom.historyStart.hidden = hasMore || (this.firstId !== null && this.firstId !== 1);
+  }
+
+  // -- confirmed messages --------------------------------------------------------------
+
+  /** First load: history that is not announced to screen readers. */
+  loadInitial(messages, hasMore) {
+    quietly(this.dom.log, () => {
+      for (const msg of messages) this.#insert(msg);
+    });
+    this.setHasMore(hasMore);
+    this.scrollToBottom();
+  }
+
+  /**
+   * Messages that arrived live (or were missed while offline): announced, and followed only
+   * if the reader was at the bottom. Returns the messages that were new.
+   */
+  addLive(messages, { ownSend = false } = {}) {
+    const wasAtBottom = this.stuckToBottom || this.isAtBottom();
+    const added = [];
+    for (const msg of messages) {
+      if (this.#adoptPending(msg) || this.#insert(msg)) added.push(msg);
+    }
+    if (!added.length) return added;
+    if (wasAtBottom || ownSend) {
+      this.scrollToBottom();
+    } else {
+      const fromOthers = added.filter((m) => !this.hooks.isMine(m.name)).length;
+      if (fromOthers) this.#setUnseen(this.unseen + fromOthers);
+    }
+    return added;
+  }
+
+  /** Older messages above the current ones, keeping what the reader sees in place. */
+  prependOlder(messages, hasMore) {
+    const s = this.dom.scroller;
+    const fromBottom = s.scrollHeight - s.scrollTop;
+    quietly(this.dom.log, () => {
+      for (const msg of messages) this.#insert(msg);
+    });
+    this.setHasMore(hasMore);
+    s.scrollTop = s.scrollHeight - fromBottom;
+  }
+
+  /** Insert a confirmed message in id order; false if it was already there. */
+  #insert(msg) {
+    if (this.entries.has(msg.id)) return false;
+    const entry = { msg, el: this.#renderMessage(msg), sep: null };
+    const index = this.#indexFor(msg.id);
+    const next = index < this.ids.length ? this.entries.get(this.ids[index]) : null;
+    this.dom.list.insertBefore(entry.el, next ? (next.sep ?? next.el) : null);
+    this.ids.splice(index, 0, msg.id);
+    this.entries.set(msg.id, entry);
+    this.#decorate(index);
+    if (next) this.#decorate(index + 1);
+    return true;
+  }
+
+  #indexFor(id) {
+    let lo = 0;
+    let hi = this.ids.length;
+    if (hi && this.ids[hi - 1] < id) return hi; // the usual case: a new message at the end
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ids[mid] < id) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Day separator before, and grouping with, the previous message. */
+  #decorate(index) {
+    const entry = this.entries.get(this.ids[index]);
+    const prev = index > 0 ? this.entries.get(this.ids[index - 1]).msg : null;
+    const msg = entry.msg;
+    const newDay = !prev || dayKey(prev.ts) !== dayKey(msg.ts);
+    if (newDay && !entry.sep) {
+      entry.sep = el("li", "day-sep");
+      entry.sep.append(el("span", "day-label", dayLabel(msg.ts)));
+      entry.el.before(entry.sep);
+    } else if (!newDay && entry.sep) {
+      entry.sep.remove();
+      entry.sep = null;
+    }
+    const grouped = !newDay && prev.name === msg.name && msg.ts - prev.ts < GROUP_MS;
+    entry.el.classList.toggle("cont", grouped);
+  }
+
+  #renderMessage(msg, extraClass = "") {
+    const mine = this.hooks.isMine(msg.name);
+    const li = el("li", `msg ${mine ? "mine" : "theirs"} hue-${hueOf(msg.name)} ${extraClass}`);
+    if (msg.id !== undefined) li.dataset.id = String(msg.id);
+    li.append(avatar(msg.name));
+    const bubble = el("div", "bubble");
+    const meta = el("div", "meta");
+    meta.append(el("span", "author", msg.name));
+    const time = el("time", "time", shortTime(msg.ts));
+    time.dateTime = new Date(msg.ts).toISOString();
+    time.title = exactTime(msg.ts);
+    meta.append(time);
+    const text = el("p", "text");
+    text.append(renderText(msg.text));
+    bubble.append(meta, text);
+    li.append(bubble);
+    return li;
+  }
+
+  /** Re-evaluate which messages are the reader's own (after a rename). */
+  refreshOwnership() {
+    for (const { msg, el: li } of this.entries.values()) {
+      const mine = this.hooks.isMine(msg.name);
+      li.classList.toggle("mine", mine);
+      li.classList.toggle("theirs", !mine);
+    }
+  }
+
+  // -- the reader's own messages before their ack ---------------------------------------
+
+  /** Show a message being sent; `pending` is {clientId, text, name, ts}. */
+  addPending(pending) {
+    pending.el = this.#renderMessage(pending, "pending");
+    pending.el.dataset.clientId = pending.clientId;
+    pending.stateEl = el("div", "send-state");
+    pending.el.querySelector(".bubble").append(pending.stateEl);
+    this.pending.set(pending.clientId, pending);
+    this.dom.pendingList.append(pending.el);
+    this.setPendingState(pending, "sending");
+    this.scrollToBottom();
+  }
+
+  /** state: "sending" | "failed"; for failed, `reason` and optionally `waitUntil` (ms). */
+  setPendingState(pending, state, reason = "", waitUntil = 0) {
+    pending.state = state;
+    pending.el.dataset.state = state;
+    pending.stateEl.replaceChildren();
+    clearInterval(pending.countdown);
+    if (state === "sending") {
+      pending.stateEl.append(el("span", "state-label", "Sending…"));
+      return;
+    }
+    const label = el("span", "state-label", `Not sent: ${reason}`);
+    const retry = el("button", "link-btn retry", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", () => this.hooks.onRetry(pending));
+    pending.stateEl.append(label, retry);
+    if (waitUntil > Date.now()) {
+      const tick = () => {
+        const left = Math.ceil((waitUntil - Date.now()) / 1000);
+        retry.disabled = left > 0;
+        retry.textContent = left > 0 ? `Retry in ${left} s` : "Retry";
+        if (left <= 0) clearInterval(pending.countdown);
+      };
+      tick();
+      pending.countdown = setInterval(tick, 250);
+    }
+  }
+
+  /** The ack for `pending` arrived with the stored message. */
+  confirmPending(pending, msg) {
+    if (!this.pending.has(pending.clientId)) return; // adopted by a broadcast already
+    this.#dropPending(pending);
+    const wasAtBottom = this.stuckToBottom;
+    if (!this.entries.has(msg.id)) this.#insert(msg);
+    this.#markSent(msg.id);
+    if (wasAtBottom) this.scrollToBottom();
+  }
+
+  /**
+   * A broadcast of one of our own messages usually arrives just before its ack: let it
+   * take the pending bubble's place so that the text never shows twice.
+   */
+  #adoptPending(msg) {
+    if (this.entries.has(msg.id) || !this.hooks.isMine(msg.name)) return false;
+    for (const pending of this.pending.values()) {
+      if (pending.text === msg.text && pending.name === msg.name) {
+        this.#dropPending(pending);
+        this.#insert(msg);
+        this.#markSent(msg.id);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #dropPending(pending) {
+    clearInterval(pending.countdown);
+    this.pending.delete(pending.clientId);
+    pending.el.remove();
+  }
+
+  #markSent(id) {
+    const entry = this.entries.get(id);
+    if (entry) entry.el.classList.add("sent");
+  }
+}

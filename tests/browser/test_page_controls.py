@@ -1,0 +1,256 @@
+"""The page's controls: sending states, limits, name, rooms, keyboard, layout and themes."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import ServerFactory
+from tests.support import Server
+
+from .conftest import OpenChat, expect
+from .test_chat_page import send, shown
+
+
+async def test_rate_limited_message_shows_the_wait_and_retry_sends_it_once(
+    start_server: ServerFactory, open_chat: OpenChat
+) -> None:
+    server = await start_server("--message-burst", "1", "--message-rate", "0.25")
+    ann = await open_chat(server.url, "/", "Ann")
+    bo = await open_chat(server.url, "/", "Bo")
+    await send(ann.page, "first")
+    box = ann.page.locator("#text")
+    await box.fill("second")
+    await box.press("Enter")
+
+    failed = ann.page.locator('#pending .msg[data-state="failed"]')
+    await expect(failed).to_have_count(1)
+    await expect(failed.locator(".state-label")).to_have_text(
+        re.compile(r"Not sent: sending too fast, wait \d s")
+    )
+    retry = failed.locator("button.retry")
+    await expect(retry).to_have_text(re.compile(r"Retry in \d s"))
+    await expect(retry).to_be_disabled()
+    await expect(retry).to_be_enabled()  # once the wait is over
+    await retry.click()
+    await expect(ann.page.locator("#pending .msg")).to_have_count(0)
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(["first", "second"])
+    await expect(ann.page.locator("#messages .msg.sent .text")).to_have_text(["first", "second"])
+
+
+async def test_character_counter_near_and_over_the_limit(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/", "Ann")
+    box, counter, button = (ann.page.locator(s) for s in ("#text", "#counter", "#send"))
+    await box.fill("short")
+    await expect(counter).to_have_text("")
+    await expect(button).to_be_enabled()
+    await box.fill("x" * 1990)
+    await expect(counter).to_have_text("10 characters left")
+    # The server counts code points: an emoji is one character, not two.
+    await box.fill("😀" * 1995)
+    await expect(counter).to_have_text("5 characters left")
+    await box.fill("x" * 2003)
+    await expect(counter).to_have_text("3 characters over the 2000 limit")
+    await expect(button).to_be_disabled()
+    await box.press("Enter")
+    await expect(ann.page.locator("#pending .msg")).to_have_count(0)
+    await box.fill("x" * 2000)
+    await box.press("Enter")
+    await expect(ann.page.locator("#messages .msg.sent")).to_have_count(1)
+    assert len((await shown(ann.page))[0]["text"]) == 2000
+
+
+async def test_send_button_waits_for_the_connection_and_the_name_is_asked_once(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/", name=None)
+    page = ann.page
+    dialog = page.locator("#name-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#send")).to_be_disabled()
+    # A name is required: Escape does not skip it, an empty one is refused.
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_visible()
+    await page.locator("#name-ok").click()
+    await expect(page.locator("#name-error")).to_have_text("Please enter a name.")
+    await page.locator("#name-input").fill("  Ann  ")
+    await page.locator("#name-input").press("Enter")
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#my-name")).to_have_text("Ann")
+    await expect(page.locator("#send")).to_be_disabled()  # nothing to send yet
+    await page.locator("#text").fill("hi")
+    await expect(page.locator("#send")).to_be_enabled()
+    await page.locator("#send").click()
+    await expect(page.locator("#messages .msg.sent")).to_have_count(1)
+
+    await page.reload()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(dialog).to_be_hidden()
+    assert await page.evaluate("localStorage.getItem('chatapp.name')") == "Ann"
+
+
+async def test_a_name_the_server_refuses_is_asked_again(
+    server: Server, open_chat: OpenChat, make_client: object
+) -> None:
+    ann = await open_chat(server.url, "/", "Ann")
+    # Put a name in storage that passes no check (as an older version might have).
+    await ann.page.evaluate("localStorage.setItem('chatapp.name', 'a\\u0007b')")
+    await ann.page.reload()
+    await expect(ann.page.locator("#name-dialog")).to_be_visible()
+    await expect(ann.page.locator("#name-error")).to_contain_text("invalid name")
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "refused")
+    await ann.page.locator("#name-input").fill("Ann")
+    await ann.page.locator("#name-input").press("Enter")
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "connected")
+
+
+async def test_rename_is_refused_with_the_servers_reason_or_applied(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/", "Ann")
+    bo = await open_chat(server.url, "/", "Bo")
+    await send(ann.page, "as Ann")
+    page = ann.page
+    await page.locator("#change-name").click()
+    await expect(page.locator("#name-dialog")).to_be_visible()
+    await page.locator("#name-input").fill("   ")
+    await page.locator("#name-input").press("Enter")
+    await expect(page.locator("#name-error")).to_have_text("Please enter a name.")
+    await page.keyboard.press("Escape")  # changing is optional
+    await expect(page.locator("#name-dialog")).to_be_hidden()
+    await expect(page.locator("#my-name")).to_have_text("Ann")
+
+    await page.locator("#change-name").click()
+    await page.locator("#name-input").fill("Annie")
+    await page.locator("#name-ok").click()
+    await expect(page.locator("#name-dialog")).to_be_hidden()
+    await expect(bo.page.locator("#people .person-name")).to_have_text(["Bo", "Annie"])
+    await send(page, "as Annie")
+    # Both are this reader's own messages, under either name.
+    assert [m["mine"] for m in await shown(page)] == [True, True]
+    assert [m["name"] for m in await shown(bo.page)] == ["Ann", "Annie"]
+    assert await page.evaluate("localStorage.getItem('chatapp.name')") == "Annie"
+
+
+async def test_going_to_another_room_and_the_active_rooms_list(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/r/alpha", "Ann")
+    await send(ann.page, "hello")
+    bo = await open_chat(server.url, "/", "Bo")
+    alpha = bo.page.locator('#rooms a[data-room="alpha"]')
+    await expect(alpha).to_have_attribute("href", "/r/alpha")
+    await expect(alpha.locator(".room-count")).to_have_text("1")
+    await expect(bo.page.locator('#rooms a[aria-current="page"]')).to_have_attribute(
+        "data-room", "lobby"
+    )
+
+    room_input = bo.page.locator("#room-input")
+    await room_input.fill("no spaces!")
+    await room_input.press("Enter")
+    await expect(bo.page.locator("#room-error")).to_contain_text("starting with a letter or digit")
+    await expect(bo.page).to_have_url(server.url + "/")
+
+    await room_input.fill("#Alpha")
+    await room_input.press("Enter")
+    await expect(bo.page).to_have_url(server.url + "/r/alpha")
+    await expect(bo.page.locator("h1")).to_have_text("#alpha")
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(["hello"])
+    await expect(ann.page.locator("#people .person-name")).to_have_text(["Ann", "Bo"])
+    await expect(ann.page.locator('#rooms a[data-room="alpha"] .room-count')).to_have_text("2")
+
+
+async def test_copy_link_puts_the_room_url_on_the_clipboard(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(
+        server.url, "/r/share", "Ann", permissions=["clipboard-read", "clipboard-write"]
+    )
+    await ann.page.locator("#copy-link").click()
+    await expect(ann.page.locator("#copy-label")).to_have_text("Copied!")
+    assert await ann.page.evaluate("navigator.clipboard.readText()") == server.url + "/r/share"
+    await expect(ann.page.locator("#copy-label")).to_have_text("Copy link")
+
+
+async def test_accessible_names_live_region_and_keyboard_only_use(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/", "Ann")
+    bo = await open_chat(server.url, "/", "Bo")
+    page = ann.page
+    log = page.locator("#log")
+    await expect(log).to_have_attribute("role", "log")
+    await expect(log).to_have_attribute("aria-live", "polite")
+    unnamed = await page.evaluate(
+        """() => [...document.querySelectorAll('button, input, textarea, a[href]')]
+            .filter((e) => !(e.getAttribute('aria-label')
+                || (e.labels && [...e.labels].some((l) => l.textContent.trim()))
+                || e.textContent.trim()))
+            .map((e) => e.outerHTML.slice(0, 80))"""
+    )
+    assert unnamed == []
+    await expect(page.get_by_role("textbox", name="Message #lobby")).to_be_visible()
+    await expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    await expect(page.get_by_role("textbox", name="Go to a room")).to_be_visible()
+
+    # From the top of the page: Tab to the skip link, follow it, type, Enter.
+    await page.locator("body").focus()
+    await page.keyboard.press("Tab")
+    await expect(page.locator(".skip-link")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#text")).to_be_focused()
+    await page.keyboard.type("sent from the keyboard")
+    await page.keyboard.press("Enter")
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(["sent from the keyboard"])
+    # The name dialog by keyboard too.
+    await page.locator("#change-name").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#name-input")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#change-name")).to_be_focused()
+
+
+async def test_phone_width_hides_the_side_panel_behind_a_menu(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(
+        server.url, "/", "Ann", viewport={"width": 390, "height": 780}, is_mobile=True
+    )
+    page = ann.page
+    sidebar, menu = page.locator("#sidebar"), page.locator("#menu-toggle")
+    await expect(sidebar).not_to_be_in_viewport()
+    await expect(menu).to_be_visible()
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(page.locator("#text")).to_be_in_viewport()
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing sticks out sideways
+
+    await menu.click()
+    await expect(sidebar).to_be_in_viewport()
+    await expect(menu).to_have_attribute("aria-expanded", "true")
+    await expect(page.locator("#people .person-name")).to_have_text(["Ann"])
+    await expect(page.locator("#room-input")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(sidebar).not_to_be_in_viewport()
+    await expect(menu).to_be_focused()
+
+
+async def test_dark_mode_and_reduced_motion_follow_the_system(
+    server: Server, open_chat: OpenChat
+) -> None:
+    background = "getComputedStyle(document.body).backgroundColor"
+    animation = "getComputedStyle(document.getElementById('jump')).animationName"
+
+    light = await open_chat(server.url, "/", "Ann", color_scheme="light")
+    dark = await open_chat(server.url, "/", "Bo", color_scheme="dark", reduced_motion="reduce")
+
+    def brightness(rgb: str) -> float:
+        r, g, b = (int(v) for v in re.findall(r"\d+", rgb)[:3])
+        return (r * 299 + g * 587 + b * 114) / 1000
+
+    assert brightness(await light.page.evaluate(background)) > 200
+    assert brightness(await dark.page.evaluate(background)) < 60
+    assert await light.page.evaluate(animation) == "rise"
+    assert await dark.page.evaluate(animation) == "none"

@@ -1,0 +1,145 @@
+"""The command line: flags, environment variables, clear startup errors, clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from .support import Server
+
+
+def run_cli(*args: str, cwd=None, env=None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chatapp", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_help_explains_every_flag() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--db", "--log-level", "--message-burst", "--message-rate"):
+        assert flag in result.stdout
+    assert "CHATAPP_" in result.stdout
+
+
+def test_bad_flag_is_a_usage_error() -> None:
+    result = run_cli("--no-such-flag")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--port", "seventy"), "invalid int value"),
+        (("--port", "70000"), "--port must be between 0 and 65535"),
+        (("--log-level", "loud"), "invalid choice"),
+        (("--message-rate", "0"), "--message-rate > 0"),
+    ],
+)
+def test_bad_values_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_clear_line(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--port", str(port), "--db", str(tmp_path / "x.db"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"chatapp: error: port {port} on 127.0.0.1 is already in use "
+        "(choose another with --port or CHATAPP_PORT)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_database_is_one_clear_line(tmp_path) -> None:
+    result = run_cli("--port", "0", "--db", str(tmp_path / "missing-dir" / "chat.db"))
+    assert result.returncode == 2
+    assert "chatapp: error: cannot open SQLite database" in result.stderr
+    assert "Traceback" not in result.stderr
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    (readonly / "chat.db").write_bytes(b"this is not a database")
+    result = run_cli("--port", "0", "--db", str(readonly / "chat.db"))
+    assert result.returncode == 2
+    assert "chatapp: error: cannot open SQLite database" in result.stderr
+
+
+async def test_environment_variables_configure_it(tmp_path, make_client) -> None:
+    server = Server(tmp_path, env={"CHATAPP_DB": str(tmp_path / "env.db"), "CHATAPP_PORT": "0"})
+    server.args = []
+    server.command = lambda: [sys.executable, "-m", "chatapp"]  # type: ignore[method-assign]
+    await server.start()
+    try:
+        await make_client().connect(server.url)
+        assert (tmp_path / "env.db").exists()
+        assert "-wal" in " ".join(p.name for p in tmp_path.iterdir())  # WAL mode
+    finally:
+        assert await server.stop() == 0
+
+
+async def test_default_database_is_chatapp_db_in_the_working_directory(tmp_path) -> None:
+    server = Server(tmp_path)
+    server.command = lambda: [sys.executable, "-m", "chatapp", "--port", "0"]  # type: ignore[method-assign]
+    await server.start()
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert (tmp_path / "chatapp.db").exists()
+    finally:
+        assert await server.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_stops_cleanly_and_disconnects_clients(start_server, make_client, sig) -> None:
+    server = await start_server()
+    client = make_client()
+    await client.connect(server.url)
+    assert (await client.send("before stop"))["ok"]
+    assert await server.stop(sig) == 0
+    await client.wait_for("disconnect")
+    assert "stopped" in server.log()
+
+
+async def test_sigterm_while_messages_are_being_sent_loses_no_acked_message(
+    start_server, make_client, tmp_path
+) -> None:
+    server = await start_server("--message-burst", "100000", "--message-rate", "100000")
+    client = make_client()
+    await client.connect(server.url, room="busy")
+    acked: list[int] = []
+
+    async def send_forever() -> None:
+        n = 0
+        while True:
+            ack = await client.send(f"m{n}")
+            acked.append(ack["message"]["id"])
+            n += 1
+
+    task = asyncio.create_task(send_forever())
+    await client.wait_for("message", count=20)
+    assert await server.stop() == 0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    again = await start_server()
+    reader = make_client()
+    welcome = await reader.connect(again.url, room="busy", since=0)
+    stored = [m["id"] for m in welcome["history"]]
+    assert set(acked) <= set(stored)
+    assert stored == list(range(1, len(stored) + 1))

@@ -1,0 +1,290 @@
+"""Several real chatapp processes sharing Redis and PostgreSQL behave as one chat."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis import asyncio as aioredis
+
+from .conftest import ClientFactory, ServerFactory, require_service
+from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
+from .support import Client
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+def presence_events(client: Client) -> list[dict[str, Any]]:
+    return list(client.of("presence"))
+
+
+async def test_messages_reach_every_process_once_in_id_order(
+    cluster: StartCluster, make_client: ClientFactory
+) -> None:
+    servers = await cluster(3)
+    clients = [make_client() for _ in range(6)]
+    for i, client in enumerate(clients):
+        await client.connect(servers[i % 3].url, room="team", name=f"user{i}")
+    elsewhere = make_client()
+    await elsewhere.connect(servers[0].url, room="other", name="lurker")
+
+    async def send(client: Client, i: int) -> list[int]:
+        acks = [await client.send(f"{i}-{n}", client_id=f"{i}-{n}") for n in range(10)]
+        assert all(ack["ok"] for ack in acks)
+        return [ack["message"]["id"] for ack in acks]
+
+    sent = await asyncio.gather(*(send(c, i) for i, c in enumerate(clients)))
+    assert sorted(i for ids in sent for i in ids) == list(range(1, 61))
+    for client in clients:
+        await client.wait_for("message", count=60)
+        assert client.message_ids() == list(range(1, 61))
+        texts = {m["text"] for m in client.of("message")}
+        assert texts == {f"{i}-{n}" for i in range(6) for n in range(10)}
+    # One more message, after everything else, and the other room still saw nothing.
+    await clients[0].send("last")
+    await elsewhere.send("mine")
+    await clients[5].wait_for("message", lambda m: m["text"] == "last")
+    assert [m["text"] for m in elsewhere.of("message")] == ["mine"]
+
+
+async def test_typing_crosses_processes(cluster: StartCluster, make_client: ClientFactory) -> None:
+    one, two = await cluster(2)
+    ann, bob = make_client(), make_client()
+    await ann.connect(one.url, room="team", name="ann")
+    await bob.connect(two.url, room="team", name="bob")
+    assert (await bob.call("typing", {"typing": True}))["ok"]
+    assert await ann.wait_for("typing") == {"name": "bob", "typing": True}
+    await bob.send("done")
+    assert await ann.wait_for("typing", lambda t: not t["typing"]) == {
+        "name": "bob",
+        "typing": False,
+    }
+    assert bob.of("typing") == []
+
+
+async def test_presence_and_head_counts_are_cluster_wide(
+    cluster: StartCluster, make_client: ClientFactory
+) -> None:
+    one, two = await cluster(2)
+    ann, bob, ann_tab, carl = make_client(), make_client(), make_client(), make_client()
+    await ann.connect(one.url, room="team", name="ann")
+    welcome = await bob.connect(two.url, room="team", name="bob")
+    assert welcome["users"] == ["ann", "bob"]
+    joined = await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
+    assert joined == {"room": "team", "users": ["ann", "bob"], "joined": "bob"}
+
+    # A second tab of ann on the other process is no news; carl is.
+    assert (await ann_tab.connect(two.url, room="team", name="ann"))["users"] == ["ann", "bob"]
+    await carl.connect(one.url, room="team", name="carl")
+    await bob.wait_for("presence", lambda p: p.get("joined") == "carl")
+    assert [p.get("joined") for p in presence_events(bob)] == ["carl"]
+    for server in (one, two):
+        status, rooms = await get_json(f"{server.url}/api/rooms")
+        assert status == 200
+        assert [(r["room"], r["users"]) for r in rooms] == [("team", 3)]
+
+    # ann leaves only when her last tab, on either process, does.
+    await ann.close()
+    await carl.close()
+    await bob.wait_for("presence", lambda p: p.get("left") == "carl")
+    assert [p.get("left") for p in presence_events(bob)] == [None, "carl"]
+    await ann_tab.close()
+    left = await bob.wait_for("presence", lambda p: p.get("left") == "ann")
+    assert left == {"room": "team", "users": ["bob"], "left": "ann"}
+    _, rooms = await get_json(f"{one.url}/api/rooms")
+    assert [(r["room"], r["users"]) for r in rooms] == [("team", 1)]
+
+
+async def test_catch_up_on_another_process_gets_exactly_what_was_missed(
+    cluster: StartCluster, make_client: ClientFactory
+) -> None:
+    one, two, three = await cluster(3)
+    reader, writer = make_client(), make_client()
+    await reader.connect(one.url, room="team", name="reader")
+    await writer.connect(two.url, room="team", name="writer")
+    for n in range(3):
+        await writer.send(f"seen {n}")
+    await reader.wait_for("message", count=3)
+    await reader.close()
+    for n in range(5):
+        await writer.send(f"missed {n}")
+
+    back = make_client()
+    welcome = await back.connect(three.url, room="team", name="reader", since=3)
+    assert [m["id"] for m in welcome["history"]] == [4, 5, 6, 7, 8]
+    assert [m["text"] for m in welcome["history"]] == [f"missed {n}" for n in range(5)]
+    assert welcome["has_more"] is False
+    await writer.send("live")
+    live = await back.wait_for("message")
+    assert (live["id"], live["text"]) == (9, "live")
+
+
+async def test_a_killed_process_loses_no_acked_message_and_its_users_leave(
+    cluster: StartCluster, make_client: ClientFactory
+) -> None:
+    survivor, doomed = await cluster(2, "--presence-ttl", "2")
+    doomed.allow_errors = True  # SIGKILL: no clean exit
+    ann, bob = make_client(), make_client()
+    await ann.connect(survivor.url, room="team", name="ann")
+    await bob.connect(doomed.url, room="team", name="bob")
+    await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
+    acked = [(await bob.send(f"before the crash {n}"))["message"]["id"] for n in range(5)]
+    await bob.wait_for("message", count=2)
+
+    await doomed.stop(signal.SIGKILL)
+
+    left = await ann.wait_for("presence", lambda p: p.get("left") == "bob", timeout=30)
+    assert left["users"] == ["ann"]
+    status, page = await get_json(f"{survivor.url}/api/rooms/team/messages")
+    assert status == 200
+    assert [m["id"] for m in page["messages"]] == acked == [1, 2, 3, 4, 5]
+    # bob's client reconnects to the survivor and catches up from the last id it saw.
+    back = make_client()
+    welcome = await back.connect(survivor.url, room="team", name="bob", since=2)
+    assert [m["id"] for m in welcome["history"]] == [3, 4, 5]
+    await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
+
+
+async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
+    cluster: StartCluster,
+    make_client: ClientFactory,
+    tcp_proxy: type[TcpProxy],
+    redis_prefix: str,
+) -> None:
+    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
+    one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
+    ann, bob = make_client(), make_client()
+    await ann.connect(one.url, room="team", name="ann")
+    await bob.connect(two.url, room="team", name="bob")
+    await ann.send("before")
+    await bob.wait_for("message", lambda m: m["text"] == "before")
+
+    proxy.sever()
+
+    async def not_ready() -> bool:
+        status, body = await get_json(f"{one.url}/readyz")
+        return status == 503 and "redis" in body["problems"]
+
+    await eventually(not_ready, what="/readyz to report Redis")
+    # The process keeps serving its own clients: messages are acked, stored and delivered
+    # here; they reach the other process's clients once Redis is back.
+    acks = [await ann.send(f"during {n}") for n in range(3)]
+    assert [a["message"]["id"] for a in acks] == [2, 3, 4]
+    await ann.wait_for("message", count=4)
+    # Redis comes back as a restart without persistence would leave it: empty.
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await redis.delete(*[k async for k in redis.scan_iter(match=f"{redis_prefix}:*")])
+    finally:
+        await redis.aclose()
+
+    proxy.restore()
+
+    await bob.wait_for("message", count=4, timeout=30)
+    assert bob.message_ids() == [1, 2, 3, 4]
+
+    async def ready() -> bool:
+        return all([(await get_json(f"{s.url}/readyz"))[0] == 200 for s in (one, two)])
+
+    await eventually(ready, timeout=30, what="both processes to be ready again")
+    await bob.send("after")
+    await ann.wait_for("message", lambda m: m["text"] == "after")
+    assert ann.message_ids() == [1, 2, 3, 4, 5]
+    # Each process registered its users again; clients got the lists refreshed.
+    refresh = await bob.wait_for("presence", lambda p: p["users"] == ["ann", "bob"])
+    assert refresh == {"room": "team", "users": ["ann", "bob"]}
+    carl = make_client()
+    assert (await carl.connect(one.url, room="team", name="carl"))["users"] == [
+        "ann",
+        "bob",
+        "carl",
+    ]
+
+
+async def test_readyz_reports_database_and_redis(
+    start_server: ServerFactory,
+    cluster: StartCluster,
+    pg_url: str,
+    tcp_proxy: type[TcpProxy],
+) -> None:
+    alone = await start_server()
+    assert await get_json(f"{alone.url}/readyz") == (200, {"status": "ready"})
+
+    proxy = await tcp_proxy("127.0.0.1", service_port(pg_url, 5432)[1]).start()
+    (server,) = await cluster(1, db=with_port(pg_url, proxy.port))
+    assert await get_json(f"{server.url}/readyz") == (200, {"status": "ready"})
+    assert (await get_json(f"{server.url}/healthz"))[0] == 200
+    proxy.sever()
+    status, body = await get_json(f"{server.url}/readyz")
+    assert (status, body) == (503, {"status": "not ready", "problems": {"database": "unreachable"}})
+    proxy.restore()
+
+    async def ready() -> bool:
+        return (await get_json(f"{server.url}/readyz"))[0] == 200
+
+    await eventually(ready, what="/readyz to recover with the database")
+
+
+async def test_redis_over_a_unix_socket(
+    cluster: StartCluster, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    server = shutil.which("redis-server")
+    require_service(server is not None, "redis-server is not installed")
+    assert server is not None
+    sock = tmp_path / "redis.sock"
+    redis = await asyncio.create_subprocess_exec(
+        *(server, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await eventually(_exists(sock), what="redis-server to listen")
+        one, two = await cluster(2, redis_url=f"unix://{sock}?db=0")
+        ann, bob = make_client(), make_client()
+        await ann.connect(one.url, room="team", name="ann")
+        assert (await bob.connect(two.url, room="team", name="bob"))["users"] == ["ann", "bob"]
+        await ann.send("over the socket")
+        assert (await bob.wait_for("message"))["text"] == "over the socket"
+        for s in (one, two):
+            assert await s.stop() == 0
+    finally:
+        redis.terminate()
+        await redis.wait()
+
+
+def _exists(path: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return path.exists()
+
+    return check
+
+
+async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
+    cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
+) -> None:
+    """python-socketio's listener has stopped receiving without a word before (#1581)."""
+    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
+    one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
+    ann, bob = make_client(), make_client()
+    await ann.connect(one.url, room="team", name="ann")
+    await bob.connect(two.url, room="team", name="bob")
+    await ann.send("before")
+    await bob.wait_for("message")
+
+    assert proxy.deafen_subscribers() == 2  # both processes' listeners hear nothing now
+    ack = await ann.send("while deaf")
+    assert ack["message"]["id"] == 2
+    # The self-check notices within seconds, restarts the listener, and the process
+    # delivers from the store what it missed, with no further message needed.
+    received = await bob.wait_for("message", count=2, timeout=30)
+    assert received["text"] == "while deaf"
+    assert bob.message_ids() == [1, 2]
+    assert "missed its self-check; restarting it" in two.log()

@@ -1,0 +1,59 @@
+"""``python -m chatapp.cluster`` starts a working cluster and stops it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .conftest import ClientFactory
+from .services import REDIS_URL
+from .support import URL_RE
+
+
+async def test_launcher_starts_processes_that_act_as_one_chat(
+    tmp_path: Path, redis_prefix: str, pg_url: str, make_client: ClientFactory
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "chatapp.cluster", "--processes", "2", "--base-port", "0"),
+        *("--db", pg_url, "--redis-url", REDIS_URL, "--redis-prefix", redis_prefix),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = []
+        for _ in range(2):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            match = URL_RE.search(line)
+            assert match, line
+            urls.append(match.group(0))
+        assert len(set(urls)) == 2
+        ann, bob = make_client(), make_client()
+        await ann.connect(urls[0], room="team", name="ann")
+        assert (await bob.connect(urls[1], room="team", name="bob"))["users"] == ["ann", "bob"]
+        await ann.send("hello")
+        assert (await bob.wait_for("message"))["text"] == "hello"
+        await ann.close()
+        await bob.close()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_launcher_refuses_to_start_without_redis(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CHATAPP_REDIS_URL"}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "chatapp.cluster", "--processes", "2"),
+        cwd=tmp_path,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"need a shared Redis: pass --redis-url" in err
