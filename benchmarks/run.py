@@ -45,7 +45,18 @@ REPO_ROOT = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "loadgen.js"
 REFERENCE = BENCH_DIR / "reference_server.js"
 URL_RE = re.compile(r"https?://(?:127\.0\.0\.1|localhost):(\d+)")
-RAISED_LIMITS = ["--message-burst", "1000000", "--message-rate", "1000000"]
+RAISED_LIMITS = [
+    "--message-burst",
+    "1000000",
+    "--message-rate",
+    "1000000",
+    "--event-burst",
+    "1000000",
+    "--event-rate",
+    "1000000",
+    "--max-connections-per-ip",
+    "0",
+]
 
 # Loadgen options per scenario. Each variant of a scenario is run against every
 # target. duration/warmup are seconds; see loadgen.js --help for the rest.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -12,30 +11,31 @@ import socketio
 from aiohttp import web
 
 from . import resources as resources_mod
-from .fanout import FeedManager, FeedRedisManager, Outbox
+from .access import AccessControl, access_middleware, setup_login
+from .engine import Engine, library_logger
+from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
 from .jsoncodec import packet_json
 from .keys import (
+    engine_key,
     fanout_key,
-    outbox_key,
+    guard_key,
     presence_key,
     resources_key,
     settings_key,
     sio_key,
     store_key,
 )
+from .origins import OriginPolicy, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .security import security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
+from .transport import TransportGuard
 from .views import api_errors, engineio_errors, setup_routes
 
 log = logging.getLogger(__name__)
-
-#: Socket.IO frames may be far larger than the 2000-character text limit, so that an
-#: over-long text gets a clear ``{ok: false}`` instead of a dropped connection.
-MAX_FRAME_BYTES = 1_000_000
 
 
 def create_app(
@@ -52,7 +52,18 @@ def create_app(
     presence = presence if presence is not None else open_presence(settings)
     res = resources_mod.locate()
 
-    app = web.Application(middlewares=[security_headers, api_errors, engineio_errors])
+    origins = OriginPolicy(settings.allowed_origins, settings.trust_proxy)
+    access = AccessControl(settings.access_token, settings.trust_proxy)
+    app = web.Application(
+        middlewares=[
+            security_headers,
+            origin_middleware(origins),
+            access_middleware(access),
+            api_errors,
+            engineio_errors,
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence
@@ -68,20 +79,28 @@ def create_app(
         client_manager=manager,
         # One connection's events are handled one after another, in arrival order.
         async_handlers=False,
-        cors_allowed_origins=OriginCheck(settings.allowed_origins),
-        max_http_buffer_size=MAX_FRAME_BYTES,
+        cors_allowed_origins=origins.socketio_check,
+        # Far above the 2000-character text limit, so that an over-long text gets a clear
+        # ``{ok: false}`` instead of a dropped connection.
+        max_http_buffer_size=settings.max_frame_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
         transports=list(settings.transports),
         json=packet_json(),
+        logger=library_logger("chatapp.socketio"),
+        engineio_logger=library_logger("chatapp.engineio", demote=True),
     )
     sio.attach(app)
     app[sio_key] = sio
     app[fanout_key] = manager
-    outbox = Outbox(sio)
-    app[outbox_key] = outbox
-    feed = RoomFeed(store, outbox)
+    # One Engine holds every hook into the libraries: the send path and the guard's.
+    engine = Engine(sio)
+    app[engine_key] = engine
+    app[guard_key] = TransportGuard(engine, settings)
+    feed = RoomFeed(store, engine)
+    manager.engine = engine
     manager.feed = feed
-    manager.outbox = outbox
-    ChatHandlers(sio, settings, store, presence, feed, outbox)
+    ChatHandlers(sio, settings, store, presence, feed, engine, access)
 
     aiohttp_jinja2.setup(
         app,
@@ -89,29 +108,10 @@ def create_app(
         autoescape=jinja2.select_autoescape(default=True),
     )
     setup_routes(app)
+    setup_login(app, access)
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_disconnect_clients)
     return app
-
-
-class OriginCheck:
-    """Socket.IO accepts browsers from the page's own origin and the configured extras."""
-
-    def __init__(self, extra: tuple[str, ...]) -> None:
-        self.any = "*" in extra
-        self.extra = frozenset(o.rstrip("/") for o in extra)
-
-    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
-        # No Origin header: not a browser (a bot, a script); origins are a browser defence.
-        if origin is None or self.any or origin in self.extra:
-            return True
-        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")
-        scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
-        own = f"{scheme.split(',')[0].strip()}://{host.split(',')[0].strip()}"
-        if origin == own:
-            return True
-        log.warning("refused a Socket.IO connection from origin %.200s (not %s)", origin, own)
-        return False
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -141,6 +141,10 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    await app[outbox_key].close_all(grace=3.0)
+    engine = app[engine_key]
+    await engine.close_all(grace=3.0)
+    stuck = engine.abort_websockets()
+    if stuck:
+        log.info("dropped %d connection(s) that did not take their close in time", stuck)
     await sio.shutdown()
     log.info("all clients disconnected")

@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
 from .settings import Settings, load_settings, redacted
@@ -25,17 +26,27 @@ class StartupError(Exception):
     """The server could not start; the message is the one line shown to the operator."""
 
 
+class _ClientHttpErrors(logging.Filter):
+    """aiohttp logs a client's malformed HTTP (a request line too long, a broken header) as
+    an ERROR with a traceback. It is the client's mistake: one WARNING line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {exc.code} {exc.message.splitlines()[0]:.200}"
+            record.args = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # engine.io logs a refused origin as an ERROR of its own; it is a client's mistake, and
-    # app.OriginCheck already logs it as a warning.
-    logging.getLogger("engineio.server").addFilter(
-        lambda record: "is not an accepted origin" not in record.getMessage()
-    )
+    logging.getLogger("aiohttp.server").addFilter(_ClientHttpErrors())
     if level != "debug":
         # One line per HTTP request (and per long-polling round trip) is noise, not a
         # lifecycle event.

@@ -19,7 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fanout import MESSAGE_EVENT, Outbox
+from .engine import Engine
+from .fanout import MESSAGE_EVENT
 from .store import MessageStore, Page
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ class _Room:
 
 
 class RoomFeed:
-    def __init__(self, store: MessageStore, outbox: Outbox) -> None:
+    def __init__(self, store: MessageStore, engine: Engine) -> None:
         self._store = store
-        self._outbox = outbox
+        self._engine = engine
         self._rooms: dict[str, _Room] = {}
 
     # -- joining and leaving ------------------------------------------------------------
@@ -84,7 +85,7 @@ class RoomFeed:
         ids = sorted(i for i in merged if i <= upto and (since is None or i > since))
         has_more = page.has_more or len(ids) > limit
         history = [merged[i] for i in ids[-limit:]]
-        eio_sid = self._outbox.eio_sid(sid)
+        eio_sid = self._engine.eio_sid(sid)
         if eio_sid is not None:
             st.live[sid] = eio_sid
         return history, has_more
@@ -127,9 +128,9 @@ class RoomFeed:
             self._deliver(st, st.held.pop(st.last + 1))
 
     def _deliver(self, st: _Room, msg: dict[str, Any]) -> None:
-        pkt = self._outbox.packet(MESSAGE_EVENT, msg)
+        pkt = self._engine.packet(MESSAGE_EVENT, msg)
         for eio_sid in st.live.values():
-            self._outbox.put(eio_sid, pkt)
+            self._engine.put(eio_sid, pkt)
         for buffer in st.pending.values():
             buffer.append(msg)
         st.last = msg["id"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
-from .fanout import FeedManager, Outbox
+from .engine import Engine
+from .fanout import FeedManager
 from .presence import Presence
 from .resources import Resources
 from .settings import Settings
 from .store import MessageStore
+from .transport import TransportGuard
 
 settings_key = web.AppKey("settings", Settings)
 store_key = web.AppKey("store", MessageStore)
@@ -17,4 +19,5 @@ presence_key = web.AppKey("presence", Presence)
 sio_key = web.AppKey("sio", socketio.AsyncServer)
 resources_key = web.AppKey("resources", Resources)
 fanout_key = web.AppKey("fanout", FeedManager)
-outbox_key = web.AppKey("outbox", Outbox)
+engine_key = web.AppKey("engine", Engine)
+guard_key = web.AppKey("guard", TransportGuard)

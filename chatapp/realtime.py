@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import socketio
 
 from . import protocol
-from .fanout import MESSAGE_EVENT, Outbox
+from .access import AccessControl
+from .engine import Engine
+from .fanout import MESSAGE_EVENT
 from .feed import RoomFeed
 from .presence import Presence
 from .protocol import ProtocolError
@@ -35,7 +38,10 @@ class Connection:
     sid: str
     room: str
     name: str
-    bucket: TokenBucket
+    bucket: TokenBucket  # messages
+    events: TokenBucket  # every event, messages included
+    ip: str
+    limited: bool = False  # whether the event limit was hit (logged once per connection)
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     typing_since: float | None = None  # when typing: true was last sent to the room
     typing_timer: asyncio.TimerHandle | None = None
@@ -59,15 +65,18 @@ class ChatHandlers:
         store: MessageStore,
         presence: Presence,
         feed: RoomFeed,
-        outbox: Outbox,
+        engine: Engine,
+        access: AccessControl | None = None,
     ) -> None:
         self.sio = sio
+        self.access = access if access is not None else AccessControl("")
         self.settings = settings
         self.store = store
         self.presence = presence
         self.feed = feed
-        self.outbox = outbox
+        self.engine = engine
         self.connections: dict[str, Connection] = {}
+        self.per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
 
         sio.on("connect", self.on_connect)
@@ -100,6 +109,9 @@ class ChatHandlers:
                 return error("not connected")
             if not conn.joined.is_set():
                 await conn.joined.wait()
+            limited = self._limit_events(conn, event)
+            if limited is not None:
+                return limited
             try:
                 if len(args) != 1:
                     raise ProtocolError("invalid payload: expected one object")
@@ -113,25 +125,69 @@ class ChatHandlers:
 
         return guarded
 
-    async def on_unknown(self, event: Any, sid: str, *args: Any) -> Ack:
-        log.debug("unknown event %.64r from %s", event, sid)
+    def _limit_events(self, conn: Connection, event: str) -> Ack | None:
+        wait = conn.events.take()
+        if not wait:
+            return None
+        if not conn.limited:
+            conn.limited = True
+            log.info("%s from %s hit the event rate limit (%s)", conn.sid, conn.ip, event)
+        return error("rate limited", retry_after=round(wait, 3))
+
+    async def on_unknown(self, *args: Any) -> Ack:
+        # Normally (event, sid, *data); a client may also name its event "*" itself, and
+        # then python-socketio passes (sid, *data).
+        named = len(args) > 1 and isinstance(args[1], str) and args[1] in self.connections
+        sid = args[1] if named else args[0] if args else None
+        conn = self.connections.get(sid) if isinstance(sid, str) else None
+        if conn is not None:
+            limited = self._limit_events(conn, "unknown")
+            if limited is not None:
+                return limited
+        log.debug("unknown event %.64r from %s", args[0] if args else None, sid)
         return error("unknown event")
 
     # -- connection lifecycle ---------------------------------------------------------------
 
-    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _refuse(self, sid: str, ip: str, reason: str) -> socketio.exceptions.ConnectionRefusedError:
+        log.info("connection %s from %s refused: %s", sid, ip, reason)
+        return socketio.exceptions.ConnectionRefusedError(reason)
+
+    async def on_connect(
+        self, sid: str, environ: Any = None, auth: Any = None, *_: Any
+    ) -> Ack | None:
+        if self.engine.is_connected(sid) or environ is not self.sio.get_environ(sid):
+            # A connected client sent an event named "connect": not a connection.
+            return error("unknown event")
+        ip = str(environ.get("REMOTE_ADDR", "?"))
+        refusal = self.access.refuse_connect(environ, auth)
+        if refusal is not None:
+            raise self._refuse(sid, ip, refusal)
         try:
             req = protocol.parse_connect(auth)
         except ProtocolError as exc:
-            log.debug("connection %s refused: %s", sid, exc)
-            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+            raise self._refuse(sid, ip, str(exc)) from None
+        limit = self.settings.max_connections_per_ip
+        if limit and self.per_ip[ip] >= limit:
+            log.warning(
+                "refused a connection from %s: %d already open (--max-connections-per-ip)",
+                ip,
+                self.per_ip[ip],
+            )
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"too many connections from your address (the limit is {limit})"
+            )
+        s = self.settings
         conn = Connection(
             sid=sid,
             room=req.room,
             name=req.name,
-            bucket=TokenBucket(self.settings.message_burst, self.settings.message_rate),
+            bucket=TokenBucket(s.message_burst, s.message_rate),
+            events=TokenBucket(s.event_burst, s.event_rate),
+            ip=ip,
         )
         self.connections[sid] = conn
+        self.per_ip[ip] += 1
         # Buffer the room's messages from now on, before history is read, so that
         # nothing committed meanwhile can fall between the welcome and the live stream.
         self.feed.begin_join(sid, req.room)
@@ -143,7 +199,7 @@ class ChatHandlers:
             head = page.messages[-1].id if page.messages else await self.store.last_id(req.room)
         except Exception:
             log.exception("could not admit connection %s to room %s", sid, req.room)
-            self.connections.pop(sid, None)
+            self._release(conn)
             self.feed.leave(sid, req.room)
             await self.presence.leave(req.room, sid, req.name)
             raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
@@ -154,7 +210,18 @@ class ChatHandlers:
         )
         if newly_online:
             await self._announce(req.room, users, joined=req.name)
-        log.info("%s joined %s as %r", sid, req.room, req.name)
+        log.info("%s joined %s as %r from %s", sid, req.room, req.name, ip)
+        return None
+
+    def _release(self, conn: Connection) -> bool:
+        """Stop counting ``conn``; False if it was already released."""
+        if self.connections.get(conn.sid) is not conn:
+            return False
+        del self.connections[conn.sid]
+        self.per_ip[conn.ip] -= 1
+        if self.per_ip[conn.ip] <= 0:
+            del self.per_ip[conn.ip]
+        return True
 
     def _finish_join(
         self,
@@ -168,12 +235,12 @@ class ChatHandlers:
     ) -> None:
         if self.connections.get(conn.sid) is not conn:
             return  # disconnected before it finished joining
-        if not self.sio.manager.is_connected(conn.sid, "/") and attempt < 100:
+        if not self.engine.is_connected(conn.sid) and attempt < 100:
             asyncio.get_running_loop().call_soon(
                 self._finish_join, conn, page, head, since, limit, users, attempt + 1
             )
             return
-        if not self.outbox.is_open(conn.sid):
+        if not self.engine.is_open(conn.sid):
             # The transport closed while the connect handler ran. Socket.IO does not call
             # the disconnect handler for a connection it had not yet accepted, so clean up.
             self._spawn(self._drop_unjoined(conn))
@@ -189,22 +256,26 @@ class ChatHandlers:
             "history": history,
             "has_more": has_more,
         }
-        eio_sid = self.outbox.eio_sid(conn.sid)
+        eio_sid = self.engine.eio_sid(conn.sid)
         if eio_sid is not None:
-            self.outbox.put(eio_sid, self.outbox.packet("welcome", welcome))
+            self.engine.put(eio_sid, self.engine.packet("welcome", welcome))
         # Room membership for presence and typing; synchronous for a local connection.
-        self.sio.manager.basic_enter_room(conn.sid, "/", conn.room)
+        self.engine.enter_room(conn.sid, conn.room)
         conn.joined.set()
 
-    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        conn = self.connections.pop(sid, None)
-        if conn is not None:
+    async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> Ack | None:
+        if self.engine.is_connected(sid):
+            # A connected client sent an event named "disconnect": not a disconnection.
+            return error("unknown event")
+        conn = self.connections.get(sid)
+        if conn is not None and self._release(conn):
             await self._forget(conn, reason)
+        return None
 
     async def _drop_unjoined(self, conn: Connection) -> None:
-        if self.connections.pop(conn.sid, None) is conn:
+        if self._release(conn):
             await self._forget(conn, "closed while joining")
-        await self.sio.manager.disconnect(conn.sid, "/", ignore_queue=True)
+        await self.engine.forget(conn.sid)
 
     async def _forget(self, conn: Connection, reason: Any) -> None:
         sid = conn.sid

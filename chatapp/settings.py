@@ -43,6 +43,30 @@ class Settings:
     transports: tuple[str, ...] = ("polling", "websocket")
     #: Seconds before a typing indicator is cleared without renewal.
     typing_timeout: float = 5.0
+    #: When set, pages, the JSON API and Socket.IO require this token (or a cookie from
+    #: the login form). Empty means an open server.
+    access_token: str = field(default="", repr=False)
+    #: Honour X-Forwarded-For / -Proto / -Host from a reverse proxy in front of us.
+    trust_proxy: bool = False
+    #: Simultaneous Socket.IO connections per client IP address (0: no limit).
+    max_connections_per_ip: int = 20
+    #: Token bucket per connection for every event (message, typing, history, rename...).
+    event_burst: float = 40.0
+    event_rate: float = 20.0
+    #: Largest Socket.IO frame (engine.io ``max_http_buffer_size``), bytes. Far above the
+    #: 2000-character text limit, so an over-long text gets ``{ok: false}``, not a drop.
+    max_frame_bytes: int = 1_000_000
+    #: Largest HTTP request body (forms, API), bytes.
+    max_body_bytes: int = 65_536
+    #: Packets waiting to be sent to one connection before it counts as a slow consumer
+    #: and is disconnected.
+    max_queued_packets: int = 1000
+    #: Seconds an engine.io session may stay open without completing a Socket.IO connect.
+    connect_timeout: float = 10.0
+    #: Engine.IO heartbeat: a ping every ``ping_interval`` s; a client that does not answer
+    #: within ``ping_timeout`` s is disconnected.
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
 
 
 def redacted(url: str) -> str:
@@ -144,7 +168,96 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds after which a typing indicator that was not renewed is cleared "
         f"(default {d.typing_timeout:g})",
     )
+    parser.add_argument(
+        "--access-token",
+        default=env("access_token", d.access_token),
+        help="make the server private: pages, API and Socket.IO require this token or "
+        "password (prefer the CHATAPP_ACCESS_TOKEN variable: flags show in ps) "
+        "(default: none, open to anyone who can reach it)",
+    )
+    parser.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        default=_truthy(env("trust_proxy", "")),
+        help="behind a reverse proxy: take the client address from X-Forwarded-For and "
+        "the public origin from X-Forwarded-Proto/-Host (default: off, never trusted)",
+    )
+    for name, kind, default, text in _LIMITS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=env(name, default),
+            help=f"{text} (default {default:g})"
+            if kind is float
+            else f"{text} (default {default})",
+        )
     return parser
+
+
+def _show(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+_DEFAULTS = Settings()
+#: Limits and timeouts: (field, type, default, help). Each must be >= its minimum below.
+_LIMITS: tuple[tuple[str, type, float, str], ...] = (
+    (
+        "max_connections_per_ip",
+        int,
+        _DEFAULTS.max_connections_per_ip,
+        "simultaneous Socket.IO connections from one IP address; 0 for no limit",
+    ),
+    (
+        "event_burst",
+        float,
+        _DEFAULTS.event_burst,
+        "events of any kind a connection may send at once before being rate limited",
+    ),
+    ("event_rate", float, _DEFAULTS.event_rate, "sustained events per second per connection"),
+    (
+        "max_frame_bytes",
+        int,
+        _DEFAULTS.max_frame_bytes,
+        "largest Socket.IO frame in bytes; a larger one closes the connection",
+    ),
+    ("max_body_bytes", int, _DEFAULTS.max_body_bytes, "largest HTTP request body in bytes"),
+    (
+        "max_queued_packets",
+        int,
+        _DEFAULTS.max_queued_packets,
+        "packets queued for a connection that does not read before it is disconnected",
+    ),
+    (
+        "connect_timeout",
+        float,
+        _DEFAULTS.connect_timeout,
+        "seconds a transport may stay open without a Socket.IO connect",
+    ),
+    ("ping_interval", float, _DEFAULTS.ping_interval, "seconds between heartbeats"),
+    (
+        "ping_timeout",
+        float,
+        _DEFAULTS.ping_timeout,
+        "seconds a client has to answer a heartbeat before it is disconnected",
+    ),
+)
+#: The smallest accepted value of each limit. Frames must carry a 2000-character text
+#: even when every character is JSON-escaped (a surrogate pair is 12 bytes).
+_MINIMUMS: dict[str, float] = {
+    "max_connections_per_ip": 0,
+    "event_burst": 1,
+    "event_rate": 0.001,
+    "max_frame_bytes": 65_536,
+    "max_body_bytes": 1024,
+    "max_queued_packets": 10,
+    "connect_timeout": 0.1,
+    "ping_interval": 0.1,
+    "ping_timeout": 0.1,
+}
 
 
 def load_settings(
@@ -170,6 +283,8 @@ def load_settings(
         values["message_rate"] = float(str(values["message_rate"]))
         values["typing_timeout"] = float(str(values["typing_timeout"]))
         values["presence_ttl"] = float(str(values["presence_ttl"]))
+        for name, kind, _, _ in _LIMITS:
+            values[name] = kind(str(values[name]))
     except ValueError as exc:
         parser.error(f"invalid number in a CHATAPP_* variable: {exc}")
     if str(values["log_level"]).lower() not in LOG_LEVELS:
@@ -192,6 +307,11 @@ def load_settings(
     if not transports or not set(transports) <= {"polling", "websocket"}:
         parser.error("--transports must be 'polling,websocket' or 'websocket'")
     values["transports"] = transports
+    for name, minimum in _MINIMUMS.items():
+        if float(str(values[name])) < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {minimum:g}")
+    values["trust_proxy"] = bool(values["trust_proxy"])
+    values["access_token"] = str(values["access_token"])
     origins = ns.allowed_origins
     values["allowed_origins"] = tuple(o.strip() for o in str(origins).split(",") if o.strip())
     return Settings(**values)  # type: ignore[arg-type]

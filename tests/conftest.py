@@ -12,6 +12,17 @@ from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
 ClientFactory = Callable[..., Client]
+#: Flags that lift the per-connection rate limits.
+NO_RATE_LIMITS = (
+    "--message-burst",
+    "100000",
+    "--message-rate",
+    "100000",
+    "--event-burst",
+    "100000",
+    "--event-rate",
+    "100000",
+)
 # Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
 __all__ = ["cluster", "pg_url", "redis_prefix", "tcp_proxy"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -47,8 +58,8 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
 
 @pytest.fixture
 async def server(start_server: ServerFactory) -> Server:
-    """A server whose rate limit does not get in the way of tests that send a lot."""
-    return await start_server("--message-burst", "100000", "--message-rate", "100000")
+    """A server whose rate limits do not get in the way of tests that send a lot."""
+    return await start_server(*NO_RATE_LIMITS)
 
 
 @pytest.fixture

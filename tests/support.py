@@ -87,10 +87,16 @@ class Server:
 class Client:
     """A python-socketio AsyncClient that records every event the server sends it."""
 
-    def __init__(self, transports: list[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        transports: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+        **options: Any,
+    ) -> None:
         # options go to socketio.AsyncClient (e.g. http_session, to pick a source address)
         self.sio = socketio.AsyncClient(reconnection=False, **options)
         self.transports = transports or ["websocket"]
+        self.headers = headers or {}
         self.events: list[tuple[str, Any]] = []
         self.connect_error: Any = None
         self._changed = asyncio.Event()
@@ -112,13 +118,17 @@ class Client:
 
     async def connect(self, url: str, **auth: Any) -> dict[str, Any]:
         """Connect with ``auth`` and return the welcome."""
-        await self.sio.connect(url, auth=auth, transports=self.transports, wait_timeout=10)
+        await self.sio.connect(
+            url, auth=auth, headers=self.headers, transports=self.transports, wait_timeout=10
+        )
         return await self.wait_for("welcome")
 
     async def connect_refused(self, url: str, **auth: Any) -> str:
         """Connect expecting a refusal; return the server's reason (``err.message``)."""
         try:
-            await self.sio.connect(url, auth=auth, transports=self.transports, wait_timeout=10)
+            await self.sio.connect(
+                url, auth=auth, headers=self.headers, transports=self.transports, wait_timeout=10
+            )
         except socketio.exceptions.ConnectionError:
             pass
         else:

@@ -245,7 +245,11 @@ async def test_new_messages_button_when_reading_older_messages(
     await expect(message(page, "while at the bottom")).to_be_in_viewport()
     await expect(page.locator("#jump")).to_be_hidden()
 
-    await scroller.evaluate("(s) => { s.scrollTop = s.scrollHeight / 3; }")
+    # Dispatch the scroll event at once, so the page knows we left the bottom before the
+    # next message can arrive (browsers deliver it only at the next frame).
+    await scroller.evaluate(
+        "(s) => { s.scrollTop = s.scrollHeight / 3; s.dispatchEvent(new Event('scroll')); }"
+    )
     top = await scroller.evaluate("(s) => s.scrollTop")
     await bot.send("while reading")
     await expect(page.locator("#jump")).to_be_visible()

@@ -1,0 +1,792 @@
+"""The one module that reaches into python-socketio / python-engineio / aiohttp internals.
+
+Everything else in chatapp uses the public API of those libraries and the classes and
+functions here (:class:`Engine`, :class:`LocalManager`, :class:`RedisManager`,
+:func:`decodable`, :func:`library_logger`). What is policy (limits, the feed, the Redis
+self-check) lives in ``transport.py`` and ``fanout.py``; this module only provides the
+hooks, so that a library upgrade has one place to re-check.
+
+Three needs bring us below the public API.
+
+**The hot path.** Through the public API a message to a room of N members costs N tasks,
+N queue puts, N writer wake-ups, N UTF-8 encodings and WebSocket frames and, when a browser
+negotiated permessage-deflate, N compressions. Here it costs one encoding and one frame,
+then one ``transport.write`` per member:
+
+* ordering we control: a packet is handed to each recipient synchronously
+  (:meth:`Engine.put`), so the order in which the feed decides equals the order on every
+  wire (``AsyncManager.emit`` spawns a task per recipient and returns control in between).
+  Every other event without callback (presence, typing, :class:`LocalManager`) and every
+  packet python-socketio sends to one client (acks, CONNECT; ``AsyncServer._send_packet``)
+  takes the same path;
+* encode once: the Socket.IO packet, its engine.io wrapper, its UTF-8 bytes and its
+  WebSocket frame are built once per message (:class:`FramedPacket`);
+* write directly, in order and bounded: :class:`ChatWebSocket` replaces engine.io's aiohttp
+  websocket wrapper. A frame is written straight to the transport only while the
+  connection is idle: nothing in its send queue, its writer waiting on that empty queue
+  (so it holds no packet taken but not yet written), and at most :data:`WRITE_HIGH_WATER`
+  bytes waiting in its transport buffer. Otherwise the packet joins the queue behind what
+  is there, and the writer sends it in turn under aiohttp's flow control. So nothing
+  overtakes a queued packet, and a client that stops reading stops being idle once its
+  buffer backs up: from then on its packets queue, and :class:`SendQueue`'s bound drops it;
+* a lean websocket loop: for connections that start on the websocket,
+  :meth:`ChatWebSocket._serve` is a copy of engine.io's ``AsyncSocket._websocket_handler``
+  without its task and ``wait_for`` per received frame and per writer wake-up (an upgrade
+  from long-polling runs engine.io's own handler);
+* no permessage-deflate: the websocket is prepared with ``compress=False``, as Node's
+  socket.io does by default. Compressing every frame once per connection cost more CPU
+  than all the rest of a delivery, a deflate context costs ~300 KB per connection, and a
+  frame shared by all members cannot be compressed per connection. Chat frames are small;
+  a client offering the extension gets uncompressed frames (RFC 7692 allows it).
+
+**Hardening** (the policy is ``transport.TransportGuard``): checking each websocket frame
+before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
+checking polling bodies before engine.io reads them (:meth:`Engine.check_requests`),
+seeing engine.io's connect/message/disconnect events before python-socketio does
+(:meth:`Engine.intercept`), bounding each send queue (:meth:`Engine.bound_queue`), closing
+a session and dropping its TCP connection (:meth:`Engine.close`), and the libraries' log
+lines (:func:`library_logger`, :class:`RedisManager`'s logger).
+
+**Redis** (the policy is ``fanout.FeedRedisManager``): :class:`RedisManager` hands over
+what ``AsyncRedisManager`` keeps to itself: publishing (``_publish`` replaced), what the
+listener hears (``_listen`` wrapped), and the listener task (started early, restarted).
+
+Internals used, checked by ``tests/test_internals.py`` against :data:`TESTED_VERSIONS`, the
+versions ``pyproject.toml`` pins (update the three together, after reading the new code):
+
+* python-engineio: ``AsyncServer._async`` (the aiohttp driver's ``translate_request`` and
+  ``websocket`` entries; ``WebSocket(handler, server)`` with ``handler``, ``server``,
+  ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
+  ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
+  ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
+  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`) and
+  that its writer waits in ``queue.get()``; ``AsyncSocket.queue`` (an ``asyncio.Queue``,
+  replaced by :class:`SendQueue`; its ``_getters`` show a waiting writer), ``.receive()``,
+  ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
+  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
+  ``packet_type``, ``encoded_packet=``) and which text it fails to decode; the
+  "Cannot send to sid %s" log line of ``AsyncServer.send_packet``;
+* python-socketio: ``AsyncServer._send_packet`` and ``.packet_class``, ``.eio``,
+  ``.manager_initialized``; ``AsyncManager.emit``'s signature and behaviour, ``.json``,
+  ``.rooms``, ``.get_participants``, ``.eio_sid_from_sid``, ``.sid_from_eio_sid``,
+  ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``; the
+  ``AsyncPubSubManager._handle_emit -> super().emit`` call chain, ``.thread`` /
+  ``._thread`` / ``._publish`` / ``._listen`` / ``.initialize()``;
+  ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by each subscribe) and its
+  ``extra={"redis_exception": ...}`` log calls;
+* aiohttp (public API, plus behaviour): ``WebSocketResponse(compress=...)``,
+  ``.send_frame``, ``.closed`` (set before the close frame is written), and that its
+  writer writes an uncompressed frame to the transport synchronously, keeping nothing
+  back, so a frame written straight to the transport cannot land inside another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import socketio
+from aiohttp import WSCloseCode, WSMsgType, web
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import packet as sio_packet
+
+log = logging.getLogger(__name__)
+
+#: Versions this module was written and tested against (pinned in pyproject.toml).
+#: python-socketio and python-engineio exactly: their private code is copied and
+#: overridden here. aiohttp by series: no private name of it is used, only its public API
+#: and how its websocket writer writes (checked by the test), and its patch releases
+#: carry security fixes.
+TESTED_VERSIONS = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14"}
+
+#: Bytes a connection may have waiting in its transport's write buffer for a frame to
+#: still be written directly (asyncio's default high-water mark). Above it the connection
+#: is not idle: packets wait in its send queue, whose writer blocks on aiohttp's flow
+#: control, and a client that does not read fills that queue up to its bound.
+WRITE_HIGH_WATER = 64 * 1024
+
+RequestCheck = Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+# -- what engine.io can decode --------------------------------------------------------------
+
+
+def decodable(text: str) -> bool:
+    """Whether this text is an engine.io packet engine.io decodes into something sensible.
+
+    Its decoder raises on some of the rest (no type, JSON nested past the recursion
+    limit) and turns others into nonsense (an unknown type, base64 it half ignores).
+    """
+    if not text:
+        return False
+    if text[0] == "b":
+        try:
+            base64.b64decode(text[1:], validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return True
+    if text[0] not in "0123456":
+        return False
+    if len(text) > 1 and not text[1].isnumeric():
+        # engine.io tries the rest as JSON and copes with ValueError, not with nesting
+        # deep enough to exhaust the recursion limit.
+        try:
+            json.loads(text[1:])
+        except RecursionError:
+            return False
+        except ValueError:
+            pass
+    return True
+
+
+# -- packets encoded and framed once ----------------------------------------------------------
+
+
+class _EncodedText(str):
+    """An engine.io packet's text encoding, carrying its UTF-8 bytes (computed once)."""
+
+    payload: bytes
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 5.2) holding ``payload``."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
+    """An engine.io MESSAGE packet, encoded and framed once for any number of recipients."""
+
+    def __init__(self, data: str) -> None:
+        super().__init__(eio_packet.MESSAGE, data)
+        text = _EncodedText(super().encode())
+        text.payload = text.encode("utf-8")
+        # engine.io's writer sends ``encode()``, which returns this cache: the websocket
+        # wrapper finds the bytes on it and skips encoding again (polling sees a plain str).
+        self.encode_cache = text
+        self.frame = text_frame(text.payload)
+
+
+# -- the send queue -------------------------------------------------------------------------
+
+
+class SendQueue(asyncio.Queue[Any]):
+    """An engine.io send queue that gives up on a client after ``limit`` unsent packets.
+
+    On overflow the queued packets are dropped (the client gets them again through
+    ``since`` when it reconnects) and ``on_overflow`` runs once; from then on only the
+    engine.io CLOSE packet and the writer's ``None`` sentinel are still taken.
+    """
+
+    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
+        super().__init__()
+        self.limit = limit
+        self.overflowed = False
+        self._on_overflow = on_overflow
+
+    def put_nowait(self, item: Any) -> None:
+        if item is None or (
+            isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.CLOSE
+        ):
+            super().put_nowait(item)
+            return
+        if self.overflowed:
+            return
+        if self.qsize() < self.limit:
+            super().put_nowait(item)
+            return
+        self.overflowed = True
+        while not self.empty():
+            self.get_nowait()
+            self.task_done()
+        self._on_overflow()
+
+
+def _writer_waiting(queue: asyncio.Queue[Any]) -> bool:
+    """Whether a reader (the connection's writer) is waiting in ``queue.get()``.
+
+    asyncio.Queue keeps a future per waiting ``get()`` in ``_getters`` until a put wakes
+    it. A writer not waiting there holds packets taken from the queue and not yet written.
+    """
+    return any(not getter.done() for getter in queue._getters)  # type: ignore[attr-defined]
+
+
+# -- the websocket wrapper --------------------------------------------------------------------
+
+
+class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """engine.io's aiohttp websocket wrapper: checked, uncompressed, and directly writable.
+
+    While it runs it is registered in its :class:`Engine`'s ``websockets`` under the
+    engine.io sid, so that :meth:`Engine.put` can write to it (:meth:`write_now`) and
+    :meth:`Engine.close` can drop its TCP connection (:meth:`abort`).
+
+    Every frame is checked before engine.io decodes it (:meth:`wait`). A connection that
+    starts on the websocket is served by :meth:`_serve`, a leaner copy of engine.io's
+    ``AsyncSocket._websocket_handler``; an upgrade from long-polling runs engine.io's own.
+    """
+
+    def __init__(self, handler: Any, server: Any, engine: Engine) -> None:
+        super().__init__(handler, server)
+        self._engine = engine
+        # engine.io passes its AsyncSocket's bound ``_websocket_handler``.
+        self.socket: Any = handler.__self__
+        self.transport: asyncio.Transport | None = None
+        self.ip = "?"
+        self.open = False  # serving: frames may be written directly
+        # The silence watch of _serve.
+        self._task: asyncio.Task[Any] | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._limit = self._heard = 0.0
+        self._waiting = self._silent = False
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.BaseRequest = environ["aiohttp.request"]
+        self.environ = environ
+        self.ip = environ.get("REMOTE_ADDR", "?")
+        # Registered before the handshake, so that closing the session can drop it at once.
+        self.transport = request.transport
+        sid = self.socket.sid
+        links = self._engine.websockets
+        links[sid] = self
+        try:
+            self._sock = web.WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=False
+            )
+            await self._sock.prepare(request)
+            if self.socket.connected:
+                self.open = True
+                await self.handler(self)
+            else:
+                await self._serve(self.socket)
+        finally:
+            self.open = False
+            if links.get(sid) is self:
+                del links[sid]
+        return self._sock
+
+    def abort(self) -> bool:
+        """Drop the TCP connection at once; False if it was already gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.abort()
+        return True
+
+    async def wait(self) -> Any:
+        """The next frame's data; OSError when closed or on a frame engine.io cannot take."""
+        msg = await self._sock.receive()
+        if msg.type == WSMsgType.TEXT:
+            if not decodable(msg.data):
+                log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+                raise OSError("malformed frame")
+            return msg.data
+        if msg.type == WSMsgType.BINARY:
+            return msg.data
+        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
+            WSCloseCode.MESSAGE_TOO_BIG
+        ):
+            log.warning(
+                "a frame from %s is over --max-frame-bytes (%d); closing its connection",
+                self.ip,
+                self.server.max_http_buffer_size,
+            )
+        raise OSError("websocket closed")
+
+    async def send(self, message: Any) -> None:
+        payload = getattr(message, "payload", None)
+        if payload is None:
+            await super().send(message)
+        else:
+            await self._sock.send_frame(payload, WSMsgType.TEXT)
+
+    async def _serve(self, socket: Any) -> None:
+        server = self.server
+        socket.connected = socket.upgraded = True
+        self.open = True
+        writer = asyncio.ensure_future(self._write_queued(socket.queue))
+        loop = asyncio.get_running_loop()
+        # engine.io gives up on a client silent for ping_interval + ping_timeout. One timer
+        # per connection, moved on lazily, does that instead of a timeout per frame.
+        self._task = asyncio.current_task()
+        self._limit = server.ping_interval + server.ping_timeout
+        self._heard = loop.time()
+        self._waiting = self._silent = False
+        self._watch = loop.call_at(self._heard + self._limit, self._watch_silence)
+        try:
+            while True:
+                self._waiting = True
+                try:
+                    data = await self.wait()
+                except (Exception, asyncio.CancelledError):
+                    break  # closed, malformed, silent for too long, or shutting down
+                finally:
+                    self._waiting = False
+                self._heard = loop.time()
+                try:
+                    pkt = eio_packet.Packet(encoded_packet=data)
+                except Exception:
+                    # wait() lets through only what engine.io decodes; this is a backstop.
+                    log.warning(
+                        "malformed engine.io frame from %s; closing its connection", self.ip
+                    )
+                    break
+                try:
+                    await socket.receive(pkt)
+                except eio_exceptions.UnknownPacketError:
+                    pass
+                except eio_exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    log.exception("engine.io connection %s: error handling a packet", socket.sid)
+        finally:
+            if self._watch is not None:
+                self._watch.cancel()
+            if self._silent and self._task is not None:
+                self._task.uncancel()  # that cancellation was ours, and it is handled
+            self._task = self._watch = None
+            self.open = False
+            await socket.queue.put(None)  # lets the writer finish
+            await writer
+            await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    def _watch_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._heard + self._limit
+        if not self._waiting:
+            # Still handling the last frame: silence counts from the next wait.
+            self._watch = loop.call_at(loop.time() + self._limit, self._watch_silence)
+        elif loop.time() < due:
+            self._watch = loop.call_at(due, self._watch_silence)
+        elif self._task is not None:
+            self._silent = True
+            self._task.cancel()
+
+    async def _write_queued(self, queue: asyncio.Queue[Any]) -> None:
+        """Send what waits in the engine.io queue, in order, until the ``None`` sentinel."""
+        try:
+            while (pkt := await queue.get()) is not None:
+                queue.task_done()
+                await self.send(pkt.encode())
+                pkt = None  # an idle connection keeps no packet alive
+            queue.task_done()
+        except Exception:
+            pass  # the connection broke; the reader notices and cleans up
+        await self.close()
+
+    def write_now(self, pkt: eio_packet.Packet) -> bool:
+        """Write ``pkt``'s frame to the transport if the connection is idle; else False.
+
+        Idle means nothing can be ahead of the frame: the send queue is empty, its writer
+        waits on it (holding no packet), and the transport buffer is not backed up. A
+        connection that is not idle gets the packet through its queue, under its bound.
+        """
+        frame: bytes | None = getattr(pkt, "frame", None)
+        socket = self.socket
+        if (
+            frame is None
+            or not self.open
+            or self._sock.closed  # set before aiohttp writes its close frame
+            or socket.closing
+            or socket.closed
+            or socket.upgrading
+            or not socket.upgraded
+        ):
+            return False
+        queue = socket.queue
+        if queue.qsize() or getattr(queue, "overflowed", False) or not _writer_waiting(queue):
+            return False
+        transport = self.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > WRITE_HIGH_WATER
+        ):
+            return False
+        transport.write(frame)
+        return True
+
+
+# -- one server's hooks ---------------------------------------------------------------------
+
+
+class Engine:
+    """chatapp's hooks in one python-socketio AsyncServer, and what is built on them.
+
+    Created once per server; it replaces the aiohttp driver's ``translate_request`` and
+    ``websocket`` entries and ``AsyncServer._send_packet``. The rest of chatapp reaches
+    engine.io sessions and python-socketio's connection state only through its methods.
+    """
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+        self._eio = sio.eio
+        #: engine.io sid -> its websocket, while one serves it.
+        self.websockets: dict[str, ChatWebSocket] = {}
+        self._check_request: RequestCheck | None = None
+        driver = self._eio._async
+        self._translate = driver["translate_request"]
+        # A copy: the driver table is a module-level dict of engine.io's, shared by servers.
+        self._eio._async = {
+            **driver,
+            "translate_request": self._translate_request,
+            "websocket": self._websocket,
+        }
+        # Every Socket.IO packet sent to one client (acks, CONNECT, ...) takes the same
+        # path as room frames, so it neither wakes a writer nor overtakes them.
+        self._send_binary_packet = sio._send_packet
+        sio._send_packet = self._send_packet
+
+    def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
+        return ChatWebSocket(handler, server, self)
+
+    # -- hooks for the transport guard ------------------------------------------------------
+
+    def check_requests(self, check: RequestCheck) -> None:
+        """Run ``check(request, environ)`` on every request to /socket.io/ before engine.io
+        reads it; it returns the environ engine.io gets, or raises an HTTP error."""
+        self._check_request = check
+
+    async def _translate_request(self, request: web.Request) -> dict[str, Any]:
+        environ: dict[str, Any] = self._translate(request)
+        if self._check_request is not None:
+            environ = await self._check_request(request, environ)
+        return environ
+
+    def intercept(self, event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Put ``handler`` in place of python-socketio's handler of engine.io ``event``
+        (connect, message, disconnect); returns that handler, for ``handler`` to call."""
+        previous: Callable[..., Any] = self._eio.handlers[event]
+        self._eio.on(event, handler)
+        return previous
+
+    def bound_queue(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
+        """Give a new session a :class:`SendQueue`; call from the engine.io connect event."""
+        socket = self._eio.sockets.get(eio_sid)
+        if socket is None:
+            return
+        queue = SendQueue(limit, on_overflow)
+        while not socket.queue.empty():  # the OPEN packet, queued before the connect event
+            queue.put_nowait(socket.queue.get_nowait())
+        socket.queue = queue
+
+    def has_session(self, eio_sid: str) -> bool:
+        return eio_sid in self._eio.sockets
+
+    def websocket(self, eio_sid: str) -> ChatWebSocket | None:
+        return self.websockets.get(eio_sid)
+
+    async def close(self, eio_sid: str, reason: str, abort: bool = False) -> None:
+        """Close one engine.io session; ``abort`` drops its TCP connection too."""
+        socket = self._eio.sockets.get(eio_sid)
+        if socket is not None and not socket.closed:
+            await socket.close(wait=False, abort=abort, reason=reason)
+        ws = self.websockets.get(eio_sid)
+        if abort and ws is not None:
+            # A client that does not read leaves the writer blocked on a full TCP buffer,
+            # and only dropping the connection frees it.
+            ws.abort()
+
+    def abort_websockets(self) -> int:
+        """Drop every websocket still open (at shutdown, after the clients had their grace)."""
+        websockets = list(self.websockets.values())
+        self.websockets.clear()
+        return sum(ws.abort() for ws in websockets)
+
+    async def close_all(self, grace: float) -> None:
+        """Close every engine.io connection, waiting up to ``grace`` s for them to flush.
+
+        Engine.IO-level closing (no Socket.IO DISCONNECT) makes clients reconnect by
+        themselves. ``AsyncServer.disconnect()`` is not used because it waits for each send
+        queue to drain, forever if that connection's writer has already ended.
+        """
+        eio = self._eio
+        sockets = list(eio.sockets.values())
+        for socket in sockets:
+            await socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+            # The JS client ignores engine.io's CLOSE on a WebSocket (only its polling
+            # transport acts on it), and engine.io keeps the WebSocket open until its writer
+            # idles out (~20 s). None after CLOSE ends the writer, which closes the socket.
+            socket.queue.put_nowait(None)
+        joins = [asyncio.ensure_future(s.queue.join()) for s in sockets]
+        if joins:
+            _, pending = await asyncio.wait(joins, timeout=grace)
+            for join in pending:
+                join.cancel()
+        eio.sockets.clear()
+
+    # -- Socket.IO connection state -------------------------------------------------------------
+
+    def eio_sid(self, sid: str) -> str | None:
+        """The engine.io session behind Socket.IO connection ``sid`` (namespace "/")."""
+        eio_sid: str | None = self._sio.manager.eio_sid_from_sid(sid, "/")
+        return eio_sid
+
+    def sid(self, eio_sid: str) -> str | None:
+        """The Socket.IO connection (namespace "/") on engine.io session ``eio_sid``."""
+        sid: str | None = self._sio.manager.sid_from_eio_sid(eio_sid, "/")
+        return sid
+
+    def is_connected(self, sid: str) -> bool:
+        """Whether python-socketio has accepted connection ``sid`` (its connect handler
+        returned) and not yet disconnected it."""
+        return bool(self._sio.manager.is_connected(sid, "/"))
+
+    def is_open(self, sid: str) -> bool:
+        """Whether the connection behind Socket.IO ``sid`` still has a live transport."""
+        eio_sid = self.eio_sid(sid)
+        socket = self._eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return socket is not None and not socket.closed
+
+    def enter_room(self, sid: str, room: str) -> None:
+        """Put local connection ``sid`` in ``room`` now (``AsyncServer.enter_room`` awaits,
+        and with Redis publishes the change to every process)."""
+        self._sio.manager.basic_enter_room(sid, "/", room)
+
+    async def forget(self, sid: str) -> None:
+        """Drop python-socketio's record of ``sid`` without sending it anything (for a
+        connection whose transport closed before its connect handler returned)."""
+        await self._sio.manager.disconnect(sid, "/", ignore_queue=True)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _send_packet(self, eio_sid: str, pkt: sio_packet.Packet) -> None:
+        encoded = pkt.encode()
+        if isinstance(encoded, str):
+            self.put(eio_sid, FramedPacket(encoded))
+        else:
+            await self._send_binary_packet(eio_sid, pkt)
+
+    def packet(self, event: str, data: Any) -> FramedPacket:
+        """Encode a server event once, for any number of recipients."""
+        pkt = self.encode("/", [event, data])
+        assert pkt is not None, "chat events carry no binary data"
+        return pkt
+
+    def encode(self, namespace: str, data: list[Any]) -> FramedPacket | None:
+        """Encode an EVENT packet once; None if it has binary attachments."""
+        # binary=False skips python-socketio's walk of the whole payload looking for bytes;
+        # bytes make the JSON encoder raise instead.
+        pkt = self._sio.packet_class(sio_packet.EVENT, namespace=namespace, data=data, binary=False)
+        try:
+            return FramedPacket(pkt.encode())
+        except TypeError:
+            return None
+
+    def put(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
+        """Send ``pkt`` to one connection after everything sent to it before; False if gone.
+
+        Written at once if the connection is idle (:meth:`ChatWebSocket.write_now`), else
+        queued, which may overflow the queue and drop a client that does not read.
+        """
+        ws = self.websockets.get(eio_sid)
+        if ws is not None and ws.write_now(pkt):
+            return True
+        socket = self._eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return False
+        socket.queue.put_nowait(pkt)
+        return True
+
+
+# -- client managers ------------------------------------------------------------------------
+
+
+class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
+    """AsyncManager whose emits without callback are encoded once and handed over in order.
+
+    Subclasses take events before local delivery by overriding :meth:`route`. Both this
+    process's emits and, with :class:`RedisManager`, those of other processes arrive here.
+    """
+
+    engine: Engine | None = None
+
+    def route(self, event: str, data: Any, namespace: str) -> bool:
+        """Take an event without callback before local delivery; True if it was taken."""
+        return False
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        namespace = namespace or "/"
+        if callback is None:
+            if self.route(event, data, namespace):
+                return None
+            if self.engine is not None and self._send(event, data, namespace, to or room, skip_sid):
+                return None
+        return await super().emit(
+            event,
+            data,
+            namespace,
+            room=room,
+            skip_sid=skip_sid,
+            callback=callback,
+            to=to,
+            **kwargs,
+        )
+
+    def _send(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> bool:
+        """``AsyncManager.emit`` without callback, encoded once and handed over in order.
+
+        False if the event has binary attachments (left to python-socketio).
+        """
+        assert self.engine is not None
+        if namespace not in self.rooms:
+            return True
+        if isinstance(data, tuple):
+            args = list(data)
+        elif data is not None:
+            args = [data]
+        else:
+            args = []
+        pkt = self.engine.encode(namespace, [event, *args])
+        if pkt is None:
+            return False
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid not in skip:
+                self.engine.put(eio_sid, pkt)
+        return True
+
+
+class _RedisLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """python-socketio's Redis manager logs outages as errors with the cause in ``extra``.
+
+    chatapp rides them out (history, self-check, readiness), so they are warnings here,
+    with the cause in the line.
+    """
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        cause = (kwargs.get("extra") or {}).get("redis_exception")
+        return (f"{msg} ({cause})" if cause else msg), kwargs
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.warning(msg, *args, **kwargs)
+
+
+class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
+    """AsyncRedisManager with its publishing, its listener's input and its listener task
+    handed to the subclass, and whose local deliveries go through :class:`LocalManager`.
+
+    The MRO puts LocalManager (and any manager class a subclass lists after this one)
+    between AsyncPubSubManager and AsyncManager: AsyncPubSubManager delivers both this
+    process's emits and those heard from Redis with ``super().emit``.
+    """
+
+    # Set by python-socketio: the listener task and the clients it listens with.
+    thread: asyncio.Task[None] | None
+    redis: Any
+    pubsub: Any
+
+    def __init__(
+        self, url: str, channel: str, logger: logging.Logger, redis_options: dict[str, Any]
+    ) -> None:
+        super().__init__(
+            url, channel=channel, logger=_RedisLog(logger, {}), redis_options=redis_options
+        )
+
+    # -- what subclasses implement --------------------------------------------------------------
+
+    def outgoing(self, data: dict[str, Any]) -> None:
+        """Publish ``data`` (a dict for the channel) without blocking the caller."""
+        raise NotImplementedError
+
+    def heard(self, message: Any) -> bool:
+        """See a message from the channel first; True if it is not for python-socketio."""
+        return False
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    async def _publish(self, data: dict[str, Any]) -> None:
+        # AsyncRedisManager's own retries against an unreachable Redis while the emitting
+        # handler (and the sender's ack) waits.
+        self.outgoing(data)
+
+    async def _listen(self) -> AsyncIterator[Any]:
+        async for message in super()._listen():
+            if not self.heard(message):
+                yield message
+
+    def dumps(self, data: dict[str, Any]) -> str:
+        """``data`` as the channel carries it (the server's JSON module)."""
+        return str(self.json.dumps(data))
+
+    def start_listening(self) -> None:
+        """Start the listener now; python-socketio would wait for the first connection."""
+        if not self.server.manager_initialized:
+            self.server.manager_initialized = True
+            self.initialize()
+
+    async def restart_listener(self) -> None:
+        await self.stop_listener()
+        self.thread = self.server.start_background_task(self._thread)
+
+    async def stop_listener(self) -> None:
+        thread = getattr(self, "thread", None)
+        self.thread = None
+        if thread is not None:
+            thread.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await thread
+        # The listener builds fresh clients when it (re)subscribes; close the old ones.
+        for client in (self.pubsub, self.redis):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), 1.0)
+        self.pubsub = self.redis = None
+
+
+# -- the libraries' logging -------------------------------------------------------------------
+
+
+class _LibraryLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """python-engineio/-socketio's logger, made fit for a server facing the network.
+
+    They log every packet at INFO (with its data, which may hold an access token), so
+    anything below WARNING is dropped. With ``demote``, engine.io's ``error()`` calls,
+    which all report a client's protocol mistakes (bad origin, stale session id...), become
+    warnings; tracebacks (``exception()``) stay errors.
+    """
+
+    def __init__(self, name: str, demote: bool) -> None:
+        super().__init__(logging.getLogger(name), {})
+        self.demote = demote
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level < logging.WARNING or msg == "Cannot send to sid %s":
+            # That one is a broadcast racing a disconnect: expected, and not actionable.
+            return
+        if self.demote and level == logging.ERROR and not kwargs.get("exc_info"):
+            level = logging.WARNING
+        super().log(level, msg, *args, **kwargs)
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level >= logging.WARNING and self.logger.isEnabledFor(level)
+
+
+def library_logger(name: str, *, demote: bool = False) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+    """The ``logger=`` / ``engineio_logger=`` to hand to ``socketio.AsyncServer``."""
+    return _LibraryLog(name, demote)

@@ -1,0 +1,120 @@
+"""Raw Engine.IO / Socket.IO peers for tests that must misbehave below the client library,
+and /proc readings of the server process (memory and descriptors)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .support import EVENT_TIMEOUT
+
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
+POLL_PATH = "/socket.io/?EIO=4&transport=polling"
+
+
+class RawSocket:
+    """An engine.io websocket spoken by hand. Answers pings only if ``pong`` is set."""
+
+    def __init__(self, http: aiohttp.ClientSession, pong: bool = True) -> None:
+        self.http = http
+        self.pong = pong
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.open: dict[str, Any] = {}
+
+    async def start(self, url: str, **headers: str) -> RawSocket:
+        self.ws = await self.http.ws_connect(url + WS_PATH, headers=headers, max_msg_size=0)
+        first = await self.recv()
+        assert first.startswith("0"), first
+        self.open = json.loads(first[1:])
+        return self
+
+    async def connect(self, url: str, auth: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Open the websocket and the Socket.IO namespace; return the welcome."""
+        await self.start(url)
+        await self.send("40" + json.dumps(auth or {}))
+        connected = await self.recv()
+        assert connected.startswith("40{"), connected
+        return await self.event("welcome")
+
+    async def send(self, frame: str | bytes) -> None:
+        assert self.ws is not None
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame)
+
+    async def recv(self, timeout: float = EVENT_TIMEOUT) -> str:
+        """The next text frame; raises ConnectionError once the server has closed."""
+        assert self.ws is not None
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive(), timeout)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                if msg.data == "2" and self.pong:
+                    await self.ws.send_str("3")
+                    continue
+                return str(msg.data)
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                continue
+            raise ConnectionError(f"websocket closed: {msg.type.name}")
+
+    async def event(self, name: str, timeout: float = EVENT_TIMEOUT) -> Any:
+        while True:
+            frame = await self.recv(timeout)
+            if frame.startswith("42"):
+                event, *args = json.loads(frame[2:])
+                if event == name:
+                    return args[0] if args else None
+
+    async def call(self, ack_id: int, event: str, *args: Any) -> Any:
+        await self.send(f"42{ack_id}" + json.dumps([event, *args]))
+        while True:
+            frame = await self.recv()
+            if frame.startswith(f"43{ack_id}["):
+                return json.loads(frame[2 + len(str(ack_id)) :])[0]
+
+    async def closed_by_server(self, timeout: float = EVENT_TIMEOUT) -> bool:
+        """Read until the server closes the connection (True), or ``timeout`` passes."""
+        try:
+            while True:
+                await self.recv(timeout)
+        except ConnectionError:
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def settle(read: Callable[[], int], target: int, timeout: float = 30) -> int:
+    """Read a /proc figure until it is at most ``target`` (or time is up); return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = read()
+    while value > target and loop.time() < deadline:
+        await asyncio.sleep(0.1)  # polling /proc: there is no event to wait for
+        value = read()
+    return value
+
+
+async def settle_fds(pid: int, target: int, timeout: float = 30) -> int:
+    """Wait until the process has at most ``target`` descriptors open; return the count."""
+    return await settle(lambda: fd_count(pid), target, timeout)

@@ -1,0 +1,414 @@
+"""chatapp/engine.py reaches into python-socketio, python-engineio and aiohttp internals.
+
+These tests fail loudly when an upgrade moves what it relies on: update engine.py,
+TESTED_VERSIONS and the pins in pyproject.toml together after reading the new code. The
+last tests drive the direct write path inside one process, stepping the event loop: a
+frame is never written past a packet engine.io's writer has taken but not yet sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import aiohttp
+import engineio
+import pytest
+import socketio
+from aiohttp import web
+from aiohttp._websocket.writer import WebSocketWriter
+from engineio import async_socket
+from engineio.async_drivers import aiohttp as eio_aiohttp
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from socketio import async_manager, async_pubsub_manager
+
+from chatapp import engine, fanout, jsoncodec
+from chatapp.app import create_app
+from chatapp.keys import engine_key, guard_key, sio_key
+from chatapp.settings import load_settings
+
+from .raw import WS_PATH
+from .support import ROOT
+
+
+@pytest.fixture
+def packet_json() -> Iterator[None]:
+    """``json=`` sets a class attribute of both packet classes; undo it after the test."""
+    saved = socketio.packet.Packet.json, engineio.packet.Packet.json
+    yield
+    socketio.packet.Packet.json, engineio.packet.Packet.json = saved
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def test_library_versions_are_the_tested_ones() -> None:
+    for dist in ("python-socketio", "python-engineio"):
+        assert version(dist) == engine.TESTED_VERSIONS[dist], (
+            f"{dist} {version(dist)} is installed but chatapp/engine.py was written against "
+            f"{engine.TESTED_VERSIONS[dist]}: re-check the internals it uses, then update "
+            "TESTED_VERSIONS and pyproject.toml"
+        )
+    series = engine.TESTED_VERSIONS["aiohttp"]
+    assert version("aiohttp").startswith(series + "."), (
+        f"aiohttp {version('aiohttp')} is installed but chatapp/engine.py was written "
+        f"against {series}.x"
+    )
+
+
+def test_pyproject_pins_the_tested_versions() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dist in ("python-socketio", "python-engineio"):
+        assert f"{dist}=={engine.TESTED_VERSIONS[dist]}" in deps, deps
+    (aiohttp_dep,) = [d for d in deps if d.startswith("aiohttp") and d[7:8] in "<>=~!"]
+    spec = SpecifierSet(aiohttp_dep[len("aiohttp") :])
+    major, minor = map(int, engine.TESTED_VERSIONS["aiohttp"].split("."))
+    assert version("aiohttp") in spec
+    assert Version(f"{major}.{minor + 1}.0") not in spec, "aiohttp must stay in the series"
+
+
+# -- python-engineio --------------------------------------------------------------------------
+
+
+def test_driver_hooks_and_handlers_are_where_the_engine_expects(tmp_path: Path) -> None:
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    assert server.eio._async["websocket"] is eio_aiohttp.WebSocket
+    assert server.eio._async["translate_request"] is eio_aiohttp.translate_request
+    assert {"connect", "message", "disconnect"} <= set(server.eio.handlers)
+    # engine.io awaits a coroutine translate_request.
+    handle = inspect.getsource(engineio.async_server.AsyncServer.handle_request)
+    assert "translate_request = self._async['translate_request']" in handle
+    assert "await translate_request(" in handle
+    app = create_app(load_settings(["--db", str(tmp_path / "x.db")], environ={}))
+    sio, eng, guard = app[sio_key], app[engine_key], app[guard_key]
+    assert sio.eio._async["translate_request"] == eng._translate_request
+    assert sio.eio._async["websocket"] == eng._websocket
+    assert sio.eio.handlers["message"] == guard._message
+    assert sio._send_packet == eng._send_packet
+    # The driver table is engine.io's module-level dict: it must not have been changed.
+    assert eio_aiohttp._async["websocket"] is eio_aiohttp.WebSocket
+
+
+def test_socket_and_queue_internals() -> None:
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    assert isinstance(server.eio.sockets, dict)
+    socket_init = inspect.signature(async_socket.AsyncSocket.__init__)
+    assert list(socket_init.parameters)[:3] == ["self", "server", "sid"]
+    close = inspect.signature(async_socket.AsyncSocket.close)
+    assert list(close.parameters) == ["self", "wait", "abort", "reason"]
+    # The send queue is created through the server, written by send() with put(), and
+    # read by poll() with get() / get_nowait(); SendQueue overrides put_nowait, which
+    # asyncio.Queue.put calls.
+    assert "self.server.create_queue()" in inspect.getsource(engineio.base_socket.BaseSocket)
+    assert "self.queue.put(pkt)" in inspect.getsource(async_socket.AsyncSocket.send)
+    assert "self.put_nowait(item)" in inspect.getsource(asyncio.Queue.put)
+    poll = inspect.getsource(async_socket.AsyncSocket.poll)
+    assert "self.queue.get()" in poll and "self.queue.get_nowait()" in poll
+    sock = async_socket.AsyncSocket(server.eio, "sid")
+    assert isinstance(sock.queue, asyncio.Queue)
+    for flag in ("connected", "closing", "closed", "upgrading", "upgraded"):
+        assert getattr(sock, flag) is False
+    # engine.io runs the connect event before it serves a new websocket, so the queue is
+    # replaced before any writer reads it.
+    connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
+    assert connect.index("'connect', sid, environ") < connect.index("s.handle_get_request(")
+
+
+def test_decodable_lets_through_only_what_engineio_decodes() -> None:
+    accepted = ["4x", "2", "3probe", "6", "1", '42["m",1]', "bAAEC", "4" + "[" * 100, "0{}"]
+    for text in accepted:
+        assert engine.decodable(text), text
+        engineio.packet.Packet(encoded_packet=text)
+    # engine.io's decoder raises on these: they must never reach it.
+    for text in ["", "x", "4" + "[" * 100_000]:
+        assert not engine.decodable(text), text[:20]
+        with pytest.raises((ValueError, RecursionError)):
+            engineio.packet.Packet(encoded_packet=text)
+    # These it decodes into nonsense (an unknown type, base64 it half ignores); refused too.
+    for text in ["9", "b!!!"]:
+        assert not engine.decodable(text), text
+
+
+def test_websocket_driver_internals() -> None:
+    assert issubclass(engine.ChatWebSocket, eio_aiohttp.WebSocket)
+    assert list(inspect.signature(eio_aiohttp.WebSocket.__init__).parameters) == [
+        "self",
+        "handler",
+        "server",
+    ]
+    call = inspect.getsource(eio_aiohttp.WebSocket.__call__)
+    assert "self._sock = WebSocketResponse(" in call and "await self.handler(self)" in call
+    assert "self.environ = environ" in call
+    for method in ("send", "wait", "close"):
+        assert inspect.iscoroutinefunction(getattr(eio_aiohttp.WebSocket, method))
+    # The wrapper gets the socket's bound handler; ChatWebSocket finds the socket there.
+    upgrade = inspect.getsource(async_socket.AsyncSocket._upgrade_websocket)
+    assert (
+        "self.server._async['websocket'](\n            self._websocket_handler, self.server)"
+        in upgrade
+    )
+    # ChatWebSocket._serve repeats engine.io's handler for websocket-only connections
+    # (upgrades run the original): flags, writer fed by the queue and stopped by None,
+    # receive() per packet, close with TRANSPORT_CLOSE at the end. Its writer waits in
+    # queue.get() (through poll()), which write_now relies on to know it is idle.
+    handler = inspect.getsource(async_socket.AsyncSocket._websocket_handler)
+    for step in (
+        "self.connected = True",
+        "self.upgraded = True",
+        "self.upgrading = True",
+        "self.upgrading = False",
+        "packets = await self.poll()",
+        "await ws.send(pkt.encode())",
+        "data = await ws.wait()",
+        "self.server.ping_interval + self.server.ping_timeout",
+        "pkt = packet.Packet(encoded_packet=p)",
+        "await self.receive(pkt)",
+        "except exceptions.UnknownPacketError:",
+        "except exceptions.SocketIsClosedError:",
+        "await self.queue.put(None)",
+        "await self.close(wait=False, abort=True,\n                         "
+        "reason=self.server.reason.TRANSPORT_CLOSE)",
+    ):
+        assert step in handler, step
+    receive = inspect.getsource(async_socket.AsyncSocket.receive)
+    assert "self.schedule_ping()" in receive and "'message', self.sid, pkt.data" in receive
+    # Packets carry their encoding in encode_cache, which encode() returns as is.
+    pkt = engine.FramedPacket('2["x",1]')
+    assert pkt.encode() is pkt.encode_cache and pkt.encode() == '42["x",1]'
+    assert "return self.encode_cache" in inspect.getsource(engineio.packet.Packet.encode)
+    assert pkt.frame == b'\x81\x0942["x",1]'
+
+
+async def test_a_waiting_queue_reader_shows_in_getters() -> None:
+    # asyncio.Queue keeps a future per waiting get() in _getters until a put wakes it.
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    assert not engine._writer_waiting(queue)
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)  # let get() start waiting
+    assert [g.done() for g in queue._getters] == [False]
+    assert engine._writer_waiting(queue)
+    queue.put_nowait(1)
+    assert not engine._writer_waiting(queue)
+    assert await getter == 1
+
+
+# -- aiohttp ----------------------------------------------------------------------------------
+
+
+def test_aiohttp_websocket_internals() -> None:
+    # Deflate off per response; a public frame writer; closed before the close frame.
+    assert "compress" in inspect.signature(web.WebSocketResponse.__init__).parameters
+    assert inspect.iscoroutinefunction(web.WebSocketResponse.send_frame)
+    assert "self._set_closed()" in inspect.getsource(web.WebSocketResponse.close)
+    # An uncompressed frame is written to the transport before send_frame first awaits,
+    # in one synchronous step: a frame written straight to the transport cannot land
+    # inside one of aiohttp's, and aiohttp keeps nothing back to write later.
+    send = inspect.getsource(WebSocketWriter.send_frame)
+    direct = send.index("self._write_websocket_frame(message, opcode, 0)")
+    assert direct < send.index("await ")
+    write = inspect.getsource(WebSocketWriter._write_websocket_frame)
+    assert "await" not in write and "self.transport.write(" in write
+
+
+# -- python-socketio --------------------------------------------------------------------------
+
+
+def test_manager_internals(packet_json: None) -> None:
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    assert server.packet_class is socketio.packet.Packet
+    for name in ("eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "basic_enter_room"):
+        assert callable(getattr(server.manager, name)), name
+    # Engine.forget: with Redis, ignore_queue keeps the disconnect local.
+    assert "kwargs.get('ignore_queue')" in inspect.getsource(
+        async_pubsub_manager.AsyncPubSubManager.disconnect
+    )
+    assert isinstance(server.manager.rooms, dict)
+    # LocalManager.emit replaces AsyncManager.emit for events without callback.
+    emit = inspect.signature(async_manager.AsyncManager.emit)
+    assert list(emit.parameters)[:8] == [
+        "self",
+        "event",
+        "data",
+        "namespace",
+        "room",
+        "skip_sid",
+        "callback",
+        "to",
+    ]
+    source = inspect.getsource(async_manager.AsyncManager.emit)
+    assert "self.get_participants(namespace, room)" in source
+    assert "if namespace not in self.rooms:" in source
+    # Engine replaces the server's _send_packet, through which acks and CONNECT go out.
+    assert list(inspect.signature(socketio.AsyncServer._send_packet).parameters) == [
+        "self",
+        "eio_sid",
+        "pkt",
+    ]
+    handle = inspect.getsource(socketio.AsyncServer._handle_event_internal)
+    assert "await server._send_packet(eio_sid, self.packet_class(\n                packet.ACK" in (
+        handle
+    )
+    assert "self._send_packet(eio_sid, self.packet_class(\n                packet.CONNECT" in (
+        inspect.getsource(socketio.AsyncServer._handle_connect)
+    )
+    # The log line library_logger silences (a broadcast racing a disconnect).
+    send = inspect.getsource(engineio.async_server.AsyncServer.send_packet)
+    assert "self.logger.warning('Cannot send to sid %s', sid)" in send
+
+
+def test_pubsub_local_delivery_goes_through_super_emit() -> None:
+    # RedisManager relies on AsyncPubSubManager delivering locally (its own emits and
+    # those from Redis) via super().emit(), which its MRO routes to LocalManager.emit,
+    # and FeedRedisManager on FeedManager.route being found before LocalManager's.
+    source = inspect.getsource(async_pubsub_manager.AsyncPubSubManager._handle_emit)
+    assert "await super().emit(" in source
+    source = inspect.getsource(async_pubsub_manager.AsyncPubSubManager.emit)
+    assert "await self._handle_emit(message)" in source
+    mro = fanout.FeedRedisManager.__mro__
+    pubsub = mro.index(async_pubsub_manager.AsyncPubSubManager)
+    assert pubsub < mro.index(fanout.FeedManager) < mro.index(engine.LocalManager)
+    assert mro.index(engine.LocalManager) < mro.index(socketio.AsyncManager)
+
+
+def test_redis_manager_internals() -> None:
+    # RedisManager replaces _publish, filters _listen, restarts the listener task
+    # (thread = start_background_task(_thread)) with fresh clients (redis, pubsub), and
+    # starts it early through manager_initialized.
+    pubsub = async_pubsub_manager.AsyncPubSubManager
+    assert "self.thread = self.server.start_background_task(self._thread)" in (
+        inspect.getsource(pubsub.initialize)
+    )
+    assert "await self._publish(message)" in inspect.getsource(pubsub.emit)
+    assert "async for message in self._listen()" in inspect.getsource(pubsub._thread)
+    redis_manager = socketio.AsyncRedisManager
+    assert "self.pubsub = self.redis.pubsub(" in inspect.getsource(redis_manager._redis_connect)
+    assert 'extra={"redis_exception"' in inspect.getsource(redis_manager._publish)
+    init = inspect.signature(redis_manager.__init__).parameters
+    assert {"channel", "logger", "redis_options"} <= set(init)
+    server = socketio.AsyncServer(async_mode="aiohttp")
+    assert server.manager_initialized is False
+    assert "self.manager.initialize()" in inspect.getsource(
+        socketio.AsyncServer._handle_eio_connect
+    )
+    assert "self.json = self.server.packet_class.json" in inspect.getsource(
+        socketio.base_manager.BaseManager.set_server
+    )
+
+
+def test_json_internals(packet_json: None) -> None:
+    # json= replaces the module both packet classes use, called with separators=.
+    server = socketio.AsyncServer(async_mode="aiohttp", json=jsoncodec.packet_json())
+    assert server.packet_class.json is jsoncodec.OrjsonCodec
+    assert engineio.packet.Packet.json is jsoncodec.OrjsonCodec
+    assert "self.json.dumps(data, separators=(',', ':'))" in inspect.getsource(
+        socketio.packet.Packet.encode
+    )
+    encoded = server.packet_class(socketio.packet.EVENT, data=["m", {"t": "é"}]).encode()
+    assert encoded == '2["m",{"t":"é"}]'
+
+
+def test_codec_accepts_what_the_standard_module_accepts() -> None:
+    codec = jsoncodec.OrjsonCodec
+    for text in ('{"a":[1,2.5,"x",null,true]}', '"\\ud800"', "NaN", '{"a":1e400}'):
+        assert json.dumps(codec.loads(text)) == json.dumps(engineio.json.loads(text))
+    assert codec.dumps({"a": [1, "é"], 2: None}, separators=(",", ":")) == '{"a":[1,"é"],"2":null}'
+    assert codec.dumps("\ud800", separators=(",", ":")) == '"\\ud800"'
+
+
+# -- the direct write path, in one process ----------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path: Path, packet_json: None) -> web.Application:
+    settings = load_settings(
+        ["--db", str(tmp_path / "chat.db"), "--port", "0", "--max-queued-packets", "10"],
+        environ={},
+    )
+    return create_app(settings)
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` in this process and event loop (so tests can step the loop); its URL.
+
+    On exit every request handler has finished.
+    """
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _joined(
+    http: aiohttp.ClientSession, url: str, room: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(url + WS_PATH)
+    assert (await ws.receive_str()).startswith("0")
+    await ws.send_str("40" + json.dumps({"room": room}))
+    assert (await ws.receive_str()).startswith("40")
+    assert (await ws.receive_str()).startswith('42["welcome"')
+    return ws
+
+
+async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Application) -> None:
+    """Queue a packet as engine.io does, then offer a room frame at every loop step after.
+
+    Whatever step the writer is at (woken, holding the packet, writing, waiting again),
+    the frame must reach the client after the packet.
+    """
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "steps")
+        sio, eng = app[sio_key], app[engine_key]
+        (eio_sid,) = sio.eio.sockets
+        sock = sio.eio.sockets[eio_sid]
+        assert isinstance(sock.queue, engine.SendQueue)
+        link = eng.websocket(eio_sid)
+        assert link is not None
+        paths = []
+        for steps in range(8):
+            queued = engineio.packet.Packet(engineio.packet.MESSAGE, f'2["queued",{steps}]')
+            sock.queue.put_nowait(queued)
+            for _ in range(steps):
+                await asyncio.sleep(0)  # one event loop iteration: the writer advances
+            frame = eng.packet("framed", steps)
+            direct = link.write_now(frame)
+            if not direct:
+                assert eng.put(eio_sid, frame)
+            paths.append(direct)
+            received = [await ws.receive_str(), await ws.receive_str()]
+            assert received == [f'42["queued",{steps}]', f'42["framed",{steps}]'], steps
+        # Both paths were taken: queued while the writer was busy, direct once it waited.
+        assert paths[0] is False and paths[-1] is True, paths
+        # Idle again: the frame goes straight to the transport.
+        assert link.write_now(eng.packet("framed", "idle"))
+        assert await ws.receive_str() == '42["framed","idle"]'
+        await ws.close()
+
+
+async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
+    """ChatWebSocket._serve closes a websocket that sent nothing for ping_interval +
+    ping_timeout, as engine.io's own handler does."""
+    sio = app[sio_key]
+    sio.eio.ping_interval, sio.eio.ping_timeout = 0.3, 0.3
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "quiet")
+        (eio_sid,) = sio.eio.sockets
+        # Never answer: pings (and engine.io's CLOSE) arrive, then the websocket closes.
+        frames = []
+        while (msg := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+            frames.append(msg.data)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+        assert frames and frames[0] == "2", frames
+    assert eio_sid not in sio.eio.sockets and app[engine_key].websocket(eio_sid) is None
