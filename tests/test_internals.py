@@ -3,7 +3,9 @@
 These tests fail loudly when an upgrade moves what it relies on: update engine.py,
 TESTED_VERSIONS and the pins in pyproject.toml together after reading the new code. The
 last tests drive the direct write path inside one process, stepping the event loop: a
-frame is never written past a packet engine.io's writer has taken but not yet sent.
+frame is never written past a packet engine.io's writer has taken but not yet sent, and a
+connection whose transport buffer backs up is no longer written to directly, so its
+packets queue and the queue's bound drops it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
+import socket
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import version
@@ -36,6 +40,7 @@ from chatapp.settings import load_settings
 
 from .raw import WS_PATH
 from .support import ROOT
+from .test_faults import ws_frame
 
 
 @pytest.fixture
@@ -395,6 +400,68 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
         assert link.write_now(eng.packet("framed", "idle"))
         assert await ws.receive_str() == '42["framed","idle"]'
         await ws.close()
+
+
+async def test_a_backed_up_connection_is_not_written_directly_and_is_dropped_at_the_bound(
+    app: web.Application, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Direct writes stop once the transport buffer backs up, though the writer is idle;
+    then packets queue, and the queue's bound (--max-queued-packets 10) drops the client."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        await _backed_up_and_dropped(app, loop, client, caplog)
+
+
+async def _backed_up_and_dropped(
+    app: web.Application,
+    loop: asyncio.AbstractEventLoop,
+    client: socket.socket,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with served(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        await loop.sock_connect(client, (host, int(port)))
+        await loop.sock_sendall(
+            client,
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+        )
+        received = b""
+        while b'"sid"' not in received:
+            received += await loop.sock_recv(client, 4096)
+        await loop.sock_sendall(client, ws_frame("40" + json.dumps({"room": "backlog"})))
+        while b'"welcome"' not in received:
+            received += await loop.sock_recv(client, 4096)
+        # From here on the client reads nothing.
+        sio, eng = app[sio_key], app[engine_key]
+        (eio_sid,) = sio.eio.sockets
+        link = eng.websocket(eio_sid)
+        assert link is not None and link.transport is not None
+        queue = sio.eio.sockets[eio_sid].queue
+        frame = eng.packet("filler", "x" * 8000)
+        written = 0
+        while link.write_now(frame):
+            written += 1
+            assert written < 5000, "the transport never backed up"
+        # Refused only because of the buffer: nothing queued, the writer waits on it.
+        assert written > 0
+        assert queue.qsize() == 0 and engine._writer_waiting(queue)
+        assert link.transport.get_write_buffer_size() > engine.WRITE_HIGH_WATER
+        # Now everything queues, and the eleventh packet overflows the bound.
+        with caplog.at_level(logging.WARNING, logger="chatapp.transport"):
+            for _ in range(11):
+                assert not link.write_now(frame)
+                eng.put(eio_sid, frame)
+            assert queue.overflowed and queue.qsize() == 0
+            # The TCP connection is dropped: reading drains what was sent, then ends.
+            with contextlib.suppress(ConnectionResetError):
+                while await loop.sock_recv(client, 65536):
+                    pass
+        assert "the client is not reading" in caplog.text
+        assert eio_sid not in sio.eio.sockets or sio.eio.sockets[eio_sid].closed
 
 
 async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
