@@ -64,9 +64,11 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   replaced by :class:`SendQueue`; its ``_getters`` show a waiting writer), ``.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
   ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
-  ``packet_type``, ``encoded_packet=``) and which text it fails to decode; the
-  "Cannot send to sid %s" log line of ``AsyncServer.send_packet``;
-* python-socketio: ``AsyncServer._send_packet`` and ``.packet_class``, ``.eio``,
+  ``packet_type``, ``encoded_packet=``) and which text it fails to decode;
+  ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
+  %s" log line of ``AsyncServer.send_packet``;
+* python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
+  ``binary=False``), ``.eio``,
   ``.manager_initialized``; ``AsyncManager.emit``'s signature and behaviour, ``.json``,
   ``.rooms``, ``.get_participants``, ``.eio_sid_from_sid``, ``.sid_from_eio_sid``,
   ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``; the

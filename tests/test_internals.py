@@ -38,9 +38,8 @@ from chatapp.app import create_app
 from chatapp.keys import engine_key, guard_key, sio_key
 from chatapp.settings import load_settings
 
-from .raw import WS_PATH
+from .raw import WS_PATH, ws_frame
 from .support import ROOT
-from .test_faults import ws_frame
 
 
 @pytest.fixture
@@ -182,6 +181,8 @@ def test_websocket_driver_internals() -> None:
         "reason=self.server.reason.TRANSPORT_CLOSE)",
     ):
         assert step in handler, step
+    assert issubclass(engineio.exceptions.UnknownPacketError, engineio.exceptions.EngineIOError)
+    assert issubclass(engineio.exceptions.SocketIsClosedError, engineio.exceptions.EngineIOError)
     receive = inspect.getsource(async_socket.AsyncSocket.receive)
     assert "self.schedule_ping()" in receive and "'message', self.sid, pkt.data" in receive
     # Packets carry their encoding in encode_cache, which encode() returns as is.
@@ -308,6 +309,8 @@ def test_redis_manager_internals() -> None:
 
 
 def test_json_internals(packet_json: None) -> None:
+    # Engine.encode skips the walk looking for binary data.
+    assert "binary" in inspect.signature(socketio.packet.Packet.__init__).parameters
     # json= replaces the module both packet classes use, called with separators=.
     server = socketio.AsyncServer(async_mode="aiohttp", json=jsoncodec.packet_json())
     assert server.packet_class.json is jsoncodec.OrjsonCodec
