@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -15,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from .conftest import NO_RATE_LIMITS, ServerFactory
-from .raw import WS_PATH
+from .raw import WS_PATH, ws_frame
 from .support import Client
 
 
@@ -125,20 +124,6 @@ async def test_sigterm_under_load_finishes_writes_and_tells_clients(
     for message in acked:
         assert stored[message["id"]] == message
     assert len({m["text"] for m in history}) == len(history)
-
-
-def ws_frame(text: str) -> bytes:
-    """A masked client-to-server websocket text frame."""
-    payload = text.encode()
-    mask = os.urandom(4)
-    size = len(payload)
-    if size < 126:
-        header = bytes([0x81, 0x80 | size])
-    elif size < 65536:
-        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class SlowReader:
