@@ -211,6 +211,7 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
         # back, so that the other processes notice the gap and fill it from the store.
         self._unsent: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # replaced listener clients
         self._subscriptions = 0
         self._expected = b""
         self._heard = asyncio.Event()
@@ -243,7 +244,7 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
         for task in self._tasks:
             task.cancel()
         await self._stop_listener()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
         await self._publisher.aclose()
 
     def readiness(self) -> dict[str, str]:
@@ -311,11 +312,19 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
     # -- the listener and its self-check ------------------------------------------------------
 
     def _redis_connect(self) -> None:
-        # python-socketio's listener calls this before each (re)subscription.
+        # python-socketio's listener calls this before each (re)subscription, and leaves
+        # the clients it replaces open.
+        stale = [client for client in (self.pubsub, self.redis) if client is not None]
         super()._redis_connect()
         # Unlike python-socketio's, this pubsub passes on subscribe confirmations, so that
         # _redis_listen_with_retries sees every subscription.
         self.pubsub = self.redis.pubsub()
+        if stale:
+            # After a read error redis-py reconnects and re-subscribes the old connection,
+            # then raises: nobody would read it, and Redis would keep sending to it.
+            task = asyncio.create_task(self._close_clients(stale), name="fanout-close-stale")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         async for message in super()._redis_listen_with_retries():
@@ -402,8 +411,11 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
             with contextlib.suppress(asyncio.CancelledError):
                 await thread
         # The listener builds fresh clients when it (re)subscribes; close the old ones.
-        for client in (self.pubsub, self.redis):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
+        await self._close_clients([c for c in (self.pubsub, self.redis) if c is not None])
         self.pubsub = self.redis = None
+
+    @staticmethod
+    async def _close_clients(clients: list[Any]) -> None:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1.0)

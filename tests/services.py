@@ -161,6 +161,10 @@ class TcpProxy:
         self._deaf |= self._subscribers
         return len(self._subscribers)
 
+    def subscribers(self) -> int:
+        """How many subscriber connections are open."""
+        return len(self._subscribers)
+
     def withheld(self, data: bytes) -> int:
         """How many times ``data`` was kept from deafened subscribers."""
         return bytes(self._withheld).count(data)

@@ -321,3 +321,10 @@ async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     received = await bob.wait_for("message", count=2)
     assert received["text"] == "published while unheard"
     assert bob.message_ids() == [1, 2]
+
+    # redis-py re-subscribed the dropped connections before giving up on them; they are
+    # closed, not left for Redis to keep sending to.
+    async def one_each() -> bool:
+        return proxy.subscribers() == 2
+
+    await eventually(one_each, what="the replaced subscriber connections to close")
