@@ -16,15 +16,20 @@ With Redis (:class:`FeedRedisManager`) it also needs what ``AsyncRedisManager`` 
   inline in the connection's reader); here ``_publish`` only queues, one task publishes;
 * a self-check of the listener (it has died silently before, python-socketio#1581): a
   ping published on the channel must come back through ``_listen``, else the listener is
-  restarted, readiness fails meanwhile, and the feed re-reads its rooms from the store
-  once it hears again, so nothing published while it was deaf stays missing.
+  restarted and readiness fails meanwhile;
+* a catch-up after every subscription of the listener: what was published on the channel
+  while it was not subscribed never comes, and it also reconnects by itself (python-
+  socketio's retry loop), often between two self-checks, which then notice nothing. Redis's
+  subscribe confirmation, which python-socketio discards, tells when; the feed then
+  re-reads its rooms from the store, so nothing published meanwhile stays missing.
 
 Internals used, checked by ``tests/test_fanout_internals.py`` against the pinned versions
 below (update both together): ``AsyncServer.eio.sockets``, ``AsyncSocket.queue``,
 ``.closed`` and ``.close(wait=False)``, ``AsyncServer.packet_class``,
 ``AsyncManager.eio_sid_from_sid``, the ``AsyncPubSubManager._handle_emit -> super().emit``
 call chain, ``AsyncServer.manager_initialized``, ``AsyncPubSubManager.thread`` /
-``._thread`` / ``._publish`` / ``._listen`` and ``AsyncRedisManager.redis`` / ``.pubsub``.
+``._thread`` / ``._publish`` / ``._listen``, ``AsyncRedisManager.redis`` / ``.pubsub`` and
+its ``_listen -> _redis_listen_with_retries -> _redis_connect`` call chain.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -206,6 +211,8 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
         # back, so that the other processes notice the gap and fill it from the store.
         self._unsent: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # replaced listener clients
+        self._subscriptions = 0
         self._expected = b""
         self._heard = asyncio.Event()
         self._checked = asyncio.Event()  # the first self-check is over
@@ -237,7 +244,7 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
         for task in self._tasks:
             task.cancel()
         await self._stop_listener()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closing, return_exceptions=True)
         await self._publisher.aclose()
 
     def readiness(self) -> dict[str, str]:
@@ -304,6 +311,41 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
 
     # -- the listener and its self-check ------------------------------------------------------
 
+    def _redis_connect(self) -> None:
+        # python-socketio's listener calls this before each (re)subscription, and leaves
+        # the clients it replaces open.
+        stale = [client for client in (self.pubsub, self.redis) if client is not None]
+        super()._redis_connect()
+        # Unlike python-socketio's, this pubsub passes on subscribe confirmations, so that
+        # _redis_listen_with_retries sees every subscription.
+        self.pubsub = self.redis.pubsub()
+        if stale:
+            # After a read error redis-py reconnects and re-subscribes the old connection,
+            # then raises: nobody would read it, and Redis would keep sending to it.
+            task = asyncio.create_task(self._close_clients(stale), name="fanout-close-stale")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        async for message in super()._redis_listen_with_retries():
+            if message["type"] == "subscribe":
+                self._subscribed()
+            else:
+                yield message
+
+    def _subscribed(self) -> None:
+        """Redis confirmed a subscription of the listener: it hears the channel from now on.
+
+        Whatever was published since the previous subscription was lost went past this
+        process, and the self-check may never have noticed (the listener reconnects within
+        seconds, checks are 5 s apart), so the feed compares its rooms with the store.
+        """
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            log.info("fan-out: the Redis listener subscribed again; catching up from the store")
+        if self.feed is not None:
+            self.feed.resync()
+
     async def _listen(self) -> Any:
         async for message in super()._listen():
             if isinstance(message, bytes) and message.startswith(PING):
@@ -329,11 +371,10 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
                 self.redis_reachable = True
                 self._published()
                 if heard and not self.listening:
+                    # Nothing to catch up here: a listener that lost its subscription
+                    # caught up when it subscribed again (_subscribed).
                     self.listening = True
                     log.info("fan-out: receiving from Redis")
-                    if self.feed is not None:
-                        # Whatever was published while this process could not hear it.
-                        self.feed.resync()
                 elif not heard:
                     if self.listening or seq == 1:
                         log.warning(
@@ -370,8 +411,11 @@ class FeedRedisManager(socketio.AsyncRedisManager, FeedManager):  # type: ignore
             with contextlib.suppress(asyncio.CancelledError):
                 await thread
         # The listener builds fresh clients when it (re)subscribes; close the old ones.
-        for client in (self.pubsub, self.redis):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
+        await self._close_clients([c for c in (self.pubsub, self.redis) if c is not None])
         self.pubsub = self.redis = None
+
+    @staticmethod
+    async def _close_clients(clients: list[Any]) -> None:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1.0)
