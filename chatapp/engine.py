@@ -49,7 +49,9 @@ lines (:func:`library_logger`, :class:`RedisManager`'s logger).
 
 **Redis** (the policy is ``fanout.FeedRedisManager``): :class:`RedisManager` hands over
 what ``AsyncRedisManager`` keeps to itself: publishing (``_publish`` replaced), what the
-listener hears (``_listen`` wrapped), and the listener task (started early, restarted).
+listener hears (``_listen`` wrapped), each subscription of the listener (Redis's
+confirmation, which python-socketio discards), and the listener task (started early,
+restarted); and it closes the clients python-socketio replaces when it reconnects.
 
 Internals used, checked by ``tests/test_internals.py`` against :data:`TESTED_VERSIONS`, the
 versions ``pyproject.toml`` pins (update the three together, after reading the new code):
@@ -74,8 +76,9 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``; the
   ``AsyncPubSubManager._handle_emit -> super().emit`` call chain, ``.thread`` /
   ``._thread`` / ``._publish`` / ``._listen`` / ``.initialize()``;
-  ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by each subscribe) and its
-  ``extra={"redis_exception": ...}`` log calls;
+  ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by ``_redis_connect`` before each
+  subscription), its ``_listen -> _redis_listen_with_retries -> _redis_connect`` call
+  chain and its ``extra={"redis_exception": ...}`` log calls;
 * aiohttp (public API, plus behaviour): ``WebSocketResponse(compress=...)``,
   ``.send_frame``, ``.closed`` (set before the close frame is written), and that its
   writer writes an uncompressed frame to the transport synchronously, keeping nothing
@@ -709,6 +712,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         super().__init__(
             url, channel=channel, logger=_RedisLog(logger, {}), redis_options=redis_options
         )
+        self._closing: set[asyncio.Task[None]] = set()  # replaced listener clients
 
     # -- what subclasses implement --------------------------------------------------------------
 
@@ -720,6 +724,10 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         """See a message from the channel first; True if it is not for python-socketio."""
         return False
 
+    def subscribed(self) -> None:
+        """Redis confirmed a subscription of the listener (the first, or after it lost the
+        previous one): it hears the channel from now on."""
+
     # -- hooks ----------------------------------------------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:
@@ -730,6 +738,28 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
     async def _listen(self) -> AsyncIterator[Any]:
         async for message in super()._listen():
             if not self.heard(message):
+                yield message
+
+    def _redis_connect(self) -> None:
+        # python-socketio's listener calls this before each (re)subscription, and leaves
+        # the clients it replaces open.
+        stale = [client for client in (self.pubsub, self.redis) if client is not None]
+        super()._redis_connect()
+        # Unlike python-socketio's, this pubsub passes on subscribe confirmations, so that
+        # _redis_listen_with_retries sees every subscription.
+        self.pubsub = self.redis.pubsub()
+        if stale:
+            # After a read error redis-py reconnects and re-subscribes the old connection,
+            # then raises: nobody would read it, and Redis would keep sending to it.
+            task = asyncio.create_task(_close_clients(stale), name="fanout-close-stale")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        async for message in super()._redis_listen_with_retries():
+            if message["type"] == "subscribe":
+                self.subscribed()
+            else:
                 yield message
 
     def dumps(self, data: dict[str, Any]) -> str:
@@ -747,6 +777,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         self.thread = self.server.start_background_task(self._thread)
 
     async def stop_listener(self) -> None:
+        """Stop the listener task and close its clients (a restart makes new ones)."""
         thread = getattr(self, "thread", None)
         self.thread = None
         if thread is not None:
@@ -754,11 +785,19 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
             with contextlib.suppress(asyncio.CancelledError):
                 await thread
         # The listener builds fresh clients when it (re)subscribes; close the old ones.
-        for client in (self.pubsub, self.redis):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), 1.0)
+        await _close_clients([c for c in (self.pubsub, self.redis) if c is not None])
         self.pubsub = self.redis = None
+
+    async def close_listener(self) -> None:
+        """Stop the listener for good, once the clients it replaced are closed too."""
+        await self.stop_listener()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _close_clients(clients: list[Any]) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), 1.0)
 
 
 # -- the libraries' logging -------------------------------------------------------------------

@@ -12,11 +12,16 @@ With Redis, :class:`FeedRedisManager` adds what ``AsyncRedisManager`` lacks:
   the connection's reader); here publishing only queues, one task publishes;
 * a self-check of the listener (it has died silently before, python-socketio#1581): a
   ping published on the channel must come back through the listener, else the listener is
-  restarted, readiness fails meanwhile, and the feed re-reads its rooms from the store
-  once it hears again, so nothing published while it was deaf stays missing.
+  restarted and readiness fails meanwhile;
+* a catch-up after every subscription of the listener: what was published on the channel
+  while it was not subscribed never comes, and it also reconnects by itself (python-
+  socketio's retry loop), often between two self-checks, which then notice nothing. Redis's
+  subscribe confirmation, which python-socketio discards, tells when; the feed then
+  re-reads its rooms from the store, so nothing published meanwhile stays missing.
 
-The library hooks this needs (publishing, the listener's input and task, local delivery)
-are in ``engine.py``, the one module that reaches into library internals.
+The library hooks this needs (publishing, the listener's input, its subscriptions and its
+task, local delivery) are in ``engine.py``, the one module that reaches into library
+internals.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class FeedRedisManager(RedisManager, FeedManager):
         # back, so that the other processes notice the gap and fill it from the store.
         self._unsent: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions = 0
         self._expected = b""
         self._pong = asyncio.Event()
         self._checked = asyncio.Event()  # the first self-check is over
@@ -133,7 +139,7 @@ class FeedRedisManager(RedisManager, FeedManager):
             await asyncio.wait_for(self._outgoing.join(), redisconn.TIMEOUT)
         for task in self._tasks:
             task.cancel()
-        await self.stop_listener()
+        await self.close_listener()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._publisher.aclose()
 
@@ -201,6 +207,19 @@ class FeedRedisManager(RedisManager, FeedManager):
 
     # -- the listener and its self-check ------------------------------------------------------
 
+    def subscribed(self) -> None:
+        """Redis confirmed a subscription of the listener: it hears the channel from now on.
+
+        Whatever was published since the previous subscription was lost went past this
+        process, and the self-check may never have noticed (the listener reconnects within
+        seconds, checks are 5 s apart), so the feed compares its rooms with the store.
+        """
+        self._subscriptions += 1
+        if self._subscriptions > 1:
+            log.info("fan-out: the Redis listener subscribed again; catching up from the store")
+        if self.feed is not None:
+            self.feed.resync()
+
     def heard(self, message: Any) -> bool:
         if isinstance(message, bytes) and message.startswith(PING):
             if message == self._expected:
@@ -225,11 +244,10 @@ class FeedRedisManager(RedisManager, FeedManager):
                 self.redis_reachable = True
                 self._published()
                 if heard and not self.listening:
+                    # Nothing to catch up here: a listener that lost its subscription
+                    # caught up when it subscribed again (subscribed).
                     self.listening = True
                     log.info("fan-out: receiving from Redis")
-                    if self.feed is not None:
-                        # Whatever was published while this process could not hear it.
-                        self.feed.resync()
                 elif not heard:
                     if self.listening or seq == 1:
                         log.warning(

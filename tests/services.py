@@ -128,7 +128,8 @@ class TcpProxy:
     While cut it accepts connections and drops them at once, and it resets the ones
     open, which is what clients of a restarting or unreachable service see. For Redis it
     can also *deafen* the open subscriber connections: they stay open and accept commands,
-    but nothing published reaches them any more (a listener that died silently).
+    but nothing published reaches them any more (a listener that died silently); and it
+    can reset just those, leaving the way to Redis open.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -139,6 +140,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._subscribers: set[asyncio.StreamWriter] = set()  # their client sides
         self._deaf: set[asyncio.StreamWriter] = set()
+        self._withheld = bytearray()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -158,6 +160,23 @@ class TcpProxy:
         """Stop delivering to the subscriber connections open now; return how many."""
         self._deaf |= self._subscribers
         return len(self._subscribers)
+
+    def subscribers(self) -> int:
+        """How many subscriber connections are open."""
+        return len(self._subscribers)
+
+    def withheld(self, data: bytes) -> int:
+        """How many times ``data`` was kept from deafened subscribers."""
+        return bytes(self._withheld).count(data)
+
+    def reset_subscribers(self) -> int:
+        """Reset the subscriber connections open now, as Redis does to a client it kills
+        (CLIENT KILL, output buffer limit) or a middlebox to a flow it forgot. The proxy
+        stays up, so they can reconnect at once. Return how many."""
+        subscribers = list(self._subscribers)
+        for writer in subscribers:
+            writer.transport.abort()
+        return len(subscribers)
 
     async def close(self) -> None:
         self.sever()
@@ -199,6 +218,7 @@ class TcpProxy:
                 if upstream and b"SUBSCRIBE" in data.upper():
                     self._subscribers.add(client)
                 if not upstream and client in self._deaf:
+                    self._withheld += data
                     continue
                 writer.write(data)
                 await writer.drain()

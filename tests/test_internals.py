@@ -295,6 +295,15 @@ def test_redis_manager_internals() -> None:
     assert "async for message in self._listen()" in inspect.getsource(pubsub._thread)
     redis_manager = socketio.AsyncRedisManager
     assert "self.pubsub = self.redis.pubsub(" in inspect.getsource(redis_manager._redis_connect)
+    # It sees each subscription (and catches up) in _redis_listen_with_retries, which the
+    # listener runs and which calls _redis_connect before each (re)subscription.
+    listen = inspect.getsource(redis_manager._listen)
+    assert "async for message in self._redis_listen_with_retries()" in listen
+    assert "message['type'] == 'message'" in listen
+    retries = inspect.getsource(redis_manager._redis_listen_with_retries)
+    assert "self._redis_connect()" in retries
+    assert "await self.pubsub.subscribe(self.channel)" in retries
+    assert "async for message in self.pubsub.listen()" in retries
     assert 'extra={"redis_exception"' in inspect.getsource(redis_manager._publish)
     init = inspect.signature(redis_manager.__init__).parameters
     assert {"channel", "logger", "redis_options"} <= set(init)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -173,9 +174,11 @@ async def _settled(first: list[Change], second: list[Change], count: int) -> boo
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
 async def test_presence_is_rebuilt_after_redis_loses_its_data(
-    open_presence: OpenPresence, redis_prefix: str
+    open_presence: OpenPresence, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from redis import asyncio as aioredis
+
+    caplog.set_level(logging.INFO, logger="chatapp.presence.redis")
 
     one, two = await open_presence(ttl=1.0), await open_presence(ttl=1.0)
     await one.join("a", "c1", "ann")
@@ -193,6 +196,13 @@ async def test_presence_is_rebuilt_after_redis_loses_its_data(
     await eventually(rebuilt, what="presence to be re-registered")
     assert await two.leave("a", "c2", "bob") is True
     assert await one.counts() == {"a": 1}
+
+    # No call failed, so only the heartbeats can tell the operator what happened.
+    async def both_said_so() -> bool:
+        lost = "Redis had lost this process's entries"
+        return sum(lost in r.getMessage() for r in caplog.records) >= 2
+
+    await eventually(both_said_so, what="both processes to log that Redis lost their entries")
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)

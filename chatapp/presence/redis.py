@@ -70,16 +70,16 @@ _JOIN = _LEAVE_FN + "return join(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 _LEAVE = _LEAVE_FN + "if leave(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 1 end return 0"
 
 # ARGV: prefix, process, ttl ms, expected number of connections -> 1 if nothing needs
-# re-registering (the key was alive and the count matches).
+# re-registering (the key was alive and the count matches), 0 if the count differs, -1 if
+# the key was gone (Redis lost its data, or the process was reaped).
 _HEARTBEAT = """
 local p, proc = ARGV[1], ARGV[2]
 local alive = p .. ':presence:alive:' .. proc
 local existed = redis.call('EXISTS', alive)
 redis.call('SET', alive, '1', 'PX', ARGV[3])
 redis.call('SADD', p .. ':presence:procs', proc)
-if existed == 1 and redis.call('HLEN', p .. ':presence:proc:' .. proc) == tonumber(ARGV[4]) then
-  return 1
-end
+if existed == 0 then return -1 end
+if redis.call('HLEN', p .. ':presence:proc:' .. proc) == tonumber(ARGV[4]) then return 1 end
 return 0
 """
 
@@ -313,10 +313,12 @@ class RedisPresence:
 
     async def _beat(self) -> None:
         ttl_ms = str(int(self.ttl * 1000))
-        settled = not self._dirty and await self._heartbeat(
-            args=[self.prefix, self.process, ttl_ms, str(len(self._local))]
-        )
-        if settled:
+        beat = 0
+        if not self._dirty:
+            beat = await self._heartbeat(
+                args=[self.prefix, self.process, ttl_ms, str(len(self._local))]
+            )
+        if beat == 1:
             return
         async with self._gate.alone():
             self._dirty = False
@@ -328,6 +330,13 @@ class RedisPresence:
         if self._down:
             self._down = False
             log.info("presence: Redis is reachable again; %d connection(s) registered", len(local))
+        elif beat == -1:
+            # No call failed, so nothing else says so: Redis restarted in between (or this
+            # process stalled past the expiry and was reaped).
+            log.info(
+                "presence: Redis had lost this process's entries; %d connection(s) registered",
+                len(local),
+            )
         # Only the lists are refreshed, without "joined"/"left" notices: after a Redis
         # restart every name is re-registered, though nobody came or went.
         for room in sorted({events[i + 1] for i in range(0, len(events), 3)}):
