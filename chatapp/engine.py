@@ -60,8 +60,9 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
   ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`) and
-  that its writer waits in ``queue.get()``; ``AsyncSocket.queue`` (an ``asyncio.Queue``,
-  replaced by :class:`SendQueue`; its ``_getters`` show a waiting writer), ``.receive()``,
+  that its writer waits in ``queue.get()``; ``.create_queue`` (replaced on the server, so
+  that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
+  methods engine.io calls), ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
   ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
   ``packet_type``, ``encoded_packet=``) and which text it fails to decode; the
@@ -85,6 +86,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
@@ -185,45 +187,153 @@ class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
 # -- the send queue -------------------------------------------------------------------------
 
 
-class SendQueue(asyncio.Queue[Any]):
+class SendQueue:
     """An engine.io send queue that gives up on a client after ``limit`` unsent packets.
 
-    On overflow the queued packets are dropped (the client gets them again through
-    ``since`` when it reconnects) and ``on_overflow`` runs once; from then on only the
-    engine.io CLOSE packet and the writer's ``None`` sentinel are still taken.
+    It replaces engine.io's ``asyncio.Queue`` (``AsyncServer.create_queue``) and has
+    exactly what engine.io and chatapp call on ``AsyncSocket.queue``: ``put``,
+    ``put_nowait``, ``get`` (also under ``wait_for``), ``get_nowait`` (raising
+    ``asyncio.QueueEmpty``), ``qsize``, ``empty``, ``task_done`` and ``join``. An
+    ``asyncio.Queue`` costs three deques and an Event per connection, most of them idle
+    for the connection's life; here storage, getters and joiners are made when needed.
+
+    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.bound_queue`). On
+    overflow the queued packets are dropped (the client gets them again through ``since``
+    when it reconnects) and ``on_overflow`` runs once; from then on only the engine.io
+    CLOSE packet and the writer's ``None`` sentinel are still taken.
     """
 
-    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
-        super().__init__()
+    __slots__ = (
+        "_getters",
+        "_items",
+        "_joiners",
+        "_on_overflow",
+        "_unfinished",
+        "limit",
+        "overflowed",
+    )
+
+    def __init__(self, limit: int = 0, on_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.overflowed = False
         self._on_overflow = on_overflow
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def waiting(self) -> bool:
+        """Whether a reader waits in :meth:`get` (engine.io's writer or a long-poll)."""
+        return bool(self._getters) and any(not g.done() for g in self._getters or ())
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
-        if item is None or (
-            isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.CLOSE
+        if not (
+            item is None
+            or (isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.CLOSE)
         ):
-            super().put_nowait(item)
-            return
-        if self.overflowed:
-            return
-        if self.qsize() < self.limit:
-            super().put_nowait(item)
-            return
+            if self.overflowed:
+                return
+            if self.limit and self.qsize() >= self.limit:
+                self._overflow()
+                return
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if self._getters:
+            self._wake_next()
+
+    def _overflow(self) -> None:
         self.overflowed = True
-        while not self.empty():
-            self.get_nowait()
+        while self._items:
+            self._items.popleft()
             self.task_done()
-        self._on_overflow()
+        self._items = None
+        if self._on_overflow is not None:
+            self._on_overflow()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                # Cancelled (engine.io's long-poll reads under wait_for): as asyncio.Queue.
+                getter.cancel()
+                if self._getters is not None:
+                    with contextlib.suppress(ValueError):
+                        self._getters.remove(getter)
+                    if not self._getters:
+                        self._getters = None
+                if self._items and not getter.cancelled():
+                    # Woken by a put but cannot take it: wake the next reader instead.
+                    self._wake_next()
+                raise
+        return self.get_nowait()
+
+    def _wake_next(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None  # an idle connection keeps no deque
+        return item
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._joiners:
+            for joiner in self._joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self._joiners = None
+
+    async def join(self) -> None:
+        if self._unfinished == 0:
+            return
+        joiner = asyncio.get_running_loop().create_future()
+        if self._joiners is None:
+            self._joiners = []
+        self._joiners.append(joiner)
+        try:
+            await joiner
+        finally:
+            if self._joiners is not None and joiner in self._joiners:
+                self._joiners.remove(joiner)
+                if not self._joiners:
+                    self._joiners = None
 
 
-def _writer_waiting(queue: asyncio.Queue[Any]) -> bool:
+def _writer_waiting(queue: Any) -> bool:
     """Whether a reader (the connection's writer) is waiting in ``queue.get()``.
 
-    asyncio.Queue keeps a future per waiting ``get()`` in ``_getters`` until a put wakes
-    it. A writer not waiting there holds packets taken from the queue and not yet written.
+    A writer not waiting there holds packets taken from the queue and not yet written.
     """
-    return any(not getter.done() for getter in queue._getters)  # type: ignore[attr-defined]
+    return bool(queue.waiting())
 
 
 # -- the websocket wrapper --------------------------------------------------------------------
@@ -451,6 +561,8 @@ class Engine:
         # path as room frames, so it neither wakes a writer nor overtakes them.
         self._send_binary_packet = sio._send_packet
         sio._send_packet = self._send_packet
+        # Every session's send queue (engine.io makes it with server.create_queue()).
+        self._eio.create_queue = SendQueue
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
@@ -476,14 +588,14 @@ class Engine:
         return previous
 
     def bound_queue(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
-        """Give a new session a :class:`SendQueue`; call from the engine.io connect event."""
+        """Bound a new session's :class:`SendQueue`; call from the engine.io connect event."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
-        queue = SendQueue(limit, on_overflow)
-        while not socket.queue.empty():  # the OPEN packet, queued before the connect event
-            queue.put_nowait(socket.queue.get_nowait())
-        socket.queue = queue
+        queue = socket.queue
+        assert isinstance(queue, SendQueue), "made by Engine._create_queue"
+        queue.limit = limit
+        queue._on_overflow = on_overflow
 
     def has_session(self, eio_sid: str) -> bool:
         return eio_sid in self._eio.sockets

@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import json
 import logging
+import re
 import socket
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -108,14 +109,20 @@ def test_socket_and_queue_internals() -> None:
     assert list(socket_init.parameters)[:3] == ["self", "server", "sid"]
     close = inspect.signature(async_socket.AsyncSocket.close)
     assert list(close.parameters) == ["self", "wait", "abort", "reason"]
-    # The send queue is created through the server, written by send() with put(), and
-    # read by poll() with get() / get_nowait(); SendQueue overrides put_nowait, which
-    # asyncio.Queue.put calls.
+    # The send queue is created through the server (Engine makes it a SendQueue), written
+    # by send() with put(), and read by poll() with get() / get_nowait().
     assert "self.server.create_queue()" in inspect.getsource(engineio.base_socket.BaseSocket)
     assert "self.queue.put(pkt)" in inspect.getsource(async_socket.AsyncSocket.send)
-    assert "self.put_nowait(item)" in inspect.getsource(asyncio.Queue.put)
     poll = inspect.getsource(async_socket.AsyncSocket.poll)
     assert "self.queue.get()" in poll and "self.queue.get_nowait()" in poll
+    assert "except asyncio.QueueEmpty:" in poll
+    # SendQueue has every method engine.io calls on a socket's queue.
+    called = set()
+    for module in (async_socket, engineio.async_server, engineio.base_socket):
+        called |= set(re.findall(r"\.queue\.(\w+)", inspect.getsource(module)))
+    assert called == {"get", "get_nowait", "put", "put_nowait", "task_done", "join"}, called
+    for method in called:
+        assert callable(getattr(engine.SendQueue, method)), method
     sock = async_socket.AsyncSocket(server.eio, "sid")
     assert isinstance(sock.queue, asyncio.Queue)
     for flag in ("connected", "closing", "closed", "upgrading", "upgraded"):
@@ -191,17 +198,68 @@ def test_websocket_driver_internals() -> None:
     assert pkt.frame == b'\x81\x0942["x",1]'
 
 
-async def test_a_waiting_queue_reader_shows_in_getters() -> None:
-    # asyncio.Queue keeps a future per waiting get() in _getters until a put wakes it.
-    queue: asyncio.Queue[int] = asyncio.Queue()
+async def test_a_waiting_queue_reader_shows() -> None:
+    queue = engine.SendQueue()
     assert not engine._writer_waiting(queue)
     getter = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)  # let get() start waiting
-    assert [g.done() for g in queue._getters] == [False]
     assert engine._writer_waiting(queue)
     queue.put_nowait(1)
     assert not engine._writer_waiting(queue)
     assert await getter == 1
+
+
+async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
+    queue = engine.SendQueue()
+    assert queue.empty() and queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    # A get() under wait_for that times out leaves nothing behind; the next one still works.
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)
+    assert not engine._writer_waiting(queue)
+    await queue.put("a")
+    queue.put_nowait("b")
+    assert queue.qsize() == 2 and not queue.empty()
+    assert await queue.get() == "a" and queue.get_nowait() == "b"
+    # join() waits until every item put was marked done.
+    joined = asyncio.ensure_future(queue.join())
+    await asyncio.sleep(0)
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.task_done()
+    await joined
+    with pytest.raises(ValueError):
+        queue.task_done()
+    # Two readers: each put wakes one, in order.
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert [await first, await second] == [1, 2]
+    # A reader cancelled after a put woke it hands the wake-up on to the next reader.
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(3)
+    first.cancel()
+    assert await second == 3
+
+
+def test_send_queue_bound_drops_everything_once() -> None:
+    overflows = []
+    queue = engine.SendQueue(3, lambda: overflows.append(1))
+    for i in range(3):
+        queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, str(i)))
+    assert queue.qsize() == 3 and not queue.overflowed
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "3"))
+    assert queue.overflowed and queue.qsize() == 0 and overflows == [1]
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "4"))
+    assert queue.qsize() == 0 and overflows == [1]
+    # CLOSE and the writer's None sentinel are still taken.
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
+    queue.put_nowait(None)
+    assert queue.qsize() == 2 and overflows == [1]
 
 
 # -- aiohttp ----------------------------------------------------------------------------------
