@@ -23,10 +23,13 @@ then one ``transport.write`` per member:
   WebSocket frame are built once per message (:class:`FramedPacket`);
 * write directly, in order and bounded: :class:`ChatWebSocket` replaces engine.io's aiohttp
   websocket wrapper. A frame is written straight to the transport only while the
-  connection is idle: nothing in its send queue, its writer waiting on that empty queue
-  (so it holds no packet taken but not yet written), and at most :data:`WRITE_HIGH_WATER`
-  bytes waiting in its transport buffer. Otherwise the packet joins the queue behind what
-  is there, and the writer sends it in turn under aiohttp's flow control. So nothing
+  connection is idle: nothing in its send queue, no writer holding a packet taken but not
+  yet written, and at most :data:`WRITE_HIGH_WATER` bytes waiting in its transport buffer.
+  Otherwise the packet joins the queue behind what is there, and the writer sends it in
+  turn under aiohttp's flow control. On a websocket served by
+  :meth:`ChatWebSocket._serve` the writer is a task that the queue starts when a packet
+  arrives and that ends when the queue is empty, so an idle connection has none (an
+  upgraded connection keeps engine.io's writer, idle while it waits in ``get()``). So nothing
   overtakes a queued packet, and a client that stops reading stops being idle once its
   buffer backs up: from then on its packets queue, and :class:`SendQueue`'s bound drops it;
 * a lean websocket loop: for connections that start on the websocket,
@@ -59,8 +62,9 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
-  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`) and
-  that its writer waits in ``queue.get()``; ``.create_queue`` (replaced on the server, so
+  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`, whose
+  writer runs only while the queue holds packets) and that its writer waits in
+  ``queue.get()``; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
   methods engine.io calls), ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
@@ -209,6 +213,7 @@ class SendQueue:
         "_joiners",
         "_on_overflow",
         "_unfinished",
+        "consumer",
         "limit",
         "overflowed",
     )
@@ -221,6 +226,9 @@ class SendQueue:
         self._getters: list[asyncio.Future[None]] | None = None
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
+        #: Called when a packet arrives and no reader waits in :meth:`get`: how
+        #: :class:`ChatWebSocket` starts its writer only when there is something to write.
+        self.consumer: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -249,8 +257,8 @@ class SendQueue:
             self._items = collections.deque()
         self._items.append(item)
         self._unfinished += 1
-        if self._getters:
-            self._wake_next()
+        if not (self._getters and self._wake_next()) and self.consumer is not None:
+            self.consumer()
 
     def _overflow(self) -> None:
         self.overflowed = True
@@ -283,15 +291,19 @@ class SendQueue:
                 raise
         return self.get_nowait()
 
-    def _wake_next(self) -> None:
+    def _wake_next(self) -> bool:
+        """Wake the first reader still waiting; False if there was none."""
         getters = self._getters
+        woken = False
         while getters:
             getter = getters.pop(0)
             if not getter.done():
                 getter.set_result(None)
+                woken = True
                 break
         if not getters:
             self._getters = None
+        return woken
 
     def get_nowait(self) -> Any:
         items = self._items
@@ -328,14 +340,6 @@ class SendQueue:
                     self._joiners = None
 
 
-def _writer_waiting(queue: Any) -> bool:
-    """Whether a reader (the connection's writer) is waiting in ``queue.get()``.
-
-    A writer not waiting there holds packets taken from the queue and not yet written.
-    """
-    return bool(queue.waiting())
-
-
 # -- the websocket wrapper --------------------------------------------------------------------
 
 
@@ -359,6 +363,10 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self.transport: asyncio.Transport | None = None
         self.ip = "?"
         self.open = False  # serving: frames may be written directly
+        # _serve's writer: runs only while packets wait in the send queue.
+        self._writer: asyncio.Task[None] | None = None
+        self._serving = False  # served by _serve (else by engine.io's handler)
+        self._finished = False  # the writer took the None sentinel, or the send failed
         # The silence watch of _serve.
         self._task: asyncio.Task[Any] | None = None
         self._watch: asyncio.TimerHandle | None = None
@@ -429,7 +437,13 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         server = self.server
         socket.connected = socket.upgraded = True
         self.open = True
-        writer = asyncio.ensure_future(self._write_queued(socket.queue))
+        # No writer task while the connection is idle: the queue starts one when a packet
+        # arrives, and it ends when the queue is empty. The OPEN packet is waiting already.
+        queue: SendQueue = socket.queue
+        self._serving = True
+        queue.consumer = self._start_writer
+        if queue.qsize():
+            self._start_writer()
         loop = asyncio.get_running_loop()
         # engine.io gives up on a client silent for ping_interval + ping_timeout. One timer
         # per connection, moved on lazily, does that instead of a timeout per frame.
@@ -471,8 +485,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                 self._task.uncancel()  # that cancellation was ours, and it is handled
             self._task = self._watch = None
             self.open = False
-            await socket.queue.put(None)  # lets the writer finish
-            await writer
+            await queue.put(None)  # the writer sends what is queued, then closes
+            writer = self._writer
+            queue.consumer = None
+            if writer is not None:
+                await writer
             await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
     def _watch_silence(self) -> None:
@@ -487,23 +504,44 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             self._silent = True
             self._task.cancel()
 
-    async def _write_queued(self, queue: asyncio.Queue[Any]) -> None:
-        """Send what waits in the engine.io queue, in order, until the ``None`` sentinel."""
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._finished:
+            self._writer = asyncio.ensure_future(self._write_queued(self.socket.queue))
+
+    async def _write_queued(self, queue: SendQueue) -> None:
+        """Send what waits in the send queue, in order; end when it is empty (the
+        connection is idle again) or at the ``None`` sentinel (then close)."""
         try:
-            while (pkt := await queue.get()) is not None:
+            while True:
+                try:
+                    pkt = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
                 queue.task_done()
+                if pkt is None:
+                    break
                 await self.send(pkt.encode())
-                pkt = None  # an idle connection keeps no packet alive
-            queue.task_done()
+                pkt = None  # keep no packet alive while waiting
         except Exception:
             pass  # the connection broke; the reader notices and cleans up
+        finally:
+            # Synchronous with the empty-queue check above: from here direct writes may go.
+            self._writer = None
+        self._finished = True
         await self.close()
+
+    def writer_idle(self) -> bool:
+        """Whether no writer holds or is about to take a packet: _serve's writer is not
+        running, or engine.io's writer (upgraded connections) waits in ``queue.get()``."""
+        if self._serving:
+            return self._writer is None and not self._finished
+        return bool(self.socket.queue.waiting())
 
     def write_now(self, pkt: eio_packet.Packet) -> bool:
         """Write ``pkt``'s frame to the transport if the connection is idle; else False.
 
-        Idle means nothing can be ahead of the frame: the send queue is empty, its writer
-        waits on it (holding no packet), and the transport buffer is not backed up. A
+        Idle means nothing can be ahead of the frame: the send queue is empty, no writer
+        holds a packet (:meth:`writer_idle`), and the transport buffer is not backed up. A
         connection that is not idle gets the packet through its queue, under its bound.
         """
         frame: bytes | None = getattr(pkt, "frame", None)
@@ -519,7 +557,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         ):
             return False
         queue = socket.queue
-        if queue.qsize() or getattr(queue, "overflowed", False) or not _writer_waiting(queue):
+        if queue.qsize() or queue.overflowed or not self.writer_idle():
             return False
         transport = self.transport
         if (

@@ -21,6 +21,7 @@ import tomllib
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import engineio
@@ -200,12 +201,12 @@ def test_websocket_driver_internals() -> None:
 
 async def test_a_waiting_queue_reader_shows() -> None:
     queue = engine.SendQueue()
-    assert not engine._writer_waiting(queue)
+    assert not queue.waiting()
     getter = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)  # let get() start waiting
-    assert engine._writer_waiting(queue)
+    assert queue.waiting()
     queue.put_nowait(1)
-    assert not engine._writer_waiting(queue)
+    assert not queue.waiting()
     assert await getter == 1
 
 
@@ -217,7 +218,7 @@ async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
     # A get() under wait_for that times out leaves nothing behind; the next one still works.
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(queue.get(), 0.01)
-    assert not engine._writer_waiting(queue)
+    assert not queue.waiting()
     await queue.put("a")
     queue.put_nowait("b")
     assert queue.qsize() == 2 and not queue.empty()
@@ -460,6 +461,42 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
         await ws.close()
 
 
+def _writer_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "ChatWebSocket._write_queued"
+    ]
+
+
+async def test_an_idle_websocket_has_no_writer_task(app: web.Application) -> None:
+    """A writer runs only while packets wait in the send queue: queued packets start one,
+    it sends them in order, before anything offered meanwhile, and ends when done."""
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "idle")
+        sio, eng = app[sio_key], app[engine_key]
+        (eio_sid,) = sio.eio.sockets
+        sock = sio.eio.sockets[eio_sid]
+        link = eng.websocket(eio_sid)
+        assert link is not None
+        await asyncio.gather(*_writer_tasks())  # one that sent the welcome ends by itself
+        assert _writer_tasks() == [] and link.writer_idle() and sock.queue.empty()
+        for i in range(5):
+            sock.queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, f'2["q",{i}]'))
+        (writer,) = _writer_tasks()
+        assert not link.writer_idle()
+        frame = eng.packet("framed", 0)
+        assert not link.write_now(frame) and eng.put(eio_sid, frame)
+        assert sock.queue.qsize() == 6 and _writer_tasks() == [writer]
+        received = [await ws.receive_str() for _ in range(6)]
+        assert received == [*(f'42["q",{i}]' for i in range(5)), '42["framed",0]']
+        await writer
+        assert _writer_tasks() == [] and link.writer_idle() and sock.queue.empty()
+        assert link.write_now(eng.packet("framed", 1))
+        assert await ws.receive_str() == '42["framed",1]'
+        await ws.close()
+
+
 async def test_a_backed_up_connection_is_not_written_directly_and_is_dropped_at_the_bound(
     app: web.Application, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -504,9 +541,9 @@ async def _backed_up_and_dropped(
         while link.write_now(frame):
             written += 1
             assert written < 5000, "the transport never backed up"
-        # Refused only because of the buffer: nothing queued, the writer waits on it.
+        # Refused only because of the buffer: nothing queued, no writer running.
         assert written > 0
-        assert queue.qsize() == 0 and engine._writer_waiting(queue)
+        assert queue.qsize() == 0 and link.writer_idle()
         assert link.transport.get_write_buffer_size() > engine.WRITE_HIGH_WATER
         # Now everything queues, and the eleventh packet overflows the bound.
         with caplog.at_level(logging.WARNING, logger="chatapp.transport"):
