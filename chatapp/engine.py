@@ -46,7 +46,7 @@ then one ``transport.write`` per member:
 before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
 checking polling bodies before engine.io reads them (:meth:`Engine.check_requests`),
 seeing engine.io's connect/message/disconnect events before python-socketio does
-(:meth:`Engine.intercept`), bounding each send queue (:meth:`Engine.bound_queue`), closing
+(:meth:`Engine.intercept`), bounding each send queue (:meth:`Engine.adopt`), closing
 a session and dropping its TCP connection (:meth:`Engine.close`), and the libraries' log
 lines (:func:`library_logger`, :class:`RedisManager`'s logger).
 
@@ -66,7 +66,11 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   writer runs only while the queue holds packets) and that its writer waits in
   ``queue.get()``; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
-  methods engine.io calls), ``AsyncSocket.receive()``,
+  methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
+  changed to :class:`ChatSocket`, in the connect event, before ``_handle_connect`` makes
+  the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
+  ``send`` do (repeated by :class:`ChatSocket` with a timer), ``.last_ping``,
+  ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
   ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
   ``packet_type``, ``encoded_packet=``) and which text it fails to decode; the
@@ -95,11 +99,13 @@ import contextlib
 import json
 import logging
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import socketio
 from aiohttp import WSCloseCode, WSMsgType, web
+from engineio import async_socket as eio_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -201,7 +207,7 @@ class SendQueue:
     ``asyncio.Queue`` costs three deques and an Event per connection, most of them idle
     for the connection's life; here storage, getters and joiners are made when needed.
 
-    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.bound_queue`). On
+    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.adopt`). On
     overflow the queued packets are dropped (the client gets them again through ``since``
     when it reconnects) and ``on_overflow`` runs once; from then on only the engine.io
     CLOSE packet and the writer's ``None`` sentinel are still taken.
@@ -338,6 +344,34 @@ class SendQueue:
                 self._joiners.remove(joiner)
                 if not self._joiners:
                     self._joiners = None
+
+
+# -- the heartbeat ----------------------------------------------------------------------------
+
+
+class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
+    """engine.io's session, whose heartbeat is a timer instead of a task.
+
+    engine.io starts a task per ping (``schedule_ping`` -> ``_send_ping``, which sleeps
+    ``ping_interval``), so every idle connection keeps one suspended. Here the same wait is
+    one ``call_later`` handle; what it then does is what ``_send_ping`` does: unless the
+    session is closing or closed, stamp ``last_ping`` and queue a PING (``send()`` would
+    first check the ping timeout, which the fresh stamp passes). engine.io creates its
+    sessions itself, so :meth:`Engine.adopt` turns each into this class.
+    """
+
+    last_ping: float | None  # set by engine.io: when the last ping was sent
+
+    def schedule_ping(self) -> None:
+        # As engine.io: only after the previous ping was answered (or for the first one).
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
 
 # -- the websocket wrapper --------------------------------------------------------------------
@@ -625,11 +659,14 @@ class Engine:
         self._eio.on(event, handler)
         return previous
 
-    def bound_queue(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
-        """Bound a new session's :class:`SendQueue`; call from the engine.io connect event."""
+    def adopt(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
+        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue`; call
+        from the engine.io connect event (engine.io schedules the first ping after it)."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
+        if type(socket) is eio_socket.AsyncSocket:
+            socket.__class__ = ChatSocket  # adds methods only: no state to convert
         queue = socket.queue
         assert isinstance(queue, SendQueue), "made by Engine._create_queue"
         queue.limit = limit

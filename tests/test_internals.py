@@ -134,6 +134,41 @@ def test_socket_and_queue_internals() -> None:
     assert connect.index("'connect', sid, environ") < connect.index("s.handle_get_request(")
 
 
+def test_heartbeat_internals() -> None:
+    # ChatSocket repeats engine.io's ping scheduling with a timer instead of a task.
+    schedule = inspect.getsource(async_socket.AsyncSocket.schedule_ping)
+    for step in (
+        "if self.last_ping:",
+        "self.last_ping = None",
+        "self.server.start_background_task(self._send_ping)",
+    ):
+        assert step in schedule, step
+    send_ping = inspect.getsource(async_socket.AsyncSocket._send_ping)
+    for step in (
+        "await asyncio.sleep(self.server.ping_interval)",
+        "if not self.closing and not self.closed:",
+        "self.last_ping = time.time()",
+        "await self.send(packet.Packet(packet.PING))",
+    ):
+        assert step in send_ping, step
+    # send() checks the ping timeout first, which a fresh last_ping passes, then queues.
+    send = inspect.getsource(async_socket.AsyncSocket.send)
+    assert "if not await self.check_ping_timeout():" in send
+    assert "time.time() - last_ping > self.server.ping_timeout" in inspect.getsource(
+        async_socket.AsyncSocket.check_ping_timeout
+    )
+    # engine.io makes the session itself; Engine.adopt (in the connect event) changes its
+    # class before engine.io schedules the first ping. Only methods are added.
+    connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
+    assert "s = async_socket.AsyncSocket(self, sid)" in connect
+    assert connect.index("'connect', sid, environ") < connect.index("s.schedule_ping()")
+    assert "__slots__" not in vars(async_socket.AsyncSocket)
+    assert set(vars(engine.ChatSocket)) - {"__doc__", "__module__", "__annotations__"} == {
+        "schedule_ping",
+        "_ping",
+    }
+
+
 def test_decodable_lets_through_only_what_engineio_decodes() -> None:
     accepted = ["4x", "2", "3probe", "6", "1", '42["m",1]', "bAAEC", "4" + "[" * 100, "0{}"]
     for text in accepted:
@@ -557,6 +592,33 @@ async def _backed_up_and_dropped(
                     pass
         assert "the client is not reading" in caplog.text
         assert eio_sid not in sio.eio.sockets or sio.eio.sockets[eio_sid].closed
+
+
+async def test_the_heartbeat_is_a_timer_not_a_task(app: web.Application) -> None:
+    """Pings come every ping_interval while the client answers, with no task per ping."""
+    sio = app[sio_key]
+    sio.eio.ping_interval = 0.05
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "beat")
+        (eio_sid,) = sio.eio.sockets
+        sock = sio.eio.sockets[eio_sid]
+        assert type(sock) is engine.ChatSocket
+        for _ in range(3):
+            assert await ws.receive_str() == "2"
+            assert sock.last_ping is not None
+            await ws.send_str("3")
+            # Step the loop until the server has read the pong (engine.io's state has no
+            # event to wait on).
+            while sock.last_ping is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            # The next ping is scheduled (engine.io would have a task sleeping now).
+            assert not [
+                t
+                for t in asyncio.all_tasks()
+                if getattr(t.get_coro(), "__qualname__", "") == "AsyncSocket._send_ping"
+            ]
+        assert not sock.closed
+        await ws.close()
 
 
 async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
