@@ -532,6 +532,40 @@ async def test_an_idle_websocket_has_no_writer_task(app: web.Application) -> Non
         await ws.close()
 
 
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
+    names = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        names.append(getattr(awaited, "__qualname__", type(awaited).__qualname__))
+        awaited = getattr(awaited, "cr_await", None)
+    return names
+
+
+async def test_no_middleware_stays_suspended_for_a_websocket(app: web.Application) -> None:
+    """chatapp's middlewares hand a websocket handshake on without awaiting it: the
+    request's task waits in engine.io's handler with none of them in between."""
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "frames")
+        chains = [_awaiting(t) for t in asyncio.all_tasks()]
+        (chain,) = [c for c in chains if "ChatWebSocket._serve" in c]
+        assert "AsyncServer.handle_request" in chain, chain
+        ours = [name for name in chain if name.split(".")[0] in MIDDLEWARE_NAMES]
+        assert ours == [], chain
+        await ws.close()
+
+
+MIDDLEWARE_NAMES = {
+    "api_errors",
+    "_api_errors",
+    "engineio_errors",
+    "_engineio_errors",
+    "origin_middleware",
+    "access_middleware",
+    "security_headers",
+}
+
+
 async def test_a_backed_up_connection_is_not_written_directly_and_is_dropped_at_the_bound(
     app: web.Application, caplog: pytest.LogCaptureFixture
 ) -> None:
