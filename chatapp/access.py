@@ -189,8 +189,10 @@ def _is_https(request: web.BaseRequest, trust_proxy: bool) -> bool:
 def access_middleware(access: AccessControl) -> Any:
     """Pages redirect to the login form, the API answers 401, unless access is granted."""
 
+    # Not a coroutine: it returns the handler's awaitable (aiohttp awaits it), so that no
+    # frame of it stays suspended for as long as a websocket lives.
     @web.middleware
-    async def require_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def require_access(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         path = request.path
         if (
             not access.enabled
@@ -199,19 +201,24 @@ def access_middleware(access: AccessControl) -> Any:
             or path.startswith("/socket.io/")
             or access.request_allowed(request)
         ):
-            return await handler(request)
-        if path.startswith("/api/"):
-            return web.json_response(
-                {"error": TOKEN_REQUIRED},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="chatapp"'},
-            )
-        if request.method in ("GET", "HEAD"):
-            target = "/login?next=" + quote(request.path_qs, safe="/")
-            raise web.HTTPSeeOther(target)
-        return web.Response(status=401, text=TOKEN_REQUIRED)
+            return handler(request)
+        return _refuse(request, path)
 
     return require_access
+
+
+async def _refuse(request: web.Request, path: str) -> web.StreamResponse:
+    """What a request without access gets: 401 from the API, the login form for pages."""
+    if path.startswith("/api/"):
+        return web.json_response(
+            {"error": TOKEN_REQUIRED},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="chatapp"'},
+        )
+    if request.method in ("GET", "HEAD"):
+        target = "/login?next=" + quote(request.path_qs, safe="/")
+        raise web.HTTPSeeOther(target)
+    return web.Response(status=401, text=TOKEN_REQUIRED)
 
 
 def _login_form(

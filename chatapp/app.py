@@ -29,7 +29,7 @@ from .keys import (
 from .origins import OriginPolicy, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
-from .security import security_headers
+from .security import setup_security_headers
 from .settings import Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard
@@ -56,7 +56,6 @@ def create_app(
     access = AccessControl(settings.access_token, settings.trust_proxy)
     app = web.Application(
         middlewares=[
-            security_headers,
             origin_middleware(origins),
             access_middleware(access),
             api_errors,
@@ -64,6 +63,7 @@ def create_app(
         ],
         client_max_size=settings.max_body_bytes,
     )
+    setup_security_headers(app)
     app[settings_key] = settings
     app[store_key] = store
     app[presence_key] = presence

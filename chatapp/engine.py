@@ -23,10 +23,13 @@ then one ``transport.write`` per member:
   WebSocket frame are built once per message (:class:`FramedPacket`);
 * write directly, in order and bounded: :class:`ChatWebSocket` replaces engine.io's aiohttp
   websocket wrapper. A frame is written straight to the transport only while the
-  connection is idle: nothing in its send queue, its writer waiting on that empty queue
-  (so it holds no packet taken but not yet written), and at most :data:`WRITE_HIGH_WATER`
-  bytes waiting in its transport buffer. Otherwise the packet joins the queue behind what
-  is there, and the writer sends it in turn under aiohttp's flow control. So nothing
+  connection is idle: nothing in its send queue, no writer holding a packet taken but not
+  yet written, and at most :data:`WRITE_HIGH_WATER` bytes waiting in its transport buffer.
+  Otherwise the packet joins the queue behind what is there, and the writer sends it in
+  turn under aiohttp's flow control. On a websocket served by
+  :meth:`ChatWebSocket._serve` the writer is a task that the queue starts when a packet
+  arrives and that ends when the queue is empty, so an idle connection has none (an
+  upgraded connection keeps engine.io's writer, idle while it waits in ``get()``). So nothing
   overtakes a queued packet, and a client that stops reading stops being idle once its
   buffer backs up: from then on its packets queue, and :class:`SendQueue`'s bound drops it;
 * a lean websocket loop: for connections that start on the websocket,
@@ -43,7 +46,7 @@ then one ``transport.write`` per member:
 before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
 checking polling bodies before engine.io reads them (:meth:`Engine.check_requests`),
 seeing engine.io's connect/message/disconnect events before python-socketio does
-(:meth:`Engine.intercept`), bounding each send queue (:meth:`Engine.bound_queue`), closing
+(:meth:`Engine.intercept`), bounding each send queue (:meth:`Engine.adopt`), closing
 a session and dropping its TCP connection (:meth:`Engine.close`), and the libraries' log
 lines (:func:`library_logger`, :class:`RedisManager`'s logger).
 
@@ -61,9 +64,15 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
-  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`) and
-  that its writer waits in ``queue.get()``; ``AsyncSocket.queue`` (an ``asyncio.Queue``,
-  replaced by :class:`SendQueue`; its ``_getters`` show a waiting writer), ``.receive()``,
+  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`, whose
+  writer runs only while the queue holds packets) and that its writer waits in
+  ``queue.get()``; ``.create_queue`` (replaced on the server, so
+  that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
+  methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
+  changed to :class:`ChatSocket`, in the connect event, before ``_handle_connect`` makes
+  the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
+  ``send`` do (repeated by :class:`ChatSocket` with a timer), ``.last_ping``,
+  ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
   ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
   ``packet_type``, ``encoded_packet=``) and which text it fails to decode;
@@ -90,15 +99,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import socketio
 from aiohttp import WSCloseCode, WSMsgType, web
+from engineio import async_socket as eio_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -190,45 +202,181 @@ class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
 # -- the send queue -------------------------------------------------------------------------
 
 
-class SendQueue(asyncio.Queue[Any]):
+class SendQueue:
     """An engine.io send queue that gives up on a client after ``limit`` unsent packets.
 
-    On overflow the queued packets are dropped (the client gets them again through
-    ``since`` when it reconnects) and ``on_overflow`` runs once; from then on only the
-    engine.io CLOSE packet and the writer's ``None`` sentinel are still taken.
+    It replaces engine.io's ``asyncio.Queue`` (``AsyncServer.create_queue``) and has
+    exactly what engine.io and chatapp call on ``AsyncSocket.queue``: ``put``,
+    ``put_nowait``, ``get`` (also under ``wait_for``), ``get_nowait`` (raising
+    ``asyncio.QueueEmpty``), ``qsize``, ``empty``, ``task_done`` and ``join``. An
+    ``asyncio.Queue`` costs three deques and an Event per connection, most of them idle
+    for the connection's life; here storage, getters and joiners are made when needed.
+
+    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.adopt`). On
+    overflow the queued packets are dropped (the client gets them again through ``since``
+    when it reconnects) and ``on_overflow`` runs once; from then on only the engine.io
+    CLOSE packet and the writer's ``None`` sentinel are still taken.
     """
 
-    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
-        super().__init__()
+    __slots__ = (
+        "_getters",
+        "_items",
+        "_joiners",
+        "_on_overflow",
+        "_unfinished",
+        "consumer",
+        "limit",
+        "overflowed",
+    )
+
+    def __init__(self, limit: int = 0, on_overflow: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.overflowed = False
         self._on_overflow = on_overflow
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+        #: Called when a packet arrives and no reader waits in :meth:`get`: how
+        #: :class:`ChatWebSocket` starts its writer only when there is something to write.
+        self.consumer: Callable[[], None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def waiting(self) -> bool:
+        """Whether a reader waits in :meth:`get` (engine.io's writer or a long-poll)."""
+        return bool(self._getters) and any(not g.done() for g in self._getters or ())
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
 
     def put_nowait(self, item: Any) -> None:
-        if item is None or (
-            isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.CLOSE
+        if not (
+            item is None
+            or (isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.CLOSE)
         ):
-            super().put_nowait(item)
-            return
-        if self.overflowed:
-            return
-        if self.qsize() < self.limit:
-            super().put_nowait(item)
-            return
+            if self.overflowed:
+                return
+            if self.limit and self.qsize() >= self.limit:
+                self._overflow()
+                return
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if not (self._getters and self._wake_next()) and self.consumer is not None:
+            self.consumer()
+
+    def _overflow(self) -> None:
         self.overflowed = True
-        while not self.empty():
-            self.get_nowait()
+        while self._items:
+            self._items.popleft()
             self.task_done()
-        self._on_overflow()
+        self._items = None
+        if self._on_overflow is not None:
+            self._on_overflow()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                # Cancelled (engine.io's long-poll reads under wait_for): as asyncio.Queue.
+                getter.cancel()
+                if self._getters is not None:
+                    with contextlib.suppress(ValueError):
+                        self._getters.remove(getter)
+                    if not self._getters:
+                        self._getters = None
+                if self._items and not getter.cancelled():
+                    # Woken by a put but cannot take it: wake the next reader instead.
+                    self._wake_next()
+                raise
+        return self.get_nowait()
+
+    def _wake_next(self) -> bool:
+        """Wake the first reader still waiting; False if there was none."""
+        getters = self._getters
+        woken = False
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                woken = True
+                break
+        if not getters:
+            self._getters = None
+        return woken
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None  # an idle connection keeps no deque
+        return item
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._joiners:
+            for joiner in self._joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self._joiners = None
+
+    async def join(self) -> None:
+        if self._unfinished == 0:
+            return
+        joiner = asyncio.get_running_loop().create_future()
+        if self._joiners is None:
+            self._joiners = []
+        self._joiners.append(joiner)
+        try:
+            await joiner
+        finally:
+            if self._joiners is not None and joiner in self._joiners:
+                self._joiners.remove(joiner)
+                if not self._joiners:
+                    self._joiners = None
 
 
-def _writer_waiting(queue: asyncio.Queue[Any]) -> bool:
-    """Whether a reader (the connection's writer) is waiting in ``queue.get()``.
+# -- the heartbeat ----------------------------------------------------------------------------
 
-    asyncio.Queue keeps a future per waiting ``get()`` in ``_getters`` until a put wakes
-    it. A writer not waiting there holds packets taken from the queue and not yet written.
+
+class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
+    """engine.io's session, whose heartbeat is a timer instead of a task.
+
+    engine.io starts a task per ping (``schedule_ping`` -> ``_send_ping``, which sleeps
+    ``ping_interval``), so every idle connection keeps one suspended. Here the same wait is
+    one ``call_later`` handle; what it then does is what ``_send_ping`` does: unless the
+    session is closing or closed, stamp ``last_ping`` and queue a PING (``send()`` would
+    first check the ping timeout, which the fresh stamp passes). engine.io creates its
+    sessions itself, so :meth:`Engine.adopt` turns each into this class.
     """
-    return any(not getter.done() for getter in queue._getters)  # type: ignore[attr-defined]
+
+    last_ping: float | None  # set by engine.io: when the last ping was sent
+
+    def schedule_ping(self) -> None:
+        # As engine.io: only after the previous ping was answered (or for the first one).
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
 
 # -- the websocket wrapper --------------------------------------------------------------------
@@ -254,6 +402,10 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self.transport: asyncio.Transport | None = None
         self.ip = "?"
         self.open = False  # serving: frames may be written directly
+        # _serve's writer: runs only while packets wait in the send queue.
+        self._writer: asyncio.Task[None] | None = None
+        self._serving = False  # served by _serve (else by engine.io's handler)
+        self._finished = False  # the writer took the None sentinel, or the send failed
         # The silence watch of _serve.
         self._task: asyncio.Task[Any] | None = None
         self._watch: asyncio.TimerHandle | None = None
@@ -324,7 +476,13 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         server = self.server
         socket.connected = socket.upgraded = True
         self.open = True
-        writer = asyncio.ensure_future(self._write_queued(socket.queue))
+        # No writer task while the connection is idle: the queue starts one when a packet
+        # arrives, and it ends when the queue is empty. The OPEN packet is waiting already.
+        queue: SendQueue = socket.queue
+        self._serving = True
+        queue.consumer = self._start_writer
+        if queue.qsize():
+            self._start_writer()
         loop = asyncio.get_running_loop()
         # engine.io gives up on a client silent for ping_interval + ping_timeout. One timer
         # per connection, moved on lazily, does that instead of a timeout per frame.
@@ -366,8 +524,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                 self._task.uncancel()  # that cancellation was ours, and it is handled
             self._task = self._watch = None
             self.open = False
-            await socket.queue.put(None)  # lets the writer finish
-            await writer
+            await queue.put(None)  # the writer sends what is queued, then closes
+            writer = self._writer
+            queue.consumer = None
+            if writer is not None:
+                await writer
             await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
 
     def _watch_silence(self) -> None:
@@ -382,23 +543,44 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             self._silent = True
             self._task.cancel()
 
-    async def _write_queued(self, queue: asyncio.Queue[Any]) -> None:
-        """Send what waits in the engine.io queue, in order, until the ``None`` sentinel."""
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._finished:
+            self._writer = asyncio.ensure_future(self._write_queued(self.socket.queue))
+
+    async def _write_queued(self, queue: SendQueue) -> None:
+        """Send what waits in the send queue, in order; end when it is empty (the
+        connection is idle again) or at the ``None`` sentinel (then close)."""
         try:
-            while (pkt := await queue.get()) is not None:
+            while True:
+                try:
+                    pkt = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
                 queue.task_done()
+                if pkt is None:
+                    break
                 await self.send(pkt.encode())
-                pkt = None  # an idle connection keeps no packet alive
-            queue.task_done()
+                pkt = None  # keep no packet alive while waiting
         except Exception:
             pass  # the connection broke; the reader notices and cleans up
+        finally:
+            # Synchronous with the empty-queue check above: from here direct writes may go.
+            self._writer = None
+        self._finished = True
         await self.close()
+
+    def writer_idle(self) -> bool:
+        """Whether no writer holds or is about to take a packet: _serve's writer is not
+        running, or engine.io's writer (upgraded connections) waits in ``queue.get()``."""
+        if self._serving:
+            return self._writer is None and not self._finished
+        return bool(self.socket.queue.waiting())
 
     def write_now(self, pkt: eio_packet.Packet) -> bool:
         """Write ``pkt``'s frame to the transport if the connection is idle; else False.
 
-        Idle means nothing can be ahead of the frame: the send queue is empty, its writer
-        waits on it (holding no packet), and the transport buffer is not backed up. A
+        Idle means nothing can be ahead of the frame: the send queue is empty, no writer
+        holds a packet (:meth:`writer_idle`), and the transport buffer is not backed up. A
         connection that is not idle gets the packet through its queue, under its bound.
         """
         frame: bytes | None = getattr(pkt, "frame", None)
@@ -414,7 +596,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         ):
             return False
         queue = socket.queue
-        if queue.qsize() or getattr(queue, "overflowed", False) or not _writer_waiting(queue):
+        if queue.qsize() or queue.overflowed or not self.writer_idle():
             return False
         transport = self.transport
         if (
@@ -456,6 +638,8 @@ class Engine:
         # path as room frames, so it neither wakes a writer nor overtakes them.
         self._send_binary_packet = sio._send_packet
         sio._send_packet = self._send_packet
+        # Every session's send queue (engine.io makes it with server.create_queue()).
+        self._eio.create_queue = SendQueue
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
@@ -480,15 +664,18 @@ class Engine:
         self._eio.on(event, handler)
         return previous
 
-    def bound_queue(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
-        """Give a new session a :class:`SendQueue`; call from the engine.io connect event."""
+    def adopt(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
+        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue`; call
+        from the engine.io connect event (engine.io schedules the first ping after it)."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
-        queue = SendQueue(limit, on_overflow)
-        while not socket.queue.empty():  # the OPEN packet, queued before the connect event
-            queue.put_nowait(socket.queue.get_nowait())
-        socket.queue = queue
+        if type(socket) is eio_socket.AsyncSocket:
+            socket.__class__ = ChatSocket  # adds methods only: no state to convert
+        queue = socket.queue
+        assert isinstance(queue, SendQueue), "made by Engine._create_queue"
+        queue.limit = limit
+        queue._on_overflow = on_overflow
 
     def has_session(self, eio_sid: str) -> bool:
         return eio_sid in self._eio.sockets

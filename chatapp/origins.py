@@ -108,18 +108,26 @@ def origin_middleware(policy: OriginPolicy) -> Any:
     """The JSON API and every form post accept only our own (or listed) origins.
 
     Socket.IO's path is left to engine.io, which applies the same policy.
+
+    Not a coroutine: it returns the handler's awaitable (aiohttp awaits it), so that no
+    frame of it stays suspended for as long as a websocket lives.
     """
 
     @web.middleware
-    async def check_origin(
+    def check_origin(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    ) -> Awaitable[web.StreamResponse]:
         path = request.path
         guarded = path.startswith("/api/") or request.method not in ("GET", "HEAD", "OPTIONS")
         if guarded and not path.startswith("/socket.io/") and not policy.request_allowed(request):
             if path.startswith("/api/"):
-                return web.json_response({"error": "origin not allowed"}, status=403)
-            return web.Response(status=403, text="origin not allowed")
-        return await handler(request)
+                return responded(web.json_response({"error": "origin not allowed"}, status=403))
+            return responded(web.Response(status=403, text="origin not allowed"))
+        return handler(request)
 
     return check_origin
+
+
+async def responded(response: web.StreamResponse) -> web.StreamResponse:
+    """``response`` as an awaitable, for a middleware that returns its handler's awaitable."""
+    return response

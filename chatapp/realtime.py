@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -31,7 +31,7 @@ Ack = dict[str, Any]
 TYPING_RENEW = 3.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """What the server knows about one Socket.IO connection."""
 
@@ -42,9 +42,16 @@ class Connection:
     events: TokenBucket  # every event, messages included
     ip: str
     limited: bool = False  # whether the event limit was hit (logged once per connection)
-    joined: asyncio.Event = field(default_factory=asyncio.Event)
+    joined: bool = False  # the welcome was sent: events may be handled
+    # Made only for an event that arrives before the welcome (rare), to wait on.
+    join_waiter: asyncio.Event | None = None
     typing_since: float | None = None  # when typing: true was last sent to the room
     typing_timer: asyncio.TimerHandle | None = None
+
+    def set_joined(self) -> None:
+        self.joined = True
+        if self.join_waiter is not None:
+            self.join_waiter.set()
 
 
 def ok(**fields: Any) -> Ack:
@@ -107,8 +114,10 @@ class ChatHandlers:
             conn = self.connections.get(sid)
             if conn is None:
                 return error("not connected")
-            if not conn.joined.is_set():
-                await conn.joined.wait()
+            if not conn.joined:
+                if conn.join_waiter is None:
+                    conn.join_waiter = asyncio.Event()
+                await conn.join_waiter.wait()
             limited = self._limit_events(conn, event)
             if limited is not None:
                 return limited
@@ -261,7 +270,7 @@ class ChatHandlers:
             self.engine.put(eio_sid, self.engine.packet("welcome", welcome))
         # Room membership for presence and typing; synchronous for a local connection.
         self.engine.enter_room(conn.sid, conn.room)
-        conn.joined.set()
+        conn.set_joined()
 
     async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> Ack | None:
         if self.engine.is_connected(sid):
@@ -279,7 +288,7 @@ class ChatHandlers:
 
     async def _forget(self, conn: Connection, reason: Any) -> None:
         sid = conn.sid
-        conn.joined.set()  # release any handler still waiting
+        conn.set_joined()  # release any handler still waiting
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
         try:

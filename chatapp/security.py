@@ -1,4 +1,9 @@
-"""Security headers on every HTTP response: the pages may load and connect only to our origin."""
+"""Security headers on every HTTP response: the pages may load and connect only to our origin.
+
+Added when a response is prepared (``on_response_prepare``), not by a middleware: a
+middleware awaiting the handler would stay suspended for a websocket's whole life, and
+a websocket's handshake is sent before it could add anything.
+"""
 
 from __future__ import annotations
 
@@ -37,15 +42,13 @@ def _add(headers: Any) -> None:
         headers.setdefault(name, value)
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Add :data:`SECURITY_HEADERS` to responses and to HTTP errors raised by handlers."""
-    try:
-        response: web.StreamResponse = await handler(request)
-    except web.HTTPException as exc:
-        _add(exc.headers)
-        raise
-    # A WebSocket (or any streamed) response has sent its headers already.
-    if not response.prepared:
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # Every response, HTTP errors raised by handlers included, but not a WebSocket
+    # handshake (the headers are about documents).
+    if not isinstance(response, web.WebSocketResponse):
         _add(response.headers)
-    return response
+
+
+def setup_security_headers(app: web.Application) -> None:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response of ``app``."""
+    app.on_response_prepare.append(_security_headers)

@@ -174,7 +174,7 @@ class TransportGuard:
             return False  # engine.io answers 401
         self.sessions_per_ip[ip] += 1
         self.ip_of[eio_sid] = ip
-        self.engine.bound_queue(
+        self.engine.adopt(
             eio_sid, self.settings.max_queued_packets, lambda: self._overflow(eio_sid)
         )
         s = self.settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp_jinja2
@@ -11,7 +12,10 @@ from aiohttp import web
 
 from . import protocol
 from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
+from .origins import responded
 from .protocol import ProtocolError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +127,22 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+# The middlewares are not coroutines: where they have nothing to do after the handler they
+# return its awaitable (aiohttp awaits it), so that no frame of theirs stays suspended for
+# as long as a websocket lives.
+
+
 @web.middleware
-async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+def api_errors(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """JSON errors for the API: ``{"error": ...}`` with the right status code."""
     if not request.path.startswith("/api/"):
-        return await handler(request)  # type: ignore[no-any-return]
+        return handler(request)
+    return _api_errors(request, handler)
+
+
+async def _api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -137,22 +150,32 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 @web.middleware
-async def engineio_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+def engineio_errors(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """A clear 400 instead of a 500 and a traceback for Engine.IO requests it cannot handle.
 
     python-engineio raises KeyError for a POST to a session that has just closed, for one.
+    A websocket handshake is left alone: its handler runs for the websocket's whole life,
+    and engine.io answers what is wrong with one with a 400 of its own before that.
     """
     if not request.path.startswith("/socket.io/"):
-        return await handler(request)  # type: ignore[no-any-return]
+        return handler(request)
     transport = request.query.get("transport")
     if transport == "polling" and transport not in request.app[settings_key].transports:
         # Said here because python-engineio would log each refusal as a server error.
-        return web.json_response(
-            {"error": "long-polling is disabled on this server: use the websocket transport"},
-            status=400,
+        return responded(
+            web.json_response(
+                {"error": "long-polling is disabled on this server: use the websocket transport"},
+                status=400,
+            )
         )
+    if transport == "websocket" and request.headers.get("Upgrade", "").lower() == "websocket":
+        return handler(request)
+    return _engineio_errors(request, handler)
+
+
+async def _engineio_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     except web.HTTPException:
         raise
     except (KeyError, ValueError) as exc:

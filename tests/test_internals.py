@@ -15,11 +15,13 @@ import contextlib
 import inspect
 import json
 import logging
+import re
 import socket
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import engineio
@@ -107,14 +109,20 @@ def test_socket_and_queue_internals() -> None:
     assert list(socket_init.parameters)[:3] == ["self", "server", "sid"]
     close = inspect.signature(async_socket.AsyncSocket.close)
     assert list(close.parameters) == ["self", "wait", "abort", "reason"]
-    # The send queue is created through the server, written by send() with put(), and
-    # read by poll() with get() / get_nowait(); SendQueue overrides put_nowait, which
-    # asyncio.Queue.put calls.
+    # The send queue is created through the server (Engine makes it a SendQueue), written
+    # by send() with put(), and read by poll() with get() / get_nowait().
     assert "self.server.create_queue()" in inspect.getsource(engineio.base_socket.BaseSocket)
     assert "self.queue.put(pkt)" in inspect.getsource(async_socket.AsyncSocket.send)
-    assert "self.put_nowait(item)" in inspect.getsource(asyncio.Queue.put)
     poll = inspect.getsource(async_socket.AsyncSocket.poll)
     assert "self.queue.get()" in poll and "self.queue.get_nowait()" in poll
+    assert "except asyncio.QueueEmpty:" in poll
+    # SendQueue has every method engine.io calls on a socket's queue.
+    called = set()
+    for module in (async_socket, engineio.async_server, engineio.base_socket):
+        called |= set(re.findall(r"\.queue\.(\w+)", inspect.getsource(module)))
+    assert called == {"get", "get_nowait", "put", "put_nowait", "task_done", "join"}, called
+    for method in called:
+        assert callable(getattr(engine.SendQueue, method)), method
     sock = async_socket.AsyncSocket(server.eio, "sid")
     assert isinstance(sock.queue, asyncio.Queue)
     for flag in ("connected", "closing", "closed", "upgrading", "upgraded"):
@@ -123,6 +131,41 @@ def test_socket_and_queue_internals() -> None:
     # replaced before any writer reads it.
     connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
     assert connect.index("'connect', sid, environ") < connect.index("s.handle_get_request(")
+
+
+def test_heartbeat_internals() -> None:
+    # ChatSocket repeats engine.io's ping scheduling with a timer instead of a task.
+    schedule = inspect.getsource(async_socket.AsyncSocket.schedule_ping)
+    for step in (
+        "if self.last_ping:",
+        "self.last_ping = None",
+        "self.server.start_background_task(self._send_ping)",
+    ):
+        assert step in schedule, step
+    send_ping = inspect.getsource(async_socket.AsyncSocket._send_ping)
+    for step in (
+        "await asyncio.sleep(self.server.ping_interval)",
+        "if not self.closing and not self.closed:",
+        "self.last_ping = time.time()",
+        "await self.send(packet.Packet(packet.PING))",
+    ):
+        assert step in send_ping, step
+    # send() checks the ping timeout first, which a fresh last_ping passes, then queues.
+    send = inspect.getsource(async_socket.AsyncSocket.send)
+    assert "if not await self.check_ping_timeout():" in send
+    assert "time.time() - last_ping > self.server.ping_timeout" in inspect.getsource(
+        async_socket.AsyncSocket.check_ping_timeout
+    )
+    # engine.io makes the session itself; Engine.adopt (in the connect event) changes its
+    # class before engine.io schedules the first ping. Only methods are added.
+    connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
+    assert "s = async_socket.AsyncSocket(self, sid)" in connect
+    assert connect.index("'connect', sid, environ") < connect.index("s.schedule_ping()")
+    assert "__slots__" not in vars(async_socket.AsyncSocket)
+    assert set(vars(engine.ChatSocket)) - {"__doc__", "__module__", "__annotations__"} == {
+        "schedule_ping",
+        "_ping",
+    }
 
 
 def test_decodable_lets_through_only_what_engineio_decodes() -> None:
@@ -192,17 +235,68 @@ def test_websocket_driver_internals() -> None:
     assert pkt.frame == b'\x81\x0942["x",1]'
 
 
-async def test_a_waiting_queue_reader_shows_in_getters() -> None:
-    # asyncio.Queue keeps a future per waiting get() in _getters until a put wakes it.
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    assert not engine._writer_waiting(queue)
+async def test_a_waiting_queue_reader_shows() -> None:
+    queue = engine.SendQueue()
+    assert not queue.waiting()
     getter = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)  # let get() start waiting
-    assert [g.done() for g in queue._getters] == [False]
-    assert engine._writer_waiting(queue)
+    assert queue.waiting()
     queue.put_nowait(1)
-    assert not engine._writer_waiting(queue)
+    assert not queue.waiting()
     assert await getter == 1
+
+
+async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
+    queue = engine.SendQueue()
+    assert queue.empty() and queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    # A get() under wait_for that times out leaves nothing behind; the next one still works.
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)
+    assert not queue.waiting()
+    await queue.put("a")
+    queue.put_nowait("b")
+    assert queue.qsize() == 2 and not queue.empty()
+    assert await queue.get() == "a" and queue.get_nowait() == "b"
+    # join() waits until every item put was marked done.
+    joined = asyncio.ensure_future(queue.join())
+    await asyncio.sleep(0)
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.task_done()
+    await joined
+    with pytest.raises(ValueError):
+        queue.task_done()
+    # Two readers: each put wakes one, in order.
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    assert [await first, await second] == [1, 2]
+    # A reader cancelled after a put woke it hands the wake-up on to the next reader.
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait(3)
+    first.cancel()
+    assert await second == 3
+
+
+def test_send_queue_bound_drops_everything_once() -> None:
+    overflows = []
+    queue = engine.SendQueue(3, lambda: overflows.append(1))
+    for i in range(3):
+        queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, str(i)))
+    assert queue.qsize() == 3 and not queue.overflowed
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "3"))
+    assert queue.overflowed and queue.qsize() == 0 and overflows == [1]
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "4"))
+    assert queue.qsize() == 0 and overflows == [1]
+    # CLOSE and the writer's None sentinel are still taken.
+    queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
+    queue.put_nowait(None)
+    assert queue.qsize() == 2 and overflows == [1]
 
 
 # -- aiohttp ----------------------------------------------------------------------------------
@@ -414,6 +508,76 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
         await ws.close()
 
 
+def _writer_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", "") == "ChatWebSocket._write_queued"
+    ]
+
+
+async def test_an_idle_websocket_has_no_writer_task(app: web.Application) -> None:
+    """A writer runs only while packets wait in the send queue: queued packets start one,
+    it sends them in order, before anything offered meanwhile, and ends when done."""
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "idle")
+        sio, eng = app[sio_key], app[engine_key]
+        (eio_sid,) = sio.eio.sockets
+        sock = sio.eio.sockets[eio_sid]
+        link = eng.websocket(eio_sid)
+        assert link is not None
+        await asyncio.gather(*_writer_tasks())  # one that sent the welcome ends by itself
+        assert _writer_tasks() == [] and link.writer_idle() and sock.queue.empty()
+        for i in range(5):
+            sock.queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, f'2["q",{i}]'))
+        (writer,) = _writer_tasks()
+        assert not link.writer_idle()
+        frame = eng.packet("framed", 0)
+        assert not link.write_now(frame) and eng.put(eio_sid, frame)
+        assert sock.queue.qsize() == 6 and _writer_tasks() == [writer]
+        received = [await ws.receive_str() for _ in range(6)]
+        assert received == [*(f'42["q",{i}]' for i in range(5)), '42["framed",0]']
+        await writer
+        assert _writer_tasks() == [] and link.writer_idle() and sock.queue.empty()
+        assert link.write_now(eng.packet("framed", 1))
+        assert await ws.receive_str() == '42["framed",1]'
+        await ws.close()
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
+    names = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        names.append(getattr(awaited, "__qualname__", type(awaited).__qualname__))
+        awaited = getattr(awaited, "cr_await", None)
+    return names
+
+
+async def test_no_middleware_stays_suspended_for_a_websocket(app: web.Application) -> None:
+    """chatapp's middlewares hand a websocket handshake on without awaiting it: the
+    request's task waits in engine.io's handler with none of them in between."""
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "frames")
+        chains = [_awaiting(t) for t in asyncio.all_tasks()]
+        (chain,) = [c for c in chains if "ChatWebSocket._serve" in c]
+        assert "AsyncServer.handle_request" in chain, chain
+        ours = [name for name in chain if name.split(".")[0] in MIDDLEWARE_NAMES]
+        assert ours == [], chain
+        await ws.close()
+
+
+MIDDLEWARE_NAMES = {
+    "api_errors",
+    "_api_errors",
+    "engineio_errors",
+    "_engineio_errors",
+    "origin_middleware",
+    "access_middleware",
+    "security_headers",
+}
+
+
 async def test_a_backed_up_connection_is_not_written_directly_and_is_dropped_at_the_bound(
     app: web.Application, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -458,9 +622,9 @@ async def _backed_up_and_dropped(
         while link.write_now(frame):
             written += 1
             assert written < 5000, "the transport never backed up"
-        # Refused only because of the buffer: nothing queued, the writer waits on it.
+        # Refused only because of the buffer: nothing queued, no writer running.
         assert written > 0
-        assert queue.qsize() == 0 and engine._writer_waiting(queue)
+        assert queue.qsize() == 0 and link.writer_idle()
         assert link.transport.get_write_buffer_size() > engine.WRITE_HIGH_WATER
         # Now everything queues, and the eleventh packet overflows the bound.
         with caplog.at_level(logging.WARNING, logger="chatapp.transport"):
@@ -474,6 +638,33 @@ async def _backed_up_and_dropped(
                     pass
         assert "the client is not reading" in caplog.text
         assert eio_sid not in sio.eio.sockets or sio.eio.sockets[eio_sid].closed
+
+
+async def test_the_heartbeat_is_a_timer_not_a_task(app: web.Application) -> None:
+    """Pings come every ping_interval while the client answers, with no task per ping."""
+    sio = app[sio_key]
+    sio.eio.ping_interval = 0.05
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        ws = await _joined(http, url, "beat")
+        (eio_sid,) = sio.eio.sockets
+        sock = sio.eio.sockets[eio_sid]
+        assert type(sock) is engine.ChatSocket
+        for _ in range(3):
+            assert await ws.receive_str() == "2"
+            assert sock.last_ping is not None
+            await ws.send_str("3")
+            # Step the loop until the server has read the pong (engine.io's state has no
+            # event to wait on).
+            while sock.last_ping is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            # The next ping is scheduled (engine.io would have a task sleeping now).
+            assert not [
+                t
+                for t in asyncio.all_tasks()
+                if getattr(t.get_coro(), "__qualname__", "") == "AsyncSocket._send_ping"
+            ]
+        assert not sock.closed
+        await ws.close()
 
 
 async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
