@@ -411,6 +411,10 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self._watch: asyncio.TimerHandle | None = None
         self._limit = self._heard = 0.0
         self._waiting = self._silent = False
+        # Frames written directly in this turn of the event loop, sent together at its end
+        # (one system call for all the messages a connection gets in a turn).
+        self._corked: list[bytes] | None = None
+        self._corked_bytes = 0
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request: web.BaseRequest = environ["aiohttp.request"]
@@ -466,6 +470,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         raise OSError("websocket closed")
 
     async def send(self, message: Any) -> None:
+        self.uncork()  # what was written directly goes first
         payload = getattr(message, "payload", None)
         if payload is None:
             await super().send(message)
@@ -567,6 +572,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             # Synchronous with the empty-queue check above: from here direct writes may go.
             self._writer = None
         self._finished = True
+        self.uncork()
         await self.close()
 
     def writer_idle(self) -> bool:
@@ -602,11 +608,28 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         if (
             transport is None
             or transport.is_closing()
-            or transport.get_write_buffer_size() > WRITE_HIGH_WATER
+            or transport.get_write_buffer_size() + self._corked_bytes > WRITE_HIGH_WATER
         ):
             return False
-        transport.write(frame)
+        if self._corked is None:
+            self._corked = [frame]
+            self._engine.cork(self)
+        else:
+            self._corked.append(frame)
+        self._corked_bytes += len(frame)
         return True
+
+    def uncork(self) -> None:
+        """Write the frames :meth:`write_now` took in this turn of the loop, in one write."""
+        frames = self._corked
+        if frames is None:
+            return
+        self._corked = None
+        self._corked_bytes = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the connection is gone; its client catches up with ``since``
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 # -- one server's hooks ---------------------------------------------------------------------
@@ -625,6 +648,7 @@ class Engine:
         self._eio = sio.eio
         #: engine.io sid -> its websocket, while one serves it.
         self.websockets: dict[str, ChatWebSocket] = {}
+        self._corked: list[ChatWebSocket] = []
         self._check_request: RequestCheck | None = None
         driver = self._eio._async
         self._translate = driver["translate_request"]
@@ -643,6 +667,21 @@ class Engine:
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
+
+    def cork(self, ws: ChatWebSocket) -> None:
+        """Have ``ws``'s direct frames written at the end of this turn of the event loop.
+
+        Callbacks run in the order they were scheduled, so this runs before any writer
+        task that a later packet to ``ws`` starts (and a writer uncorks first anyway).
+        """
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self._uncork_all)
+        self._corked.append(ws)
+
+    def _uncork_all(self) -> None:
+        corked, self._corked = self._corked, []
+        for ws in corked:
+            ws.uncork()
 
     # -- hooks for the transport guard ------------------------------------------------------
 
