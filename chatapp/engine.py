@@ -11,7 +11,7 @@ Three needs bring us below the public API.
 **The hot path.** Through the public API a message to a room of N members costs N tasks,
 N queue puts, N writer wake-ups, N UTF-8 encodings and WebSocket frames and, when a browser
 negotiated permessage-deflate, N compressions. Here it costs one encoding and one frame,
-then one ``transport.write`` per member:
+then at most one ``transport.write`` per member and turn of the event loop:
 
 * ordering we control: a packet is handed to each recipient synchronously
   (:meth:`Engine.put`), so the order in which the feed decides equals the order on every
@@ -32,6 +32,9 @@ then one ``transport.write`` per member:
   upgraded connection keeps engine.io's writer, idle while it waits in ``get()``). So nothing
   overtakes a queued packet, and a client that stops reading stops being idle once its
   buffer backs up: from then on its packets queue, and :class:`SendQueue`'s bound drops it;
+* cork: the frames written directly to a connection in one turn of the event loop are
+  joined and written at its end (:meth:`Engine.cork`), one system call for all of them;
+  until then they count against :data:`WRITE_HIGH_WATER`;
 * a lean websocket loop: for connections that start on the websocket,
   :meth:`ChatWebSocket._serve` is a copy of engine.io's ``AsyncSocket._websocket_handler``
   without its task and ``wait_for`` per received frame and per writer wake-up (an upgrade
