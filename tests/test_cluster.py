@@ -14,7 +14,7 @@ from redis import asyncio as aioredis
 
 from .conftest import ClientFactory, ServerFactory, require_service
 from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
-from .support import Client
+from .support import Client, Server
 
 
 async def get_json(url: str) -> tuple[int, Any]:
@@ -153,12 +153,11 @@ async def test_a_killed_process_loses_no_acked_message_and_its_users_leave(
     await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
 
 
-async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
-    cluster: StartCluster,
-    make_client: ClientFactory,
-    tcp_proxy: type[TcpProxy],
-    redis_prefix: str,
-) -> None:
+async def _chatting_through_a_redis_proxy(
+    cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
+) -> tuple[TcpProxy, Server, Server, Client, Client]:
+    """Two processes whose Redis traffic goes through a proxy; ann on the first and bob on
+    the second, in room "team", have exchanged one message."""
     proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
     one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
     ann, bob = make_client(), make_client()
@@ -166,6 +165,18 @@ async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
     await bob.connect(two.url, room="team", name="bob")
     await ann.send("before")
     await bob.wait_for("message", lambda m: m["text"] == "before")
+    return proxy, one, two, ann, bob
+
+
+async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
+    cluster: StartCluster,
+    make_client: ClientFactory,
+    tcp_proxy: type[TcpProxy],
+    redis_prefix: str,
+) -> None:
+    proxy, one, two, ann, bob = await _chatting_through_a_redis_proxy(
+        cluster, make_client, tcp_proxy
+    )
 
     proxy.sever()
 
@@ -274,13 +285,7 @@ async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
     cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
 ) -> None:
     """python-socketio's listener has stopped receiving without a word before (#1581)."""
-    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
-    one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
-    ann, bob = make_client(), make_client()
-    await ann.connect(one.url, room="team", name="ann")
-    await bob.connect(two.url, room="team", name="bob")
-    await ann.send("before")
-    await bob.wait_for("message")
+    proxy, _, two, ann, bob = await _chatting_through_a_redis_proxy(cluster, make_client, tcp_proxy)
 
     assert proxy.deafen_subscribers() == 2  # both processes' listeners hear nothing now
     ack = await ann.send("while deaf")
@@ -299,13 +304,7 @@ async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     """A subscriber connection that drops while Redis is up is reconnected and subscribed
     again by redis-py within milliseconds, too fast for the self-check to notice; what was
     published on the channel in between never reaches that process through Redis."""
-    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
-    one, two = await cluster(2, redis_url=with_port(REDIS_URL, proxy.port))
-    ann, bob = make_client(), make_client()
-    await ann.connect(one.url, room="team", name="ann")
-    await bob.connect(two.url, room="team", name="bob")
-    await ann.send("before")
-    await bob.wait_for("message")
+    proxy, _, _, ann, bob = await _chatting_through_a_redis_proxy(cluster, make_client, tcp_proxy)
 
     assert proxy.deafen_subscribers() == 2
     assert (await ann.send("published while unheard"))["message"]["id"] == 2
