@@ -6,7 +6,7 @@ functions here (:class:`Engine`, :class:`LocalManager`, :class:`RedisManager`,
 self-check) lives in ``transport.py`` and ``fanout.py``; this module only provides the
 hooks, so that a library upgrade has one place to re-check.
 
-Three needs bring us below the public API.
+Four needs bring us below the public API.
 
 **The hot path.** Through the public API a message to a room of N members costs N tasks,
 N queue puts, N writer wake-ups, N UTF-8 encodings and WebSocket frames and, when a browser
@@ -26,24 +26,28 @@ then at most one ``transport.write`` per member and turn of the event loop:
   connection is idle: nothing in its send queue, no writer holding a packet taken but not
   yet written, and at most :data:`WRITE_HIGH_WATER` bytes waiting in its transport buffer.
   Otherwise the packet joins the queue behind what is there, and the writer sends it in
-  turn under aiohttp's flow control. On a websocket served by
-  :meth:`ChatWebSocket._serve` the writer is a task that the queue starts when a packet
-  arrives and that ends when the queue is empty, so an idle connection has none (an
-  upgraded connection keeps engine.io's writer, idle while it waits in ``get()``). So nothing
+  turn under flow control. On a detached websocket (below) the writer is a task that the
+  queue starts when a packet arrives and that ends when the queue is empty, so an idle
+  connection has none (an upgraded connection keeps engine.io's writer, idle while it
+  waits in ``get()``). So nothing
   overtakes a queued packet, and a client that stops reading stops being idle once its
   buffer backs up: from then on its packets queue, and :class:`SendQueue`'s bound drops it;
 * cork: the frames written directly to a connection in one turn of the event loop are
   joined and written at its end (:meth:`Engine.cork`), one system call for all of them;
   until then they count against :data:`WRITE_HIGH_WATER`;
-* a lean websocket loop: for connections that start on the websocket,
-  :meth:`ChatWebSocket._serve` is a copy of engine.io's ``AsyncSocket._websocket_handler``
-  without its task and ``wait_for`` per received frame and per writer wake-up (an upgrade
-  from long-polling runs engine.io's own handler);
 * no permessage-deflate: the websocket is prepared with ``compress=False``, as Node's
   socket.io does by default. Compressing every frame once per connection cost more CPU
   than all the rest of a delivery, a deflate context costs ~300 KB per connection, and a
   frame shared by all members cannot be compressed per connection. Chat frames are small;
   a client offering the extension gets uncompressed frames (RFC 7692 allows it).
+
+**Memory per connection.** A connection that starts on the websocket is detached from
+aiohttp once aiohttp has answered the handshake (:meth:`ChatWebSocket._detach`): the
+:class:`ChatWebSocket` becomes the transport's protocol and does what engine.io's
+``AsyncSocket._websocket_handler`` does, in callbacks and timers, and aiohttp's request
+handling finishes. An idle connection keeps no task, no suspended coroutine chain, no HTTP
+request, headers or parser (an upgrade from long-polling keeps aiohttp's websocket and runs
+engine.io's own handler).
 
 **Hardening** (the policy is ``transport.TransportGuard``): checking each websocket frame
 before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
@@ -67,8 +71,8 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
-  ``AsyncSocket._websocket_handler`` does (repeated in :meth:`ChatWebSocket._serve`, whose
-  writer runs only while the queue holds packets) and that its writer waits in
+  ``AsyncSocket._websocket_handler`` does (repeated by a detached :class:`ChatWebSocket`,
+  whose writer runs only while the queue holds packets) and that its writer waits in
   ``queue.get()``; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
   methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
@@ -91,10 +95,17 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by ``_redis_connect`` before each
   subscription), its ``_listen -> _redis_listen_with_retries -> _redis_connect`` call
   chain and its ``extra={"redis_exception": ...}`` log calls;
-* aiohttp (public API, plus behaviour): ``WebSocketResponse(compress=...)``,
-  ``.send_frame``, ``.closed`` (set before the close frame is written), and that its
-  writer writes an uncompressed frame to the transport synchronously, keeping nothing
-  back, so a frame written straight to the transport cannot land inside another.
+* aiohttp: ``WebSocketResponse(compress=...)``, ``.send_frame``, ``.closed`` (set before
+  the close frame is written), and that its writer writes an uncompressed frame to the
+  transport synchronously, keeping nothing back, so a frame written straight to the
+  transport cannot land inside another (upgraded connections). To detach: the response's
+  ``_parser`` (``WebSocketReader``) and ``_reader`` (``WebSocketDataQueue``: ``_protocol``,
+  whose ``_reading_paused`` / ``pause_reading`` / ``resume_reading`` it drives, ``_buffer``,
+  ``read()`` returning without suspending while a message waits, ``exception()``);
+  ``_set_closed()``, after which ``close()`` / ``write_eof()`` write nothing; the request
+  handler's ``transport`` and ``_payload_parser``, and that its ``connection_lost(None)``
+  forgets the connection in the server and touches the transport and the reader only
+  through those two; that ``start()`` leaves the transport alone once force-closed.
 """
 
 from __future__ import annotations
@@ -121,12 +132,9 @@ from socketio import packet as sio_packet
 
 log = logging.getLogger(__name__)
 
-#: Versions this module was written and tested against (pinned in pyproject.toml).
-#: python-socketio and python-engineio exactly: their private code is copied and
-#: overridden here. aiohttp by series: no private name of it is used, only its public API
-#: and how its websocket writer writes (checked by the test), and its patch releases
-#: carry security fixes.
-TESTED_VERSIONS = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14"}
+#: Versions this module was written and tested against (pinned exactly in pyproject.toml):
+#: their private code is copied, overridden or relied on here.
+TESTED_VERSIONS = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14.5"}
 
 #: Bytes a connection may have waiting in its transport's write buffer for a frame to
 #: still be written directly (asyncio's default high-water mark). Above it the connection
@@ -177,16 +185,22 @@ class _EncodedText(str):
     payload: bytes
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 5.2) holding ``payload``."""
+def _frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked, final WebSocket frame (RFC 6455 5.2) of ``opcode`` holding ``payload``."""
     n = len(payload)
+    first = 0x80 | opcode
     if n < 126:
-        header = struct.pack("!BB", 0x81, n)
+        header = struct.pack("!BB", first, n)
     elif n < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, n)
+        header = struct.pack("!BBH", first, 126, n)
     else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
+        header = struct.pack("!BBQ", first, 127, n)
     return header + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final WebSocket text frame holding ``payload`` (UTF-8)."""
+    return _frame(0x1, payload)
 
 
 class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
@@ -385,16 +399,40 @@ class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
 # -- the websocket wrapper --------------------------------------------------------------------
 
 
-class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """engine.io's aiohttp websocket wrapper: checked, uncompressed, and directly writable.
+#: Received engine.io packets a connection may have waiting for its handler before we stop
+#: reading from it (the client's TCP buffer then fills up and it is slowed down).
+INBOUND_HIGH_WATER = 32
+#: Seconds a client has to answer our WebSocket close frame before the TCP connection is
+#: closed anyway.
+CLOSE_TIMEOUT = 2.0
+
+
+class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[misc]
+    """engine.io's aiohttp websocket wrapper: checked, uncompressed, directly writable, and,
+    for a connection that starts on the websocket, served without aiohttp after the
+    handshake.
 
     While it runs it is registered in its :class:`Engine`'s ``websockets`` under the
     engine.io sid, so that :meth:`Engine.put` can write to it (:meth:`write_now`) and
     :meth:`Engine.close` can drop its TCP connection (:meth:`abort`).
 
-    Every frame is checked before engine.io decodes it (:meth:`wait`). A connection that
-    starts on the websocket is served by :meth:`_serve`, a leaner copy of engine.io's
-    ``AsyncSocket._websocket_handler``; an upgrade from long-polling runs engine.io's own.
+    **A connection that starts on the websocket** (the JS client's default, and every bot
+    that skips long-polling) is *detached* from aiohttp once aiohttp has answered the
+    handshake (:meth:`_detach`): this object becomes the transport's protocol, frames are
+    parsed by the websocket reader aiohttp made for the handshake (so nothing it already
+    read is lost) and handled in callbacks, and aiohttp's request handling finishes. An
+    idle connection then keeps no task, no suspended coroutine, no HTTP request and
+    headers, no HTTP parser: a transport, this object, its reader, engine.io's session,
+    two timers. What ``AsyncSocket._websocket_handler`` does per frame is done here: each
+    packet goes to ``AsyncSocket.receive`` in order, by a task that runs only while
+    packets wait (:meth:`_receive_waiting`); a client silent for ``ping_interval +
+    ping_timeout`` is dropped (:meth:`_watch_silence`); at the end the writer sends what is
+    queued and closes, then the session is closed (:meth:`_finish`). As aiohttp's
+    websocket does by default, pings are answered, a close frame is answered and ends the
+    connection, and a protocol error closes with its code.
+
+    **An upgrade from long-polling** keeps aiohttp's websocket and runs engine.io's own
+    handler, which calls :meth:`wait`, :meth:`send` and :meth:`close`.
     """
 
     def __init__(self, handler: Any, server: Any, engine: Engine) -> None:
@@ -405,15 +443,27 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self.transport: asyncio.Transport | None = None
         self.ip = "?"
         self.open = False  # serving: frames may be written directly
-        # _serve's writer: runs only while packets wait in the send queue.
+        self._detached = False  # this object is the transport's protocol
+        # The writer of a detached connection: runs only while packets wait in the send
+        # queue.
         self._writer: asyncio.Task[None] | None = None
-        self._serving = False  # served by _serve (else by engine.io's handler)
         self._finished = False  # the writer took the None sentinel, or the send failed
-        # The silence watch of _serve.
-        self._task: asyncio.Task[Any] | None = None
+        # Reading a detached connection: aiohttp's reader, the queue it parses into, the
+        # packets waiting for engine.io, and the task handing them over.
+        self._reader: Any = None
+        self._frames: Any = None
+        self._inbound: collections.deque[eio_packet.Packet] | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._reading_paused = False  # read by aiohttp's queue too
+        self._ended = False  # no more packets are taken; _finish runs or ran
+        self._finishing: asyncio.Task[None] | None = None
+        self._close_sent = False
+        self._closer: asyncio.TimerHandle | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        # The silence watch.
         self._watch: asyncio.TimerHandle | None = None
         self._limit = self._heard = 0.0
-        self._waiting = self._silent = False
         # Frames written directly in this turn of the event loop, sent together at its end
         # (one system call for all the messages a connection gets in a turn).
         self._corked: list[bytes] | None = None
@@ -428,21 +478,289 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         sid = self.socket.sid
         links = self._engine.websockets
         links[sid] = self
+        sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         try:
-            self._sock = web.WebSocketResponse(
-                max_msg_size=self.server.max_http_buffer_size, compress=False
-            )
-            await self._sock.prepare(request)
+            await sock.prepare(request)
             if self.socket.connected:
+                self._sock = sock
                 self.open = True
                 await self.handler(self)
-            else:
-                await self._serve(self.socket)
-        finally:
+                return sock
+        except BaseException:
             self.open = False
             if links.get(sid) is self:
                 del links[sid]
-        return self._sock
+            raise
+        if self._sock is not None:  # the upgrade ended
+            self.open = False
+            if links.get(sid) is self:
+                del links[sid]
+            return sock
+        if self._detach(request, sock):
+            # engine.io keeps the environ for the session's life; the request, and through
+            # it aiohttp's per-connection state, must not stay reachable from there.
+            environ.pop("aiohttp.request", None)
+            self._start()
+        else:
+            # The connection was lost during the handshake.
+            if links.get(sid) is self:
+                del links[sid]
+            await self.socket.close(
+                wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE
+            )
+        return sock
+
+    # -- detached serving --------------------------------------------------------------------
+
+    def _detach(self, request: web.BaseRequest, sock: web.WebSocketResponse) -> bool:
+        """Take the connection over from aiohttp after its handshake; False if it is gone."""
+        protocol: Any = request.protocol  # aiohttp's RequestHandler
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            return False
+        self.transport = transport
+        self._reader, self._frames = sock._parser, sock._reader
+        self._frames._protocol = self  # its flow control pauses and resumes us
+        transport.set_protocol(self)
+        # aiohttp forgets the connection as if it had been lost, except that the transport
+        # and the websocket reader are ours now: it neither closes the one nor ends the other.
+        protocol._payload_parser = None
+        protocol.transport = None
+        protocol.connection_lost(None)
+        # aiohttp closes a websocket response when its handler returns: already closed,
+        # this one writes nothing.
+        sock._set_closed()
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._detached = True
+        return True
+
+    def _start(self) -> None:
+        socket = self.socket
+        server = self.server
+        socket.connected = socket.upgraded = True
+        self.open = True
+        # No writer task while the connection is idle: the queue starts one when a packet
+        # arrives, and it ends when the queue is empty. The OPEN packet is waiting already.
+        queue: SendQueue = socket.queue
+        queue.consumer = self._start_writer
+        if queue.qsize():
+            self._start_writer()
+        # engine.io gives up on a client silent for ping_interval + ping_timeout. One timer
+        # per connection, moved on lazily, does that instead of a timeout per frame.
+        loop = asyncio.get_running_loop()
+        self._limit = server.ping_interval + server.ping_timeout
+        self._heard = loop.time()
+        self._watch = loop.call_at(self._heard + self._limit, self._watch_silence)
+        self._take_frames()  # what aiohttp's reader parsed before we took over
+
+    def data_received(self, data: bytes) -> None:
+        if self._frames.exception() is not None:
+            # The reader failed and takes nothing more: what comes after our close frame
+            # is most likely the client's answer to it, which completes the handshake.
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self._heard:
+            self._heard = asyncio.get_running_loop().time()
+        self._reader.feed_data(data)
+        self._take_frames()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+        self._end()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _take_frames(self) -> None:
+        """Handle every message aiohttp's reader has parsed, then any error it hit."""
+        frames = self._frames
+        while frames._buffer:
+            # read() returns without suspending while messages wait (and keeps the
+            # queue's size and its reader's flow control right, which popping would not).
+            reading = frames.read()
+            try:
+                reading.send(None)
+            except StopIteration as done:
+                self._on_message(done.value)
+            except Exception:
+                break
+            else:  # cannot happen: a message was waiting
+                reading.close()
+                break
+        exc = frames.exception()
+        if exc is not None and not self._close_sent:
+            code = getattr(exc, "code", WSCloseCode.PROTOCOL_ERROR)
+            if code == WSCloseCode.MESSAGE_TOO_BIG:
+                log.warning(
+                    "a frame from %s is over --max-frame-bytes (%d); closing its connection",
+                    self.ip,
+                    self.server.max_http_buffer_size,
+                )
+            self._end()
+            self._send_close(code)
+
+    def _on_message(self, msg: Any) -> None:
+        kind = msg.type
+        if kind == WSMsgType.CLOSE:
+            if not self._close_sent:
+                self._end()
+                self._send_close(WSCloseCode.OK)
+            if self.transport is not None:
+                self.transport.close()  # the closing handshake is complete
+            return
+        if kind == WSMsgType.PING:
+            self._write(_frame(0xA, msg.data))
+            return
+        if self._ended or kind not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        data = msg.data
+        if kind == WSMsgType.TEXT and not decodable(data):
+            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+            self._end()
+            return
+        try:
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except Exception:
+            # decodable() lets through only what engine.io decodes; this is a backstop.
+            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+            self._end()
+            return
+        if self._inbound is None:
+            self._inbound = collections.deque()
+        self._inbound.append(pkt)
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self._receive_waiting())
+        elif len(self._inbound) >= INBOUND_HIGH_WATER:
+            self.pause_reading()
+
+    async def _receive_waiting(self) -> None:
+        """Hand the received packets to engine.io one after another, as engine.io's
+        websocket loop does; end when none waits."""
+        socket = self.socket
+        inbound = self._inbound
+        try:
+            while inbound and not self._ended:
+                pkt = inbound.popleft()
+                try:
+                    await socket.receive(pkt)
+                except eio_exceptions.UnknownPacketError:
+                    pass
+                except eio_exceptions.SocketIsClosedError:
+                    self._end()
+                except Exception:
+                    log.exception("engine.io connection %s: error handling a packet", socket.sid)
+                pkt = None
+                if socket.closed:  # e.g. the client sent engine.io's CLOSE
+                    self._end()
+        finally:
+            self._receiver = None
+            self._inbound = inbound if inbound else None
+            if not self._ended:
+                self.resume_reading()
+
+    def _watch_silence(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._heard + self._limit
+        if self._receiver is not None:
+            # Still handling what it sent: silence counts from when that is done.
+            self._watch = loop.call_at(loop.time() + self._limit, self._watch_silence)
+        elif loop.time() < due:
+            self._watch = loop.call_at(due, self._watch_silence)
+        else:
+            self._watch = None
+            self._end()
+
+    def _end(self) -> None:
+        """Take no more packets from this connection and wind it down (:meth:`_finish`)."""
+        if self._ended or not self._detached:
+            return
+        self._ended = True
+        self.open = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self._heard = 0.0
+        self._finishing = asyncio.ensure_future(self._finish())
+
+    async def _finish(self) -> None:
+        socket = self.socket
+        receiver = self._receiver
+        if receiver is not None:
+            # It stops after the packet it is handling.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await receiver
+        queue: SendQueue = socket.queue
+        await queue.put(None)  # the writer sends what is queued, then closes
+        writer = self._writer
+        queue.consumer = None
+        if writer is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer
+        links = self._engine.websockets
+        if links.get(socket.sid) is self:
+            del links[socket.sid]
+        await socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        # As engine.io does when its websocket handler returns: the session is over.
+        sockets = self.server.sockets
+        if socket.closed and sockets.get(socket.sid) is socket:
+            del sockets[socket.sid]
+
+    def _write(self, frame: bytes) -> bool:
+        """Write a frame after what was written directly; False if the connection is gone."""
+        self.uncork()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(frame)
+        return True
+
+    def _send_close(self, code: int) -> None:
+        """Start the closing handshake: our close frame, then the TCP connection is closed
+        when the client answers, or after :data:`CLOSE_TIMEOUT`."""
+        if self._close_sent:
+            return
+        self._close_sent = True
+        if self._write(_frame(0x8, struct.pack("!H", code))):
+            assert self.transport is not None
+            self._closer = asyncio.get_running_loop().call_later(
+                CLOSE_TIMEOUT, self.transport.close
+            )
+
+    async def _drain(self) -> None:
+        if self._write_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    # -- engine.io's interface -----------------------------------------------------------------
 
     def abort(self) -> bool:
         """Drop the TCP connection at once; False if it was already gone."""
@@ -453,7 +771,8 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         return True
 
     async def wait(self) -> Any:
-        """The next frame's data; OSError when closed or on a frame engine.io cannot take."""
+        """The next frame's data (upgraded connections); OSError when closed or on a frame
+        engine.io cannot take."""
         msg = await self._sock.receive()
         if msg.type == WSMsgType.TEXT:
             if not decodable(msg.data):
@@ -475,81 +794,29 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
     async def send(self, message: Any) -> None:
         self.uncork()  # what was written directly goes first
         payload = getattr(message, "payload", None)
-        if payload is None:
-            await super().send(message)
+        if not self._detached:
+            if payload is None:
+                await super().send(message)
+            else:
+                await self._sock.send_frame(payload, WSMsgType.TEXT)
+            return
+        if payload is not None:
+            frame = text_frame(payload)
+        elif isinstance(message, bytes):
+            frame = _frame(0x2, message)
         else:
-            await self._sock.send_frame(payload, WSMsgType.TEXT)
+            frame = text_frame(message.encode("utf-8"))
+        if self._close_sent or not self._write(frame):
+            raise ConnectionResetError("websocket closed")
+        await self._drain()
 
-    async def _serve(self, socket: Any) -> None:
-        server = self.server
-        socket.connected = socket.upgraded = True
-        self.open = True
-        # No writer task while the connection is idle: the queue starts one when a packet
-        # arrives, and it ends when the queue is empty. The OPEN packet is waiting already.
-        queue: SendQueue = socket.queue
-        self._serving = True
-        queue.consumer = self._start_writer
-        if queue.qsize():
-            self._start_writer()
-        loop = asyncio.get_running_loop()
-        # engine.io gives up on a client silent for ping_interval + ping_timeout. One timer
-        # per connection, moved on lazily, does that instead of a timeout per frame.
-        self._task = asyncio.current_task()
-        self._limit = server.ping_interval + server.ping_timeout
-        self._heard = loop.time()
-        self._waiting = self._silent = False
-        self._watch = loop.call_at(self._heard + self._limit, self._watch_silence)
-        try:
-            while True:
-                self._waiting = True
-                try:
-                    data = await self.wait()
-                except (Exception, asyncio.CancelledError):
-                    break  # closed, malformed, silent for too long, or shutting down
-                finally:
-                    self._waiting = False
-                self._heard = loop.time()
-                try:
-                    pkt = eio_packet.Packet(encoded_packet=data)
-                except Exception:
-                    # wait() lets through only what engine.io decodes; this is a backstop.
-                    log.warning(
-                        "malformed engine.io frame from %s; closing its connection", self.ip
-                    )
-                    break
-                try:
-                    await socket.receive(pkt)
-                except eio_exceptions.UnknownPacketError:
-                    pass
-                except eio_exceptions.SocketIsClosedError:
-                    break
-                except Exception:
-                    log.exception("engine.io connection %s: error handling a packet", socket.sid)
-        finally:
-            if self._watch is not None:
-                self._watch.cancel()
-            if self._silent and self._task is not None:
-                self._task.uncancel()  # that cancellation was ours, and it is handled
-            self._task = self._watch = None
-            self.open = False
-            await queue.put(None)  # the writer sends what is queued, then closes
-            writer = self._writer
-            queue.consumer = None
-            if writer is not None:
-                await writer
-            await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+    async def close(self) -> None:
+        if not self._detached:
+            await super().close()
+        else:
+            self._send_close(WSCloseCode.OK)
 
-    def _watch_silence(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._heard + self._limit
-        if not self._waiting:
-            # Still handling the last frame: silence counts from the next wait.
-            self._watch = loop.call_at(loop.time() + self._limit, self._watch_silence)
-        elif loop.time() < due:
-            self._watch = loop.call_at(due, self._watch_silence)
-        elif self._task is not None:
-            self._silent = True
-            self._task.cancel()
+    # -- the writer of a detached connection ---------------------------------------------------
 
     def _start_writer(self) -> None:
         if self._writer is None and not self._finished:
@@ -578,10 +845,13 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         self.uncork()
         await self.close()
 
+    # -- direct writes -------------------------------------------------------------------------
+
     def writer_idle(self) -> bool:
-        """Whether no writer holds or is about to take a packet: _serve's writer is not
-        running, or engine.io's writer (upgraded connections) waits in ``queue.get()``."""
-        if self._serving:
+        """Whether no writer holds or is about to take a packet: a detached connection's
+        writer is not running, or engine.io's writer (upgraded connections) waits in
+        ``queue.get()``."""
+        if self._detached:
             return self._writer is None and not self._finished
         return bool(self.socket.queue.waiting())
 
@@ -597,7 +867,8 @@ class ChatWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         if (
             frame is None
             or not self.open
-            or self._sock.closed  # set before aiohttp writes its close frame
+            or self._close_sent
+            or (self._sock is not None and self._sock.closed)  # set before aiohttp's close frame
             or socket.closing
             or socket.closed
             or socket.upgrading

@@ -186,6 +186,10 @@ class ChatHandlers:
             raise socketio.exceptions.ConnectionRefusedError(
                 f"too many connections from your address (the limit is {limit})"
             )
+        # The request's headers were needed to admit the connection; python-socketio keeps
+        # its environ for the connection's life, which may be months.
+        for key in [k for k in environ if k.startswith("HTTP_")]:
+            del environ[key]
         s = self.settings
         conn = Connection(
             sid=sid,
