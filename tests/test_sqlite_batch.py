@@ -1,13 +1,16 @@
-"""SQLite group commit: messages arriving together share a transaction, nothing else."""
+"""SQLite writes: messages arriving together share a transaction (in the store's thread), a
+lone message is committed at once, and the thread checkpoints what that commits."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
 from chatapp.store import StoreError
+from chatapp.store import sqlite as sqlite_store
 from chatapp.store.sqlite import SQLiteStore
 
 
@@ -81,3 +84,44 @@ async def test_close_waits_for_queued_adds(tmp_path: Path) -> None:
         assert await reopened.last_id("r") == 20
     finally:
         await reopened.close()
+
+
+async def test_a_lone_message_is_committed_without_waiting_for_the_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    gate = threading.Event()
+    try:
+        # The store's thread is busy (a slow read, say): a lone message does not wait for it.
+        busy = asyncio.ensure_future(store._run(lambda conn: gate.wait(30)))
+        msg, created = await asyncio.wait_for(store.add("r", "ann", "at once"), 10)
+        assert created and msg.id == 1
+        # Several at once still make one batch for the thread, after the slow read.
+        batch = asyncio.gather(*(store.add("r", "ann", f"m{i}") for i in range(5)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not batch.done()
+        gate.set()
+        assert [m.id for m, _ in await batch] == [2, 3, 4, 5, 6]
+        await busy
+        assert [m.text for m in await store.range("r", 0, 10)][:2] == ["at once", "m0"]
+    finally:
+        gate.set()
+        await store.close()
+
+
+async def test_the_thread_checkpoints_what_the_event_loop_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 20)
+    path = tmp_path / "chat.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        for i in range(600):  # one at a time: every one committed on the event loop
+            await store.add("r", "ann", f"message {i} " + "x" * 200)
+        # Without checkpoints the WAL would hold every page written: 600 commits.
+        wal = Path(str(path) + "-wal").stat().st_size
+        assert wal < 600 * 4096 / 4, f"WAL of {wal} bytes"
+        assert await store.last_id("r") == 600
+    finally:
+        await store.close()
