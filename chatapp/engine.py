@@ -556,10 +556,10 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
 
     def data_received(self, data: bytes) -> None:
         if self._frames.exception() is not None:
-            # The reader failed and takes nothing more: what comes after our close frame
-            # is most likely the client's answer to it, which completes the handshake.
-            if self.transport is not None:
-                self.transport.close()
+            # The reader failed and takes nothing more. What still comes (the rest of an
+            # oversized frame, the client's answer to our close) is read and dropped until
+            # the client closes its side: closing with unread data would reset the
+            # connection, and the client might lose our close frame.
             return
         if self._heard:
             self._heard = asyncio.get_running_loop().time()
@@ -624,6 +624,9 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
                 )
             self._end()
             self._send_close(code)
+            transport = self.transport
+            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()  # nothing follows our close frame
 
     def _on_message(self, msg: Any) -> None:
         kind = msg.type
