@@ -155,6 +155,7 @@ class SQLiteStore:
     async def open(self) -> None:
         def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            inline: sqlite3.Connection | None = None
             try:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -171,6 +172,8 @@ class SQLiteStore:
                 inline.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints
             except BaseException:
                 conn.close()
+                if inline is not None:
+                    inline.close()
                 raise
             return conn, inline
 
