@@ -189,7 +189,7 @@ def test_websocket_driver_internals() -> None:
         "self.server._async['websocket'](\n            self._websocket_handler, self.server)"
         in upgrade
     )
-    # ChatWebSocket._serve repeats engine.io's handler for websocket-only connections
+    # A detached ChatWebSocket repeats engine.io's handler for websocket-only connections
     # (upgrades run the original): flags, writer fed by the queue and stopped by None,
     # receive() per packet, close with TRANSPORT_CLOSE at the end. Its writer waits in
     # queue.get() (through poll()), which write_now relies on to know it is idle.
@@ -733,7 +733,7 @@ async def test_the_heartbeat_is_a_timer_not_a_task(app: web.Application) -> None
 
 
 async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
-    """ChatWebSocket._serve closes a websocket that sent nothing for ping_interval +
+    """A detached ChatWebSocket closes a websocket that sent nothing for ping_interval +
     ping_timeout, as engine.io's own handler does."""
     sio = app[sio_key]
     sio.eio.ping_interval, sio.eio.ping_timeout = 0.3, 0.3
