@@ -99,6 +99,9 @@ async def test_api_answers_401_without_access(start_server: ServerFactory) -> No
         "1.{sig}",  # a real signature for an expiry in the past
         "{exp}.{sig}x",
         "{exp}0.{sig}",
+        "²²²²²²²²²².{sig}",  # digits to str.isdigit(), not to int()
+        "١٢٣٤٥٦٧٨٩٠.{sig}",  # digits to int() too, but not the signed text
+        "9" * 150 + ".{sig}",
     ],
 )
 async def test_forged_or_expired_cookies_are_refused(

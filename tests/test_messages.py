@@ -116,10 +116,14 @@ async def test_text_length_limits(server: Server, make_client) -> None:
     a = make_client()
     await a.connect(server.url)
     assert (await a.send("x" * 2000))["ok"] is True
-    assert (await a.send("  " + "y" * 2000 + "  "))["ok"] is True  # limit applies after trimming
-    for bad in ("", "   \n\t ", "z" * 2001):
+    padded = "  " + "y" * 1996 + "  "
+    assert (await a.send(padded))["message"]["text"] == padded  # stored as sent, 2000 in all
+    # The limit counts what is stored and delivered: surrounding whitespace included, so a
+    # megabyte of spaces around "hi" is not a 2-character message.
+    for bad in ("", "   \n\t ", "z" * 2001, "  " + "y" * 1997 + "  ", " " * 4000 + "hi"):
         ack = await a.send(bad)
         assert ack == {"ok": False, "error": "invalid text: must be 1-2000 characters"}
+    assert [m["text"] for m in (await a.call("history", {}))["messages"]] == ["x" * 2000, padded]
 
 
 async def test_huge_text_is_rejected_without_dropping_the_connection(
