@@ -6,6 +6,7 @@ They skip on a machine without /usr/bin/chromium or Playwright, and fail under C
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,10 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
     """Open the chat page as a new person (own browser context, so own localStorage).
 
     ``name`` is typed into the name dialog; pass ``name=None`` to leave the dialog open.
+    With ``paused_clock=True`` the page's clock stands still from its first script on: its
+    timers (the reconnect delay, countdowns, polling) fire only when the test moves time
+    (``page.clock.run_for``, ``.resume()``), so a test can look at a state that would
+    otherwise last only until the next timer. Network events still arrive as they happen.
     At the end, every page must have had no script error, no alert, no request to another
     origin and no CSP violation.
     """
@@ -113,10 +118,16 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         name: str | None = "Ann",
         *,
         wait_connected: bool = True,
+        paused_clock: bool = False,
         **context_options: Any,
     ) -> ChatPage:
         context_options.setdefault("viewport", {"width": 1200, "height": 800})
         context = await browser.new_context(**context_options)
+        if paused_clock:
+            # Before any page exists, so nothing can be scheduled on the real clock.
+            now = time.time()
+            await context.clock.install(time=now)
+            await context.clock.pause_at(now)
         page = await context.new_page()
         chat = ChatPage(page=page, context=context, origin=base_url)
         pages.append(chat)

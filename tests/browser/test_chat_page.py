@@ -150,12 +150,13 @@ async def test_presence_list_follows_pages_opening_closing_and_renaming(
 async def test_typing_indicator_shows_in_other_pages_only(
     start_server: ServerFactory, open_chat: OpenChat
 ) -> None:
-    # Indicators last a few seconds without a keystroke: every check below follows one,
-    # and the server's own expiry is pushed out of the way.
+    # Indicators last a few seconds without a keystroke: the pages' clocks stand still, so
+    # only the events below start and end them, however slowly the test runs, and the
+    # server's own expiry is pushed out of the way.
     server = await start_server("--typing-timeout", "60")
-    ann = await open_chat(server.url, "/", "Ann")
-    bo = await open_chat(server.url, "/", "Bo")
-    cy = await open_chat(server.url, "/", "Cy")
+    ann = await open_chat(server.url, "/", "Ann", paused_clock=True)
+    bo = await open_chat(server.url, "/", "Bo", paused_clock=True)
+    cy = await open_chat(server.url, "/", "Cy", paused_clock=True)
 
     await ann.page.locator("#text").type("hel")
     await expect(bo.page.locator("#typing")).to_have_text("Ann is typing…")
@@ -176,6 +177,12 @@ async def test_typing_indicator_shows_in_other_pages_only(
     await bo.page.locator("#text").dispatch_event("input")
     await expect(cy.page.locator("#typing")).to_have_text("")
     await expect(ann.page.locator("#typing")).to_have_text("")
+
+    # Four seconds without a keystroke end an indicator too.
+    await bo.page.locator("#text").type("again")
+    await expect(cy.page.locator("#typing")).to_have_text("Bo is typing…")
+    await bo.page.clock.run_for(4000)
+    await expect(cy.page.locator("#typing")).to_have_text("")
 
 
 async def test_reload_shows_history_and_remembers_the_name(
@@ -291,7 +298,9 @@ async def test_server_restart_shows_every_message_exactly_once(
     start_server: ServerFactory, open_chat: OpenChat, make_client: ClientFactory
 ) -> None:
     first = await start_server()
-    ann = await open_chat(first.url, "/r/ops", "Ann")
+    # The page's clock stands still, so its reconnect timer cannot fire while the server
+    # is away: only "Try now" brings it back, when the test says so.
+    ann = await open_chat(first.url, "/r/ops", "Ann", paused_clock=True)
     page = ann.page
     for i in range(1, 4):
         await send(page, f"before {i}")
@@ -311,6 +320,8 @@ async def test_server_restart_shows_every_message_exactly_once(
 
     await page.locator("#retry-now").click()
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#retry-now")).to_be_hidden()
+    await page.clock.resume()
     await bot.send("live after")
     expected = [f"before {i}" for i in range(1, 4)] + [f"missed {i}" for i in range(1, 4)]
     expected.append("live after")

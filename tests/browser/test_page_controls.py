@@ -165,12 +165,21 @@ async def test_going_to_another_room_and_the_active_rooms_list(
 async def test_copy_link_puts_the_room_url_on_the_clipboard(
     server: Server, open_chat: OpenChat
 ) -> None:
+    # "Copied!" lasts two seconds of the page's clock: it stands still until the test has
+    # seen it.
     ann = await open_chat(
-        server.url, "/r/share", "Ann", permissions=["clipboard-read", "clipboard-write"]
+        server.url,
+        "/r/share",
+        "Ann",
+        paused_clock=True,
+        permissions=["clipboard-read", "clipboard-write"],
     )
     await ann.page.locator("#copy-link").click()
     await expect(ann.page.locator("#copy-label")).to_have_text("Copied!")
     assert await ann.page.evaluate("navigator.clipboard.readText()") == server.url + "/r/share"
+    await ann.page.clock.run_for(1900)
+    await expect(ann.page.locator("#copy-label")).to_have_text("Copied!")
+    await ann.page.clock.run_for(200)
     await expect(ann.page.locator("#copy-label")).to_have_text("Copy link")
 
 
