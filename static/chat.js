@@ -9,8 +9,6 @@ import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
 import { Timeline } from "./ui/timeline.js";
 
-const MAX_TEXT = 2000;
-const COUNTER_FROM = 1800;
 const ACK_TIMEOUT = 15000;
 const HISTORY_PAGE = 50;
 const GAP_PAGE = 100;
@@ -22,6 +20,13 @@ const TYPING_IDLE = 4000;
 const $ = (id) => document.getElementById(id);
 const room = document.body.dataset.room;
 const baseTitle = document.title;
+/** The server's limits, rendered into the page by the server (chatapp/protocol.py). */
+const limits = {
+  text: Number(document.body.dataset.maxText),
+  name: Number(document.body.dataset.maxName),
+};
+/** The character counter shows from this length on. */
+const counterFrom = Math.floor(limits.text * 0.9);
 
 const state = {
   name: storedName(),
@@ -63,16 +68,19 @@ const rooms = new RoomsView(
   { list: $("rooms"), form: $("room-form"), input: $("room-input"), error: $("room-error") },
   room,
 );
-const nameDialog = new NameDialog({
-  dialog: $("name-dialog"),
-  form: $("name-form"),
-  input: $("name-input"),
-  error: $("name-error"),
-  cancel: $("name-cancel"),
-  title: $("name-title"),
-  lead: $("name-lead"),
-  ok: $("name-ok"),
-});
+const nameDialog = new NameDialog(
+  {
+    dialog: $("name-dialog"),
+    form: $("name-form"),
+    input: $("name-input"),
+    error: $("name-error"),
+    cancel: $("name-cancel"),
+    title: $("name-title"),
+    lead: $("name-lead"),
+    ok: $("name-ok"),
+  },
+  limits.name,
+);
 // The transports the server accepts, websocket first (see docs/deploy.md).
 const transports = (document.body.dataset.transports || "websocket,polling")
   .split(",")
@@ -117,6 +125,7 @@ async function askNameAgain(message) {
   const name = await nameDialog.ask({ first: true, current: state.name ?? "", error: message });
   setName(name);
   conn.start();
+  textarea.focus();
 }
 
 function noteStream(messages) {
@@ -215,22 +224,20 @@ const textarea = $("text");
 const sendButton = $("send");
 const counter = $("counter");
 
-function textLength() {
-  return codePoints(textarea.value.trim());
-}
-
 function updateComposer() {
-  const length = textLength();
-  sendButton.disabled = !conn.connected || length === 0 || length > MAX_TEXT;
-  const over = length > MAX_TEXT;
+  // The server counts the text as sent, in code points, and refuses a blank one.
+  const length = codePoints(textarea.value);
+  const blank = textarea.value.trim() === "";
+  const over = length > limits.text;
+  sendButton.disabled = !conn.connected || blank || over;
   counter.classList.toggle("over", over);
-  counter.classList.toggle("near", length >= COUNTER_FROM && !over);
+  counter.classList.toggle("near", length >= counterFrom && !over);
   counter.textContent =
-    length < COUNTER_FROM
+    length < counterFrom
       ? ""
       : over
-        ? `${length - MAX_TEXT} characters over the ${MAX_TEXT} limit`
-        : `${MAX_TEXT - length} characters left`;
+        ? `${length - limits.text} characters over the ${limits.text} limit`
+        : `${limits.text - length} characters left`;
 }
 
 function send() {
@@ -336,12 +343,13 @@ $("change-name").addEventListener("click", async () => {
   const name = await nameDialog.ask({
     current: state.name ?? "",
     apply: async (wanted) => {
-      if (wanted === state.name || !conn.connected) return "";
+      // Offline, the next connection asks for the new name (and a refusal asks again).
+      if (wanted === state.name || !conn.connected) return { name: wanted };
       try {
         const ack = await call("rename", { name: wanted });
-        return ack.ok ? "" : ack.error;
+        return ack.ok ? { name: ack.name } : { error: ack.error };
       } catch {
-        return "Could not reach the server, please try again.";
+        return { error: "Could not reach the server, please try again." };
       }
     },
   });
@@ -409,10 +417,12 @@ async function start() {
   updateComposer();
   if (!state.name) {
     setName(await nameDialog.ask({ first: true }));
+    conn.start();
+    textarea.focus(); // the name chosen, the next thing to do is to write
   } else {
     setName(state.name);
+    conn.start();
   }
-  conn.start();
 }
 
 start();

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import ServerFactory
+from chatapp import protocol
+from tests.conftest import ClientFactory, ServerFactory
 from tests.support import Server
 
 from .conftest import OpenChat, expect
@@ -37,28 +38,45 @@ async def test_rate_limited_message_shows_the_wait_and_retry_sends_it_once(
     await expect(ann.page.locator("#messages .msg.sent .text")).to_have_text(["first", "second"])
 
 
-async def test_character_counter_near_and_over_the_limit(
+async def test_character_counter_counts_the_text_as_sent_against_the_servers_limit(
     server: Server, open_chat: OpenChat
 ) -> None:
+    limit = protocol.MAX_TEXT
     ann = await open_chat(server.url, "/", "Ann")
+    # The server renders its limits into the page; the page keeps no copy of its own.
+    body = ann.page.locator("body")
+    await expect(body).to_have_attribute("data-max-text", str(limit))
+    await expect(body).to_have_attribute("data-max-name", str(protocol.MAX_NAME))
     box, counter, button = (ann.page.locator(s) for s in ("#text", "#counter", "#send"))
     await box.fill("short")
     await expect(counter).to_have_text("")
     await expect(button).to_be_enabled()
-    await box.fill("x" * 1990)
+    await box.fill("x" * (limit - 10))
     await expect(counter).to_have_text("10 characters left")
     # The server counts code points: an emoji is one character, not two.
-    await box.fill("😀" * 1995)
+    await box.fill("😀" * (limit - 5))
     await expect(counter).to_have_text("5 characters left")
-    await box.fill("x" * 2003)
-    await expect(counter).to_have_text("3 characters over the 2000 limit")
+    await box.fill("x" * (limit + 3))
+    await expect(counter).to_have_text(f"3 characters over the {limit} limit")
     await expect(button).to_be_disabled()
     await box.press("Enter")
     await expect(ann.page.locator("#pending .msg")).to_have_count(0)
-    await box.fill("x" * 2000)
+    # Whitespace is part of the text as sent: it counts.
+    await box.fill(" " * 10 + "x" * (limit - 5))
+    await expect(counter).to_have_text(f"5 characters over the {limit} limit")
+    await expect(button).to_be_disabled()
+    # A blank text is refused, however long.
+    await box.fill(" \n\t " * 3)
+    await expect(counter).to_have_text("")
+    await expect(button).to_be_disabled()
+    await box.press("Enter")
+    await expect(ann.page.locator("#pending .msg")).to_have_count(0)
+    text = " " + "x" * (limit - 2) + " "
+    await box.fill(text)
+    await expect(counter).to_have_text("0 characters left")
     await box.press("Enter")
     await expect(ann.page.locator("#messages .msg.sent")).to_have_count(1)
-    assert len((await shown(ann.page))[0]["text"]) == 2000
+    assert (await shown(ann.page))[0]["text"] == text
 
 
 async def test_send_button_waits_for_the_connection_and_the_name_is_asked_once(
@@ -74,9 +92,17 @@ async def test_send_button_waits_for_the_connection_and_the_name_is_asked_once(
     await expect(dialog).to_be_visible()
     await page.locator("#name-ok").click()
     await expect(page.locator("#name-error")).to_have_text("Please enter a name.")
+    # Longer than the server's limit (in code points): said before asking the server.
+    await page.locator("#name-input").fill("é" * (protocol.MAX_NAME + 1))
+    await page.locator("#name-input").press("Enter")
+    await expect(page.locator("#name-error")).to_have_text(
+        f"At most {protocol.MAX_NAME} characters, please."
+    )
     await page.locator("#name-input").fill("  Ann  ")
     await page.locator("#name-input").press("Enter")
     await expect(dialog).to_be_hidden()
+    # The name chosen, the message box is where the next keystrokes go.
+    await expect(page.locator("#text")).to_be_focused()
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     await expect(page.locator("#my-name")).to_have_text("Ann")
     await expect(page.locator("#send")).to_be_disabled()  # nothing to send yet
@@ -91,15 +117,26 @@ async def test_send_button_waits_for_the_connection_and_the_name_is_asked_once(
     assert await page.evaluate("localStorage.getItem('chatapp.name')") == "Ann"
 
 
-async def test_a_name_the_server_refuses_is_asked_again(
-    server: Server, open_chat: OpenChat, make_client: object
+async def test_a_name_the_server_refuses_is_asked_again_with_its_reason(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
 ) -> None:
-    ann = await open_chat(server.url, "/", "Ann")
-    # Put a name in storage that passes no check (as an older version might have).
-    await ann.page.evaluate("localStorage.setItem('chatapp.name', 'a\\u0007b')")
+    bad = "a\u0007b"
+    reason = await make_client().connect_refused(server.url, name=bad)
+    assert reason.startswith("invalid name")
+    # Typed on the first visit: the page has no rule of its own for it, the server says no.
+    ann = await open_chat(server.url, "/", bad, wait_connected=False)
+    await expect(ann.page.locator("#name-dialog")).to_be_visible()
+    await expect(ann.page.locator("#name-error")).to_have_text(reason)
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "refused")
+    await ann.page.locator("#name-input").fill("Ann")
+    await ann.page.locator("#name-input").press("Enter")
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(ann.page.locator("#text")).to_be_focused()
+    # Stored by an older version of the page: asked again as well.
+    await ann.page.evaluate("(bad) => localStorage.setItem('chatapp.name', bad)", bad)
     await ann.page.reload()
     await expect(ann.page.locator("#name-dialog")).to_be_visible()
-    await expect(ann.page.locator("#name-error")).to_contain_text("invalid name")
+    await expect(ann.page.locator("#name-error")).to_have_text(reason)
     await expect(ann.page.locator("#status")).to_have_attribute("data-state", "refused")
     await ann.page.locator("#name-input").fill("Ann")
     await ann.page.locator("#name-input").press("Enter")
@@ -107,8 +144,12 @@ async def test_a_name_the_server_refuses_is_asked_again(
 
 
 async def test_rename_is_refused_with_the_servers_reason_or_applied(
-    server: Server, open_chat: OpenChat
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
 ) -> None:
+    probe = make_client()
+    await probe.connect(server.url, room="elsewhere", name="probe")
+    refused = await probe.call("rename", {"name": "tab\there"})
+    assert not refused["ok"]
     ann = await open_chat(server.url, "/", "Ann")
     bo = await open_chat(server.url, "/", "Bo")
     await send(ann.page, "as Ann")
@@ -118,6 +159,11 @@ async def test_rename_is_refused_with_the_servers_reason_or_applied(
     await page.locator("#name-input").fill("   ")
     await page.locator("#name-input").press("Enter")
     await expect(page.locator("#name-error")).to_have_text("Please enter a name.")
+    # What the server refuses, it says why, in its own words.
+    await page.locator("#name-input").fill("tab\there")
+    await page.locator("#name-input").press("Enter")
+    await expect(page.locator("#name-error")).to_have_text(refused["error"])
+    await expect(page.locator("#name-dialog")).to_be_visible()
     await page.keyboard.press("Escape")  # changing is optional
     await expect(page.locator("#name-dialog")).to_be_hidden()
     await expect(page.locator("#my-name")).to_have_text("Ann")
@@ -204,8 +250,10 @@ async def test_accessible_names_live_region_and_keyboard_only_use(
     await expect(page.get_by_role("button", name="Send message")).to_be_visible()
     await expect(page.get_by_role("textbox", name="Go to a room")).to_be_visible()
 
-    # From the top of the page: Tab to the skip link, follow it, type, Enter.
-    await page.locator("body").focus()
+    # From the top of a freshly loaded page (the name remembered): Tab to the skip link,
+    # follow it, type, Enter.
+    await page.reload()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     await page.keyboard.press("Tab")
     await expect(page.locator(".skip-link")).to_be_focused()
     await page.keyboard.press("Enter")
