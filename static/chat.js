@@ -4,6 +4,7 @@ import { Connection } from "./ui/connection.js";
 import { paintAvatar } from "./ui/avatar.js";
 import { codePoints, randomId } from "./ui/dom.js";
 import { NameDialog, forgetName, pastNames, storeName, storedName } from "./ui/name.js";
+import { Outbox } from "./ui/outbox.js";
 import { PeopleView, TypingView } from "./ui/presence.js";
 import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
@@ -56,7 +57,19 @@ const timeline = new Timeline(
     jump: $("jump"),
     jumpLabel: $("jump-label"),
   },
-  { isMine, needOlder: () => loadOlder(), onRetry: (pending) => transmit(pending) },
+  {
+    isMine,
+    needOlder: () => loadOlder(),
+    // The clicked button goes away with the state it belonged to: keep the focus useful.
+    onRetry: (pending) => {
+      outbox.retry(pending);
+      textarea.focus();
+    },
+    onDiscard: (pending) => {
+      outbox.discard(pending);
+      textarea.focus();
+    },
+  },
 );
 const people = new PeopleView({
   list: $("people"),
@@ -98,6 +111,14 @@ function call(event, data) {
   });
 }
 
+const outbox = new Outbox((payload) => call("message", payload), {
+  show: (pending) => timeline.showPending(pending),
+  setState: (pending, state, reason) => timeline.setPendingState(pending, state, reason),
+  delivered: (pending, message) => timeline.confirmPending(pending, message),
+  moveToEnd: (pending) => timeline.movePendingToEnd(pending),
+  remove: (pending) => timeline.removePending(pending),
+});
+
 // -- connection -------------------------------------------------------------------------------
 
 function connectAuth() {
@@ -112,6 +133,7 @@ function onConnectionState(connState, detail) {
   status.show(connState, detail);
   updateComposer();
   if (connState !== "connected") {
+    outbox.pause(); // until the next welcome
     typing.clear();
     people.setStale(true); // until the next welcome says who is here
   }
@@ -154,9 +176,7 @@ socket.on("welcome", (welcome) => {
       fillGap(since, history[0].id);
     }
   }
-  for (const pending of timeline.pending.values()) {
-    if (pending.retryOnConnect) transmit(pending); // same client_id: never a duplicate
-  }
+  outbox.resume(); // what waits goes now, after the history that may already hold some
 });
 
 async function fillGap(since, before) {
@@ -229,7 +249,8 @@ function updateComposer() {
   const length = codePoints(textarea.value);
   const blank = textarea.value.trim() === "";
   const over = length > limits.text;
-  sendButton.disabled = !conn.connected || blank || over;
+  // Offline too: the outbox keeps it until the connection is back.
+  sendButton.disabled = !state.name || blank || over;
   counter.classList.toggle("over", over);
   counter.classList.toggle("near", length >= counterFrom && !over);
   counter.textContent =
@@ -249,33 +270,7 @@ function send() {
   // The server ends our typing indicator when the message arrives.
   clearTimeout(state.typingIdle);
   state.typingSentAt = 0;
-  timeline.addPending(pending);
-  transmit(pending);
-}
-
-function transmit(pending) {
-  pending.retryOnConnect = false;
-  timeline.setPendingState(pending, "sending");
-  const payload = { text: pending.text, client_id: pending.clientId };
-  socket.timeout(ACK_TIMEOUT).emit("message", payload, (err, ack) => {
-    if (err) {
-      pending.retryOnConnect = true;
-      const reason = conn.connected ? "no answer from the server" : "connection lost";
-      timeline.setPendingState(pending, "failed", reason);
-    } else if (ack.ok) {
-      timeline.confirmPending(pending, ack.message);
-    } else if (ack.retry_after !== undefined) {
-      const wait = Math.max(1, Math.ceil(ack.retry_after));
-      timeline.setPendingState(
-        pending,
-        "failed",
-        `sending too fast, wait ${wait} s`,
-        Date.now() + ack.retry_after * 1000,
-      );
-    } else {
-      timeline.setPendingState(pending, "failed", ack.error);
-    }
-  });
+  outbox.add(pending);
 }
 
 $("composer").addEventListener("submit", (event) => {

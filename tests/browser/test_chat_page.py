@@ -309,7 +309,10 @@ async def test_server_restart_shows_every_message_exactly_once(
     await expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
     await expect(page.locator("#status-text")).to_contain_text("Reconnecting in")
     await expect(page.locator("#retry-now")).to_be_visible()
-    await expect(page.locator("#send")).to_be_disabled()
+    # Writing goes on: the message waits for the connection.
+    await page.locator("#text").fill("written while away")
+    await page.locator("#text").press("Enter")
+    await expect(page.locator("#pending .msg .state-label")).to_have_text("Queued")
 
     # The same port and database; others talk while the page is still away.
     second = await start_server("--port", str(first.port))
@@ -322,13 +325,14 @@ async def test_server_restart_shows_every_message_exactly_once(
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     await expect(page.locator("#retry-now")).to_be_hidden()
     await page.clock.resume()
+    await expect(page.locator("#pending .msg")).to_have_count(0)
     await bot.send("live after")
     expected = [f"before {i}" for i in range(1, 4)] + [f"missed {i}" for i in range(1, 4)]
-    expected.append("live after")
+    expected += ["written while away", "live after"]
     await expect(page.locator("#messages .msg .text")).to_have_text(expected)
-    assert [m["id"] for m in await shown(page)] == list(range(1, 8))
-    await send(page, "and mine")
     assert [m["id"] for m in await shown(page)] == list(range(1, 9))
+    await send(page, "and mine")
+    assert [m["id"] for m in await shown(page)] == list(range(1, 10))
 
 
 async def test_page_loads_nothing_from_other_origins(server: Server, open_chat: OpenChat) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from chatapp import protocol
 from tests.conftest import ClientFactory, ServerFactory
@@ -11,31 +12,146 @@ from tests.support import Server
 from .conftest import OpenChat, expect
 from .test_chat_page import send, shown
 
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
-async def test_rate_limited_message_shows_the_wait_and_retry_sends_it_once(
+
+#: Records the states the page's pending messages go through, and every label shown.
+RECORD_SEND_STATES = """() => {
+    window.__sendLog = [];
+    window.__sendLabels = new Set();
+    new MutationObserver((records) => {
+        for (const r of records) {
+            if (r.type === "attributes" && r.oldValue !== null) {
+                window.__sendLog.push([r.target.dataset.clientId, r.oldValue]);
+            }
+        }
+        for (const label of document.querySelectorAll("#pending .state-label")) {
+            window.__sendLabels.add(label.textContent);
+        }
+    }).observe(document.getElementById("pending"), {
+        subtree: true, childList: true, characterData: true,
+        attributes: true, attributeFilter: ["data-state"], attributeOldValue: true,
+    });
+}"""
+
+
+async def send_states(page: Page) -> dict[str, list[str]]:
+    """Each pending message's states in order, by client_id. A delivered message's last
+    state, "sending", is missing: it left the list in that state."""
+    states: dict[str, list[str]] = await page.evaluate(
+        """() => {
+            const states = {};
+            for (const [id, state] of window.__sendLog) (states[id] ??= []).push(state);
+            for (const li of document.querySelectorAll("#pending .msg")) {
+                (states[li.dataset.clientId] ??= []).push(li.dataset.state);
+            }
+            return states;
+        }"""
+    )
+    return states
+
+
+async def test_quick_sends_over_the_rate_limit_arrive_in_typed_order_without_a_click(
     start_server: ServerFactory, open_chat: OpenChat
 ) -> None:
-    server = await start_server("--message-burst", "1", "--message-rate", "0.25")
+    server = await start_server()  # the default limits: 10 messages at once, then 1 a second
     ann = await open_chat(server.url, "/", "Ann")
     bo = await open_chat(server.url, "/", "Bo")
-    await send(ann.page, "first")
+    await ann.page.evaluate(RECORD_SEND_STATES)
+    texts = [f"quick {i}" for i in range(1, 15)]
     box = ann.page.locator("#text")
-    await box.fill("second")
-    await box.press("Enter")
-
-    failed = ann.page.locator('#pending .msg[data-state="failed"]')
-    await expect(failed).to_have_count(1)
-    await expect(failed.locator(".state-label")).to_have_text(
-        re.compile(r"Not sent: sending too fast, wait \d s")
-    )
-    retry = failed.locator("button.retry")
-    await expect(retry).to_have_text(re.compile(r"Retry in \d s"))
-    await expect(retry).to_be_disabled()
-    await expect(retry).to_be_enabled()  # once the wait is over
-    await retry.click()
+    for text in texts:
+        await box.fill(text)
+        await box.press("Enter")
+    # Nobody clicks anything: the page waits out the limit and sends the rest itself.
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(texts)
+    await expect(ann.page.locator("#messages .msg.sent .text")).to_have_text(texts)
     await expect(ann.page.locator("#pending .msg")).to_have_count(0)
-    await expect(bo.page.locator("#messages .msg .text")).to_have_text(["first", "second"])
-    await expect(ann.page.locator("#messages .msg.sent .text")).to_have_text(["first", "second"])
+    assert [m["id"] for m in await shown(bo.page)] == list(range(1, 15))
+    states = await send_states(ann.page)
+    # The server did say "rate limited" (messages went from sending back to the queue), and
+    # nothing ever failed or showed a countdown.
+    assert any("sending" in s for s in states.values()), states
+    assert not any("failed" in s for s in states.values()), states
+    assert set(await ann.page.evaluate("[...window.__sendLabels]")) <= {"Queued", "Sending…"}
+
+
+async def test_messages_written_offline_are_queued_and_go_in_order_once_back(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/r/train", "Ann")
+    bo = await open_chat(server.url, "/r/train", "Bo")
+    await send(ann.page, "before the tunnel")
+    await ann.context.set_offline(True)
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "offline")
+    box = ann.page.locator("#text")
+    away = [f"in the tunnel {i}" for i in range(1, 4)]
+    for text in away:
+        await box.fill(text)
+        await box.press("Enter")
+    queued = ann.page.locator("#pending .msg")
+    await expect(queued.locator(".text")).to_have_text(away)
+    await expect(queued.locator(".state-label")).to_have_text(["Queued"] * 3)
+    await expect(queued.locator("button")).to_have_count(0)
+    await send(bo.page, "meanwhile")
+    await ann.context.set_offline(False)
+    expected = ["before the tunnel", "meanwhile", *away]
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(expected)
+    await expect(ann.page.locator("#messages .msg .text")).to_have_text(expected)
+    await expect(ann.page.locator("#pending .msg")).to_have_count(0)
+    assert [m["id"] for m in await shown(ann.page)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_refused_message_keeps_retry_and_discard_while_later_ones_go(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    # A lone surrogate (broken text, say from a bad paste) is a text the server refuses.
+    bad = "broken \ud800 text"
+    probe = make_client()
+    await probe.connect(server.url, room="elsewhere", name="probe")
+    refused = await probe.send(bad)
+    assert not refused["ok"] and "retry_after" not in refused
+    ann = await open_chat(server.url, "/", "Ann")
+    bo = await open_chat(server.url, "/", "Bo")
+    page = ann.page
+    await page.evaluate(RECORD_SEND_STATES)
+    box = page.locator("#text")
+    await box.evaluate(
+        "(box, bad) => { box.value = bad; box.dispatchEvent(new Event('input')); }", bad
+    )
+    await box.press("Enter")
+    for text in ("after 1", "after 2"):
+        await box.fill(text)
+        await box.press("Enter")
+
+    failed = page.locator('#pending .msg[data-state="failed"]')
+    await expect(failed.locator(".state-label")).to_have_text(f"Not sent: {refused['error']}")
+    # The ones behind it were not held up.
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(["after 1", "after 2"])
+    await expect(page.locator("#messages .msg.sent .text")).to_have_text(["after 1", "after 2"])
+    await expect(page.locator("#pending .msg")).to_have_count(1)
+
+    # Retry sends it again, with its client_id (and the server refuses it again).
+    client_id = await failed.get_attribute("data-client-id")
+    await failed.locator("button.retry").click()
+    # (Its second "failed" is the current state: the first is in the log once left.)
+    await page.wait_for_function(
+        "(id) => window.__sendLog.filter(([c, s]) => c === id && s === 'failed').length === 1"
+        " && document.querySelector(`[data-client-id='${id}']`).dataset.state === 'failed'",
+        arg=client_id,
+    )
+    assert (await send_states(page))[client_id] == ["queued", "sending", "failed"] * 2
+    await expect(failed.locator(".state-label")).to_have_text(f"Not sent: {refused['error']}")
+    await expect(page.locator("#pending .msg")).to_have_count(1)
+
+    await failed.locator("button.discard").click()
+    await expect(page.locator("#pending .msg")).to_have_count(0)
+    await expect(box).to_be_focused()
+    await send(page, "after 3")
+    await expect(bo.page.locator("#messages .msg .text")).to_have_text(
+        ["after 1", "after 2", "after 3"]
+    )
 
 
 async def test_character_counter_counts_the_text_as_sent_against_the_servers_limit(
