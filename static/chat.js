@@ -33,6 +33,7 @@ const state = {
   name: storedName(),
   ownNames: new Set(pastNames()),
   loaded: false, // the first welcome's history is shown
+  live: false, // welcomed, and connected since: people and head counts are current
   streamMax: null, // newest id received through the ordered stream (welcome + message)
   gapFloor: null, // while filling a catch-up gap: the `since` to resume from
   sinceSent: null,
@@ -71,11 +72,10 @@ const timeline = new Timeline(
     },
   },
 );
-const people = new PeopleView({
-  list: $("people"),
-  count: $("people-count"),
-  headerCount: $("online-count"),
-});
+const people = new PeopleView(
+  { list: $("people"), count: $("people-count"), headerCount: $("online-count") },
+  (users) => rooms.setLocalCount(users.length),
+);
 const typing = new TypingView($("typing"));
 const rooms = new RoomsView(
   { list: $("rooms"), form: $("room-form"), input: $("room-input"), error: $("room-error") },
@@ -135,7 +135,12 @@ function onConnectionState(connState, detail) {
   if (connState !== "connected") {
     outbox.pause(); // until the next welcome
     typing.clear();
-    people.setStale(true); // until the next welcome says who is here
+    if (state.live) {
+      // Who is here, and how many are where: the last known, until the next welcome.
+      state.live = false;
+      people.setStale(true);
+      rooms.setStale(true);
+    }
   }
   if (connState === "refused" && detail.message.startsWith("invalid name")) {
     askNameAgain(detail.message);
@@ -156,8 +161,9 @@ function noteStream(messages) {
 
 socket.on("welcome", (welcome) => {
   setName(welcome.name);
-  people.render(welcome.users, state.name);
-  rooms.setLocalCount(welcome.users.length);
+  state.live = true;
+  people.show(welcome.users, state.name);
+  rooms.setStale(false);
   const history = welcome.history;
   if (!state.loaded) {
     state.loaded = true;
@@ -205,9 +211,8 @@ socket.on("message", (msg) => {
 
 socket.on("presence", (event) => {
   if (event.room !== room) return;
-  people.render(event.users, state.name);
-  rooms.setLocalCount(event.users.length);
   if (event.left) typing.remove(event.left);
+  people.update(event.users, state.name, { departure: Boolean(event.left && !event.joined) });
 });
 
 socket.on("typing", (event) => {
@@ -350,7 +355,7 @@ $("change-name").addEventListener("click", async () => {
   });
   if (name) {
     setName(name);
-    people.render(people.users, state.name);
+    people.rename(state.name);
   }
   $("change-name").focus();
 });

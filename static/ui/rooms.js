@@ -22,6 +22,7 @@ export class RoomsView {
     this.room = currentRoom;
     this.localCount = null;
     this.rooms = [];
+    this.stale = false;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const room = parseRoom(input.value);
@@ -48,14 +49,30 @@ export class RoomsView {
     }, REFRESH_MS);
   }
 
+  /**
+   * While the connection is away the head counts are the last known ones: kept, marked,
+   * and not polled (a restarted server counts nobody until they are back). Back from
+   * stale, the list is fetched at once.
+   */
+  setStale(stale) {
+    if (stale === this.stale) return;
+    this.stale = stale;
+    this.list.classList.toggle("stale", stale);
+    this.render();
+    if (!stale) this.refresh();
+  }
+
   async refresh() {
+    if (this.stale) return;
     try {
       const response = await fetch("/api/rooms", { headers: { Accept: "application/json" } });
       if (!response.ok) return;
-      this.rooms = await response.json();
+      const rooms = await response.json();
+      if (this.stale) return; // the connection went meanwhile: keep what it last showed
+      this.rooms = rooms;
       this.render();
     } catch {
-      // Offline: keep the last list; the connection status already says so.
+      // Unreachable: keep the last list; the connection status already says so.
     }
   }
 
@@ -83,8 +100,9 @@ export class RoomsView {
         if (r.room === this.room) a.setAttribute("aria-current", "page");
         a.append(el("span", "room-hash", "#"), el("span", "room-name", r.room));
         const count = el("span", `room-count${r.users ? " live" : ""}`, String(r.users));
-        count.title = `${r.users} online`;
-        count.setAttribute("aria-label", `${r.users} online`);
+        const online = `${r.users} online${this.stale ? " when last connected" : ""}`;
+        count.title = online;
+        count.setAttribute("aria-label", online);
         a.append(count);
         li.append(a);
         return li;

@@ -335,6 +335,59 @@ async def test_server_restart_shows_every_message_exactly_once(
     assert [m["id"] for m in await shown(page)] == list(range(1, 10))
 
 
+async def test_reconnecting_page_keeps_the_last_known_people_and_counts(
+    start_server: ServerFactory, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    first = await start_server()
+    bo = await open_chat(first.url, "/r/team", "Bo")
+    cy = make_client()
+    await cy.connect(first.url, room="other", name="Cy")
+    # Ann's clock stands still: she stays away until she clicks "Try now", and her room
+    # list is polled only when the page asks for it itself.
+    ann = await open_chat(first.url, "/r/team", "Ann", paused_clock=True)
+    eve = await open_chat(first.url, "/r/solo", "Eve", paused_clock=True)  # alone in a room
+    page = ann.page
+    people = page.locator("#people .person-name")
+    team = page.locator('#rooms a[data-room="team"] .room-count')
+    other = page.locator('#rooms a[data-room="other"] .room-count')
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(team).to_have_text("2")
+    await expect(other).to_have_text("1")
+
+    assert await first.stop() == 0
+    await expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+    # The last known state, marked as such: Ann still in it, nobody at 0.
+    stale = re.compile(r"\bstale\b")
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(page.locator("#people")).to_have_class(stale)
+    await expect(page.locator("#people-count")).to_have_text("2")
+    await expect(page.locator("#online-count")).to_have_text("2 online (last known)")
+    await expect(page.locator("#rooms")).to_have_class(stale)
+    await expect(team).to_have_text("2")
+    await expect(other).to_have_text("1")
+    await expect(other).to_have_attribute("title", "1 online when last connected")
+    await expect(eve.page.locator("#status")).to_have_attribute("data-state", "waiting")
+    await expect(eve.page.locator("#people .person-name")).to_have_text(["Eve"])
+    await expect(eve.page.locator("#people-count")).to_have_text("1")
+    await expect(eve.page.locator('#rooms a[data-room="solo"] .room-count')).to_have_text("1")
+
+    # Back: Bo reconnects by himself, Cy does not come back, Dee opens a new room.
+    second = await start_server("--port", str(first.port))
+    await expect(bo.page.locator("#status")).to_have_attribute("data-state", "connected")
+    dee = make_client()
+    await dee.connect(second.url, room="fresh", name="Dee")
+    await page.locator("#retry-now").click()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    # The welcome replaces it all, and the room list is asked for again at once.
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(page.locator("#people")).not_to_have_class(stale)
+    await expect(page.locator("#online-count")).to_have_text("2 online")
+    await expect(page.locator("#rooms")).not_to_have_class(stale)
+    await expect(page.locator('#rooms a[data-room="fresh"] .room-count')).to_have_text("1")
+    await expect(page.locator('#rooms a[data-room="other"]')).to_have_count(0)  # empty now
+    await expect(team).to_have_text("2")
+
+
 async def test_page_loads_nothing_from_other_origins(server: Server, open_chat: OpenChat) -> None:
     ann = await open_chat(server.url, "/r/lan", "Ann")
     await send(ann.page, "an image? https://example.com/cat.png <img src=https://example.com/x>")
