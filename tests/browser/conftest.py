@@ -45,6 +45,7 @@ else:
 NETWORK_NOISE = (
     "net::ERR_CONNECTION_REFUSED",
     "net::ERR_CONNECTION_RESET",
+    "net::ERR_INTERNET_DISCONNECTED",
     "WebSocket connection to",
 )
 #: Records what the page does that a test must never see: script errors, alert() dialogs,
@@ -160,7 +161,7 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         assert not chat.dialogs, f"a page opened a dialog: {chat.dialogs}"
         assert not violations, f"CSP violations: {violations}"
         assert not chat.foreign_urls(), f"requests to another origin: {chat.foreign_urls()}"
-        # While a server is away (reconnect tests) the browser logs its own network errors;
-        # anything else is a bug in the page.
+        # While a server is away or the context offline (reconnect tests) the browser logs
+        # its own network errors; anything else is a bug in the page.
         errors = [e for e in chat.errors if not any(n in e for n in NETWORK_NOISE)]
         assert not errors, f"errors in the page: {errors}"
