@@ -3,17 +3,26 @@
 import { el } from "./dom.js";
 
 export const LOBBY = "lobby";
-const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const REFRESH_MS = 15000;
 
 export function roomPath(room) {
   return room === LOBBY ? "/" : `/r/${room}`;
 }
 
-/** The room name typed by a person, normalised as the server does, or null if invalid. */
-export function parseRoom(raw) {
-  const room = raw.trim().replace(/^#/, "").toLowerCase();
-  return ROOM_RE.test(room) ? room : null;
+/**
+ * The server's reason for refusing a room name (its rule is not copied here), or "" when
+ * it takes the name or cannot be asked (then the room's own address answers).
+ */
+async function roomProblem(room) {
+  try {
+    const url = `/api/rooms/${encodeURIComponent(room)}/messages?limit=1`;
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (response.status !== 404) return "";
+    const body = await response.json();
+    return typeof body.error === "string" ? body.error : "No such room.";
+  } catch {
+    return "";
+  }
 }
 
 export class RoomsView {
@@ -23,18 +32,20 @@ export class RoomsView {
     this.localCount = null;
     this.rooms = [];
     this.stale = false;
-    form.addEventListener("submit", (event) => {
+    form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const room = parseRoom(input.value);
-      if (!room) {
-        error.textContent = "Use 1–64 characters: a–z, 0–9, - or _, starting with a letter or digit.";
+      const room = input.value.trim().replace(/^#/, ""); // "#team" is how rooms are shown
+      const problem = room ? await roomProblem(room) : "Please enter a room name.";
+      if (problem) {
+        error.textContent = problem;
         input.setAttribute("aria-invalid", "true");
         input.focus();
         return;
       }
       error.textContent = "";
       input.removeAttribute("aria-invalid");
-      location.assign(roomPath(room));
+      // The server answers with the room's one address (/r/Team -> /r/team).
+      location.assign(`/r/${encodeURIComponent(room)}`);
     });
     input.addEventListener("input", () => {
       error.textContent = "";

@@ -312,8 +312,19 @@ async def test_going_to_another_room_and_the_active_rooms_list(
     room_input = bo.page.locator("#room-input")
     await room_input.fill("no spaces!")
     await room_input.press("Enter")
-    await expect(bo.page.locator("#room-error")).to_contain_text("starting with a letter or digit")
+    # The server's rule, in its words (the page keeps no copy of it).
+    await expect(bo.page.locator("#room-error")).to_have_text(protocol.ROOM_RULE)
     await expect(bo.page).to_have_url(server.url + "/")
+    await room_input.fill("x" * 65)
+    await room_input.press("Enter")
+    await expect(bo.page.locator("#room-error")).to_have_text(protocol.ROOM_RULE)
+    await room_input.fill("  ")
+    await room_input.press("Enter")
+    await expect(bo.page.locator("#room-error")).to_have_text("Please enter a room name.")
+    # The browser logs the two refusals (404s) the page fetched: expected here.
+    not_found = "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    assert bo.errors == [not_found] * 2
+    bo.errors.clear()
 
     await room_input.fill("#Alpha")
     await room_input.press("Enter")
