@@ -35,6 +35,7 @@ def _page(request: web.Request, room: str) -> web.Response:
         "transports": ",".join(request.app[settings_key].transports),
         "max_text": protocol.MAX_TEXT,
         "max_name": protocol.MAX_NAME,
+        "max_history": protocol.HISTORY_MAX,
     }
     return aiohttp_jinja2.render_template("chat.html", request, context)
 

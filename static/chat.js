@@ -11,8 +11,6 @@ import { StatusView } from "./ui/status.js";
 import { Timeline } from "./ui/timeline.js";
 
 const ACK_TIMEOUT = 15000;
-const HISTORY_PAGE = 50;
-const GAP_PAGE = 100;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
 const TYPING_EVERY = 2000;
 /** Stop saying "typing" after this long without a keystroke. */
@@ -25,7 +23,11 @@ const baseTitle = document.title;
 const limits = {
   text: Number(document.body.dataset.maxText),
   name: Number(document.body.dataset.maxName),
+  history: Number(document.body.dataset.maxHistory), // messages in one `history` answer
 };
+/** Scrolling back asks for this many at a time; filling a catch-up gap, for all it may. */
+const HISTORY_PAGE = Math.min(50, limits.history);
+const GAP_PAGE = limits.history;
 /** The character counter shows from this length on. */
 const counterFrom = Math.floor(limits.text * 0.9);
 

@@ -163,6 +163,7 @@ async def test_character_counter_counts_the_text_as_sent_against_the_servers_lim
     body = ann.page.locator("body")
     await expect(body).to_have_attribute("data-max-text", str(limit))
     await expect(body).to_have_attribute("data-max-name", str(protocol.MAX_NAME))
+    await expect(body).to_have_attribute("data-max-history", str(protocol.HISTORY_MAX))
     box, counter, button = (ann.page.locator(s) for s in ("#text", "#counter", "#send"))
     await box.fill("short")
     await expect(counter).to_have_text("")
