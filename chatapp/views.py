@@ -46,11 +46,16 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def _page(request: web.Request, room: str) -> web.Response:
-    # The page's client must use the transports the server accepts (see docs/deploy.md).
-    transports = ",".join(request.app[settings_key].transports)
-    return aiohttp_jinja2.render_template(
-        "chat.html", request, {"room": room, "transports": transports}
-    )
+    # The page's client must use the transports the server accepts (see docs/deploy.md),
+    # and takes the limits it shows from here rather than keeping copies of its own.
+    context = {
+        "room": room,
+        "transports": ",".join(request.app[settings_key].transports),
+        "max_text": protocol.MAX_TEXT,
+        "max_name": protocol.MAX_NAME,
+        "max_history": protocol.HISTORY_MAX,
+    }
+    return aiohttp_jinja2.render_template("chat.html", request, context)
 
 
 async def lobby_page(request: web.Request) -> web.Response:
