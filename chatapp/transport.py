@@ -51,6 +51,7 @@ SLOW_CONSUMER = "slow consumer"
 MALFORMED = "malformed packet"
 FLOODING = "flooding"
 CONNECT_TIMEOUT = "no Socket.IO connect"
+CUT_OFF = "transport error"
 #: Attachments one binary Socket.IO event may announce (chatapp's protocol uses none).
 MAX_ATTACHMENTS = 1000
 #: Seconds a websocket may stay open after its engine.io session ended (time for the
@@ -146,7 +147,17 @@ class TransportGuard:
             )
         try:
             body = await request.content.readexactly(length) if length > 0 else b""
-        except (asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The connection broke (or was cut by --body-timeout) before the body was
+            # complete: there is nobody to answer, and the client's transport has failed.
+            log.info(
+                "a polling request from %s ended before its body arrived; closing its session",
+                environ["REMOTE_ADDR"],
+            )
+            if sid is not None and self.engine.has_session(sid):
+                await self.engine.close(sid, CUT_OFF)
+            raise web.HTTPBadRequest(text="incomplete Engine.IO payload") from None
+        except ValueError:
             body = None
         if body is None or not _valid_polling_body(body):
             log.warning(
