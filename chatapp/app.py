@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
+from .connections import body_timeout_middleware
 from .engine import Engine, library_logger
 from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
@@ -56,6 +57,7 @@ def create_app(
     access = AccessControl(settings.access_token, settings.trust_proxy)
     app = web.Application(
         middlewares=[
+            body_timeout_middleware(settings.body_timeout, settings.trust_proxy),
             origin_middleware(origins),
             access_middleware(access),
             api_errors,

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
+from .connections import runner_options
 from .settings import Settings, load_settings, redacted
 from .store import StoreError
 
@@ -64,7 +65,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=10, **runner_options(settings)
+    )
     try:
         await runner.setup()
     except StoreError as exc:

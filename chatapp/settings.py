@@ -67,6 +67,11 @@ class Settings:
     #: within ``ping_timeout`` s is disconnected.
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    #: Seconds a client has to send a complete request head, from the connection's start
+    #: or from the end of the previous response on it.
+    header_timeout: float = 10.0
+    #: Seconds a client has to send a request's whole body once its head arrived.
+    body_timeout: float = 10.0
 
 
 def redacted(url: str) -> str:
@@ -244,6 +249,19 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         _DEFAULTS.ping_timeout,
         "seconds a client has to answer a heartbeat before it is disconnected",
     ),
+    (
+        "header_timeout",
+        float,
+        _DEFAULTS.header_timeout,
+        "seconds a client has to send a complete request head (also how long an idle "
+        "keep-alive connection stays open)",
+    ),
+    (
+        "body_timeout",
+        float,
+        _DEFAULTS.body_timeout,
+        "seconds a client has to send a request's body",
+    ),
 )
 #: The smallest accepted value of each limit. Frames must carry a 2000-character text
 #: even when every character is JSON-escaped (a surrogate pair is 12 bytes).
@@ -257,6 +275,8 @@ _MINIMUMS: dict[str, float] = {
     "connect_timeout": 0.1,
     "ping_interval": 0.1,
     "ping_timeout": 0.1,
+    "header_timeout": 0.1,
+    "body_timeout": 0.1,
 }
 
 
