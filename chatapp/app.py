@@ -12,12 +12,13 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
-from .connections import body_timeout_middleware
+from .connections import ConnectionLimit, body_timeout_middleware
 from .engine import Engine, library_logger
 from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
 from .jsoncodec import packet_json
 from .keys import (
+    connections_key,
     engine_key,
     fanout_key,
     guard_key,
@@ -99,6 +100,11 @@ def create_app(
     engine = Engine(sio)
     app[engine_key] = engine
     app[guard_key] = TransportGuard(engine, settings)
+    # TCP connections per address, counted by the listener (cli) and, once detached from
+    # aiohttp, by their websocket.
+    connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)
+    engine.on_detached_close(connections.release)
+    app[connections_key] = connections
     feed = RoomFeed(store, engine)
     manager.engine = engine
     manager.feed = feed

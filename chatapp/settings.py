@@ -67,6 +67,9 @@ class Settings:
     #: within ``ping_timeout`` s is disconnected.
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    #: Simultaneous TCP connections (HTTP and websockets) from one peer address (0: no
+    #: limit). Behind a proxy every connection comes from the proxy's address.
+    max_tcp_connections_per_ip: int = 128
     #: Seconds a client has to send a complete request head, from the connection's start
     #: or from the end of the previous response on it.
     header_timeout: float = 10.0
@@ -250,6 +253,13 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         "seconds a client has to answer a heartbeat before it is disconnected",
     ),
     (
+        "max_tcp_connections_per_ip",
+        int,
+        _DEFAULTS.max_tcp_connections_per_ip,
+        "simultaneous TCP connections (pages, API, Socket.IO) from one IP address, "
+        "behind a proxy the proxy's; 0 for no limit",
+    ),
+    (
         "header_timeout",
         float,
         _DEFAULTS.header_timeout,
@@ -275,6 +285,7 @@ _MINIMUMS: dict[str, float] = {
     "connect_timeout": 0.1,
     "ping_interval": 0.1,
     "ping_timeout": 0.1,
+    "max_tcp_connections_per_ip": 0,
     "header_timeout": 0.1,
     "body_timeout": 0.1,
 }

@@ -7,12 +7,15 @@ probes from 127.0.0.1 count as another client address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
 
 import aiohttp
+import pytest
 
 from .conftest import ServerFactory
-from .raw import POLL_PATH
+from .raw import POLL_PATH, RawSocket, settle_fds
 from .support import Server
 
 ATTACKER = "127.0.0.2"
@@ -121,3 +124,141 @@ async def test_a_body_that_does_not_arrive_in_time_is_cut_off(start_server: Serv
     log = server.log()
     assert "did not arrive within --body-timeout (0.5 s)" in log
     assert log.count("--body-timeout") == 1  # one line per address and minute
+
+
+# -- connections per address ----------------------------------------------------------------
+
+
+async def served(server: Server, source: str = ATTACKER) -> bool:
+    """Whether a new connection from ``source`` is served (False: refused with 503)."""
+    conn = await Conn.open(server, source)
+    try:
+        await conn.send(request_head(server, "GET", "/healthz"))
+        status, _ = await read_response(conn)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return False
+    finally:
+        conn.close()
+    assert status in (200, 503), status
+    return status == 200
+
+
+async def until_served(server: Server) -> None:
+    """Wait (up to about 10 s) until a connection from the attacker's address is served."""
+    for _ in range(200):
+        if await served(server):
+            return
+        await asyncio.sleep(0.05)  # the server frees a slot when it sees the close: poll
+    raise AssertionError("the address never got a connection slot back")
+
+
+async def test_connections_past_the_per_address_limit_are_refused(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server("--max-tcp-connections-per-ip", "4")
+    connector = aiohttp.TCPConnector(local_addr=(ATTACKER, 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        # Two websockets, which chatapp serves without aiohttp once they are open, and two
+        # connections that send nothing: four from the attacker's address.
+        sockets = [RawSocket(http), RawSocket(http)]
+        for n, ws in enumerate(sockets):
+            await ws.connect(server.url, {"name": f"ws{n}"})
+        idle = [await Conn.open(server), await Conn.open(server)]
+        # Every further connection from that address is refused at once.
+        for _ in range(20):
+            extra = await Conn.open(server)
+            refusal = await extra.closed_by_server()
+            assert refusal.startswith(b"HTTP/1.1 503 "), refusal
+            assert refusal.endswith(b"too many connections from your address\n")
+        # Other addresses are served; the counted connections too.
+        assert await served(server, "127.0.0.1")
+        assert (await sockets[1].call(1, "history", {}))["ok"] is True
+        # A closed websocket frees its slot, and so does a closed connection.
+        await sockets[0].close()
+        await until_served(server)
+        idle[0].close()
+        await until_served(server)
+        for conn in idle[1:]:
+            conn.close()
+        await sockets[1].close()
+    log = server.log()
+    assert "refusing connections from 127.0.0.2: 4 open (--max-tcp-connections-per-ip is 4)" in log
+    assert log.count("refusing connections from") == 1  # one line per address and minute
+
+
+# -- descriptors ----------------------------------------------------------------------------
+
+#: The soft limit of open descriptors many systems start services with.
+COMMON_SOFT_LIMIT = 1024
+
+
+def common_soft_limit() -> None:
+    """In the server's process, before it starts: the soft limit most systems default to."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (COMMON_SOFT_LIMIT, hard))
+
+
+def open_file_limits(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise RuntimeError("no open-file limit in /proc")
+
+
+def hard_limit_above(needed: int) -> int:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the hard limit of open descriptors here is {hard}, under {needed}")
+    return hard
+
+
+async def test_the_descriptor_limit_is_raised_to_the_hard_limit(
+    start_server: ServerFactory,
+) -> None:
+    hard = hard_limit_above(COMMON_SOFT_LIMIT + 1)
+    server = await start_server(preexec_fn=common_soft_limit)
+    assert server.proc is not None
+    assert open_file_limits(server.proc.pid) == (hard, hard)
+    assert f"raised the limit from {COMMON_SOFT_LIMIT} to {hard}" in server.log()
+
+
+async def test_a_thousand_idle_connections_from_one_address_do_not_shut_out_others(
+    start_server: ServerFactory, make_client
+) -> None:
+    # The attack as reported: 1100 connections that send nothing, from one address,
+    # against a server started with the common soft limit of 1024 descriptors. They are
+    # held open for the whole test (--header-timeout 60).
+    attackers = 1100
+    hard = hard_limit_above(2 * attackers)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds them all
+    server = await start_server("--header-timeout", "60", preexec_fn=common_soft_limit)
+    assert server.proc is not None
+    conns: list[Conn] = []
+    try:
+
+        async def attack() -> None:
+            with contextlib.suppress(TimeoutError, OSError):  # not even accepted
+                conns.append(await asyncio.wait_for(Conn.open(server), 5))
+
+        for _ in range(0, attackers, 100):
+            await asyncio.gather(*(attack() for _ in range(100)))
+        # Another address still gets pages, the API and Socket.IO.
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(server.url, timeout=timeout) as http:
+            for path in ("/", "/r/team", "/api/rooms", "/healthz"):
+                async with http.get(path) as r:
+                    assert r.status == 200, path
+        client = make_client()
+        await client.connect(server.url, name="bystander")
+        assert (await client.send("still here"))["ok"] is True
+        # The attacker holds at most its share; the rest were refused and closed.
+        fds = await settle_fds(server.proc.pid, 128 + 50)
+        assert fds <= 128 + 50, f"{fds} descriptors open"
+    finally:
+        for conn in conns:
+            conn.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "refusing connections from 127.0.0.2: 128 open" in server.log()
