@@ -16,8 +16,9 @@
   each response's end and closes the connection only while it waits for a request head
   (:func:`runner_options`).
 * ``--body-timeout``: a request whose body has not fully arrived that long after its head
-  is cut off, whether or not its handler reads the body (:func:`body_timeout_middleware`).
-  A polling POST's reader (``transport.py``) then ends its session quietly.
+  is cut off (:func:`body_timeout_middleware`); a polling POST's reader (``transport.py``)
+  then ends its session quietly. A body that its handler refuses without reading it (too
+  large, say) is not read at all: the connection closes after the answer.
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ def raise_open_file_limit() -> None:
 
 
 def runner_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``web.AppRunner`` that apply ``--header-timeout``."""
-    return {"keepalive_timeout": settings.header_timeout}
+    """Keyword arguments for ``web.AppRunner``: ``--header-timeout``, and no lingering.
+
+    aiohttp reads and drops, for up to 10 s, the rest of a body that a handler refused
+    without reading it (so that a client still sending sees the answer). Nothing chatapp
+    serves refuses a body a well-behaved client sends (polling clients keep to
+    ``maxPayload``), and each connection lingering over a refused megabyte holds a few
+    hundred KB of read buffers: the connection is closed after the answer instead.
+    """
+    return {"keepalive_timeout": settings.header_timeout, "lingering_time": 0}
 
 
 def body_timeout_middleware(timeout: float, trust_proxy: bool) -> Any:

@@ -53,9 +53,10 @@ class Settings:
     #: Token bucket per connection for every event (message, typing, history, rename...).
     event_burst: float = 40.0
     event_rate: float = 20.0
-    #: Largest Socket.IO frame (engine.io ``max_http_buffer_size``), bytes. Far above the
-    #: 2000-character text limit, so an over-long text gets ``{ok: false}``, not a drop.
-    max_frame_bytes: int = 1_000_000
+    #: Largest Socket.IO frame and polling body (engine.io ``max_http_buffer_size``, which
+    #: clients are told as ``maxPayload``), bytes. Above the longest text even when every
+    #: character is JSON-escaped, so an over-long text gets ``{ok: false}``, not a drop.
+    max_frame_bytes: int = 65_536
     #: Largest HTTP request body (forms, API), bytes.
     max_body_bytes: int = 65_536
     #: Packets waiting to be sent to one connection before it counts as a slow consumer

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from .engine import Engine, decodable
+from .logthrottle import LogThrottle
 from .origins import client_ip
 from .ratelimit import TokenBucket
 from .settings import Settings
@@ -104,6 +105,7 @@ class TransportGuard:
         self._binary: dict[str, tuple[int, int]] = {}  # attachments (to come, bytes so far)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._oversized = LogThrottle()
 
         engine.check_requests(self._check_request)
         self._on_connect = engine.intercept("connect", self._connect)
@@ -133,12 +135,14 @@ class TransportGuard:
             length = -1
         sid = request.query.get("sid")
         if length > self.settings.max_frame_bytes:
-            log.warning(
-                "a polling request of %d bytes from %s is over --max-frame-bytes; "
-                "closing its connection",
-                length,
-                environ["REMOTE_ADDR"],
-            )
+            if self._oversized.first(environ["REMOTE_ADDR"]):
+                log.warning(
+                    "a polling request of %d bytes from %s is over --max-frame-bytes; "
+                    "closing its connection (further ones from it are not logged for a "
+                    "minute)",
+                    length,
+                    environ["REMOTE_ADDR"],
+                )
             # Not left to engine.io, whose disconnect would wait for the client to poll.
             if sid is not None and self.engine.has_session(sid):
                 await self.engine.close(sid, MALFORMED)

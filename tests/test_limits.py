@@ -177,6 +177,6 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         40,
         20,
     )
-    assert defaults.max_frame_bytes == 1_000_000 and defaults.max_queued_packets == 1000
+    assert defaults.max_frame_bytes == 65_536 and defaults.max_queued_packets == 1000
     env = load_settings([], {"CHATAPP_MAX_QUEUED_PACKETS": "50", "CHATAPP_TRUST_PROXY": "1"})
     assert env.max_queued_packets == 50 and env.trust_proxy is True
