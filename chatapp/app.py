@@ -28,7 +28,7 @@ from .keys import (
     sio_key,
     store_key,
 )
-from .origins import OriginPolicy, origin_middleware
+from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .security import setup_security_headers
@@ -55,10 +55,14 @@ def create_app(
     res = resources_mod.locate()
 
     origins = OriginPolicy(settings.allowed_origins, settings.trust_proxy)
+    hosts = HostPolicy(settings.allowed_hosts, settings.trust_proxy)
+    if not is_loopback(settings.host):
+        log.info("answering to %s", hosts.describe())
     access = AccessControl(settings.access_token, settings.trust_proxy)
     app = web.Application(
         middlewares=[
             body_timeout_middleware(settings.body_timeout, settings.trust_proxy),
+            host_middleware(hosts),
             origin_middleware(origins),
             access_middleware(access),
             api_errors,

@@ -14,6 +14,7 @@ ENV_PREFIX = "CHATAPP_"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+HOST_NAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class Settings:
     message_rate: float = 1.0
     #: Extra origins allowed to open Socket.IO connections ("*" for any).
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Host names the server answers to besides IP addresses and ``localhost`` ("*" for
+    #: any): a name nobody listed is refused, which is what stops DNS rebinding.
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     #: Redis URL for fan-out and presence across processes; empty means one process.
     redis_url: str = ""
     #: Namespace of every Redis key and of the fan-out channel: processes of one chat share
@@ -144,6 +148,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env("allowed_origins", ""),
         help="comma-separated extra origins allowed to connect to Socket.IO, or '*' for any "
         "(default: only the page's own origin)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default=env("allowed_hosts", ""),
+        help="comma-separated host names this server answers to besides IP addresses and "
+        "localhost (which always work), or '*' for any; requests for other names are "
+        "refused, which stops DNS rebinding (default: none)",
     )
     parser.add_argument(
         "--redis-url",
@@ -346,4 +357,9 @@ def load_settings(
     values["access_token"] = str(values["access_token"])
     origins = ns.allowed_origins
     values["allowed_origins"] = tuple(o.strip() for o in str(origins).split(",") if o.strip())
+    hosts = tuple(h.strip().lower().rstrip(".") for h in str(ns.allowed_hosts).split(","))
+    bad = [h for h in hosts if h and h != "*" and not HOST_NAME_RE.fullmatch(h)]
+    if bad:
+        parser.error(f"--allowed-hosts: {bad[0]!r} is not a host name (no scheme, port or path)")
+    values["allowed_hosts"] = tuple(h for h in hosts if h)
     return Settings(**values)  # type: ignore[arg-type]
