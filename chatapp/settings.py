@@ -257,7 +257,12 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         _DEFAULTS.connect_timeout,
         "seconds a transport may stay open without a Socket.IO connect",
     ),
-    ("ping_interval", float, _DEFAULTS.ping_interval, "seconds between heartbeats"),
+    (
+        "ping_interval",
+        float,
+        _DEFAULTS.ping_interval,
+        "seconds between heartbeats, a whole number (clients are told it in whole seconds)",
+    ),
     (
         "ping_timeout",
         float,
@@ -295,7 +300,7 @@ _MINIMUMS: dict[str, float] = {
     "max_body_bytes": 1024,
     "max_queued_packets": 10,
     "connect_timeout": 0.1,
-    "ping_interval": 0.1,
+    "ping_interval": 1,
     "ping_timeout": 0.1,
     "max_tcp_connections_per_ip": 0,
     "header_timeout": 0.1,
@@ -353,6 +358,10 @@ def load_settings(
     for name, minimum in _MINIMUMS.items():
         if float(str(values[name])) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be >= {minimum:g}")
+    if float(str(values["ping_interval"])) % 1:
+        # python-engineio tells clients the interval in whole seconds, cut down: told 0 s
+        # for 0.3, a client drops the connection as soon as its ping timeout passes.
+        parser.error("--ping-interval must be a whole number of seconds")
     values["trust_proxy"] = bool(values["trust_proxy"])
     values["access_token"] = str(values["access_token"])
     origins = ns.allowed_origins
