@@ -103,7 +103,8 @@ def create_app(
     # One Engine holds every hook into the libraries: the send path and the guard's.
     engine = Engine(sio)
     app[engine_key] = engine
-    app[guard_key] = TransportGuard(engine, settings)
+    guard = app[guard_key] = TransportGuard(engine, settings)
+    app.middlewares.append(guard.middleware())
     # TCP connections per address, counted by the listener (cli) and, once detached from
     # aiohttp, by their websocket.
     connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)

@@ -15,6 +15,9 @@ and a client's protocol mistakes are logged at ERROR. :class:`TransportGuard` fi
   ``realtime``), and a session without a Socket.IO connect is closed after
   ``--connect-timeout``;
 * a client that keeps sending far past the event rate limit is disconnected;
+* a session takes requests from the address that opened it only, and one long-poll at a
+  time: a second concurrent one gets 400 and closes the session, as the Engine.IO
+  protocol says (:meth:`TransportGuard.middleware`);
 * the libraries' own log lines go through ``engine.library_logger``.
 
 It is policy only: the hooks into python-engineio and python-socketio it needs (checking
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,7 +38,7 @@ from aiohttp import web
 
 from .engine import Engine, decodable
 from .logthrottle import LogThrottle
-from .origins import client_ip
+from .origins import client_ip, responded
 from .ratelimit import TokenBucket
 from .settings import Settings
 
@@ -53,6 +56,7 @@ MALFORMED = "malformed packet"
 FLOODING = "flooding"
 CONNECT_TIMEOUT = "no Socket.IO connect"
 CUT_OFF = "transport error"
+CONCURRENT_POLL = "concurrent long-polls"
 #: Attachments one binary Socket.IO event may announce (chatapp's protocol uses none).
 MAX_ATTACHMENTS = 1000
 #: Seconds a websocket may stay open after its engine.io session ended (time for the
@@ -106,6 +110,8 @@ class TransportGuard:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._oversized = LogThrottle()
+        self._foreign = LogThrottle()
+        self._polling: set[str] = set()  # sessions with a long-poll waiting
 
         engine.check_requests(self._check_request)
         self._on_connect = engine.intercept("connect", self._connect)
@@ -124,6 +130,74 @@ class TransportGuard:
         return f"{sid or eio_sid} from {self.ip_of.get(eio_sid, '?')}"
 
     # -- HTTP requests to /socket.io/ -----------------------------------------------------------
+
+    def middleware(self) -> Any:
+        """Requests naming a session: from the session's own address, and one long-poll
+        at a time.
+
+        Not a coroutine where it lets a request through untouched (a websocket's handler
+        runs for the websocket's life); a long-poll is awaited, to know when it ends.
+        """
+
+        @web.middleware
+        def sessions(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> Awaitable[web.StreamResponse]:
+            sid = request.query.get("sid")
+            if sid is None or not request.path.startswith("/socket.io/"):
+                return handler(request)
+            ip = client_ip(request, self.settings.trust_proxy)
+            owner = self.ip_of.get(sid)
+            if owner is not None and owner != ip:
+                if self._foreign.first(ip):
+                    log.warning(
+                        "refused a request for session %s from %s: it was opened from "
+                        "another address (further ones from %s are not logged for a minute)",
+                        sid,
+                        ip,
+                        ip,
+                    )
+                return responded(
+                    web.json_response(
+                        {"error": "bad Engine.IO request: the session belongs to another address"},
+                        status=400,
+                    )
+                )
+            if (
+                request.method == "GET"
+                and request.query.get("transport") == "polling"
+                and "Upgrade" not in request.headers
+            ):
+                if sid in self._polling:
+                    return self._concurrent_poll(sid)
+                return self._poll(request, handler, sid)
+            return handler(request)
+
+        return sessions
+
+    async def _poll(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        sid: str,
+    ) -> web.StreamResponse:
+        self._polling.add(sid)
+        try:
+            return await handler(request)
+        finally:
+            self._polling.discard(sid)
+
+    async def _concurrent_poll(self, sid: str) -> web.StreamResponse:
+        if sid in self.ip_of:  # not closed yet (the others of a burst only get the 400)
+            log.warning(
+                "closing %s: a second long-poll while one was waiting", self._sid_label(sid)
+            )
+            # The waiting poll gets the session's CLOSE packet.
+            await self.engine.close(sid, CONCURRENT_POLL)
+        return web.json_response(
+            {"error": "bad Engine.IO request: another long-poll of this session was waiting"},
+            status=400,
+        )
 
     async def _check_request(self, request: web.Request, environ: dict[str, Any]) -> dict[str, Any]:
         environ["REMOTE_ADDR"] = client_ip(request, self.settings.trust_proxy)
