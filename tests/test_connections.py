@@ -97,7 +97,7 @@ async def test_idle_and_half_sent_heads_are_closed_after_the_header_timeout(
     assert await kept.closed_by_server() == b""
     # A request in time is answered as always, even when answering takes longer than the
     # header timeout: this long-poll waits for the first ping, a second away.
-    prompt = await Conn.open(server)
+    prompt = await Conn.open(server, "127.0.0.1")  # the session's own address
     await prompt.send(request_head(server, "GET", f"{POLL_PATH}&sid={sid}"))
     assert await read_response(prompt) == (200, b"2")
     prompt.close()
@@ -107,7 +107,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_cut_off(start_server: Serv
     server = await start_server("--body-timeout", "0.5")
     sid = await polling_session(server)
     # A polling POST, whose body chatapp reads itself.
-    slow = await Conn.open(server)
+    slow = await Conn.open(server, "127.0.0.1")  # the session's own address
     await slow.send(
         request_head(server, "POST", f"{POLL_PATH}&sid={sid}", Content_Length="1000") + b"40"
     )
@@ -116,7 +116,10 @@ async def test_a_body_that_does_not_arrive_in_time_is_cut_off(start_server: Serv
     async with aiohttp.ClientSession(server.url) as http, http.get(f"{POLL_PATH}&sid={sid}") as r:
         assert r.status == 400
     log = server.log()
-    assert "did not arrive within --body-timeout (0.5 s)" in log
+    assert (
+        "from 127.0.0.1: the body of POST /socket.io/ did not arrive within --body-timeout (0.5 s)"
+        in log
+    )
     # A body nobody reads (answered 405 at once) is not waited for at all.
     ignored = await Conn.open(server)
     await ignored.send(request_head(server, "POST", "/api/rooms", Content_Length="1000"))
@@ -275,7 +278,11 @@ async def test_megabyte_polling_posts_are_refused_before_their_bodies_are_read(
     # before their bodies are read.
     server = await start_server()
     assert server.proc is not None
-    async with aiohttp.ClientSession(server.url) as http, http.get(POLL_PATH) as r:
+    connector = aiohttp.TCPConnector(local_addr=(ATTACKER, 0))  # the session's own address
+    async with (
+        aiohttp.ClientSession(server.url, connector=connector) as http,
+        http.get(POLL_PATH) as r,
+    ):
         opened = json.loads((await r.text())[1:])
     assert opened["maxPayload"] == 65536
     head = request_head(
