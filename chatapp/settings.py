@@ -242,7 +242,8 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         "max_frame_bytes",
         int,
         _DEFAULTS.max_frame_bytes,
-        "largest Socket.IO frame in bytes; a larger one closes the connection",
+        "largest Socket.IO frame or polling body in bytes (clients are told it as "
+        "maxPayload); a larger one closes the connection",
     ),
     ("max_body_bytes", int, _DEFAULTS.max_body_bytes, "largest HTTP request body in bytes"),
     (
