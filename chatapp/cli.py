@@ -15,6 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
+from .connections import raise_open_file_limit, runner_options
+from .keys import connections_key
 from .settings import Settings, load_settings, redacted
 from .store import StoreError
 
@@ -63,16 +65,23 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    raise_open_file_limit()
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=10, **runner_options(settings)
+    )
     try:
         await runner.setup()
     except StoreError as exc:
         raise StartupError(str(exc)) from None
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        assert runner.server is not None
         try:
-            await site.start()
+            # Not a TCPSite: aiohttp's protocol behind the per-address connection count.
+            listener = await app[connections_key].listen(
+                runner.server, settings.host, settings.port
+            )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
@@ -80,7 +89,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                     "(choose another with --port or CHATAPP_PORT)"
                 ) from None
             raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-        host, port = runner.addresses[0][:2]
+        host, port = listener.sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         # The URL on stdout is the operator's (and the test harness's) cue that we are up.
         print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
@@ -95,6 +104,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await stop.wait()
         log.info("stopping: finishing in-flight work and disconnecting clients")
     finally:
+        if listener is not None:
+            listener.close()  # no new connections; the open ones are aiohttp's to close
         await runner.cleanup()
     log.info("stopped")
 

@@ -235,7 +235,7 @@ async def test_forwarded_host_counts_only_behind_a_trusted_proxy(
     start_server: ServerFactory,
 ) -> None:
     plain = await start_server()
-    behind = await start_server("--trust-proxy")
+    behind = await start_server("--trust-proxy", "--allowed-hosts", "chat.example")
     headers = {"Origin": "https://chat.example", "X-Forwarded-Host": "chat.example"}
     async with session() as http:
         async with http.get(plain.url + "/api/rooms", headers=headers) as r:

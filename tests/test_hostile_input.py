@@ -171,8 +171,15 @@ class Chatter:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    # Frames up to 1 MB, so that the handlers see payloads of any size (a frame over the
+    # 64 KiB default closes its connection, which test_limits checks).
     server = Server(
-        tmp_path_factory.mktemp("fuzz"), *NO_RATE_LIMITS, "--max-connections-per-ip", "0"
+        tmp_path_factory.mktemp("fuzz"),
+        *NO_RATE_LIMITS,
+        "--max-connections-per-ip",
+        "0",
+        "--max-frame-bytes",
+        "1000000",
     )
     await server.start()
     yield server
