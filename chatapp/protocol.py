@@ -46,8 +46,8 @@ class ConnectRequest:
     room: str
     name: str
     since: int | None
-    #: Who is connecting: derived from ``auth.key``, or new for each connection without one.
-    user_id: str
+    #: The secret ``auth.key``, if any: who is connecting (see :func:`user_id_for`).
+    key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,14 +154,17 @@ def parse_key(value: Any) -> str | None:
     return value
 
 
-def user_id_for(key: str | None) -> str:
-    """The public guest id of whoever holds ``key``; a fresh one without a key.
+def user_id_for(key: str | None, name: str) -> str:
+    """The public id of whoever holds ``key``, or, without a key, of the name ``name``.
 
-    The id is a one-way digest: it is shown with every message, the key never is, so
-    nobody can take on someone else's id by knowing it.
+    With a key the id is a one-way digest of it: it is shown with every message, the key
+    never is, so nobody can take on someone else's id by knowing it. Without one a client
+    is known by its name alone, as before ids existed: its id is a digest of the name
+    (``n:``), which every keyless client of that name shares.
     """
     if key is None:
-        return "g:" + secrets.token_hex(12)
+        digest = hashlib.sha256(b"chatapp name id\0" + name.encode()).hexdigest()
+        return "n:" + digest[:24]
     return "g:" + hashlib.sha256(b"chatapp guest id\0" + key.encode()).hexdigest()[:24]
 
 
@@ -177,7 +180,7 @@ def parse_connect(auth: Any) -> ConnectRequest:
         room=room,
         name=name,
         since=parse_since(auth.get("since")),
-        user_id=user_id_for(parse_key(auth.get("key"))),
+        key=parse_key(auth.get("key")),
     )
 
 

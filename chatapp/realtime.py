@@ -40,6 +40,7 @@ class Connection:
     room: str
     name: str
     user_id: str  # who: see protocol.user_id_for
+    keyed: bool  # the id comes from the client's key (else from its name, and follows it)
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
@@ -197,7 +198,8 @@ class ChatHandlers:
             sid=sid,
             room=req.room,
             name=req.name,
-            user_id=req.user_id,
+            user_id=protocol.user_id_for(req.key, req.name),
+            keyed=req.key is not None,
             bucket=TokenBucket(s.message_burst, s.message_rate),
             events=TokenBucket(s.event_burst, s.event_rate),
             ip=ip,
@@ -207,7 +209,7 @@ class ChatHandlers:
         # Buffer the room's messages from now on, before history is read, so that
         # nothing committed meanwhile can fall between the welcome and the live stream.
         self.feed.begin_join(sid, req.room)
-        me = member(req.user_id, req.name)
+        me = member(conn.user_id, conn.name)
         try:
             newly_online = await self.presence.join(req.room, sid, me)
             users = await self.presence.users(req.room)
@@ -390,13 +392,16 @@ class ChatHandlers:
     async def on_rename(self, conn: Connection, data: Any) -> Ack:
         name = protocol.parse_rename(data)
         if name == conn.name:
-            return ok(name=name)
+            return ok(name=name, user_id=conn.user_id)
         old = conn.name
         await self._stop_typing(conn)
         conn.name = name
-        was, now = member(conn.user_id, old), member(conn.user_id, name)
+        was = member(conn.user_id, old)
+        if not conn.keyed:
+            conn.user_id = protocol.user_id_for(None, name)
+        now = member(conn.user_id, name)
         left = await self.presence.leave(conn.room, conn.sid, was)
         joined = await self.presence.join(conn.room, conn.sid, now)
         await self._announce(conn.room, joined=now if joined else None, left=was if left else None)
         log.info("%s in %s renamed %r -> %r", conn.sid, conn.room, old, name)
-        return ok(name=name)
+        return ok(name=name, user_id=conn.user_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -236,7 +237,7 @@ def check_ack(event: str, payload: Any, ack: Any) -> None:
         assert isinstance(ack["messages"], list) and isinstance(ack["has_more"], bool)
         assert all(m["room"] == "fuzz" for m in ack["messages"])
     elif event == "rename":
-        assert ack["name"] == payload["name"].strip()
+        assert ack["name"] == unicodedata.normalize("NFC", payload["name"].strip())
 
 
 @FUZZ

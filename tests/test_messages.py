@@ -156,6 +156,30 @@ async def test_client_id_makes_retries_idempotent(server: Server, make_client) -
     assert (await again.send("once", client_id="c-123")) == first
 
 
+async def test_a_retry_after_a_rename_is_still_the_same_message(
+    server: Server, make_client
+) -> None:
+    """A page that lost an ack while offline, and whose person renamed meanwhile, retries
+    under the new name: the sender id (from the browser's key) is what the retry is
+    recognised by, so it is not stored twice."""
+    key = "ann-browser-key-0001"
+    first_tab, watcher = make_client(), make_client()
+    await first_tab.connect(server.url, room="idem2", name="ann", key=key)
+    await watcher.connect(server.url, room="idem2", name="watcher")
+    first = await first_tab.send("lost ack", client_id="c-9")
+    await first_tab.close()
+    again = make_client()
+    await again.connect(server.url, room="idem2", name="ann", key=key)
+    assert (await again.call("rename", {"name": "Annie"}))["ok"] is True
+    assert (await again.send("lost ack", client_id="c-9")) == first
+    # Someone else with the same client id and name is someone else.
+    other = make_client()
+    await other.connect(server.url, room="idem2", name="ann", key="other-browser-key-01")
+    assert (await other.send("mine", client_id="c-9"))["message"]["id"] != first["message"]["id"]
+    texts = [m["text"] for m in (await watcher.call("history", {}))["messages"]]
+    assert texts == ["lost ack", "mine"]
+
+
 async def test_rate_limit(start_server, make_client) -> None:
     server = await start_server("--message-burst", "3", "--message-rate", "1")
     a = make_client()

@@ -20,7 +20,7 @@ async def test_join_and_leave_are_announced(server: Server, make_client) -> None
     ann_id = (await ann.connect(server.url, room="p", name="ann", key=ANN_KEY))["user_id"]
     welcome = await bo.connect(server.url, room="p", name="bo")
     bo_id = welcome["user_id"]
-    assert ann_id == ANN_ID and bo_id.startswith("g:") and bo_id != ann_id
+    assert ann_id == ANN_ID and bo_id == name_id("bo")
     assert welcome["users"] == ["ann", "bo"]
     assert welcome["people"] == [person(ann_id, "ann"), person(bo_id, "bo")]
     assert await ann.wait_for("presence") == {
@@ -89,12 +89,26 @@ def watcher_id(client) -> str:
     return client.of("welcome")[0]["user_id"]
 
 
-async def test_without_a_key_each_connection_is_someone_new(server: Server, make_client) -> None:
-    a, b = make_client(), make_client()
+def name_id(name: str) -> str:
+    return "n:" + hashlib.sha256(b"chatapp name id\0" + name.encode()).hexdigest()[:24]
+
+
+async def test_without_a_key_a_client_is_known_by_its_name(server: Server, make_client) -> None:
+    """As before ids existed: keyless connections with one name are one person, and their
+    id follows the name (a digest of it, so it can never be a keyed client's id)."""
+    a, b, keyed = make_client(), make_client(), make_client()
     first = await a.connect(server.url, room="nokey", name="bot")
     second = await b.connect(server.url, room="nokey", name="bot")
-    assert first["user_id"] != second["user_id"]
-    assert second["users"] == ["bot", "bot"]
+    assert first["user_id"] == second["user_id"] == name_id("bot")
+    assert second["users"] == ["bot"]
+    third = await keyed.connect(server.url, room="nokey", name="bot", key="k" * 20)
+    assert third["user_id"].startswith("g:") and third["users"] == ["bot", "bot"]
+    assert await b.call("rename", {"name": "robot"}) == {
+        "ok": True,
+        "name": "robot",
+        "user_id": name_id("robot"),
+    }
+    assert (await b.send("renamed"))["message"]["user_id"] == name_id("robot")
 
 
 async def test_a_bad_key_is_refused(server: Server, make_client) -> None:
@@ -117,7 +131,11 @@ async def test_rename(server: Server, make_client) -> None:
     ann, bo = make_client(), make_client()
     await ann.connect(server.url, room="rn", name="ann", key=ANN_KEY)
     bo_id = (await bo.connect(server.url, room="rn", name="bo"))["user_id"]
-    assert await ann.call("rename", {"name": "  Annie "}) == {"ok": True, "name": "Annie"}
+    assert await ann.call("rename", {"name": "  Annie "}) == {
+        "ok": True,
+        "name": "Annie",
+        "user_id": ANN_ID,  # a key's id stays through renames
+    }
     event = await bo.wait_for("presence", lambda p: p.get("joined") == "Annie")
     assert event == {
         "room": "rn",

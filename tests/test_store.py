@@ -361,3 +361,15 @@ async def test_postgres_opens_a_database_of_the_2026_11_25_release(pg_url: str) 
         await _check_release_history(store)
     finally:
         await store.close()
+
+
+async def test_retries_are_recognised_by_sender_id_whatever_the_name(store: MessageStore) -> None:
+    first, created = await store.add("a", "ann", "hi", "c-1", "g:ann")
+    assert created
+    again, created = await store.add("a", "Annie", "hi", "c-1", "g:ann")  # renamed since
+    assert (again, created) == (first, False)
+    other, created = await store.add("a", "ann", "hi", "c-1", "g:someone-else")
+    assert created and other.id == first.id + 1
+    # Messages without a sender id (stored before ids existed) are matched by name.
+    old, _ = await store.add("a", "bo", "x", "c-1")
+    assert (await store.add("a", "bo", "x", "c-1")) == (old, False)

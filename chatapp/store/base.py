@@ -81,8 +81,9 @@ class MessageStore(Protocol):
     ) -> tuple[Message, bool]:
         """Commit a message from ``user_id`` under ``name``; return it and whether it is new.
 
-        A ``client_id`` already used by the same name in the same room returns the stored
-        message and ``False`` (a client retry), creating nothing.
+        A ``client_id`` already used by the same sender in the same room (the same
+        ``user_id``; without one, the same name) returns the stored message and ``False``
+        (a client retry), creating nothing.
         """
 
     async def recent(self, room: str, limit: int, after: int | None = None) -> Page:

@@ -50,11 +50,17 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_client_id
     ON messages (room, name, client_id) WHERE client_id IS NOT NULL;
 """,
-    # Who sent each message; when each room's newest message was stored, indexed, so that
+    # Who sent each message, and retries recognised by sender id (a retry after a rename is
+    # still the same message); when each room's newest message was stored, indexed, so that
     # the room list costs an index walk instead of a scan of history. (A process of the
     # previous release still inserts: its rooms get last_ts 0 until their next message.)
     2: """
 ALTER TABLE messages ADD COLUMN user_id TEXT;
+DROP INDEX messages_client_id;
+CREATE UNIQUE INDEX messages_client_id
+    ON messages (room, name, client_id) WHERE client_id IS NOT NULL AND user_id IS NULL;
+CREATE UNIQUE INDEX messages_retry
+    ON messages (room, user_id, client_id) WHERE client_id IS NOT NULL AND user_id IS NOT NULL;
 ALTER TABLE rooms ADD COLUMN last_ts BIGINT NOT NULL DEFAULT 0;
 UPDATE rooms r SET last_ts = m.ts FROM messages m WHERE m.room = r.room AND m.id = r.last_id;
 CREATE INDEX rooms_recent ON rooms (last_ts DESC, room);
@@ -72,7 +78,13 @@ INSERT INTO messages (room, id, name, text, ts, client_id, user_id)
 SELECT $1, last_id, $2, $3, $4, $5, $6 FROM counter
 RETURNING {_COLUMNS}
 """
-_BY_CLIENT_ID = f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND name=$2 AND client_id=$3"
+_BY_CLIENT_ID = (
+    f"SELECT {_COLUMNS} FROM messages "
+    "WHERE room=$1 AND name=$2 AND client_id=$3 AND user_id IS NULL"
+)
+_BY_SENDER_CLIENT_ID = (
+    f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND user_id=$2 AND client_id=$3"
+)
 
 
 def _message(row: asyncpg.Record) -> Message:
@@ -178,8 +190,13 @@ class PostgresStore:
         self, room: str, name: str, text: str, client_id: str | None, user_id: str | None
     ) -> tuple[Message, bool]:
         pool = self.pool
+        retry = (
+            (_BY_SENDER_CLIENT_ID, room, user_id, client_id)
+            if user_id is not None
+            else (_BY_CLIENT_ID, room, name, client_id)
+        )
         if client_id is not None:
-            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            row = await pool.fetchrow(*retry)
             if row is not None:
                 return _message(row), False
         try:
@@ -187,7 +204,7 @@ class PostgresStore:
         except asyncpg.UniqueViolationError:
             # The same client_id committed meanwhile (a retry raced the original, maybe
             # through another process); the failed statement rolled the counter back.
-            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            row = await pool.fetchrow(*retry)
             if row is None:
                 raise
             return _message(row), False

@@ -32,10 +32,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE UNIQUE INDEX messages_client_id
             ON messages (room, name, client_id) WHERE client_id IS NOT NULL""",
     ),
-    # Who sent each message; one row per room with its newest message, so that the room
-    # list and a room's newest id cost an index lookup instead of a scan of history.
+    # Who sent each message, and retries recognised by sender id (a retry after a rename
+    # is still the same message); one row per room with its newest message, so that the
+    # room list and a room's newest id cost an index lookup instead of a scan of history.
     2: (
         "ALTER TABLE messages ADD COLUMN user_id TEXT",
+        "DROP INDEX messages_client_id",
+        """CREATE UNIQUE INDEX messages_client_id
+            ON messages (room, name, client_id) WHERE client_id IS NOT NULL AND user_id IS NULL""",
+        """CREATE UNIQUE INDEX messages_retry
+            ON messages (room, user_id, client_id)
+            WHERE client_id IS NOT NULL AND user_id IS NOT NULL""",
         """CREATE TABLE rooms (
             room    TEXT    PRIMARY KEY,
             last_id INTEGER NOT NULL,
@@ -108,10 +115,17 @@ def _insert(
     # The retry check is inside the write lock: another process on the same file may be
     # committing the same client_id right now.
     if add.client_id is not None:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
-            (add.room, add.name, add.client_id),
-        ).fetchone()
+        if add.user_id is not None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND user_id=? AND client_id=?",
+                (add.room, add.user_id, add.client_id),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages "
+                "WHERE room=? AND name=? AND client_id=? AND user_id IS NULL",
+                (add.room, add.name, add.client_id),
+            ).fetchone()
         if row is not None:
             return _row(row), False
     previous = newest.get(add.room)
