@@ -22,6 +22,7 @@ from .keys import (
     engine_key,
     fanout_key,
     guard_key,
+    handlers_key,
     presence_key,
     resources_key,
     settings_key,
@@ -113,7 +114,7 @@ def create_app(
     feed = RoomFeed(store, engine)
     manager.engine = engine
     manager.feed = feed
-    ChatHandlers(sio, settings, store, presence, feed, engine, access)
+    app[handlers_key] = ChatHandlers(sio, settings, store, presence, feed, engine, access)
 
     aiohttp_jinja2.setup(
         app,
@@ -155,6 +156,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
     engine = app[engine_key]
+    app[handlers_key].stopping()
     await engine.close_all(grace=3.0)
     stuck = engine.abort_websockets()
     if stuck:

@@ -88,6 +88,8 @@ class ChatHandlers:
         self.connections: dict[str, Connection] = {}
         self.per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set when the server stops: everyone is being disconnected at once.
+        self._stopping = False
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -158,6 +160,16 @@ class ChatHandlers:
                 return limited
         log.debug("unknown event %.64r from %s", args[0] if args else None, sid)
         return error("unknown event")
+
+    def stopping(self) -> None:
+        """The server is stopping and disconnects everyone: departures are not news.
+
+        The clients reconnect to the next server (or another process), so telling the
+        ones still connected that the others left would be untrue. With Redis, the
+        departures are still announced: other processes' clients see these people go
+        until they reconnect there.
+        """
+        self._stopping = True
 
     # -- connection lifecycle ---------------------------------------------------------------
 
@@ -305,7 +317,8 @@ class ChatHandlers:
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
         try:
-            if await self.presence.leave(conn.room, sid, member(conn.user_id, conn.name)):
+            gone = await self.presence.leave(conn.room, sid, member(conn.user_id, conn.name))
+            if gone and not (self._stopping and not self.settings.redis_url):
                 await self._announce(conn.room, left=member(conn.user_id, conn.name))
         except Exception:
             log.exception("presence update for %s leaving %s failed", sid, conn.room)

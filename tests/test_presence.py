@@ -206,3 +206,19 @@ async def test_connections_closed_while_joining_leave_no_ghosts(
     async with aiohttp.ClientSession() as session, session.get(server.url + "/api/rooms") as r:
         rooms = {room["room"]: room["users"] for room in await r.json()}
     assert rooms["ghosts"] == 1
+
+
+async def test_stopping_the_server_announces_no_departures(start_server, make_client) -> None:
+    """Everyone is disconnected at once and reconnects to the next server: telling the
+    ones still connected that the others "left" would be news that is not true."""
+    server = await start_server()
+    clients = [make_client() for _ in range(4)]
+    for n, client in enumerate(clients):
+        await client.connect(server.url, room="stop", name=f"p{n}")
+    await clients[-1].send("everyone is here")
+    for client in clients:
+        await client.wait_for("message")
+    assert await server.stop() == 0
+    for client in clients:
+        await client.wait_for("disconnect")
+        assert [p for p in client.of("presence") if "left" in p] == []
