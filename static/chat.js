@@ -81,7 +81,7 @@ const timeline = new Timeline(
 );
 const people = new PeopleView(
   { list: $("people"), count: $("people-count"), headerCount: $("online-count") },
-  (users) => rooms.setLocalCount(users.length),
+  (shown) => rooms.setLocalCount(shown.length),
 );
 const typing = new TypingView($("typing"));
 const rooms = new RoomsView(
@@ -176,7 +176,7 @@ socket.on("welcome", (welcome) => {
   setUserId(welcome.user_id);
   setName(welcome.name);
   state.live = true;
-  people.show(welcome.users, state.name);
+  people.show(welcome.people, state.userId);
   rooms.setStale(false);
   const history = welcome.history;
   if (!state.loaded) {
@@ -220,17 +220,18 @@ socket.on("message", (msg) => {
   const added = timeline.addLive([msg]);
   noteStream([msg]);
   noteUnread(added);
-  if (added.length) typing.remove(msg.name);
+  if (added.length) typing.endFor(msg);
 });
 
 socket.on("presence", (event) => {
   if (event.room !== room) return;
-  if (event.left) typing.remove(event.left);
-  people.update(event.users, state.name, { departure: Boolean(event.left && !event.joined) });
+  typing.keepOnly(event.people);
+  people.update(event.people, state.userId, { departure: Boolean(event.left && !event.joined) });
 });
 
 socket.on("typing", (event) => {
-  if (event.name !== state.name) typing.update(event.name, event.typing);
+  // Our own other tabs type as us: not shown. Someone else with our name is someone else.
+  if (event.user_id !== state.userId) typing.update(event);
 });
 
 // -- history ----------------------------------------------------------------------------------
@@ -379,10 +380,7 @@ $("change-name").addEventListener("click", async () => {
       }
     },
   });
-  if (name) {
-    setName(name);
-    people.rename(state.name);
-  }
+  if (name) setName(name);
   $("change-name").focus();
 });
 

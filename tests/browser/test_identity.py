@@ -146,6 +146,80 @@ async def test_an_impostors_copy_of_my_message_on_its_way_does_not_take_its_plac
     assert (await looks(bubble(page, "same words").nth(1)))["tick"]
 
 
+async def test_two_people_with_one_name_are_two_online_and_typing(
+    start_server: Any, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    # Typing indicators last a few seconds: the pages' clocks stand still, and the server's
+    # own expiry is pushed out of the way (as in test_typing_indicator_shows_in_other_pages).
+    server = await start_server("--typing-timeout", "60")
+    ann = await open_chat(server.url, "/r/team", "Ann", paused_clock=True)
+    bo = await open_chat(server.url, "/r/team", "Bo", paused_clock=True)
+    bot = await impostor(make_client, server, "team")
+
+    people = ann.page.locator("#people .person")
+    await expect(people).to_have_count(3)
+    await expect(ann.page.locator("#people .person-name")).to_have_text(["Ann", "Ann", "Bo"])
+    await expect(ann.page.locator("#online-count")).to_have_text("3 online")
+    # Each its own entry, avatar and short id; "you" is the one with her key, listed first.
+    await expect(people.nth(0).locator(".you-tag")).to_have_count(1)
+    await expect(ann.page.locator("#people .you-tag")).to_have_count(1)
+    await expect(people.locator(".avatar")).to_have_count(3)
+    ids = ann.page.locator("#people .person-id")
+    await expect(ids).to_have_count(2)  # only the names two people share need one
+    first, second = await ids.all_text_contents()
+    assert first != second
+    await expect(bo.page.locator("#people .person-name")).to_have_text(["Bo", "Ann", "Ann"])
+    await expect(bo.page.locator("#people .you-tag")).to_have_count(1)
+
+    # The impostor typing is someone else typing, even in Ann's page.
+    await bot.call("typing", {"typing": True})
+    await expect(ann.page.locator("#typing")).to_have_text("Ann is typing…")
+    await ann.page.locator("#text").type("hi")
+    await expect(bo.page.locator("#typing")).to_have_text("Ann and Ann are typing…")
+    await expect(ann.page.locator("#typing")).to_have_text("Ann is typing…")  # not herself
+
+    # The impostor leaves: only its indicator ends, and one Ann is left online.
+    await bot.close()
+    await expect(bo.page.locator("#typing")).to_have_text("Ann is typing…")
+    await expect(ann.page.locator("#typing")).to_have_text("")
+    await ann.page.clock.resume()  # a departure shows after a 2 s grace
+    await expect(people).to_have_count(2)
+    await expect(ann.page.locator("#people .person-name")).to_have_text(["Ann", "Bo"])
+    await expect(ann.page.locator("#people .person-id")).to_have_count(0)
+
+
+async def test_a_reload_and_a_second_tab_are_still_me(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    ann = await open_chat(server.url, "/r/team", "Ann")
+    page = ann.page
+    key = await page.evaluate("localStorage.getItem('chatapp.key')")
+    await send(page, "before the reload")
+    bot = await impostor(make_client, server, "team")
+    assert (await bot.send("from the impostor"))["ok"]
+    await expect(bubble(page, "from the impostor")).to_have_count(1)
+
+    await page.reload()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#messages .msg")).to_have_count(2)
+    assert [m["mine"] for m in await shown(page)] == [True, False]
+    # Made once, kept in localStorage: the same key after the reload.
+    assert PAGE_KEY.fullmatch(key or ""), key
+    assert await page.evaluate("localStorage.getItem('chatapp.key')") == key
+
+    # Another tab of the same browser is the same person: one entry, "you" in both tabs.
+    tab = await open_chat(server.url, "/r/team", tab_of=ann)
+    await expect(tab.page.locator("#my-name")).to_have_text("Ann")
+    for p in (page, tab.page):
+        await expect(p.locator("#people .person")).to_have_count(2)
+        await expect(p.locator("#people .you-tag")).to_have_count(1)
+    await expect(tab.page.locator("#messages .msg")).to_have_count(2)
+    assert [m["mine"] for m in await shown(tab.page)] == [True, False]
+    await send(tab.page, "from the second tab")
+    await expect(bubble(page, "from the second tab")).to_have_count(1)
+    assert [m["mine"] for m in await shown(page)] == [True, False, True]
+
+
 async def test_a_rename_keeps_my_messages_mine_and_my_old_name_is_not_me(
     server: Server, open_chat: OpenChat, make_client: ClientFactory
 ) -> None:
