@@ -355,13 +355,14 @@ function setName(name) {
   state.name = name;
   storeName(name);
   $("my-name").textContent = name;
-  paintAvatar($("my-avatar"), name);
+  paintAvatar($("my-avatar"), { name, user_id: state.userId });
 }
 
 /** Our user_id, as the server says (the welcome, a rename's answer): what makes a message ours. */
 function setUserId(userId) {
   if (!userId || userId === state.userId) return;
   state.userId = userId;
+  if (state.name) paintAvatar($("my-avatar"), { name: state.name, user_id: userId });
   timeline.refreshOwnership();
 }
 

@@ -1,6 +1,6 @@
 // Who is online in this room, and who is typing.
 
-import { avatar } from "./avatar.js";
+import { avatar, personOf } from "./avatar.js";
 import { el } from "./dom.js";
 
 /** An indicator not renewed within this time is dropped (the server renews every 3 s). */
@@ -77,7 +77,7 @@ export class PeopleView {
 
   /**
    * We come first, then by name. A name shown by more than one person gets a short id after
-   * it; "you" is decided by user_id, never by name.
+   * it, each person their own avatar color; "you" is decided by user_id, never by name.
    */
   #render(people) {
     const me = this.me;
@@ -93,7 +93,7 @@ export class PeopleView {
     this.list.replaceChildren(
       ...sorted.map((p) => {
         const li = el("li", "person");
-        li.append(avatar(p.name, "avatar-small"), el("span", "person-name", p.name));
+        li.append(avatar(p, "avatar-small"), el("span", "person-name", p.name));
         if (p.user_id && uses.get(nameKey(p.name)) > 1) {
           // The end of the id: enough to tell namesakes apart, the same in every page.
           const id = el("span", "person-id", `#${p.user_id.slice(-4)}`);
@@ -109,9 +109,6 @@ export class PeopleView {
     this.onChange(people);
   }
 }
-
-/** Who an event or message is from: its user_id (or, from before ids, its name). */
-const personOf = (p) => p.user_id ?? p.name;
 
 export class TypingView {
   constructor(node) {

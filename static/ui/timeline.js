@@ -2,7 +2,7 @@
 // still waiting for their ack below them; day separators, grouping, and scrolling that
 // never jumps under the reader.
 
-import { avatar, hueOf } from "./avatar.js";
+import { avatar, hueClass } from "./avatar.js";
 import { el, quietly } from "./dom.js";
 import { renderText } from "./text.js";
 import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
@@ -174,9 +174,9 @@ export class Timeline {
   }
 
   #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "" } = {}) {
-    const li = el("li", `msg ${mine ? "mine" : "theirs"} hue-${hueOf(msg.name)} ${extraClass}`);
+    const li = el("li", `msg ${mine ? "mine" : "theirs"} ${hueClass(msg)} ${extraClass}`);
     if (msg.id !== undefined) li.dataset.id = String(msg.id);
-    li.append(avatar(msg.name));
+    li.append(avatar(msg));
     const bubble = el("div", "bubble");
     const meta = el("div", "meta");
     meta.append(el("span", "author", msg.name));

@@ -39,7 +39,16 @@ async def impostor(make_client: ClientFactory, server: Server, room: str) -> Cli
 
 
 def bubble(page: Page, text: str) -> Any:
-    return page.locator("#messages .msg", has_text=text)
+    """The confirmed messages whose text is ``text``."""
+    return page.locator("#messages .msg").filter(
+        has=page.locator(".text").get_by_text(text, exact=True)
+    )
+
+
+async def hue(item: Any) -> str:
+    """The color class ("hue-N") of a message or an avatar."""
+    classes = (await item.get_attribute("class") or "").split()
+    return next(c for c in classes if c.startswith("hue-"))
 
 
 async def looks(item: Any) -> dict[str, Any]:
@@ -251,6 +260,10 @@ async def test_a_rename_keeps_my_messages_mine_and_my_old_name_is_not_me(
     ]
     await expect(page.locator("#people .person-name")).to_have_text(["Annie", "Ann", "Bo"])
     await expect(page.locator("#people .person").nth(0).locator(".you-tag")).to_have_count(1)
+    # Her color is hers, under either name: the same in Bo's timeline and list.
+    hues = [await hue(bubble(bo.page, t)) for t in ("as Ann", "as Annie")]
+    hues.append(await hue(bo.page.locator("#people .person", has_text="Annie").locator(".avatar")))
+    assert len(set(hues)) == 1, hues
 
     await page.reload()
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
