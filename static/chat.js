@@ -3,7 +3,8 @@
 import { Connection } from "./ui/connection.js";
 import { paintAvatar } from "./ui/avatar.js";
 import { codePoints, randomId } from "./ui/dom.js";
-import { NameDialog, forgetName, pastNames, storeName, storedName } from "./ui/name.js";
+import { browserKey, newBrowserKey } from "./ui/key.js";
+import { NameDialog, forgetName, storeName, storedName } from "./ui/name.js";
 import { Outbox } from "./ui/outbox.js";
 import { PeopleView, TypingView } from "./ui/presence.js";
 import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
@@ -33,7 +34,9 @@ const counterFrom = Math.floor(limits.text * 0.9);
 
 const state = {
   name: storedName(),
-  ownNames: new Set(pastNames()),
+  key: browserKey(), // sent on every (re)connect: who we are, whatever our name
+  userId: null, // the public id the server derives from it (the welcome says)
+  keyReplaced: false,
   loaded: false, // the first welcome's history is shown
   live: false, // welcomed, and connected since: people and head counts are current
   streamMax: null, // newest id received through the ordered stream (welcome + message)
@@ -45,7 +48,9 @@ const state = {
   typingIdle: null,
 };
 
-const isMine = (name) => name === state.name || state.ownNames.has(name);
+/** Ours: sent with our key. Never decided by name (anyone can take a name), and a message
+ * from before ids (no user_id) is nobody's. */
+const isMine = (msg) => msg.user_id != null && msg.user_id === state.userId;
 
 // -- views ----------------------------------------------------------------------------------
 
@@ -76,7 +81,7 @@ const timeline = new Timeline(
 );
 const people = new PeopleView(
   { list: $("people"), count: $("people-count"), headerCount: $("online-count") },
-  (users) => rooms.setLocalCount(users.length),
+  (shown) => rooms.setLocalCount(shown.length),
 );
 const typing = new TypingView($("typing"));
 const rooms = new RoomsView(
@@ -126,7 +131,7 @@ const outbox = new Outbox((payload) => call("message", payload), {
 function connectAuth() {
   const since = state.gapFloor ?? state.streamMax;
   state.sinceSent = since;
-  const auth = { room, name: state.name };
+  const auth = { room, name: state.name, key: state.key };
   if (since !== null) auth.since = since;
   return auth;
 }
@@ -147,6 +152,12 @@ function onConnectionState(connState, detail) {
   if (connState === "refused" && detail.message.startsWith("invalid name")) {
     askNameAgain(detail.message);
   }
+  if (connState === "refused" && detail.message.startsWith("invalid key") && !state.keyReplaced) {
+    // Not one we made (storage edited, or an older page's): a new one, once.
+    state.keyReplaced = true;
+    state.key = newBrowserKey();
+    conn.start();
+  }
 }
 
 async function askNameAgain(message) {
@@ -162,9 +173,10 @@ function noteStream(messages) {
 }
 
 socket.on("welcome", (welcome) => {
+  setUserId(welcome.user_id);
   setName(welcome.name);
   state.live = true;
-  people.show(welcome.users, state.name);
+  people.show(welcome.people, state.userId);
   rooms.setStale(false);
   const history = welcome.history;
   if (!state.loaded) {
@@ -208,17 +220,18 @@ socket.on("message", (msg) => {
   const added = timeline.addLive([msg]);
   noteStream([msg]);
   noteUnread(added);
-  if (added.length) typing.remove(msg.name);
+  if (added.length) typing.endFor(msg);
 });
 
 socket.on("presence", (event) => {
   if (event.room !== room) return;
-  if (event.left) typing.remove(event.left);
-  people.update(event.users, state.name, { departure: Boolean(event.left && !event.joined) });
+  typing.keepOnly(event.people);
+  people.update(event.people, state.userId, { departure: Boolean(event.left && !event.joined) });
 });
 
 socket.on("typing", (event) => {
-  if (event.name !== state.name) typing.update(event.name, event.typing);
+  // Our own other tabs type as us: not shown. Someone else with our name is someone else.
+  if (event.user_id !== state.userId) typing.update(event);
 });
 
 // -- history ----------------------------------------------------------------------------------
@@ -270,7 +283,13 @@ function updateComposer() {
 
 function send() {
   if (sendButton.disabled) return;
-  const pending = { clientId: randomId(), text: textarea.value, name: state.name, ts: Date.now() };
+  const pending = {
+    clientId: randomId(),
+    text: textarea.value,
+    name: state.name,
+    user_id: state.userId,
+    ts: Date.now(),
+  };
   textarea.value = "";
   autosize();
   updateComposer();
@@ -334,10 +353,16 @@ textarea.addEventListener("blur", stopTyping);
 function setName(name) {
   if (!name) return;
   state.name = name;
-  state.ownNames.add(name);
   storeName(name);
   $("my-name").textContent = name;
-  paintAvatar($("my-avatar"), name);
+  paintAvatar($("my-avatar"), { name, user_id: state.userId });
+}
+
+/** Our user_id, as the server says (the welcome, a rename's answer): what makes a message ours. */
+function setUserId(userId) {
+  if (!userId || userId === state.userId) return;
+  state.userId = userId;
+  if (state.name) paintAvatar($("my-avatar"), { name: state.name, user_id: userId });
   timeline.refreshOwnership();
 }
 
@@ -349,16 +374,14 @@ $("change-name").addEventListener("click", async () => {
       if (wanted === state.name || !conn.connected) return { name: wanted };
       try {
         const ack = await call("rename", { name: wanted });
+        if (ack.ok) setUserId(ack.user_id); // the same, with our key
         return ack.ok ? { name: ack.name } : { error: ack.error };
       } catch {
         return { error: "Could not reach the server, please try again." };
       }
     },
   });
-  if (name) {
-    setName(name);
-    people.rename(state.name);
-  }
+  if (name) setName(name);
   $("change-name").focus();
 });
 
@@ -366,7 +389,7 @@ $("change-name").addEventListener("click", async () => {
 
 function noteUnread(added) {
   if (!document.hidden) return;
-  const fromOthers = added.filter((m) => !isMine(m.name)).length;
+  const fromOthers = added.filter((m) => !isMine(m)).length;
   if (!fromOthers) return;
   state.unread += fromOthers;
   document.title = `(${state.unread}) ${baseTitle}`;

@@ -1,9 +1,9 @@
-// The reader's name: asked once, kept in localStorage, changeable.
+// The reader's name: asked once, kept in localStorage, changeable. A label only: which
+// messages are the reader's own is the key's business (key.js), not the name's.
 
 import { codePoints } from "./dom.js";
 
 const NAME_KEY = "chatapp.name";
-const PAST_NAMES_KEY = "chatapp.pastNames";
 
 export function storedName() {
   try {
@@ -16,11 +16,6 @@ export function storedName() {
 export function storeName(name) {
   try {
     localStorage.setItem(NAME_KEY, name);
-    const past = pastNames();
-    if (!past.includes(name)) {
-      past.unshift(name);
-      localStorage.setItem(PAST_NAMES_KEY, JSON.stringify(past.slice(0, 10)));
-    }
   } catch {
     // Private mode without storage: the name lasts for this page only.
   }
@@ -31,16 +26,6 @@ export function forgetName() {
     localStorage.removeItem(NAME_KEY);
   } catch {
     // nothing stored
-  }
-}
-
-/** Names used in this browser, so that messages sent under an earlier name stay "own". */
-export function pastNames() {
-  try {
-    const list = JSON.parse(localStorage.getItem(PAST_NAMES_KEY) || "[]");
-    return Array.isArray(list) ? list.filter((n) => typeof n === "string") : [];
-  } catch {
-    return [];
   }
 }
 

@@ -2,7 +2,7 @@
 // still waiting for their ack below them; day separators, grouping, and scrolling that
 // never jumps under the reader.
 
-import { avatar, hueOf } from "./avatar.js";
+import { avatar, hueClass } from "./avatar.js";
 import { el, quietly } from "./dom.js";
 import { renderText } from "./text.js";
 import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
@@ -14,11 +14,17 @@ const BOTTOM_SLACK = 48;
 /** Start fetching older messages when this close to the top. */
 const TOP_SLACK = 160;
 
+/**
+ * Grouped under one header: the same person under the same name (a message from before
+ * ids has only its name). A new name shows, and so does a namesake.
+ */
+const sameAuthor = (a, b) => a.name === b.name && (a.user_id ?? null) === (b.user_id ?? null);
+
 export class Timeline {
   /**
    * @param {object} dom  scroller, log, list, pendingList, loadOlder, historyStart, jump, jumpLabel
-   * @param {object} hooks  isMine(name) -> bool; needOlder() -> void; onRetry(pending);
-   *   onDiscard(pending)
+   * @param {object} hooks  isMine(msg) -> bool (by its user_id); needOlder() -> void;
+   *   onRetry(pending); onDiscard(pending)
    */
   constructor(dom, hooks) {
     this.dom = dom;
@@ -106,7 +112,7 @@ export class Timeline {
     if (wasAtBottom || ownSend) {
       this.scrollToBottom();
     } else {
-      const fromOthers = added.filter((m) => !this.hooks.isMine(m.name)).length;
+      const fromOthers = added.filter((m) => !this.hooks.isMine(m)).length;
       if (fromOthers) this.#setUnseen(this.unseen + fromOthers);
     }
     return added;
@@ -163,15 +169,14 @@ export class Timeline {
       entry.sep.remove();
       entry.sep = null;
     }
-    const grouped = !newDay && prev.name === msg.name && msg.ts - prev.ts < GROUP_MS;
+    const grouped = !newDay && sameAuthor(prev, msg) && msg.ts - prev.ts < GROUP_MS;
     entry.el.classList.toggle("cont", grouped);
   }
 
-  #renderMessage(msg, extraClass = "") {
-    const mine = this.hooks.isMine(msg.name);
-    const li = el("li", `msg ${mine ? "mine" : "theirs"} hue-${hueOf(msg.name)} ${extraClass}`);
+  #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "" } = {}) {
+    const li = el("li", `msg ${mine ? "mine" : "theirs"} ${hueClass(msg)} ${extraClass}`);
     if (msg.id !== undefined) li.dataset.id = String(msg.id);
-    li.append(avatar(msg.name));
+    li.append(avatar(msg));
     const bubble = el("div", "bubble");
     const meta = el("div", "meta");
     meta.append(el("span", "author", msg.name));
@@ -186,10 +191,10 @@ export class Timeline {
     return li;
   }
 
-  /** Re-evaluate which messages are the reader's own (after a rename). */
+  /** Re-evaluate which messages are the reader's own (the reader's user_id changed). */
   refreshOwnership() {
     for (const { msg, el: li } of this.entries.values()) {
-      const mine = this.hooks.isMine(msg.name);
+      const mine = this.hooks.isMine(msg);
       li.classList.toggle("mine", mine);
       li.classList.toggle("theirs", !mine);
     }
@@ -198,9 +203,9 @@ export class Timeline {
   // -- the reader's own messages before their ack ---------------------------------------
   // The outbox (outbox.js) decides when they are sent; this shows them, in its order.
 
-  /** Show a message on its way; `pending` is {clientId, text, name, ts}. */
+  /** Show a message on its way; `pending` is {clientId, text, name, user_id, ts}. */
   showPending(pending) {
-    pending.el = this.#renderMessage(pending, "pending");
+    pending.el = this.#renderMessage(pending, { mine: true, extraClass: "pending" });
     pending.el.dataset.clientId = pending.clientId;
     pending.stateEl = el("div", "send-state");
     pending.el.querySelector(".bubble").append(pending.stateEl);
@@ -256,12 +261,15 @@ export class Timeline {
   /**
    * A broadcast of one of our own messages usually arrives just before its ack (and a
    * catch-up may bring one whose ack was lost): let it take the pending bubble's place so
-   * that the text never shows twice. Only a message the server may hold qualifies.
+   * that the text never shows twice. Only a message the server may hold qualifies, and
+   * only one from us (by user_id: someone else may use our name, and post the same text).
+   * Broadcasts carry no client_id: the same text is the best match, and if it came from
+   * another of our tabs, the ack still puts ours in place.
    */
   #adoptPending(msg) {
-    if (this.entries.has(msg.id) || !this.hooks.isMine(msg.name)) return false;
+    if (this.entries.has(msg.id) || !this.hooks.isMine(msg)) return false;
     for (const pending of this.pending.values()) {
-      if (pending.mayBeStored && pending.text === msg.text && pending.name === msg.name) {
+      if (pending.mayBeStored && pending.text === msg.text) {
         this.#dropPending(pending);
         this.#insert(msg);
         this.#markSent(msg.id);

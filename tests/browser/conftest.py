@@ -104,6 +104,9 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
     """Open the chat page as a new person (own browser context, so own localStorage).
 
     ``name`` is typed into the name dialog; pass ``name=None`` to leave the dialog open.
+    ``tab_of=chat`` opens another tab of ``chat``'s browser instead (its context: the same
+    localStorage, so the remembered name and key; ``name`` is not asked) and waits for it
+    to connect.
     With ``paused_clock=True`` the page's clock stands still from its first script on: its
     timers (the reconnect delay, countdowns, polling) fire only when the test moves time
     (``page.clock.run_for``, ``.resume()``), so a test can look at a state that would
@@ -120,11 +123,15 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         *,
         wait_connected: bool = True,
         paused_clock: bool = False,
+        tab_of: ChatPage | None = None,
         **context_options: Any,
     ) -> ChatPage:
-        context_options.setdefault("viewport", {"width": 1200, "height": 800})
-        context = await browser.new_context(**context_options)
-        if paused_clock:
+        if tab_of is not None:
+            context = tab_of.context
+        else:
+            context_options.setdefault("viewport", {"width": 1200, "height": 800})
+            context = await browser.new_context(**context_options)
+        if paused_clock and tab_of is None:
             # Before any page exists, so nothing can be scheduled on the real clock.
             now = time.time()
             await context.clock.install(time=now)
@@ -147,19 +154,21 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         page.on("request", lambda request: chat.urls.append(request.url))
         page.on("websocket", lambda ws: chat.urls.append(ws.url))
         await page.goto(base_url + path)
-        if name is not None:
+        if name is not None and tab_of is None:
             await page.locator("#name-input").fill(name)
             await page.locator("#name-input").press("Enter")
-            if wait_connected:
-                await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+        if wait_connected and (name is not None or tab_of is not None):
+            await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
         return chat
 
     yield open_
-    for chat in pages:
-        violations = await chat.csp_violations()
-        await chat.context.close()
+    # Every page is asked before any context closes (tabs share their context).
+    violations = [await chat.csp_violations() for chat in pages]
+    for context in {id(chat.context): chat.context for chat in pages}.values():
+        await context.close()
+    for chat, csp in zip(pages, violations, strict=True):
         assert not chat.dialogs, f"a page opened a dialog: {chat.dialogs}"
-        assert not violations, f"CSP violations: {violations}"
+        assert not csp, f"CSP violations: {csp}"
         assert not chat.foreign_urls(), f"requests to another origin: {chat.foreign_urls()}"
         # While a server is away or the context offline (reconnect tests) the browser logs
         # its own network errors; anything else is a bug in the page.

@@ -21,6 +21,8 @@ from .conftest import CHROMIUM, CHROMIUM_ARGS
 OUT = ROOT / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+#: Ann's browser key: her earlier messages are posted with it, so the page shows them as hers.
+ANN_KEY = "screenshot-ann-0123456789"
 
 CONVERSATION = [
     ("Maya", "Morning all! Release checklist is in the usual place 👉 https://example.com/release"),
@@ -43,7 +45,7 @@ async def seed(url: str) -> list[Client]:
         await client.connect(url, room="release", name=name)
         clients[name] = client
     poster = Client()
-    await poster.connect(url, room="release", name="Ann")
+    await poster.connect(url, room="release", name="Ann", key=ANN_KEY)
     for name, text in CONVERSATION:
         sender = poster if name == "Ann" else clients[name]
         assert (await sender.send(text))["ok"]
@@ -73,6 +75,7 @@ async def open_page(
         # Still pictures: no transition caught half-way.
         reduced_motion="reduce",
     )
+    await context.add_init_script(f"localStorage.setItem('chatapp.key', '{ANN_KEY}')")
     page = await context.new_page()
     await page.goto(url)
     await page.locator("#name-input").fill(name)
