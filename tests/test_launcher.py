@@ -16,21 +16,24 @@ from .support import URL_RE
 async def test_launcher_starts_processes_that_act_as_one_chat(
     tmp_path: Path, redis_prefix: str, pg_url: str, make_client: ClientFactory
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "chatapp.cluster", "--processes", "2", "--base-port", "0"),
-        *("--db", pg_url, "--redis-url", REDIS_URL, "--redis-prefix", redis_prefix),
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    # The launcher's and its children's stderr (their logs): shown if the test fails.
+    log_path = tmp_path / "cluster.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "chatapp.cluster", "--processes", "2", "--base-port", "0"),
+            *("--db", pg_url, "--redis-url", REDIS_URL, "--redis-prefix", redis_prefix),
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
     try:
         assert proc.stdout is not None
         urls = []
         for _ in range(2):
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
             match = URL_RE.search(line)
-            assert match, line
+            assert match, f"{line!r}\n{log_path.read_text(errors='replace')}"
             urls.append(match.group(0))
         assert len(set(urls)) == 2
         ann, bob = make_client(), make_client()
