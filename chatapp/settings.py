@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from .version import version
+
 ENV_PREFIX = "CHATAPP_"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -91,6 +93,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "on one port. Every flag can also be set as an environment variable "
         "CHATAPP_<FLAG> (e.g. CHATAPP_PORT=9000); flags win.",
     )
+
+    parser.add_argument("--version", action="version", version=f"chatapp {version()}")
 
     def env(name: str, default: object) -> object:
         return _env_default(environ, name, default)

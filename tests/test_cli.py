@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
-from .support import Server
+import chatapp
+
+from .support import ROOT, Server
+
+#: The console script that ``pip install`` made for the test environment.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("chatapp")
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -80,6 +89,40 @@ def test_unwritable_database_is_one_clear_line(tmp_path) -> None:
     result = run_cli("--port", "0", "--db", str(readonly / "chat.db"))
     assert result.returncode == 2
     assert "chatapp: error: cannot open SQLite database" in result.stderr
+
+
+def test_version_is_the_installed_distributions() -> None:
+    for command in ([sys.executable, "-m", "chatapp"], [str(CONSOLE_SCRIPT)]):
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"chatapp {importlib.metadata.version('chatapp')}\n"
+
+
+def test_version_from_a_source_checkout_that_is_not_installed(tmp_path) -> None:
+    # The test environment's libraries without chatapp's own installation, and the checkout
+    # on sys.path: what `PYTHONPATH=. python -m chatapp` sees in a clone never installed.
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    for entry in Path(sysconfig.get_path("purelib")).iterdir():
+        if not entry.name.startswith(("chatapp", "_editable_impl_chatapp")):
+            (libs / entry.name).symlink_to(entry)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{libs}"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", *args],  # -S: no site-packages, so no installed chatapp
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=30,
+        )
+
+    probe = run("-c", "import importlib.metadata as m; m.version('chatapp')")
+    assert "PackageNotFoundError" in probe.stderr  # really not installed there
+    result = run("-m", "chatapp", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chatapp {chatapp.__version__}\n"
 
 
 async def test_environment_variables_configure_it(tmp_path, make_client) -> None:

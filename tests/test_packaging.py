@@ -11,6 +11,7 @@ environment (``.ci/test``) downloaded moments before.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import subprocess
 import sys
 import tarfile
@@ -155,6 +156,7 @@ async def test_sdist_builds_a_wheel_that_installs_and_serves_without_node_module
     )
     where = run(python, "-c", "import chatapp; print(chatapp.__file__)", cwd=tmp_path / "module")
     assert Path(where.strip()).is_relative_to(env_dir)
+    assert run(script, "--version") == f"chatapp {importlib.metadata.version('chatapp')}\n"
 
     # `pip install chatapp-*.tar.gz` builds a wheel from the sdist by itself.
     await asyncio.to_thread(
