@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -108,8 +109,10 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = load_settings(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The ``chatapp`` console script; ``prog`` names the command in usage and errors
+    (default: as invoked, e.g. ``chatapp``)."""
+    settings = load_settings(argv, prog=prog or os.path.basename(sys.argv[0]))
     configure_logging(settings.log_level)
     try:
         _run(serve(settings))

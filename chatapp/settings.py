@@ -84,11 +84,16 @@ def _env_default(environ: Mapping[str, str], name: str, default: object) -> obje
     return environ.get(ENV_PREFIX + name.upper(), default)
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The CLI, with each flag's default taken from its ``CHATAPP_<NAME>`` variable."""
+def build_parser(
+    environ: Mapping[str, str], prog: str = "python -m chatapp"
+) -> argparse.ArgumentParser:
+    """The CLI, with each flag's default taken from its ``CHATAPP_<NAME>`` variable.
+
+    ``prog`` is the command as the user typed it, for usage lines and errors.
+    """
     d = Settings()
     parser = argparse.ArgumentParser(
-        prog="python -m chatapp",
+        prog=prog,
         description="Run the chatapp server: the chat pages, the JSON API and Socket.IO "
         "on one port. Every flag can also be set as an environment variable "
         "CHATAPP_<FLAG> (e.g. CHATAPP_PORT=9000); flags win.",
@@ -265,14 +270,16 @@ _MINIMUMS: dict[str, float] = {
 
 
 def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "python -m chatapp",
 ) -> Settings:
     """Parse CLI flags (over ``CHATAPP_*`` variables) into a Settings.
 
     Bad values exit through argparse with a usage line and status 2.
     """
     environ = os.environ if environ is None else environ
-    parser = build_parser(environ)
+    parser = build_parser(environ, prog)
     ns = parser.parse_args(argv)
     # argparse applies `type` only to values from the command line or string defaults;
     # environment values arrive as strings, so convert them here with clear errors.

@@ -125,6 +125,22 @@ def test_version_from_a_source_checkout_that_is_not_installed(tmp_path) -> None:
     assert result.stdout == f"chatapp {chatapp.__version__}\n"
 
 
+def test_help_and_errors_name_the_command_as_it_was_invoked() -> None:
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: chatapp [")
+    assert "python -m" not in result.stdout
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--port", "70000"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: chatapp [")
+    assert result.stderr.splitlines()[-1] == ("chatapp: error: --port must be between 0 and 65535")
+    assert run_cli("--help").stdout.startswith("usage: python -m chatapp [")
+
+
 async def test_environment_variables_configure_it(tmp_path, make_client) -> None:
     server = Server(tmp_path, env={"CHATAPP_DB": str(tmp_path / "env.db"), "CHATAPP_PORT": "0"})
     server.args = []
