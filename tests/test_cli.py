@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,11 @@ from .support import ROOT, Server
 
 #: The console script that ``pip install`` made for the test environment.
 CONSOLE_SCRIPT = Path(sys.executable).with_name("chatapp")
+#: An option of ``--help``: indented by two spaces (wrapped help text is indented more).
+HELP_OPTION_RE = re.compile(r"^  (?:-\w, )?(--[a-z][a-z0-9-]*)", re.MULTILINE)
+
+
+README_FLAG_RE = re.compile(r"^\| `(--[a-z][a-z0-9-]*)` \|", re.MULTILINE)
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -139,6 +145,18 @@ def test_help_and_errors_name_the_command_as_it_was_invoked() -> None:
     assert result.stderr.startswith("usage: chatapp [")
     assert result.stderr.splitlines()[-1] == ("chatapp: error: --port must be between 0 and 65535")
     assert run_cli("--help").stdout.startswith("usage: python -m chatapp [")
+
+
+def test_readme_table_lists_exactly_the_flags_of_help() -> None:
+    shown = set(HELP_OPTION_RE.findall(run_cli("--help").stdout)) - {"--help", "--version"}
+    assert {"--host", "--port", "--typing-timeout"} <= shown  # the pattern finds them
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Running it") :]
+    table = table[: table.index("\n## ")]
+    listed = README_FLAG_RE.findall(table)
+    assert len(listed) == len(set(listed)), "a flag is listed twice"
+    assert sorted(shown - set(listed)) == [], "flags of --help missing from README.md"
+    assert sorted(set(listed) - shown) == [], "README.md lists flags that do not exist"
 
 
 async def test_environment_variables_configure_it(tmp_path, make_client) -> None:
