@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import typing
 from pathlib import Path
 
 import pytest
 
 import chatapp
+from chatapp import Settings, load_settings
 
 from .support import ROOT, Server
 
@@ -60,7 +62,7 @@ def test_bad_flag_is_a_usage_error() -> None:
         (("--port", "seventy"), "invalid int value"),
         (("--port", "70000"), "--port must be between 0 and 65535"),
         (("--log-level", "loud"), "invalid choice"),
-        (("--message-rate", "0"), "--message-rate > 0"),
+        (("--message-rate", "0"), "--message-rate must be > 0"),
     ],
 )
 def test_bad_values_are_usage_errors(args: tuple[str, ...], message: str) -> None:
@@ -159,6 +161,60 @@ def test_readme_table_lists_exactly_the_flags_of_help() -> None:
     assert sorted(set(listed) - shown) == [], "README.md lists flags that do not exist"
 
 
+def test_a_bad_environment_variable_is_reported_by_its_name() -> None:
+    result = run_cli(env={**os.environ, "CHATAPP_PORT": "abc"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "python -m chatapp: error: CHATAPP_PORT: invalid int value: 'abc'"
+    )
+
+
+#: A value each validated setting refuses, besides the not-a-number of every number.
+OUT_OF_RANGE = [
+    ("port", "70000"),
+    ("log_level", "loud"),
+    ("message_burst", "0"),
+    ("message_rate", "0"),
+    ("redis_url", "http://127.0.0.1/"),
+    ("redis_prefix", "two words"),
+    ("presence_ttl", "0"),
+    ("transports", "carrier-pigeon"),
+    ("typing_timeout", "0"),
+    ("max_connections_per_ip", "-1"),
+    ("event_burst", "0"),
+    ("event_rate", "0"),
+    ("max_frame_bytes", "1000"),
+    ("max_body_bytes", "10"),
+    ("max_queued_packets", "1"),
+    ("connect_timeout", "0"),
+    ("ping_interval", "0"),
+    ("ping_timeout", "0"),
+]
+
+
+NUMBERS = [
+    (name, "many") for name, kind in typing.get_type_hints(Settings).items() if kind in (int, float)
+]
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE + NUMBERS)
+def test_a_bad_value_is_reported_where_it_came_from(
+    name: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag, variable = "--" + name.replace("_", "-"), "CHATAPP_" + name.upper()
+
+    def error(argv: list[str], environ: dict[str, str]) -> str:
+        with pytest.raises(SystemExit) as exited:
+            load_settings(argv, environ)
+        assert exited.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
+    from_env = error([], {variable: value})
+    assert variable in from_env and flag not in from_env, from_env
+    from_argv = error([flag, value], {})
+    assert flag in from_argv and variable not in from_argv, from_argv
+
+
 async def test_environment_variables_configure_it(tmp_path, make_client) -> None:
     server = Server(tmp_path, env={"CHATAPP_DB": str(tmp_path / "env.db"), "CHATAPP_PORT": "0"})
     server.args = []
@@ -220,3 +276,8 @@ async def test_sigterm_while_messages_are_being_sent_loses_no_acked_message(
     stored = [m["id"] for m in welcome["history"]]
     assert set(acked) <= set(stored)
     assert stored == list(range(1, len(stored) + 1))
+
+
+def test_a_flag_wins_over_a_bad_variable() -> None:
+    settings = load_settings(["--port", "9000"], {"CHATAPP_PORT": "abc"})
+    assert settings.port == 9000
