@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from .store import StoreError
 log = logging.getLogger("chatapp")
 
 EXIT_STARTUP_ERROR = 2
+#: Pending connections per listening socket (aiohttp's TCPSite default).
+BACKLOG = 128
 #: Allocations between collections of the youngest generation (CPython: 700).
 GC_THRESHOLD = 10_000
 
@@ -57,6 +60,29 @@ def configure_logging(level: str) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+async def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to, as aiohttp's TCPSite opens
+    them (SO_REUSEADDR; IPv6 sockets IPv6-only); StartupError if one cannot be bound."""
+    loop = asyncio.get_running_loop()
+    sockets: list[socket.socket] = []
+    try:
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, _, _, _, address in dict.fromkeys(infos):
+            sockets.append(socket.create_server(address, family=family, backlog=BACKLOG))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use "
+                "(choose another with --port or CHATAPP_PORT)"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sockets
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM; raise StartupError if it cannot start."""
     # Signals are handled from the start, so a stop request during start-up is not lost.
@@ -64,23 +90,20 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # The port first: if it is taken, nothing else (the database) has been opened or
+    # created, and the operator gets one line.
+    sockets = await listen(settings.host, settings.port)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
     try:
         await runner.setup()
     except StoreError as exc:
+        for sock in sockets:
+            sock.close()
         raise StartupError(str(exc)) from None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"port {settings.port} on {settings.host} is already in use "
-                    "(choose another with --port or CHATAPP_PORT)"
-                ) from None
-            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
         host, port = runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         # The URL on stdout is the operator's (and the test harness's) cue that we are up.

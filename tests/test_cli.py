@@ -71,32 +71,40 @@ def test_bad_values_are_usage_errors(args: tuple[str, ...], message: str) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_port_in_use_is_one_clear_line(tmp_path) -> None:
+def test_port_in_use_is_one_line_and_creates_no_database(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("--port", str(port), "--db", str(tmp_path / "x.db"))
+        result = run_cli("--port", str(port), cwd=tmp_path)  # the default ./chatapp.db
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [
+    assert result.stderr.splitlines() == [
         f"chatapp: error: port {port} on 127.0.0.1 is already in use "
         "(choose another with --port or CHATAPP_PORT)"
     ]
-    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_unwritable_database_is_one_clear_line(tmp_path) -> None:
-    result = run_cli("--port", "0", "--db", str(tmp_path / "missing-dir" / "chat.db"))
+def test_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path) -> None:
+    missing = tmp_path / "missing-dir" / "chat.db"
+    result = run_cli("--port", "0", "--db", str(missing), cwd=tmp_path)
     assert result.returncode == 2
-    assert "chatapp: error: cannot open SQLite database" in result.stderr
-    assert "Traceback" not in result.stderr
-    readonly = tmp_path / "ro"
-    readonly.mkdir()
-    (readonly / "chat.db").write_bytes(b"this is not a database")
-    result = run_cli("--port", "0", "--db", str(readonly / "chat.db"))
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: cannot open SQLite database '{missing}': unable to open database file"
+    ]
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    not_a_database = tmp_path / "chat.db"
+    not_a_database.write_bytes(b"this is not a database")
+    result = run_cli("--port", "0", "--db", str(not_a_database), cwd=tmp_path)
     assert result.returncode == 2
-    assert "chatapp: error: cannot open SQLite database" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: cannot open SQLite database '{not_a_database}': file is not a database"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.db"]
+    assert not_a_database.read_bytes() == b"this is not a database"
 
 
 def test_version_is_the_installed_distributions() -> None:
