@@ -106,6 +106,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             await web.SockSite(runner, sock, backlog=BACKLOG).start()
         host, port = runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
+        # Before the URL, which tells the operator (and the tests) that start-up is over.
+        if settings.access_token:
+            log.info("private server: pages, the JSON API and Socket.IO need the access token")
+        else:
+            log.info(
+                "open server: anyone who can reach it can read and post "
+                "(set CHATAPP_ACCESS_TOKEN to make it private)"
+            )
         # The URL on stdout is the operator's (and the test harness's) cue that we are up.
         print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
         log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))

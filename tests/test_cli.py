@@ -289,3 +289,28 @@ async def test_sigterm_while_messages_are_being_sent_loses_no_acked_message(
 def test_a_flag_wins_over_a_bad_variable() -> None:
     settings = load_settings(["--port", "9000"], {"CHATAPP_PORT": "abc"})
     assert settings.port == 9000
+
+
+TOKEN = "correct horse battery staple"
+
+
+async def test_start_up_log_says_whether_the_server_is_open_or_private(
+    start_server, tmp_path
+) -> None:
+    (tmp_path / "open").mkdir()
+    (tmp_path / "private").mkdir()
+    opened = await start_server(workdir=tmp_path / "open")
+    private = await start_server(workdir=tmp_path / "private", env={"CHATAPP_ACCESS_TOKEN": TOKEN})
+
+    def access_lines(server: Server) -> list[str]:
+        lines = server.log().splitlines()
+        return [line.split(" chatapp: ", 1)[1] for line in lines if " server: " in line]
+
+    assert access_lines(opened) == [
+        "open server: anyone who can reach it can read and post "
+        "(set CHATAPP_ACCESS_TOKEN to make it private)"
+    ]
+    assert access_lines(private) == [
+        "private server: pages, the JSON API and Socket.IO need the access token"
+    ]
+    assert TOKEN not in private.log()
