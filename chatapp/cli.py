@@ -114,8 +114,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 "open server: anyone who can reach it can read and post "
                 "(set CHATAPP_ACCESS_TOKEN to make it private)"
             )
-        # The URL on stdout is the operator's (and the test harness's) cue that we are up.
-        print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+        # The URL on stdout is the operator's (and the test harness's) cue that we are up. One
+        # write: processes of `python -m chatapp.cluster` share a stdout, and print() writes
+        # the newline apart when Python runs unbuffered, so two lines could interleave.
+        sys.stdout.write(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)\n")
+        sys.stdout.flush()
         log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
         # What start-up built lives as long as the process: out of the collector's way. Chat
         # traffic makes many short-lived objects and few cycles, so the youngest generation is

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +62,29 @@ async def test_launcher_refuses_to_start_without_redis(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert b"need a shared Redis: pass --redis-url" in err
+
+
+def test_the_url_line_is_written_at_once(tmp_path: Path) -> None:
+    """The launcher's processes share one stdout, so each writes its URL line with a single
+    write: print() writes the text and the newline apart when Python runs unbuffered, and
+    two processes starting together then made one line of both URLs and an empty one.
+
+    Each write on a SOCK_SEQPACKET socket arrives as a record of its own.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatapp", "--port", "0", "--db", str(tmp_path / "chat.db")],
+            stdout=theirs,
+            stderr=log,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        theirs.close()
+        try:
+            ours.settimeout(30)
+            record = ours.recv(4096).decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    assert URL_RE.search(record) and record.endswith("(Ctrl-C to stop)\n"), record
