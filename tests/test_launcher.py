@@ -35,7 +35,7 @@ async def test_launcher_starts_processes_that_act_as_one_chat(
         for _ in range(2):
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
             match = URL_RE.search(line)
-            assert match, f"{line!r}\n{log_path.read_text(errors='replace')}"
+            assert match, repr(line)
             urls.append(match.group(0))
         assert len(set(urls)) == 2
         ann, bob = make_client(), make_client()
@@ -48,7 +48,11 @@ async def test_launcher_starts_processes_that_act_as_one_chat(
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 30) == 0
+        try:
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            # pytest shows what a test printed when it fails.
+            print(log_path.read_text(errors="replace"))
 
 
 async def test_launcher_refuses_to_start_without_redis(tmp_path: Path) -> None:
