@@ -56,6 +56,8 @@ RAISED_LIMITS = [
     "1000000",
     "--max-connections-per-ip",
     "0",
+    "--max-tcp-connections-per-ip",
+    "0",
 ]
 
 # Loadgen options per scenario. Each variant of a scenario is run against every

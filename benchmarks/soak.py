@@ -289,6 +289,8 @@ async def start_server(workdir: Path) -> tuple[asyncio.subprocess.Process, str, 
             # Hundreds of clients from one address, and a bot-like pace for all of them.
             "--max-connections-per-ip",
             "0",
+            "--max-tcp-connections-per-ip",
+            "0",
             cwd=workdir,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=asyncio.subprocess.PIPE,

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
@@ -37,6 +38,9 @@ MAX_FAILURES = 10
 FAILURE_WINDOW = 60.0
 #: Paths served without the token: what the login page itself needs, and health checks.
 PUBLIC_PATHS = frozenset({"/login", "/static/login.css", "/healthz", "/readyz"})
+
+#: The cookie's expiry: seconds since the epoch, as ASCII digits.
+_EXPIRY_RE = re.compile(r"[0-9]{1,12}")
 
 TOKEN_REQUIRED = "access token required"
 TOKEN_INVALID = "invalid access token"
@@ -118,7 +122,8 @@ class AccessControl:
         if not value or len(value) > 200:
             return False
         expires_text, _, signature = value.partition(".")
-        if not expires_text.isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not _EXPIRY_RE.fullmatch(expires_text):
             return False
         expires = int(expires_text)
         return expires > time.time() and hmac.compare_digest(

@@ -12,21 +12,24 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
+from .connections import ConnectionLimit, body_timeout_middleware
 from .engine import Engine, library_logger
 from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
 from .jsoncodec import packet_json
 from .keys import (
+    connections_key,
     engine_key,
     fanout_key,
     guard_key,
+    handlers_key,
     presence_key,
     resources_key,
     settings_key,
     sio_key,
     store_key,
 )
-from .origins import OriginPolicy, origin_middleware
+from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .presence import Presence, open_presence
 from .realtime import ChatHandlers
 from .security import setup_security_headers
@@ -53,9 +56,14 @@ def create_app(
     res = resources_mod.locate()
 
     origins = OriginPolicy(settings.allowed_origins, settings.trust_proxy)
+    hosts = HostPolicy(settings.allowed_hosts, settings.trust_proxy)
+    if not is_loopback(settings.host):
+        log.info("answering to %s", hosts.describe())
     access = AccessControl(settings.access_token, settings.trust_proxy)
     app = web.Application(
         middlewares=[
+            body_timeout_middleware(settings.body_timeout, settings.trust_proxy),
+            host_middleware(hosts),
             origin_middleware(origins),
             access_middleware(access),
             api_errors,
@@ -96,11 +104,17 @@ def create_app(
     # One Engine holds every hook into the libraries: the send path and the guard's.
     engine = Engine(sio)
     app[engine_key] = engine
-    app[guard_key] = TransportGuard(engine, settings)
+    guard = app[guard_key] = TransportGuard(engine, settings)
+    app.middlewares.append(guard.middleware())
+    # TCP connections per address, counted by the listener (cli) and, once detached from
+    # aiohttp, by their websocket.
+    connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)
+    engine.on_detached_close(connections.release)
+    app[connections_key] = connections
     feed = RoomFeed(store, engine)
     manager.engine = engine
     manager.feed = feed
-    ChatHandlers(sio, settings, store, presence, feed, engine, access)
+    app[handlers_key] = ChatHandlers(sio, settings, store, presence, feed, engine, access)
 
     aiohttp_jinja2.setup(
         app,
@@ -142,6 +156,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
     engine = app[engine_key]
+    app[handlers_key].stopping()
     await engine.close_all(grace=3.0)
     stuck = engine.abort_websockets()
     if stuck:

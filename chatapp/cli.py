@@ -17,14 +17,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
+from .connections import raise_open_file_limit, runner_options
+from .keys import connections_key
 from .settings import Settings, load_settings, redacted
 from .store import StoreError
 
 log = logging.getLogger("chatapp")
 
 EXIT_STARTUP_ERROR = 2
-#: Pending connections per listening socket (aiohttp's TCPSite default).
-BACKLOG = 128
 #: Allocations between collections of the youngest generation (CPython: 700).
 GC_THRESHOLD = 10_000
 
@@ -61,8 +61,8 @@ def configure_logging(level: str) -> None:
 
 
 async def listen(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets on every address ``host`` resolves to, as aiohttp's TCPSite opens
-    them (SO_REUSEADDR; IPv6 sockets IPv6-only); StartupError if one cannot be bound."""
+    """Listening sockets on every address ``host`` resolves to, as asyncio's create_server
+    opens them (SO_REUSEADDR; IPv6 sockets IPv6-only); StartupError if one cannot be bound."""
     loop = asyncio.get_running_loop()
     sockets: list[socket.socket] = []
     try:
@@ -70,7 +70,7 @@ async def listen(host: str, port: int) -> list[socket.socket]:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         for family, _, _, _, address in dict.fromkeys(infos):
-            sockets.append(socket.create_server(address, family=family, backlog=BACKLOG))
+            sockets.append(socket.create_server(address, family=family))
     except OSError as exc:
         for sock in sockets:
             sock.close()
@@ -94,17 +94,23 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # created, and the operator gets one line.
     sockets = await listen(settings.host, settings.port)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=10, **runner_options(settings)
+    )
     try:
         await runner.setup()
     except StoreError as exc:
         for sock in sockets:
             sock.close()
         raise StartupError(str(exc)) from None
+    listeners: list[asyncio.Server] = []
     try:
-        for sock in sockets:
-            await web.SockSite(runner, sock, backlog=BACKLOG).start()
-        host, port = runner.addresses[0][:2]
+        # Once start-up can no longer fail (its errors are one line), before connections come.
+        raise_open_file_limit()
+        assert runner.server is not None
+        # Not a TCPSite: aiohttp's protocol behind the per-address connection count.
+        listeners = await app[connections_key].listen(runner.server, sockets)
+        host, port = sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         # Before the URL, which tells the operator (and the tests) that start-up is over.
         if settings.access_token:
@@ -130,6 +136,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await stop.wait()
         log.info("stopping: finishing in-flight work and disconnecting clients")
     finally:
+        for listener in listeners:
+            listener.close()  # no new connections; the open ones are aiohttp's to close
         await runner.cleanup()
     log.info("stopped")
 

@@ -570,6 +570,8 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         return None  # the transport closes itself; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self._engine.detached_closed(self.transport)
         if self._closer is not None:
             self._closer.cancel()
             self._closer = None
@@ -941,6 +943,7 @@ class Engine:
         sio._send_packet = self._send_packet
         # Every session's send queue (engine.io makes it with server.create_queue()).
         self._eio.create_queue = SendQueue
+        self._detached_close: Callable[[asyncio.BaseTransport], None] | None = None
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
@@ -959,6 +962,16 @@ class Engine:
         corked, self._corked = self._corked, []
         for ws in corked:
             ws.uncork()
+
+    def on_detached_close(self, callback: Callable[[asyncio.BaseTransport], None]) -> None:
+        """Have ``callback(transport)`` called when a detached websocket's TCP connection
+        closes. The websocket is then its transport's protocol: aiohttp, and whatever
+        wraps aiohttp's protocol, no longer hear of that connection."""
+        self._detached_close = callback
+
+    def detached_closed(self, transport: asyncio.BaseTransport) -> None:
+        if self._detached_close is not None:
+            self._detached_close(transport)
 
     # -- hooks for the transport guard ------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .engine import Engine
 from .fanout import MESSAGE_EVENT
+from .paging import newest_within
 from .store import MessageStore, Page
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ class RoomFeed:
                 self._schedule_fill(room, st)
         upto = st.last
         ids = sorted(i for i in merged if i <= upto and (since is None or i > since))
-        has_more = page.has_more or len(ids) > limit
-        history = [merged[i] for i in ids[-limit:]]
+        history, cut = newest_within([merged[i] for i in ids[-limit:]])
+        has_more = page.has_more or len(ids) > limit or cut
         eio_sid = self._engine.eio_sid(sid)
         if eio_sid is not None:
             st.live[sid] = eio_sid

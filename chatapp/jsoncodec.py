@@ -11,6 +11,7 @@ Without orjson installed, engine.io's module is used.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from engineio import json as eio_json
@@ -42,3 +43,24 @@ class OrjsonCodec:
 def packet_json() -> Any:
     """The module-like object to hand to ``socketio.AsyncServer(json=...)``."""
     return OrjsonCodec if orjson is not None else eio_json
+
+
+def dumps_text(obj: Any) -> str:
+    """``obj`` as compact JSON text, non-ASCII characters as themselves (not ``\\uXXXX``
+    escapes, which take up to 12 bytes for one emoji): for the JSON API's responses."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:
+            pass
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def encoded_size(obj: Any) -> int:
+    """Bytes ``obj`` takes as the UTF-8 JSON the server sends."""
+    if orjson is not None:
+        try:
+            return len(orjson.dumps(obj))
+        except TypeError:
+            pass
+    return len(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())

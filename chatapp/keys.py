@@ -5,9 +5,11 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from .connections import ConnectionLimit
 from .engine import Engine
 from .fanout import FeedManager
 from .presence import Presence
+from .realtime import ChatHandlers
 from .resources import Resources
 from .settings import Settings
 from .store import MessageStore
@@ -21,3 +23,5 @@ resources_key = web.AppKey("resources", Resources)
 fanout_key = web.AppKey("fanout", FeedManager)
 engine_key = web.AppKey("engine", Engine)
 guard_key = web.AppKey("guard", TransportGuard)
+connections_key = web.AppKey("connections", ConnectionLimit)
+handlers_key = web.AppKey("handlers", ChatHandlers)

@@ -1,4 +1,5 @@
-"""Where a request comes from: the client's address and the page's origin.
+"""Where a request comes from: the client's address, the host name it was sent to, and the
+page's origin.
 
 Forwarded headers (``X-Forwarded-For``, ``-Proto``, ``-Host``) are set by whoever sends the
 request, so they are believed only with ``--trust-proxy``, when a reverse proxy we run
@@ -7,12 +8,15 @@ overwrites them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from .logthrottle import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,124 @@ def client_ip(request: web.BaseRequest, trust_proxy: bool) -> str:
         if hops:
             return hops[-1]
     return request.remote or "unknown"
+
+
+def _host_name(host: str) -> str | None:
+    """The name or address in a ``Host`` value (``name``, ``name:port``, ``[v6]:port``),
+    lowercased, without a trailing dot; None if it is not one."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        address, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not (port[:1] == ":" and port[1:].isdigit())):
+            return None
+        return address
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        host = name
+    return host.rstrip(".") or None
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostPolicy:
+    """The host names this server answers to: any IP address, ``localhost``, and the names
+    in ``--allowed-hosts`` ("*" for any).
+
+    A web page that an attacker serves under their own name can make that name resolve to
+    this server's address (DNS rebinding); the victim's browser then treats the server as
+    the attacker's origin, sends the attacker's name as ``Host`` and lets the page read the
+    answers. Refusing names nobody listed stops that; an IP address or ``localhost`` in the
+    URL cannot be rebound. Behind a trusted proxy the name checked is the one the proxy
+    received (``X-Forwarded-Host``).
+    """
+
+    def __init__(self, allowed: tuple[str, ...], trust_proxy: bool) -> None:
+        self.any = "*" in allowed
+        self.names = frozenset({"localhost"} | {n.lower().rstrip(".") for n in allowed})
+        self.trust_proxy = trust_proxy
+        self._warned = LogThrottle()
+
+    def host(self, request: web.BaseRequest) -> str:
+        """The ``Host`` the client sent this request to (behind a trusted proxy, the
+        proxy's client)."""
+        headers = request.headers
+        host = headers.get("Host", "")
+        if self.trust_proxy:
+            host = headers.get("X-Forwarded-Host") or host
+        return host.split(",")[0].strip()
+
+    def allows(self, host: str) -> bool:
+        if self.any or not host:  # no Host at all: not a browser, nothing to rebind
+            return True
+        name = _host_name(host)
+        return name is not None and (name in self.names or _is_ip_address(name))
+
+    def request_allowed(self, request: web.BaseRequest) -> bool:
+        host = self.host(request)
+        if self.allows(host):
+            return True
+        if self._warned.first(host.lower()):
+            log.warning(
+                "refused requests for host %.100r: not an IP address, localhost or one of "
+                "--allowed-hosts (add it there if this server should answer to that name; "
+                "further refusals for it are not logged for a minute)",
+                host,
+            )
+        return False
+
+    def describe(self) -> str:
+        """Which names are accepted, for the start-up log."""
+        if self.any:
+            return "any host name (--allowed-hosts *)"
+        listed = sorted(self.names - {"localhost"})
+        if not listed:
+            return (
+                "IP addresses and localhost only: add the names people reach it by to "
+                "--allowed-hosts"
+            )
+        return f"IP addresses, localhost and {', '.join(listed)} (--allowed-hosts)"
+
+
+def host_middleware(policy: HostPolicy) -> Any:
+    """Every request, on every path, must be sent to a host name the policy allows.
+
+    Not a coroutine: it returns the handler's awaitable (see :func:`origin_middleware`).
+    """
+
+    @web.middleware
+    def check_host(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Awaitable[web.StreamResponse]:
+        if policy.request_allowed(request):
+            return handler(request)
+        message = "host not allowed: this server does not answer to that name"
+        path = request.path
+        if path.startswith(("/api/", "/socket.io/")):
+            return responded(web.json_response({"error": message}, status=403))
+        return responded(
+            web.Response(
+                status=403,
+                text=f"{message}. Its operator can allow the name with --allowed-hosts.\n",
+            )
+        )
+
+    return check_host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` serves this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _netloc(origin: str) -> str:

@@ -6,11 +6,12 @@ value or raises :class:`ProtocolError` whose message is safe to send back to the
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 DEFAULT_ROOM = "lobby"
 MAX_NAME = 32
@@ -20,6 +21,17 @@ WELCOME_HISTORY = 50
 CATCH_UP_LIMIT = 500
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
+#: The most bytes of messages (as JSON) one ``welcome``, ``history`` answer or API page
+#: carries; past it the page holds fewer messages and says ``has_more``. Far above the
+#: largest single message (2000 characters, at most ~12 KB of JSON when every one is
+#: escaped), so every page carries at least a dozen.
+MAX_PAGE_BYTES = 256 * 1024
+#: Ids, ``since`` and ``before`` above this (the largest integer a JavaScript client holds
+#: exactly) are treated as this: no room ever gets that far.
+MAX_ID = 2**53 - 1
+#: A browser's secret identity key (``auth.key``): the guest id is derived from it.
+KEY_RULE = "invalid key: must be 16-128 characters of A-Z a-z 0-9 _ -"
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 _ROOM_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 ROOM_RULE = "invalid room name: must be 1-64 of a-z 0-9 _ -, starting with a letter or digit"
@@ -34,6 +46,8 @@ class ConnectRequest:
     room: str
     name: str
     since: int | None
+    #: The secret ``auth.key``, if any: who is connecting (see :func:`user_id_for`).
+    key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +83,50 @@ def is_valid_room(value: str) -> bool:
     return True
 
 
+#: Characters that draw nothing (category Cf: zero-width spaces, direction marks and
+#: overrides, the byte order mark, soft hyphens...) are refused in names, except these,
+#: which join the characters around them: ZWNJ and ZWJ (emoji sequences, Indic scripts).
+_JOINERS = frozenset("\u200c\u200d")
+#: Letters and symbols that render as blank space although Unicode calls them visible.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+#: Categories that draw nothing by themselves: a name needs a character outside them.
+_NOT_VISIBLE = frozenset({"Cc", "Cf", "Cs", "Mn", "Mc", "Me", "Zs", "Zl", "Zp"})
+
+
+def _is_tag(c: str) -> bool:
+    # Tag characters spell out subdivision flags after a black flag emoji.
+    return "\U000e0020" <= c <= "\U000e007f"
+
+
 def parse_name(value: Any) -> str:
-    """A display name: 1-32 characters after trimming, no control characters."""
+    """A display name: trimmed, NFC-normalised, 1-32 characters that render as what they say.
+
+    No control characters; no characters that draw nothing or reorder the text around
+    them (bidi overrides would show "evil admin" as "live admin"), no line or paragraph
+    separators; at least one visible character; not starting with a combining mark.
+    """
     if not isinstance(value, str):
         raise ProtocolError("invalid name: must be a string")
-    name = value.strip()
+    if not _is_valid_unicode(value):
+        raise ProtocolError("invalid name: must not contain control characters")
+    name = unicodedata.normalize("NFC", value.strip())
     if not 1 <= len(name) <= MAX_NAME:
         raise ProtocolError(f"invalid name: must be 1-{MAX_NAME} characters")
-    if not _is_valid_unicode(name) or any(unicodedata.category(c) == "Cc" for c in name):
-        raise ProtocolError("invalid name: must not contain control characters")
+    visible = False
+    for c in name:
+        category = unicodedata.category(c)
+        if category == "Cc":
+            raise ProtocolError("invalid name: must not contain control characters")
+        if category in ("Zl", "Zp") or (category == "Cf" and c not in _JOINERS and not _is_tag(c)):
+            raise ProtocolError(
+                "invalid name: must not contain invisible or text-direction characters"
+            )
+        if category not in _NOT_VISIBLE and c not in _BLANK_LOOKING:
+            visible = True
+    if not visible:
+        raise ProtocolError("invalid name: must contain a visible character")
+    if unicodedata.category(name[0]) in ("Mn", "Mc", "Me"):
+        raise ProtocolError("invalid name: must not start with a combining mark")
     return name
 
 
@@ -85,23 +134,54 @@ def default_name() -> str:
     return f"guest-{secrets.token_hex(2)}"
 
 
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def parse_since(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not _is_int(value) or value < 0:
         raise ProtocolError("invalid since: must be a message id (an integer >= 0)")
+    return min(value, MAX_ID)
+
+
+def parse_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _KEY_RE.fullmatch(value):
+        raise ProtocolError(KEY_RULE)
     return value
 
 
+def user_id_for(key: str | None, name: str) -> str:
+    """The public id of whoever holds ``key``, or, without a key, of the name ``name``.
+
+    With a key the id is a one-way digest of it: it is shown with every message, the key
+    never is, so nobody can take on someone else's id by knowing it. Without one a client
+    is known by its name alone, as before ids existed: its id is a digest of the name
+    (``n:``), which every keyless client of that name shares.
+    """
+    if key is None:
+        digest = hashlib.sha256(b"chatapp name id\0" + name.encode()).hexdigest()
+        return "n:" + digest[:24]
+    return "g:" + hashlib.sha256(b"chatapp guest id\0" + key.encode()).hexdigest()[:24]
+
+
 def parse_connect(auth: Any) -> ConnectRequest:
-    """The ``auth`` object of a connection: ``{room?, name?, since?}``."""
+    """The ``auth`` object of a connection: ``{room?, name?, since?, key?}``."""
     if auth is None:
         auth = {}
     if not isinstance(auth, dict):
         raise ProtocolError("invalid auth: must be an object {room?, name?, since?}")
     room = parse_room(auth["room"]) if auth.get("room") is not None else DEFAULT_ROOM
     name = parse_name(auth["name"]) if auth.get("name") is not None else default_name()
-    return ConnectRequest(room=room, name=name, since=parse_since(auth.get("since")))
+    return ConnectRequest(
+        room=room,
+        name=name,
+        since=parse_since(auth.get("since")),
+        key=parse_key(auth.get("key")),
+    )
 
 
 def _payload(data: Any, shape: str) -> dict[str, Any]:
@@ -115,7 +195,9 @@ def parse_message(data: Any) -> MessageRequest:
     text = data.get("text")
     if not isinstance(text, str):
         raise ProtocolError("invalid text: must be a string")
-    if not 1 <= len(text.strip()) <= MAX_TEXT:
+    # Counted as sent and stored: leading and trailing whitespace included (it is kept,
+    # verbatim), so the limit holds for what is stored and delivered.
+    if not 1 <= len(text) <= MAX_TEXT or text.isspace():
         raise ProtocolError(f"invalid text: must be 1-{MAX_TEXT} characters")
     if not _is_valid_unicode(text):
         raise ProtocolError("invalid text: not valid Unicode")
@@ -141,7 +223,7 @@ def parse_typing(data: Any) -> bool:
 def parse_limit(value: Any) -> int:
     if value is None:
         return HISTORY_DEFAULT
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= HISTORY_MAX:
+    if not _is_int(value) or not 1 <= value <= HISTORY_MAX:
         raise ProtocolError(f"invalid limit: must be an integer 1-{HISTORY_MAX}")
     return value
 
@@ -149,9 +231,9 @@ def parse_limit(value: Any) -> int:
 def parse_before(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ProtocolError("invalid before: must be a message id (an integer >= 1)")
-    return value
+    return min(value, MAX_ID)
 
 
 def parse_history(data: Any) -> tuple[int | None, int]:

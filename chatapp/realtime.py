@@ -17,7 +17,8 @@ from .access import AccessControl
 from .engine import Engine
 from .fanout import MESSAGE_EVENT
 from .feed import RoomFeed
-from .presence import Presence
+from .paging import newest_within
+from .presence import Presence, member, people, person
 from .protocol import ProtocolError
 from .ratelimit import TokenBucket
 from .settings import Settings
@@ -38,6 +39,8 @@ class Connection:
     sid: str
     room: str
     name: str
+    user_id: str  # who: see protocol.user_id_for
+    keyed: bool  # the id comes from the client's key (else from its name, and follows it)
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
@@ -85,6 +88,8 @@ class ChatHandlers:
         self.connections: dict[str, Connection] = {}
         self.per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set when the server stops: everyone is being disconnected at once.
+        self._stopping = False
 
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
@@ -156,6 +161,16 @@ class ChatHandlers:
         log.debug("unknown event %.64r from %s", args[0] if args else None, sid)
         return error("unknown event")
 
+    def stopping(self) -> None:
+        """The server is stopping and disconnects everyone: departures are not news.
+
+        The clients reconnect to the next server (or another process), so telling the
+        ones still connected that the others left would be untrue. With Redis, the
+        departures are still announced: other processes' clients see these people go
+        until they reconnect there.
+        """
+        self._stopping = True
+
     # -- connection lifecycle ---------------------------------------------------------------
 
     def _refuse(self, sid: str, ip: str, reason: str) -> socketio.exceptions.ConnectionRefusedError:
@@ -195,6 +210,8 @@ class ChatHandlers:
             sid=sid,
             room=req.room,
             name=req.name,
+            user_id=protocol.user_id_for(req.key, req.name),
+            keyed=req.key is not None,
             bucket=TokenBucket(s.message_burst, s.message_rate),
             events=TokenBucket(s.event_burst, s.event_rate),
             ip=ip,
@@ -204,8 +221,9 @@ class ChatHandlers:
         # Buffer the room's messages from now on, before history is read, so that
         # nothing committed meanwhile can fall between the welcome and the live stream.
         self.feed.begin_join(sid, req.room)
+        me = member(conn.user_id, conn.name)
         try:
-            newly_online = await self.presence.join(req.room, sid, req.name)
+            newly_online = await self.presence.join(req.room, sid, me)
             users = await self.presence.users(req.room)
             limit = protocol.CATCH_UP_LIMIT if req.since is not None else protocol.WELCOME_HISTORY
             page = await self.store.recent(req.room, limit, after=req.since)
@@ -214,7 +232,7 @@ class ChatHandlers:
             log.exception("could not admit connection %s to room %s", sid, req.room)
             self._release(conn)
             self.feed.leave(sid, req.room)
-            await self.presence.leave(req.room, sid, req.name)
+            await self.presence.leave(req.room, sid, me)
             raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
         # The welcome may only be sent once Socket.IO has sent CONNECT, which happens right
         # after this handler returns, without yielding to the event loop.
@@ -222,7 +240,7 @@ class ChatHandlers:
             self._finish_join, conn, page, head, req.since, limit, users, 0
         )
         if newly_online:
-            await self._announce(req.room, users, joined=req.name)
+            await self._announce(req.room, users, joined=me)
         log.info("%s joined %s as %r from %s", sid, req.room, req.name, ip)
         return None
 
@@ -262,10 +280,13 @@ class ChatHandlers:
         if joined is None:
             return
         history, has_more = joined
+        online = people(users)
         welcome = {
             "room": conn.room,
             "name": conn.name,
-            "users": users,
+            "user_id": conn.user_id,
+            "users": [p["name"] for p in online],
+            "people": online,
             "history": history,
             "has_more": has_more,
         }
@@ -296,8 +317,9 @@ class ChatHandlers:
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
         try:
-            if await self.presence.leave(conn.room, sid, conn.name):
-                await self._announce(conn.room, left=conn.name)
+            gone = await self.presence.leave(conn.room, sid, member(conn.user_id, conn.name))
+            if gone and not (self._stopping and not self.settings.redis_url):
+                await self._announce(conn.room, left=member(conn.user_id, conn.name))
         except Exception:
             log.exception("presence update for %s leaving %s failed", sid, conn.room)
         log.info("%s left %s (%s)", sid, conn.room, reason)
@@ -309,13 +331,19 @@ class ChatHandlers:
         joined: str | None = None,
         left: str | None = None,
     ) -> None:
+        """Tell ``room`` who is online now; ``joined``/``left`` are member keys."""
         if users is None:
             users = await self.presence.users(room)
-        event: dict[str, Any] = {"room": room, "users": users}
+        online = people(users)
+        event: dict[str, Any] = {
+            "room": room,
+            "users": [p["name"] for p in online],
+            "people": online,
+        }
         if joined is not None:
-            event["joined"] = joined
+            event["joined"] = person(joined)["name"]
         if left is not None:
-            event["left"] = left
+            event["left"] = person(left)["name"]
         await self.sio.emit("presence", event, room=room)
 
     async def _presence_changed(self, room: str, joined: str | None, left: str | None) -> None:
@@ -328,7 +356,9 @@ class ChatHandlers:
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
         req = protocol.parse_message(data)
-        msg, created = await self.store.add(conn.room, conn.name, req.text, req.client_id)
+        msg, created = await self.store.add(
+            conn.room, conn.name, req.text, req.client_id, conn.user_id
+        )
         if created:
             await self._stop_typing(conn)
             await self.sio.emit(MESSAGE_EVENT, msg.to_dict(), room=conn.room)
@@ -360,23 +390,31 @@ class ChatHandlers:
 
     async def _emit_typing(self, conn: Connection, typing: bool) -> None:
         await self.sio.emit(
-            "typing", {"name": conn.name, "typing": typing}, room=conn.room, skip_sid=conn.sid
+            "typing",
+            {"name": conn.name, "user_id": conn.user_id, "typing": typing},
+            room=conn.room,
+            skip_sid=conn.sid,
         )
 
     async def on_history(self, conn: Connection, data: Any) -> Ack:
         before, limit = protocol.parse_history(data)
         page = await self.store.before(conn.room, before, limit)
-        return ok(messages=[m.to_dict() for m in page.messages], has_more=page.has_more)
+        messages, cut = newest_within([m.to_dict() for m in page.messages])
+        return ok(messages=messages, has_more=page.has_more or cut)
 
     async def on_rename(self, conn: Connection, data: Any) -> Ack:
         name = protocol.parse_rename(data)
         if name == conn.name:
-            return ok(name=name)
+            return ok(name=name, user_id=conn.user_id)
         old = conn.name
         await self._stop_typing(conn)
         conn.name = name
-        left = await self.presence.leave(conn.room, conn.sid, old)
-        joined = await self.presence.join(conn.room, conn.sid, name)
-        await self._announce(conn.room, joined=name if joined else None, left=old if left else None)
+        was = member(conn.user_id, old)
+        if not conn.keyed:
+            conn.user_id = protocol.user_id_for(None, name)
+        now = member(conn.user_id, name)
+        left = await self.presence.leave(conn.room, conn.sid, was)
+        joined = await self.presence.join(conn.room, conn.sid, now)
+        await self._announce(conn.room, joined=now if joined else None, left=was if left else None)
         log.info("%s in %s renamed %r -> %r", conn.sid, conn.room, old, name)
-        return ok(name=name)
+        return ok(name=name, user_id=conn.user_id)

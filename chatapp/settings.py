@@ -16,6 +16,7 @@ ENV_PREFIX = "CHATAPP_"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+HOST_NAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,9 @@ class Settings:
     message_rate: float = 1.0
     #: Extra origins allowed to open Socket.IO connections ("*" for any).
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    #: Host names the server answers to besides IP addresses and ``localhost`` ("*" for
+    #: any): a name nobody listed is refused, which is what stops DNS rebinding.
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
     #: Redis URL for fan-out and presence across processes; empty means one process.
     redis_url: str = ""
     #: Namespace of every Redis key and of the fan-out channel: processes of one chat share
@@ -55,9 +59,10 @@ class Settings:
     #: Token bucket per connection for every event (message, typing, history, rename...).
     event_burst: float = 40.0
     event_rate: float = 20.0
-    #: Largest Socket.IO frame (engine.io ``max_http_buffer_size``), bytes. Far above the
-    #: 2000-character text limit, so an over-long text gets ``{ok: false}``, not a drop.
-    max_frame_bytes: int = 1_000_000
+    #: Largest Socket.IO frame and polling body (engine.io ``max_http_buffer_size``, which
+    #: clients are told as ``maxPayload``), bytes. Above the longest text even when every
+    #: character is JSON-escaped, so an over-long text gets ``{ok: false}``, not a drop.
+    max_frame_bytes: int = 65_536
     #: Largest HTTP request body (forms, API), bytes.
     max_body_bytes: int = 65_536
     #: Packets waiting to be sent to one connection before it counts as a slow consumer
@@ -69,6 +74,14 @@ class Settings:
     #: within ``ping_timeout`` s is disconnected.
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    #: Simultaneous TCP connections (HTTP and websockets) from one peer address (0: no
+    #: limit). Behind a proxy every connection comes from the proxy's address.
+    max_tcp_connections_per_ip: int = 128
+    #: Seconds a client has to send a complete request head, from the connection's start
+    #: or from the end of the previous response on it.
+    header_timeout: float = 10.0
+    #: Seconds a client has to send a request's whole body once its head arrived.
+    body_timeout: float = 10.0
 
 
 def redacted(url: str) -> str:
@@ -160,6 +173,13 @@ def build_parser(
         "(default: only the page's own origin)",
     )
     parser.add_argument(
+        "--allowed-hosts",
+        default=env("allowed_hosts", ""),
+        help="comma-separated host names this server answers to besides IP addresses and "
+        "localhost (which always work), or '*' for any; requests for other names are "
+        "refused, which stops DNS rebinding (default: none)",
+    )
+    parser.add_argument(
         "--redis-url",
         default=env("redis_url", d.redis_url),
         help="redis://, rediss:// or unix:// URL: fan-out and presence shared by several "
@@ -245,7 +265,8 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         "max_frame_bytes",
         int,
         _DEFAULTS.max_frame_bytes,
-        "largest Socket.IO frame in bytes; a larger one closes the connection",
+        "largest Socket.IO frame or polling body in bytes (clients are told it as "
+        "maxPayload); a larger one closes the connection",
     ),
     ("max_body_bytes", int, _DEFAULTS.max_body_bytes, "largest HTTP request body in bytes"),
     (
@@ -260,12 +281,37 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         _DEFAULTS.connect_timeout,
         "seconds a transport may stay open without a Socket.IO connect",
     ),
-    ("ping_interval", float, _DEFAULTS.ping_interval, "seconds between heartbeats"),
+    (
+        "ping_interval",
+        float,
+        _DEFAULTS.ping_interval,
+        "seconds between heartbeats, a whole number (clients are told it in whole seconds)",
+    ),
     (
         "ping_timeout",
         float,
         _DEFAULTS.ping_timeout,
         "seconds a client has to answer a heartbeat before it is disconnected",
+    ),
+    (
+        "max_tcp_connections_per_ip",
+        int,
+        _DEFAULTS.max_tcp_connections_per_ip,
+        "simultaneous TCP connections (pages, API, Socket.IO) from one IP address, "
+        "behind a proxy the proxy's; 0 for no limit",
+    ),
+    (
+        "header_timeout",
+        float,
+        _DEFAULTS.header_timeout,
+        "seconds a client has to send a complete request head (also how long an idle "
+        "keep-alive connection stays open)",
+    ),
+    (
+        "body_timeout",
+        float,
+        _DEFAULTS.body_timeout,
+        "seconds a client has to send a request's body",
     ),
 )
 #: The smallest accepted value of each limit. Frames must carry a 2000-character text
@@ -278,8 +324,11 @@ _MINIMUMS: dict[str, float] = {
     "max_body_bytes": 1024,
     "max_queued_packets": 10,
     "connect_timeout": 0.1,
-    "ping_interval": 0.1,
+    "ping_interval": 1,
     "ping_timeout": 0.1,
+    "max_tcp_connections_per_ip": 0,
+    "header_timeout": 0.1,
+    "body_timeout": 0.1,
 }
 
 
@@ -350,8 +399,19 @@ def load_settings(
     for name, minimum in _MINIMUMS.items():
         if float(str(values[name])) < minimum:
             parser.error(f"{source(name)} must be >= {minimum:g}")
+    if float(str(values["ping_interval"])) % 1:
+        # python-engineio tells clients the interval in whole seconds, cut down: told 0 s
+        # for 0.3, a client drops the connection as soon as its ping timeout passes.
+        parser.error(f"{source('ping_interval')} must be a whole number of seconds")
     values["trust_proxy"] = bool(values["trust_proxy"])
     values["access_token"] = str(values["access_token"])
     origins = str(values["allowed_origins"])
     values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+    hosts = tuple(h.strip().lower().rstrip(".") for h in str(values["allowed_hosts"]).split(","))
+    bad = [h for h in hosts if h and h != "*" and not HOST_NAME_RE.fullmatch(h)]
+    if bad:
+        parser.error(
+            f"{source('allowed_hosts')}: {bad[0]!r} is not a host name (no scheme, port or path)"
+        )
+    values["allowed_hosts"] = tuple(h for h in hosts if h)
     return Settings(**values)  # type: ignore[arg-type]

@@ -15,6 +15,9 @@ and a client's protocol mistakes are logged at ERROR. :class:`TransportGuard` fi
   ``realtime``), and a session without a Socket.IO connect is closed after
   ``--connect-timeout``;
 * a client that keeps sending far past the event rate limit is disconnected;
+* a session takes requests from the address that opened it only, and one long-poll at a
+  time: a second concurrent one gets 400 and closes the session, as the Engine.IO
+  protocol says (:meth:`TransportGuard.middleware`);
 * the libraries' own log lines go through ``engine.library_logger``.
 
 It is policy only: the hooks into python-engineio and python-socketio it needs (checking
@@ -27,14 +30,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
 from .engine import Engine, decodable
-from .origins import client_ip
+from .logthrottle import LogThrottle
+from .origins import client_ip, responded
 from .ratelimit import TokenBucket
 from .settings import Settings
 
@@ -51,6 +55,8 @@ SLOW_CONSUMER = "slow consumer"
 MALFORMED = "malformed packet"
 FLOODING = "flooding"
 CONNECT_TIMEOUT = "no Socket.IO connect"
+CUT_OFF = "transport error"
+CONCURRENT_POLL = "concurrent long-polls"
 #: Attachments one binary Socket.IO event may announce (chatapp's protocol uses none).
 MAX_ATTACHMENTS = 1000
 #: Seconds a websocket may stay open after its engine.io session ended (time for the
@@ -103,6 +109,9 @@ class TransportGuard:
         self._binary: dict[str, tuple[int, int]] = {}  # attachments (to come, bytes so far)
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._oversized = LogThrottle()
+        self._foreign = LogThrottle()
+        self._polling: set[str] = set()  # sessions with a long-poll waiting
 
         engine.check_requests(self._check_request)
         self._on_connect = engine.intercept("connect", self._connect)
@@ -122,6 +131,74 @@ class TransportGuard:
 
     # -- HTTP requests to /socket.io/ -----------------------------------------------------------
 
+    def middleware(self) -> Any:
+        """Requests naming a session: from the session's own address, and one long-poll
+        at a time.
+
+        Not a coroutine where it lets a request through untouched (a websocket's handler
+        runs for the websocket's life); a long-poll is awaited, to know when it ends.
+        """
+
+        @web.middleware
+        def sessions(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> Awaitable[web.StreamResponse]:
+            sid = request.query.get("sid")
+            if sid is None or not request.path.startswith("/socket.io/"):
+                return handler(request)
+            ip = client_ip(request, self.settings.trust_proxy)
+            owner = self.ip_of.get(sid)
+            if owner is not None and owner != ip:
+                if self._foreign.first(ip):
+                    log.warning(
+                        "refused a request for session %s from %s: it was opened from "
+                        "another address (further ones from %s are not logged for a minute)",
+                        sid,
+                        ip,
+                        ip,
+                    )
+                return responded(
+                    web.json_response(
+                        {"error": "bad Engine.IO request: the session belongs to another address"},
+                        status=400,
+                    )
+                )
+            if (
+                request.method == "GET"
+                and request.query.get("transport") == "polling"
+                and "Upgrade" not in request.headers
+            ):
+                if sid in self._polling:
+                    return self._concurrent_poll(sid)
+                return self._poll(request, handler, sid)
+            return handler(request)
+
+        return sessions
+
+    async def _poll(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        sid: str,
+    ) -> web.StreamResponse:
+        self._polling.add(sid)
+        try:
+            return await handler(request)
+        finally:
+            self._polling.discard(sid)
+
+    async def _concurrent_poll(self, sid: str) -> web.StreamResponse:
+        if sid in self.ip_of:  # not closed yet (the others of a burst only get the 400)
+            log.warning(
+                "closing %s: a second long-poll while one was waiting", self._sid_label(sid)
+            )
+            # The waiting poll gets the session's CLOSE packet.
+            await self.engine.close(sid, CONCURRENT_POLL)
+        return web.json_response(
+            {"error": "bad Engine.IO request: another long-poll of this session was waiting"},
+            status=400,
+        )
+
     async def _check_request(self, request: web.Request, environ: dict[str, Any]) -> dict[str, Any]:
         environ["REMOTE_ADDR"] = client_ip(request, self.settings.trust_proxy)
         if request.method != "POST":
@@ -132,12 +209,14 @@ class TransportGuard:
             length = -1
         sid = request.query.get("sid")
         if length > self.settings.max_frame_bytes:
-            log.warning(
-                "a polling request of %d bytes from %s is over --max-frame-bytes; "
-                "closing its connection",
-                length,
-                environ["REMOTE_ADDR"],
-            )
+            if self._oversized.first(environ["REMOTE_ADDR"]):
+                log.warning(
+                    "a polling request of %d bytes from %s is over --max-frame-bytes; "
+                    "closing its connection (further ones from it are not logged for a "
+                    "minute)",
+                    length,
+                    environ["REMOTE_ADDR"],
+                )
             # Not left to engine.io, whose disconnect would wait for the client to poll.
             if sid is not None and self.engine.has_session(sid):
                 await self.engine.close(sid, MALFORMED)
@@ -146,7 +225,17 @@ class TransportGuard:
             )
         try:
             body = await request.content.readexactly(length) if length > 0 else b""
-        except (asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The connection broke (or was cut by --body-timeout) before the body was
+            # complete: there is nobody to answer, and the client's transport has failed.
+            log.info(
+                "a polling request from %s ended before its body arrived; closing its session",
+                environ["REMOTE_ADDR"],
+            )
+            if sid is not None and self.engine.has_session(sid):
+                await self.engine.close(sid, CUT_OFF)
+            raise web.HTTPBadRequest(text="incomplete Engine.IO payload") from None
+        except ValueError:
             body = None
         if body is None or not _valid_polling_body(body):
             log.warning(

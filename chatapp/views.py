@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
+from .jsoncodec import dumps_text
 from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
 from .origins import responded
+from .paging import newest_within
 from .protocol import ProtocolError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,16 +27,35 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 3.0
 
 
+#: Rooms per ``/api/rooms`` page: default and most.
+ROOMS_DEFAULT = 50
+ROOMS_MAX = 100
+#: An integer in a query string: ASCII digits only (``int()`` would also take "١٢").
+_INT_RE = re.compile(r"-?[0-9]{1,30}")
+#: ``/api/rooms?after=``: ``<users>.<last_message_at or 0>.<room>`` of a page's last room.
+_ROOMS_CURSOR_RE = re.compile(r"([0-9]{1,9})\.([0-9]{1,16})\.([a-z0-9][a-z0-9_-]{0,63})")
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    """JSON with non-ASCII text as UTF-8, not as escapes (an emoji would take 12 bytes)."""
+    return web.json_response(data, status=status, dumps=dumps_text, **kwargs)
+
+
 def json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return json_response({"error": message}, status=status)
 
 
 def _page(request: web.Request, room: str) -> web.Response:
-    # The page's client must use the transports the server accepts (see docs/deploy.md).
-    transports = ",".join(request.app[settings_key].transports)
-    return aiohttp_jinja2.render_template(
-        "chat.html", request, {"room": room, "transports": transports}
-    )
+    # The page's client must use the transports the server accepts (see docs/deploy.md),
+    # and takes the limits it shows from here rather than keeping copies of its own.
+    context = {
+        "room": room,
+        "transports": ",".join(request.app[settings_key].transports),
+        "max_text": protocol.MAX_TEXT,
+        "max_name": protocol.MAX_NAME,
+        "max_history": protocol.HISTORY_MAX,
+    }
+    return aiohttp_jinja2.render_template("chat.html", request, context)
 
 
 async def lobby_page(request: web.Request) -> web.Response:
@@ -60,26 +83,84 @@ async def client_library(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
+RoomKey = tuple[int, int, str]  # (-users, -last_message_at, room): the list's order
+
+
 async def api_rooms(request: web.Request) -> web.Response:
-    """Rooms with history or people online: ``[{room, users, last_message_at}]``."""
-    last = await request.app[store_key].rooms()
+    """``GET /api/rooms?limit=&after=`` -> ``[{room, users, last_message_at}]``.
+
+    Rooms with people online first (most people first), then by their newest message. A
+    full page links to the next one (``Link: <...>; rel="next"``). The cost is bounded by
+    the rooms with people online and the page size, not by how many rooms ever existed.
+    """
+    try:
+        limit = _limit_query(request, ROOMS_DEFAULT, ROOMS_MAX)
+        after = _rooms_cursor(request.query.get("after"))
+    except ProtocolError as exc:
+        return json_error(400, str(exc))
+    store = request.app[store_key]
     online = await request.app[presence_key].counts()
-    rooms: list[dict[str, Any]] = [
-        {"room": room, "users": online.get(room, 0), "last_message_at": last.get(room)}
-        for room in set(last) | set(online)
-    ]
-    rooms.sort(key=lambda r: (-r["users"], -(r["last_message_at"] or 0), r["room"]))
-    return web.json_response(rooms)
+    times = await store.last_message_times(online)
+    found: dict[str, tuple[int, int | None]] = {
+        room: (users, times.get(room)) for room, users in online.items()
+    }
+    # Rooms nobody is in rank below every room with someone in it, newest message first:
+    # the store's index hands them over in that order, page by page.
+    quiet_after = (after[1], after[2]) if after is not None and after[0] == 0 else None
+    quiet = 0
+    while quiet < limit:
+        batch = await store.active_rooms(limit, quiet_after)
+        for r in batch:
+            if r.room not in found:
+                found[r.room] = (0, r.last_ts)
+                quiet += 1
+        if len(batch) < limit:
+            break
+        quiet_after = (batch[-1].last_ts, batch[-1].room)
+
+    def key(room: str) -> RoomKey:
+        users, last = found[room]
+        return (-users, -(last or 0), room)
+
+    ranked = sorted(found, key=key)
+    if after is not None:
+        cursor: RoomKey = (-after[0], -after[1], after[2])
+        ranked = [room for room in ranked if key(room) > cursor]
+    page = ranked[:limit]
+    rooms = [{"room": r, "users": found[r][0], "last_message_at": found[r][1]} for r in page]
+    headers = {}
+    if len(page) == limit:
+        users, last = found[page[-1]]
+        query = urlencode({"limit": limit, "after": f"{users}.{last or 0}.{page[-1]}"})
+        headers["Link"] = f'</api/rooms?{query}>; rel="next"'
+    return json_response(rooms, headers=headers)
 
 
 def _int_query(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ProtocolError(f"invalid {name}: must be an integer") from None
+    if not _INT_RE.fullmatch(raw):
+        raise ProtocolError(f"invalid {name}: must be an integer")
+    return int(raw)
+
+
+def _limit_query(request: web.Request, default: int, most: int) -> int:
+    value = _int_query(request, "limit")
+    if value is None:
+        return default
+    if not 1 <= value <= most:
+        raise ProtocolError(f"invalid limit: must be an integer 1-{most}")
+    return value
+
+
+def _rooms_cursor(raw: str | None) -> tuple[int, int, str] | None:
+    if raw is None or raw == "":
+        return None
+    match = _ROOMS_CURSOR_RE.fullmatch(raw)
+    if match is None:
+        raise ProtocolError("invalid after: use the link of the previous page")
+    return int(match[1]), int(match[2]), match[3]
 
 
 async def api_messages(request: web.Request) -> web.Response:
@@ -94,9 +175,8 @@ async def api_messages(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(400, str(exc))
     page = await request.app[store_key].before(room, before, limit)
-    return web.json_response(
-        {"messages": [m.to_dict() for m in page.messages], "has_more": page.has_more}
-    )
+    messages, cut = newest_within([m.to_dict() for m in page.messages])
+    return json_response({"messages": messages, "has_more": page.has_more or cut})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -104,10 +184,8 @@ async def healthz(request: web.Request) -> web.Response:
         await request.app[store_key].ping()
     except Exception as exc:
         log.warning("health check: storage does not answer: %s", exc)
-        return web.json_response(
-            {"status": "unavailable", "error": "storage unavailable"}, status=503
-        )
-    return web.json_response({"status": "ok"})
+        return json_response({"status": "unavailable", "error": "storage unavailable"}, status=503)
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -123,8 +201,8 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("readiness: storage does not answer: %s", exc or type(exc).__name__)
         problems["database"] = "unreachable"
     if problems:
-        return web.json_response({"status": "not ready", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+        return json_response({"status": "not ready", "problems": problems}, status=503)
+    return json_response({"status": "ready"})
 
 
 # The middlewares are not coroutines: where they have nothing to do after the handler they

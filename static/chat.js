@@ -4,16 +4,13 @@ import { Connection } from "./ui/connection.js";
 import { paintAvatar } from "./ui/avatar.js";
 import { codePoints, randomId } from "./ui/dom.js";
 import { NameDialog, forgetName, pastNames, storeName, storedName } from "./ui/name.js";
+import { Outbox } from "./ui/outbox.js";
 import { PeopleView, TypingView } from "./ui/presence.js";
 import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
 import { Timeline } from "./ui/timeline.js";
 
-const MAX_TEXT = 2000;
-const COUNTER_FROM = 1800;
 const ACK_TIMEOUT = 15000;
-const HISTORY_PAGE = 50;
-const GAP_PAGE = 100;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
 const TYPING_EVERY = 2000;
 /** Stop saying "typing" after this long without a keystroke. */
@@ -22,11 +19,23 @@ const TYPING_IDLE = 4000;
 const $ = (id) => document.getElementById(id);
 const room = document.body.dataset.room;
 const baseTitle = document.title;
+/** The server's limits, rendered into the page by the server (chatapp/protocol.py). */
+const limits = {
+  text: Number(document.body.dataset.maxText),
+  name: Number(document.body.dataset.maxName),
+  history: Number(document.body.dataset.maxHistory), // messages in one `history` answer
+};
+/** Scrolling back asks for this many at a time; filling a catch-up gap, for all it may. */
+const HISTORY_PAGE = Math.min(50, limits.history);
+const GAP_PAGE = limits.history;
+/** The character counter shows from this length on. */
+const counterFrom = Math.floor(limits.text * 0.9);
 
 const state = {
   name: storedName(),
   ownNames: new Set(pastNames()),
   loaded: false, // the first welcome's history is shown
+  live: false, // welcomed, and connected since: people and head counts are current
   streamMax: null, // newest id received through the ordered stream (welcome + message)
   gapFloor: null, // while filling a catch-up gap: the `since` to resume from
   sinceSent: null,
@@ -51,28 +60,42 @@ const timeline = new Timeline(
     jump: $("jump"),
     jumpLabel: $("jump-label"),
   },
-  { isMine, needOlder: () => loadOlder(), onRetry: (pending) => transmit(pending) },
+  {
+    isMine,
+    needOlder: () => loadOlder(),
+    // The clicked button goes away with the state it belonged to: keep the focus useful.
+    onRetry: (pending) => {
+      outbox.retry(pending);
+      textarea.focus();
+    },
+    onDiscard: (pending) => {
+      outbox.discard(pending);
+      textarea.focus();
+    },
+  },
 );
-const people = new PeopleView({
-  list: $("people"),
-  count: $("people-count"),
-  headerCount: $("online-count"),
-});
+const people = new PeopleView(
+  { list: $("people"), count: $("people-count"), headerCount: $("online-count") },
+  (users) => rooms.setLocalCount(users.length),
+);
 const typing = new TypingView($("typing"));
 const rooms = new RoomsView(
   { list: $("rooms"), form: $("room-form"), input: $("room-input"), error: $("room-error") },
   room,
 );
-const nameDialog = new NameDialog({
-  dialog: $("name-dialog"),
-  form: $("name-form"),
-  input: $("name-input"),
-  error: $("name-error"),
-  cancel: $("name-cancel"),
-  title: $("name-title"),
-  lead: $("name-lead"),
-  ok: $("name-ok"),
-});
+const nameDialog = new NameDialog(
+  {
+    dialog: $("name-dialog"),
+    form: $("name-form"),
+    input: $("name-input"),
+    error: $("name-error"),
+    cancel: $("name-cancel"),
+    title: $("name-title"),
+    lead: $("name-lead"),
+    ok: $("name-ok"),
+  },
+  limits.name,
+);
 // The transports the server accepts, websocket first (see docs/deploy.md).
 const transports = (document.body.dataset.transports || "websocket,polling")
   .split(",")
@@ -90,6 +113,14 @@ function call(event, data) {
   });
 }
 
+const outbox = new Outbox((payload) => call("message", payload), {
+  show: (pending) => timeline.showPending(pending),
+  setState: (pending, state, reason) => timeline.setPendingState(pending, state, reason),
+  delivered: (pending, message) => timeline.confirmPending(pending, message),
+  moveToEnd: (pending) => timeline.movePendingToEnd(pending),
+  remove: (pending) => timeline.removePending(pending),
+});
+
 // -- connection -------------------------------------------------------------------------------
 
 function connectAuth() {
@@ -104,8 +135,14 @@ function onConnectionState(connState, detail) {
   status.show(connState, detail);
   updateComposer();
   if (connState !== "connected") {
+    outbox.pause(); // until the next welcome
     typing.clear();
-    people.setStale(true); // until the next welcome says who is here
+    if (state.live) {
+      // Who is here, and how many are where: the last known, until the next welcome.
+      state.live = false;
+      people.setStale(true);
+      rooms.setStale(true);
+    }
   }
   if (connState === "refused" && detail.message.startsWith("invalid name")) {
     askNameAgain(detail.message);
@@ -117,6 +154,7 @@ async function askNameAgain(message) {
   const name = await nameDialog.ask({ first: true, current: state.name ?? "", error: message });
   setName(name);
   conn.start();
+  textarea.focus();
 }
 
 function noteStream(messages) {
@@ -125,8 +163,9 @@ function noteStream(messages) {
 
 socket.on("welcome", (welcome) => {
   setName(welcome.name);
-  people.render(welcome.users, state.name);
-  rooms.setLocalCount(welcome.users.length);
+  state.live = true;
+  people.show(welcome.users, state.name);
+  rooms.setStale(false);
   const history = welcome.history;
   if (!state.loaded) {
     state.loaded = true;
@@ -145,9 +184,7 @@ socket.on("welcome", (welcome) => {
       fillGap(since, history[0].id);
     }
   }
-  for (const pending of timeline.pending.values()) {
-    if (pending.retryOnConnect) transmit(pending); // same client_id: never a duplicate
-  }
+  outbox.resume(); // what waits goes now, after the history that may already hold some
 });
 
 async function fillGap(since, before) {
@@ -176,9 +213,8 @@ socket.on("message", (msg) => {
 
 socket.on("presence", (event) => {
   if (event.room !== room) return;
-  people.render(event.users, state.name);
-  rooms.setLocalCount(event.users.length);
   if (event.left) typing.remove(event.left);
+  people.update(event.users, state.name, { departure: Boolean(event.left && !event.joined) });
 });
 
 socket.on("typing", (event) => {
@@ -215,22 +251,21 @@ const textarea = $("text");
 const sendButton = $("send");
 const counter = $("counter");
 
-function textLength() {
-  return codePoints(textarea.value.trim());
-}
-
 function updateComposer() {
-  const length = textLength();
-  sendButton.disabled = !conn.connected || length === 0 || length > MAX_TEXT;
-  const over = length > MAX_TEXT;
+  // The server counts the text as sent, in code points, and refuses a blank one.
+  const length = codePoints(textarea.value);
+  const blank = textarea.value.trim() === "";
+  const over = length > limits.text;
+  // Offline too: the outbox keeps it until the connection is back.
+  sendButton.disabled = !state.name || blank || over;
   counter.classList.toggle("over", over);
-  counter.classList.toggle("near", length >= COUNTER_FROM && !over);
+  counter.classList.toggle("near", length >= counterFrom && !over);
   counter.textContent =
-    length < COUNTER_FROM
+    length < counterFrom
       ? ""
       : over
-        ? `${length - MAX_TEXT} characters over the ${MAX_TEXT} limit`
-        : `${MAX_TEXT - length} characters left`;
+        ? `${length - limits.text} characters over the ${limits.text} limit`
+        : `${limits.text - length} characters left`;
 }
 
 function send() {
@@ -242,33 +277,7 @@ function send() {
   // The server ends our typing indicator when the message arrives.
   clearTimeout(state.typingIdle);
   state.typingSentAt = 0;
-  timeline.addPending(pending);
-  transmit(pending);
-}
-
-function transmit(pending) {
-  pending.retryOnConnect = false;
-  timeline.setPendingState(pending, "sending");
-  const payload = { text: pending.text, client_id: pending.clientId };
-  socket.timeout(ACK_TIMEOUT).emit("message", payload, (err, ack) => {
-    if (err) {
-      pending.retryOnConnect = true;
-      const reason = conn.connected ? "no answer from the server" : "connection lost";
-      timeline.setPendingState(pending, "failed", reason);
-    } else if (ack.ok) {
-      timeline.confirmPending(pending, ack.message);
-    } else if (ack.retry_after !== undefined) {
-      const wait = Math.max(1, Math.ceil(ack.retry_after));
-      timeline.setPendingState(
-        pending,
-        "failed",
-        `sending too fast, wait ${wait} s`,
-        Date.now() + ack.retry_after * 1000,
-      );
-    } else {
-      timeline.setPendingState(pending, "failed", ack.error);
-    }
-  });
+  outbox.add(pending);
 }
 
 $("composer").addEventListener("submit", (event) => {
@@ -336,18 +345,19 @@ $("change-name").addEventListener("click", async () => {
   const name = await nameDialog.ask({
     current: state.name ?? "",
     apply: async (wanted) => {
-      if (wanted === state.name || !conn.connected) return "";
+      // Offline, the next connection asks for the new name (and a refusal asks again).
+      if (wanted === state.name || !conn.connected) return { name: wanted };
       try {
         const ack = await call("rename", { name: wanted });
-        return ack.ok ? "" : ack.error;
+        return ack.ok ? { name: ack.name } : { error: ack.error };
       } catch {
-        return "Could not reach the server, please try again.";
+        return { error: "Could not reach the server, please try again." };
       }
     },
   });
   if (name) {
     setName(name);
-    people.render(people.users, state.name);
+    people.rename(state.name);
   }
   $("change-name").focus();
 });
@@ -409,10 +419,12 @@ async function start() {
   updateComposer();
   if (!state.name) {
     setName(await nameDialog.ask({ first: true }));
+    conn.start();
+    textarea.focus(); // the name chosen, the next thing to do is to write
   } else {
     setName(state.name);
+    conn.start();
   }
-  conn.start();
 }
 
 start();

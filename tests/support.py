@@ -24,8 +24,15 @@ BAD_LOG = re.compile(r" (ERROR|CRITICAL) |Traceback \(most recent call last\)")
 class Server:
     """``python -m chatapp`` in a subprocess, with its log kept in a file."""
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.preexec_fn = preexec_fn  # runs in the child before it starts (e.g. setrlimit)
         self.db = str(workdir / "chat.db")
         self.args = list(args)
         self.env = env or {}
@@ -56,6 +63,7 @@ class Server:
                 env=env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                preexec_fn=self.preexec_fn,
             )
         finally:
             log.close()

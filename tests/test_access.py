@@ -99,6 +99,9 @@ async def test_api_answers_401_without_access(start_server: ServerFactory) -> No
         "1.{sig}",  # a real signature for an expiry in the past
         "{exp}.{sig}x",
         "{exp}0.{sig}",
+        "²²²²²²²²²².{sig}",  # digits to str.isdigit(), not to int()
+        "١٢٣٤٥٦٧٨٩٠.{sig}",  # digits to int() too, but not the signed text
+        "9" * 150 + ".{sig}",
     ],
 )
 async def test_forged_or_expired_cookies_are_refused(
@@ -232,7 +235,7 @@ async def test_forwarded_host_counts_only_behind_a_trusted_proxy(
     start_server: ServerFactory,
 ) -> None:
     plain = await start_server()
-    behind = await start_server("--trust-proxy")
+    behind = await start_server("--trust-proxy", "--allowed-hosts", "chat.example")
     headers = {"Origin": "https://chat.example", "X-Forwarded-Host": "chat.example"}
     async with session() as http:
         async with http.get(plain.url + "/api/rooms", headers=headers) as r:

@@ -59,12 +59,13 @@ async def test_typing_crosses_processes(cluster: StartCluster, make_client: Clie
     one, two = await cluster(2)
     ann, bob = make_client(), make_client()
     await ann.connect(one.url, room="team", name="ann")
-    await bob.connect(two.url, room="team", name="bob")
+    bob_id = (await bob.connect(two.url, room="team", name="bob"))["user_id"]
     assert (await bob.call("typing", {"typing": True}))["ok"]
-    assert await ann.wait_for("typing") == {"name": "bob", "typing": True}
+    assert await ann.wait_for("typing") == {"name": "bob", "user_id": bob_id, "typing": True}
     await bob.send("done")
     assert await ann.wait_for("typing", lambda t: not t["typing"]) == {
         "name": "bob",
+        "user_id": bob_id,
         "typing": False,
     }
     assert bob.of("typing") == []
@@ -75,14 +76,18 @@ async def test_presence_and_head_counts_are_cluster_wide(
 ) -> None:
     one, two = await cluster(2)
     ann, bob, ann_tab, carl = make_client(), make_client(), make_client(), make_client()
-    await ann.connect(one.url, room="team", name="ann")
+    ann_key = "ann-browser-key-0001"
+    ann_id = (await ann.connect(one.url, room="team", name="ann", key=ann_key))["user_id"]
     welcome = await bob.connect(two.url, room="team", name="bob")
     assert welcome["users"] == ["ann", "bob"]
+    people = [{"user_id": ann_id, "name": "ann"}, {"user_id": welcome["user_id"], "name": "bob"}]
+    assert welcome["people"] == people
     joined = await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
-    assert joined == {"room": "team", "users": ["ann", "bob"], "joined": "bob"}
+    assert joined == {"room": "team", "users": ["ann", "bob"], "people": people, "joined": "bob"}
 
-    # A second tab of ann on the other process is no news; carl is.
-    assert (await ann_tab.connect(two.url, room="team", name="ann"))["users"] == ["ann", "bob"]
+    # A second tab of ann (same browser) on the other process is no news; carl is.
+    tab = await ann_tab.connect(two.url, room="team", name="ann", key=ann_key)
+    assert tab["users"] == ["ann", "bob"] and tab["user_id"] == ann_id
     await carl.connect(one.url, room="team", name="carl")
     await bob.wait_for("presence", lambda p: p.get("joined") == "carl")
     assert [p.get("joined") for p in presence_events(bob)] == ["carl"]
@@ -98,7 +103,7 @@ async def test_presence_and_head_counts_are_cluster_wide(
     assert [p.get("left") for p in presence_events(bob)] == [None, "carl"]
     await ann_tab.close()
     left = await bob.wait_for("presence", lambda p: p.get("left") == "ann")
-    assert left == {"room": "team", "users": ["bob"], "left": "ann"}
+    assert left == {"room": "team", "users": ["bob"], "people": people[1:], "left": "ann"}
     _, rooms = await get_json(f"{one.url}/api/rooms")
     assert [(r["room"], r["users"]) for r in rooms] == [("team", 1)]
 
@@ -217,7 +222,8 @@ async def test_fan_out_resumes_by_itself_after_redis_was_unreachable(
     assert ann.message_ids() == [1, 2, 3, 4, 5]
     # Each process registered its users again; clients got the lists refreshed.
     refresh = await bob.wait_for("presence", lambda p: p["users"] == ["ann", "bob"])
-    assert refresh == {"room": "team", "users": ["ann", "bob"]}
+    assert set(refresh) == {"room", "users", "people"}  # neither joined nor left
+    assert [p["name"] for p in refresh["people"]] == ["ann", "bob"]
     carl = make_client()
     assert (await carl.connect(one.url, room="team", name="carl"))["users"] == [
         "ann",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+
+import aiohttp
 
 from chatapp.store.sqlite import SQLiteStore
 
@@ -154,3 +157,74 @@ async def test_catch_up_across_a_server_restart(start_server, make_client, tmp_p
     assert texts(back["history"]) == ["while away 0", "while away 1", "while away 2"]
     with contextlib.suppress(Exception):
         await writer2.close()
+
+
+# -- pages are bounded in bytes as well as in messages ---------------------------------------
+
+#: The documented bound of a welcome's history, a history page and an API page.
+MAX_PAGE_BYTES = 256 * 1024
+BIG = "🐱" * 2000  # 2000 characters, 8000 bytes of UTF-8
+
+
+def json_bytes(value: object) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+async def fill_big(db: str, room: str, count: int) -> None:
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        for n in range(1, count + 1):
+            await store.add(room, "filler", f"{n} {BIG}"[:2000])
+    finally:
+        await store.close()
+
+
+async def test_every_page_of_big_messages_stays_within_its_byte_bound(
+    start_server, make_client, tmp_path
+) -> None:
+    await fill_big(str(tmp_path / "chat.db"), "big", 120)
+    server = await start_server()
+    client = make_client()
+    welcome = await client.connect(server.url, room="big")
+    history = welcome["history"]
+    # 50 such messages would be ~400 KB: the welcome carries the newest that fit.
+    assert 10 < len(history) < 50 and json_bytes(history) <= MAX_PAGE_BYTES
+    assert [m["id"] for m in history] == list(range(121 - len(history), 121))
+    assert welcome["has_more"] is True
+    seen = [m["id"] for m in history]
+    before = history[0]["id"]
+    while True:
+        page = await client.call("history", {"before": before, "limit": 100})
+        assert page["ok"] is True and json_bytes(page["messages"]) <= MAX_PAGE_BYTES
+        assert len(page["messages"]) < 100
+        seen = [m["id"] for m in page["messages"]] + seen
+        if not page["has_more"]:
+            break
+        before = page["messages"][0]["id"]
+    assert seen == list(range(1, 121))
+    # A catch-up after missing everything is bounded too, and says there is more.
+    catch_up = await make_client().connect(server.url, room="big", since=0)
+    assert json_bytes(catch_up["history"]) <= MAX_PAGE_BYTES and catch_up["has_more"] is True
+    assert catch_up["history"][-1]["id"] == 120
+
+
+async def test_the_api_pages_big_messages_within_the_byte_bound(start_server, tmp_path) -> None:
+    await fill_big(str(tmp_path / "chat.db"), "big", 120)
+    server = await start_server()
+    seen: list[int] = []
+    query = "limit=100"
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{server.url}/api/rooms/big/messages?{query}") as r:
+                assert r.status == 200
+                body = await r.read()
+            # Characters travel as UTF-8, not as \\ud83d\\udc31 escapes (12 bytes per cat).
+            assert len(body) <= MAX_PAGE_BYTES + 100 and "🐱".encode() in body
+            page = json.loads(body)
+            assert 0 < len(page["messages"]) < 100
+            seen = [m["id"] for m in page["messages"]] + seen
+            if not page["has_more"]:
+                break
+            query = f"limit=100&before={page['messages'][0]['id']}"
+    assert seen == list(range(1, 121))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -58,14 +59,48 @@ EDGE_STRINGS = [
     "x" * 2000,
     "x" * 2001,
 ]
+#: Integers at the edges of what JavaScript, SQLite and PostgreSQL can hold.
+EDGE_INTEGERS = [
+    0,
+    -1,
+    2**31,
+    2**53 - 1,
+    2**53,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    10**30,
+]
+#: Digits as text: Unicode digits that str.isdigit() or int() accept, huge numbers.
+EDGE_NUMERALS = [
+    "²",
+    "١٢",
+    "١٢٣٤٥٦٧٨٩٠",
+    "²³⁴",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551616",
+    "9" * 5000,
+    "-9223372036854775809",
+    "+5",
+    " 5",
+    "5 ",
+    "0x10",
+    "1e3",
+    "1_000",
+]
 texts = st.one_of(
-    st.sampled_from(EDGE_STRINGS),
+    st.sampled_from(EDGE_STRINGS + EDGE_NUMERALS),
     st.text(st.characters(exclude_categories=()), max_size=40),  # surrogates included
+)
+integers = st.one_of(
+    st.sampled_from(EDGE_INTEGERS), st.integers(min_value=-(2**70), max_value=2**70)
 )
 scalars = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
+    integers,
     st.floats(),
     texts,
     st.binary(max_size=64),  # sent as Socket.IO binary attachments
@@ -81,12 +116,18 @@ EVENT_FIELDS = {
     "history": ["before", "limit"],
     "rename": ["name"],
 }
+#: Integer fields get integers at their edges more often than the generic values would.
+INTEGER_FIELDS = {"before", "limit", "since"}
 
 
 def payloads(event: str) -> st.SearchStrategy[Any]:
     fields = EVENT_FIELDS[event]
     shaped = st.dictionaries(st.sampled_from(fields), values | texts, max_size=len(fields))
-    return st.one_of(values, shaped)
+    numbers = [f for f in fields if f in INTEGER_FIELDS]
+    if not numbers:
+        return st.one_of(values, shaped)
+    edges = st.dictionaries(st.sampled_from(numbers), integers, max_size=len(numbers))
+    return st.one_of(values, shaped, edges)
 
 
 def encodable(text: str) -> bool:
@@ -131,8 +172,15 @@ class Chatter:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    # Frames up to 1 MB, so that the handlers see payloads of any size (a frame over the
+    # 64 KiB default closes its connection, which test_limits checks).
     server = Server(
-        tmp_path_factory.mktemp("fuzz"), *NO_RATE_LIMITS, "--max-connections-per-ip", "0"
+        tmp_path_factory.mktemp("fuzz"),
+        *NO_RATE_LIMITS,
+        "--max-connections-per-ip",
+        "0",
+        "--max-frame-bytes",
+        "1000000",
     )
     await server.start()
     yield server
@@ -189,7 +237,7 @@ def check_ack(event: str, payload: Any, ack: Any) -> None:
         assert isinstance(ack["messages"], list) and isinstance(ack["has_more"], bool)
         assert all(m["room"] == "fuzz" for m in ack["messages"])
     elif event == "rename":
-        assert ack["name"] == payload["name"].strip()
+        assert ack["name"] == unicodedata.normalize("NFC", payload["name"].strip())
 
 
 @FUZZ
@@ -241,8 +289,12 @@ async def test_wrong_arity_and_unknown_events(victim: Client, name: str, args: l
 
 AUTH = st.one_of(
     st.dictionaries(
-        st.sampled_from(["room", "name", "since", "token", "extra"]), values | texts, max_size=4
+        st.sampled_from(["room", "name", "since", "token", "key", "extra"]),
+        values | texts,
+        max_size=4,
     ),
+    # Valid but for the number, so that the number is what gets checked.
+    st.fixed_dictionaries({"since": integers}, optional={"room": st.just("fuzz")}),
     values,
 )
 
@@ -281,8 +333,11 @@ def path_part(text: str) -> str:
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
 
+numerals = st.one_of(st.sampled_from(EDGE_NUMERALS), integers.map(str), texts)
+
+
 @FUZZ
-@given(room=texts, before=texts, limit=texts, next_path=texts, body=st.binary(max_size=300))
+@given(room=texts, before=numerals, limit=numerals, next_path=texts, body=st.binary(max_size=300))
 async def test_http_endpoints_answer_anything(
     fuzz_server: Server,
     checked: None,
@@ -312,6 +367,11 @@ async def test_http_endpoints_answer_anything(
                 assert isinstance(data["messages"], list) and isinstance(data["has_more"], bool)
             else:
                 assert isinstance(data["error"], str) and data["error"]
+        rooms = URL(f"/api/rooms?limit={path_part(limit)}&after={path_part(before)}", encoded=True)
+        async with http.get(base.join(rooms)) as r:
+            assert r.status in (200, 400), r.status
+            data = await r.json()
+            assert isinstance(data, list) if r.status == 200 else data["error"]
         login = URL(f"/login?next={path_part(next_path)}", encoded=True)
         async with http.get(base.join(login), allow_redirects=False) as r:
             assert r.status in (303, 400), r.status
@@ -323,3 +383,57 @@ async def test_http_endpoints_answer_anything(
         junk = URL(f"/api/{path_part(room)}", encoded=True)
         async with http.get(base.join(junk)) as r:
             assert r.status in (400, 404) and "error" in await r.json()
+
+
+# -- a private server: the login cookie ------------------------------------------------------
+
+TOKEN = "fuzz-token-0123456789"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def private_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    server = Server(
+        tmp_path_factory.mktemp("private"),
+        "--max-connections-per-ip",
+        "0",
+        env={"CHATAPP_ACCESS_TOKEN": TOKEN},
+    )
+    await server.start()
+    yield server
+    assert await server.stop() == 0, server.log()
+    assert not server.bad_log_lines(), server.log()
+
+
+def cookie_header(cookie: str) -> str:
+    return "chatapp_access=" + quote(cookie.encode("utf-8", "surrogatepass"), safe="")
+
+
+COOKIES = st.one_of(
+    st.sampled_from(EDGE_NUMERALS),
+    st.sampled_from(EDGE_STRINGS),
+    st.builds(lambda n, sig: f"{n}.{sig}", st.sampled_from(EDGE_NUMERALS), texts),
+    st.builds(lambda n, sig: f"{n}.{sig}", texts, texts),
+    st.builds(lambda n: f"{n}.AAAA", integers),
+    st.text(st.characters(codec="utf-8"), max_size=60),
+).filter(lambda c: len(cookie_header(c)) < 8000)  # aiohttp's header limit answers 400 itself
+
+
+@FUZZ
+@given(cookie=COOKIES)
+async def test_login_cookie_answers_anything(private_server: Server, cookie: str) -> None:
+    """Whatever the cookie holds, a page is a redirect to the login form, the API a 401 and
+    Socket.IO a refusal: never a server error."""
+    header = cookie_header(cookie)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            private_server.url + "/", headers={"Cookie": header}, allow_redirects=False
+        ) as r:
+            assert r.status == 303, r.status
+        async with http.get(private_server.url + "/api/rooms", headers={"Cookie": header}) as r:
+            assert r.status == 401, r.status
+    client = Client(headers={"Cookie": header})
+    try:
+        assert await client.connect_refused(private_server.url) == "access token required"
+    finally:
+        await client.close()
+    assert not private_server.bad_log_lines(), private_server.log()

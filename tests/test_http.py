@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from chatapp.store.sqlite import SQLiteStore
+
 from .support import Server
 
 
@@ -49,9 +51,9 @@ async def test_api_rooms_lists_rooms_with_history_or_people(server: Server, make
     await talker.connect(server.url, room="talk", name="ann")
     ack = await talker.send("hi")
     lurker = make_client()
-    await lurker.connect(server.url, room="quiet", name="bo")
-    lurker2 = make_client()
-    await lurker2.connect(server.url, room="quiet", name="bo")  # a second tab counts once
+    await lurker.connect(server.url, room="quiet", name="bo", key="bo-browser-key-00001")
+    lurker2 = make_client()  # a second tab of the same browser counts once
+    await lurker2.connect(server.url, room="quiet", name="bo", key="bo-browser-key-00001")
     status, rooms = await get_json(server.url + "/api/rooms")
     assert status == 200
     assert {r["room"]: r for r in rooms} == {
@@ -63,6 +65,51 @@ async def test_api_rooms_lists_rooms_with_history_or_people(server: Server, make
     by_room = {r["room"]: r for r in rooms}
     # Nobody is left in "talk" but its history keeps it listed.
     assert by_room["talk"]["users"] == 0
+
+
+async def test_api_rooms_comes_in_pages_busiest_first(start_server, make_client, tmp_path) -> None:
+    """However many rooms ever existed, a page holds at most ``limit`` (default 50, at most
+    100) and links to the next: rooms with people first, then the most recently active."""
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    stamps = {}
+    for n in range(130):
+        msg, _ = await store.add(f"room-{n:03d}", "filler", "hi")
+        stamps[msg.room] = msg.ts
+    await store.close()
+    server = await start_server()
+    crowd = [make_client() for _ in range(3)]
+    for client in crowd[:2]:
+        await client.connect(server.url, room="busy")  # no history, two people
+    await crowd[2].connect(server.url, room="room-005")  # old history, one person
+    quiet = sorted((r for r in stamps if r != "room-005"), key=lambda r: (-stamps[r], r))
+    expected = ["busy", "room-005", *quiet]
+
+    listed: list[dict] = []
+    url: str | None = server.url + "/api/rooms"
+    pages = 0
+    async with aiohttp.ClientSession() as http:
+        while url is not None:
+            async with http.get(url) as r:
+                assert r.status == 200
+                page = await r.json()
+                link = r.headers.get("Link")
+            assert len(page) <= 50
+            listed += page
+            pages += 1
+            url = None
+            if link is not None:
+                assert link.endswith('>; rel="next"')
+                url = server.url + link[1 : link.index(">")]
+        assert pages == 3
+        assert [r["room"] for r in listed] == expected
+        assert listed[0] == {"room": "busy", "users": 2, "last_message_at": None}
+        assert listed[1]["users"] == 1 and listed[2]["users"] == 0
+        async with http.get(server.url + "/api/rooms?limit=100") as r:
+            assert [room["room"] for room in await r.json()] == expected[:100]
+        for bad in ("limit=0", "limit=101", "limit=x", "after=nonsense", "after=1.2.-x"):
+            async with http.get(server.url + "/api/rooms?" + bad) as r:
+                assert r.status == 400 and (await r.json())["error"].startswith("invalid")
 
 
 async def test_api_messages_pages_like_history(server: Server, make_client) -> None:

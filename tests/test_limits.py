@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
+import pytest
 
 from .conftest import ServerFactory
-from .raw import POLL_PATH, RawSocket
+from .raw import POLL_PATH, WS_PATH, RawSocket
 
 
 async def test_every_kind_of_event_is_rate_limited(
@@ -118,7 +120,7 @@ async def test_a_transport_that_never_connects_is_closed(start_server: ServerFac
 async def test_a_client_that_never_answers_pings_is_dropped(
     start_server: ServerFactory, make_client
 ) -> None:
-    server = await start_server("--ping-interval", "0.5", "--ping-timeout", "1.5")
+    server = await start_server("--ping-interval", "1", "--ping-timeout", "1")
     watcher = make_client()
     await watcher.connect(server.url, name="watcher")
     async with aiohttp.ClientSession() as http:
@@ -127,6 +129,45 @@ async def test_a_client_that_never_answers_pings_is_dropped(
         assert await mute.closed_by_server()
     await watcher.wait_for("presence", lambda p: p.get("left") == "mute")
     assert (await watcher.send("alive"))["ok"] is True
+
+
+@pytest.mark.parametrize("interval", ["2", "1.5", "0.3"])
+async def test_the_advertised_ping_interval_is_the_one_used(
+    start_server: ServerFactory, interval: str
+) -> None:
+    # Engine.IO's handshake tells clients the interval in whole seconds, and a client gives
+    # up on a server whose pings come later than pingInterval + pingTimeout. An interval
+    # the handshake cannot express is refused at start.
+    from chatapp.settings import load_settings
+
+    try:
+        load_settings(["--ping-interval", interval], {})
+    except SystemExit as exc:
+        assert exc.code == 2 and float(interval) % 1
+        return
+    server = await start_server("--ping-interval", interval)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.url + WS_PATH)
+        opened = json.loads((await ws.receive_str())[1:])
+        assert opened["pingInterval"] == float(interval) * 1000
+        advertised = opened["pingInterval"] / 1000
+        deadline = advertised + opened["pingTimeout"] / 1000
+        await ws.send_str("40")
+
+        async def next_ping() -> None:
+            while await ws.receive_str(timeout=deadline + 5) != "2":
+                pass  # the Socket.IO connect, the welcome
+
+        await next_ping()
+        for _ in range(2):
+            answered = loop.time()
+            await ws.send_str("3")
+            # The next ping: not sooner than advertised, well before the client's deadline.
+            await next_ping()
+            gap = loop.time() - answered
+            assert advertised - 0.05 <= gap < deadline, gap
+        await ws.close()
 
 
 async def test_frame_size_limit(start_server: ServerFactory, make_client) -> None:
@@ -164,6 +205,10 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         ["--max-queued-packets", "1"],
         ["--connect-timeout", "0"],
         ["--max-connections-per-ip", "-1"],
+        ["--ping-interval", "0"],
+        ["--max-tcp-connections-per-ip", "-1"],
+        ["--header-timeout", "0"],
+        ["--body-timeout", "0"],
     ):
         try:
             load_settings(argv, {})
@@ -177,6 +222,6 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         40,
         20,
     )
-    assert defaults.max_frame_bytes == 1_000_000 and defaults.max_queued_packets == 1000
+    assert defaults.max_frame_bytes == 65_536 and defaults.max_queued_packets == 1000
     env = load_settings([], {"CHATAPP_MAX_QUEUED_PACKETS": "50", "CHATAPP_TRUST_PROXY": "1"})
     assert env.max_queued_packets == 50 and env.trust_proxy is True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import asyncpg
 import pytest
 
 from chatapp.store import MessageStore, StoreError, open_store
+from chatapp.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 from .services import TcpProxy
 
@@ -111,12 +114,45 @@ async def test_range_is_exclusive_inclusive(store: MessageStore) -> None:
     assert await store.range("a", 5, 9) == []
 
 
-async def test_rooms_lists_each_room_with_its_newest_timestamp(store: MessageStore) -> None:
-    assert await store.rooms() == {}
+async def test_active_rooms_come_newest_first_a_page_at_a_time(store: MessageStore) -> None:
+    assert await store.active_rooms(10) == []
     await store.add("a", "ann", "one")
     newest_a, _ = await store.add("a", "ann", "two")
     newest_b, _ = await store.add("b", "bob", "hi")
-    assert await store.rooms() == {"a": newest_a.ts, "b": newest_b.ts}
+    newest_c, _ = await store.add("c", "cy", "hey")
+    rooms = await store.active_rooms(10)
+    newest = sorted([newest_a, newest_b, newest_c], key=lambda m: (-m.ts, m.room))
+    assert [(r.room, r.last_ts) for r in rooms] == [(m.room, m.ts) for m in newest]
+    first = await store.active_rooms(2)
+    rest = await store.active_rooms(2, (first[-1].last_ts, first[-1].room))
+    assert [r.room for r in first + rest] == [r.room for r in rooms]
+    assert await store.active_rooms(2, (rooms[-1].last_ts, rooms[-1].room)) == []
+    assert await store.last_message_times(["a", "c", "nowhere"]) == {
+        "a": newest_a.ts,
+        "c": newest_c.ts,
+    }
+    assert await store.last_message_times([]) == {}
+
+
+async def test_active_rooms_of_one_millisecond_are_paged_by_name(store: MessageStore) -> None:
+    # Many rooms written in one batch may share a timestamp: the cursor still moves on.
+    await asyncio.gather(*(store.add(f"r{i:02d}", "ann", "hi") for i in range(30)))
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await store.active_rooms(7, after)
+        seen += [r.room for r in page]
+        if len(page) < 7:
+            break
+        after = (page[-1].last_ts, page[-1].room)
+    assert sorted(seen) == [f"r{i:02d}" for i in range(30)] and len(seen) == 30
+
+
+async def test_the_sender_id_is_kept(store: MessageStore) -> None:
+    msg, _ = await store.add("a", "ann", "hi", "c-1", "g:0123")
+    assert msg.user_id == "g:0123"
+    assert (await store.recent("a", 5)).messages[0].user_id == "g:0123"
+    assert (await store.add("a", "ann", "no id"))[0].user_id is None
 
 
 async def test_history_survives_reopening(open_db: OpenStore) -> None:
@@ -220,3 +256,120 @@ async def test_postgres_unreachable_is_a_clear_store_error(tcp_proxy: type[TcpPr
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as raised:
         await open_store(url).open()
     assert "s3cret" not in str(raised.value)
+
+
+# -- upgrades: a database written by an earlier release ---------------------------------
+
+RELEASE_2026_11_25 = Path(__file__).parent / "data" / "release-2026-11-25.db"
+#: What the release of 2026-11-25 (commit 2732c56) stored, in tests/data/.
+RELEASE_MESSAGES = {
+    "lobby": [
+        (1, "Ann", "hello 👋"),
+        (2, "Ann", "  indented\n  code"),
+        (3, "Ann", "<b>not bold</b>"),
+        (4, "Bo", "reply from Bo"),
+    ],
+    "team": [(1, "Bo", "first"), (2, "Bo", "second"), (3, "Bo", "third")],
+}
+
+
+async def _check_release_history(store: MessageStore) -> None:
+    for room, expected in RELEASE_MESSAGES.items():
+        page = await store.recent(room, 50)
+        assert [(m.id, m.name, m.text) for m in page.messages] == expected
+        assert all(m.user_id is None for m in page.messages)
+        assert await store.last_id(room) == expected[-1][0]
+    # The room list, the retry check and new ids carry on from what was there.
+    assert {r.room for r in await store.active_rooms(10)} == {"lobby", "team"}
+    again, created = await store.add("lobby", "Ann", "dup", "Ann-lobby-0")
+    assert (again.id, again.text, created) == (1, "hello 👋", False)
+    assert (await store.add("team", "Bo", "fourth", None, "g:1"))[0].id == 4
+
+
+async def test_sqlite_opens_a_database_of_the_2026_11_25_release(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copyfile(RELEASE_2026_11_25, path)
+    store = open_store(str(path))
+    await store.open()
+    try:
+        await _check_release_history(store)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_SCHEMA_VERSION
+
+
+async def test_sqlite_refuses_a_schema_newer_than_it_knows(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    store = open_store(str(path))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="version 99"):
+        await open_store(str(path)).open()
+    assert path.read_bytes() == before
+
+
+async def test_sqlite_processes_opening_one_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copyfile(RELEASE_2026_11_25, path)
+    stores = [open_store(str(path)) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        await _check_release_history(stores[3])
+    finally:
+        for s in stores:
+            await s.close()
+
+
+#: The PostgreSQL schema of the 2026-11-25 release (version 1), as it created it.
+_RELEASE_2026_11_25_POSTGRES = """
+CREATE TABLE chatapp_schema (version INTEGER NOT NULL);
+INSERT INTO chatapp_schema VALUES (1);
+CREATE TABLE rooms (room TEXT PRIMARY KEY, last_id BIGINT NOT NULL);
+CREATE TABLE messages (
+    room TEXT NOT NULL, id BIGINT NOT NULL, name TEXT NOT NULL, text TEXT NOT NULL,
+    ts BIGINT NOT NULL, client_id TEXT, PRIMARY KEY (room, id)
+);
+CREATE UNIQUE INDEX messages_client_id
+    ON messages (room, name, client_id) WHERE client_id IS NOT NULL;
+"""
+
+
+async def test_postgres_opens_a_database_of_the_2026_11_25_release(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{await conn.fetchval("SHOW search_path")}"')
+        await conn.execute(_RELEASE_2026_11_25_POSTGRES)
+        for room, rows in RELEASE_MESSAGES.items():
+            sent: dict[str, int] = {}  # client ids as the page made them: name-room-count
+            for msg_id, name, text in rows:
+                client_id = f"{name}-{room}-{sent.get(name, 0)}"
+                sent[name] = sent.get(name, 0) + 1
+                await conn.execute(
+                    "INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)",
+                    *(room, msg_id, name, text, 1_795_598_574_644 + msg_id, client_id),
+                )
+            await conn.execute("INSERT INTO rooms VALUES ($1, $2)", room, rows[-1][0])
+    finally:
+        await conn.close()
+    store = open_store(pg_url)
+    await store.open()
+    try:
+        await _check_release_history(store)
+    finally:
+        await store.close()
+
+
+async def test_retries_are_recognised_by_sender_id_whatever_the_name(store: MessageStore) -> None:
+    first, created = await store.add("a", "ann", "hi", "c-1", "g:ann")
+    assert created
+    again, created = await store.add("a", "Annie", "hi", "c-1", "g:ann")  # renamed since
+    assert (again, created) == (first, False)
+    other, created = await store.add("a", "ann", "hi", "c-1", "g:someone-else")
+    assert created and other.id == first.id + 1
+    # Messages without a sender id (stored before ids existed) are matched by name.
+    old, _ = await store.add("a", "bo", "x", "c-1")
+    assert (await store.add("a", "bo", "x", "c-1")) == (old, False)

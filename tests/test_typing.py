@@ -12,12 +12,18 @@ async def _pair(server: Server, make_client, room: str = "t"):
     return ann, bo
 
 
+def typing(client, state: bool) -> dict:
+    """The ``typing`` event others get from ``client``."""
+    user_id = client.of("welcome")[0]["user_id"]
+    return {"name": "ann", "user_id": user_id, "typing": state}
+
+
 async def test_typing_reaches_others_not_the_sender(server: Server, make_client) -> None:
     ann, bo = await _pair(server, make_client)
     other_room = make_client()
     await other_room.connect(server.url, room="elsewhere", name="cy")
     assert await ann.call("typing", {"typing": True}) == {"ok": True}
-    assert await bo.wait_for("typing") == {"name": "ann", "typing": True}
+    assert await bo.wait_for("typing") == typing(ann, True)
     # Anything sent to ann or cy before their own message echo would already be here.
     await ann.send("done typing")
     await other_room.send("hi")
@@ -30,7 +36,7 @@ async def test_typing_false_clears_it(server: Server, make_client) -> None:
     ann, bo = await _pair(server, make_client)
     await ann.call("typing", {"typing": True})
     await ann.call("typing", {"typing": False})
-    await bo.wait_for("typing", lambda t: t == {"name": "ann", "typing": False})
+    await bo.wait_for("typing", lambda t: t == typing(ann, False))
 
 
 async def test_sending_clears_typing(server: Server, make_client) -> None:
@@ -48,10 +54,7 @@ async def test_disconnect_clears_typing(server: Server, make_client) -> None:
     await ann.call("typing", {"typing": True})
     await bo.wait_for("typing")
     await ann.close()
-    assert await bo.wait_for("typing", lambda t: t["typing"] is False) == {
-        "name": "ann",
-        "typing": False,
-    }
+    assert await bo.wait_for("typing", lambda t: t["typing"] is False) == typing(ann, False)
 
 
 async def test_typing_expires_without_renewal(start_server, make_client) -> None:
@@ -69,7 +72,4 @@ async def test_repeated_typing_is_not_rebroadcast_every_time(server: Server, mak
         await ann.call("typing", {"typing": True})
     await ann.send("sent")
     await bo.wait_for("message")
-    assert bo.of("typing") == [
-        {"name": "ann", "typing": True},
-        {"name": "ann", "typing": False},
-    ]
+    assert bo.of("typing") == [typing(ann, True), typing(ann, False)]

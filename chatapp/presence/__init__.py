@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import ChangeCallback, Presence
+from .base import ChangeCallback, Presence, member, people, person
 from .memory import MemoryPresence
 
 
@@ -16,4 +16,12 @@ def open_presence(settings: Settings) -> Presence:
     return MemoryPresence()
 
 
-__all__ = ["ChangeCallback", "MemoryPresence", "Presence", "open_presence"]
+__all__ = [
+    "ChangeCallback",
+    "MemoryPresence",
+    "Presence",
+    "member",
+    "open_presence",
+    "people",
+    "person",
+]

@@ -1,20 +1,50 @@
-"""The presence interface: who is online in which room, with tabs of one name merged."""
+"""The presence interface: who is online in which room, with one person's tabs merged.
+
+A person online is a *member*: a user id and the display name it uses, encoded as one
+string by :func:`member` (backends treat it as opaque). Two people with one name are two
+members; one person's tabs under one name are one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-#: ``callback(room, joined, left)``: a name came online in or left ``room`` without a
+#: ``callback(room, joined, left)``: a member came online in or left ``room`` without a
 #: join or leave through this process's handlers (e.g. another process died).
 ChangeCallback = Callable[[str, str | None, str | None], Coroutine[Any, Any, None]]
 
+#: Between the user id and the name in a member: a control character, which names never hold.
+_SEPARATOR = "\x1f"
+
+
+def member(user_id: str, name: str) -> str:
+    """The presence key of ``user_id`` shown as ``name``."""
+    return f"{user_id}{_SEPARATOR}{name}"
+
+
+def person(key: str) -> dict[str, str | None]:
+    """``{"user_id", "name"}`` of a member (``user_id`` None for a bare name, as the
+    previous release stored them)."""
+    user_id, separator, name = key.partition(_SEPARATOR)
+    if not separator:
+        return {"user_id": None, "name": key}
+    return {"user_id": user_id, "name": name}
+
+
+def people(keys: list[str]) -> list[dict[str, str | None]]:
+    """The members ``keys`` as ``{"user_id", "name"}``, sorted by name case-insensitively."""
+    found = [person(key) for key in keys]
+    found.sort(key=lambda p: (str(p["name"]).casefold(), str(p["name"]), str(p["user_id"])))
+    return found
+
 
 class Presence(Protocol):
-    """Tracks connections per room under a display name.
+    """Tracks connections per room under a member key (:func:`member`).
 
-    A name is online in a room while at least one of its connections is; ``join`` and
-    ``leave`` say when a name first appears or finally leaves, which is when the room is told.
+    A member is online in a room while at least one of its connections is; ``join`` and
+    ``leave`` say when a member first appears or finally leaves, which is when the room is
+    told. The parameters called ``name`` below are member keys.
     """
 
     async def start(self) -> None:
@@ -33,7 +63,7 @@ class Presence(Protocol):
         """Remove a connection; True if ``name`` has no connection left in ``room``."""
 
     async def users(self, room: str) -> list[str]:
-        """Names online in ``room``, sorted case-insensitively."""
+        """Members online in ``room`` (any order; :func:`people` sorts them by name)."""
 
     async def counts(self) -> dict[str, int]:
-        """Rooms with anyone online -> number of distinct names."""
+        """Rooms with anyone online -> number of distinct members."""

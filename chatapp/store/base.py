@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,8 @@ class Message:
     name: str
     text: str
     ts: int  # epoch milliseconds, set by the server
+    #: Who sent it (``protocol.user_id_for``); None for messages stored before ids existed.
+    user_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -28,6 +31,7 @@ class Message:
             "name": self.name,
             "text": self.text,
             "ts": self.ts,
+            "user_id": self.user_id,
         }
 
 
@@ -37,6 +41,14 @@ class Page:
 
     messages: list[Message]
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A room with history: its name and when its newest message was stored."""
+
+    room: str
+    last_ts: int
 
 
 def now_ms() -> int:
@@ -60,12 +72,18 @@ class MessageStore(Protocol):
         """Raise if storage does not answer."""
 
     async def add(
-        self, room: str, name: str, text: str, client_id: str | None = None
+        self,
+        room: str,
+        name: str,
+        text: str,
+        client_id: str | None = None,
+        user_id: str | None = None,
     ) -> tuple[Message, bool]:
-        """Commit a message; return it and whether it is new.
+        """Commit a message from ``user_id`` under ``name``; return it and whether it is new.
 
-        A ``client_id`` already used by the same name in the same room returns the stored
-        message and ``False`` (a client retry), creating nothing.
+        A ``client_id`` already used by the same sender in the same room (the same
+        ``user_id``; without one, the same name) returns the stored message and ``False``
+        (a client retry), creating nothing.
         """
 
     async def recent(self, room: str, limit: int, after: int | None = None) -> Page:
@@ -80,5 +98,13 @@ class MessageStore(Protocol):
     async def last_id(self, room: str) -> int:
         """The room's newest id, 0 when it has no messages."""
 
-    async def rooms(self) -> dict[str, int]:
-        """Every room with history -> the ``ts`` of its newest message."""
+    async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
+        """Up to ``limit`` rooms with history, the most recently active first.
+
+        Ordered by the newest message's ``ts`` (descending), then by name; ``after`` is the
+        ``(last_ts, room)`` of the last room of the previous page. Served by an index: the
+        cost does not grow with the number of rooms.
+        """
+
+    async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
+        """For each of ``rooms`` that has history, the ``ts`` of its newest message."""

@@ -15,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
 
 from ..settings import redacted
-from .base import Message, Page, StoreError, now_ms
+from .base import Message, Page, Room, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Connections per process: handlers await one query at a time, so a few suffice.
 POOL_MAX = 10
 #: Seconds a query or a wait for a pooled connection may take before it fails.
@@ -49,24 +50,45 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_client_id
     ON messages (room, name, client_id) WHERE client_id IS NOT NULL;
 """,
+    # Who sent each message, and retries recognised by sender id (a retry after a rename is
+    # still the same message); when each room's newest message was stored, indexed, so that
+    # the room list costs an index walk instead of a scan of history. (A process of the
+    # previous release still inserts: its rooms get last_ts 0 until their next message.)
+    2: """
+ALTER TABLE messages ADD COLUMN user_id TEXT;
+DROP INDEX messages_client_id;
+CREATE UNIQUE INDEX messages_client_id
+    ON messages (room, name, client_id) WHERE client_id IS NOT NULL AND user_id IS NULL;
+CREATE UNIQUE INDEX messages_retry
+    ON messages (room, user_id, client_id) WHERE client_id IS NOT NULL AND user_id IS NOT NULL;
+ALTER TABLE rooms ADD COLUMN last_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE rooms r SET last_ts = m.ts FROM messages m WHERE m.room = r.room AND m.id = r.last_id;
+CREATE INDEX rooms_recent ON rooms (last_ts DESC, room);
+""",
 }
 
-_COLUMNS = "id, room, name, text, ts"
+_COLUMNS = "id, room, name, text, ts, user_id"
 _ADD = f"""
 WITH counter AS (
-    INSERT INTO rooms (room, last_id) VALUES ($1, 1)
-    ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1
+    INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
+    ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1, last_ts = EXCLUDED.last_ts
     RETURNING last_id
 )
-INSERT INTO messages (room, id, name, text, ts, client_id)
-SELECT $1, last_id, $2, $3, $4, $5 FROM counter
+INSERT INTO messages (room, id, name, text, ts, client_id, user_id)
+SELECT $1, last_id, $2, $3, $4, $5, $6 FROM counter
 RETURNING {_COLUMNS}
 """
-_BY_CLIENT_ID = f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND name=$2 AND client_id=$3"
+_BY_CLIENT_ID = (
+    f"SELECT {_COLUMNS} FROM messages "
+    "WHERE room=$1 AND name=$2 AND client_id=$3 AND user_id IS NULL"
+)
+_BY_SENDER_CLIENT_ID = (
+    f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND user_id=$2 AND client_id=$3"
+)
 
 
 def _message(row: asyncpg.Record) -> Message:
-    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4])
+    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4], user_id=row[5])
 
 
 class PostgresStore:
@@ -153,26 +175,36 @@ class PostgresStore:
         await self.pool.fetchval("SELECT 1", timeout=5)
 
     async def add(
-        self, room: str, name: str, text: str, client_id: str | None = None
+        self,
+        room: str,
+        name: str,
+        text: str,
+        client_id: str | None = None,
+        user_id: str | None = None,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
-        return await asyncio.shield(self._add(room, name, text, client_id))
+        return await asyncio.shield(self._add(room, name, text, client_id, user_id))
 
     async def _add(
-        self, room: str, name: str, text: str, client_id: str | None
+        self, room: str, name: str, text: str, client_id: str | None, user_id: str | None
     ) -> tuple[Message, bool]:
         pool = self.pool
+        retry = (
+            (_BY_SENDER_CLIENT_ID, room, user_id, client_id)
+            if user_id is not None
+            else (_BY_CLIENT_ID, room, name, client_id)
+        )
         if client_id is not None:
-            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            row = await pool.fetchrow(*retry)
             if row is not None:
                 return _message(row), False
         try:
-            row = await pool.fetchrow(_ADD, room, name, text, now_ms(), client_id)
+            row = await pool.fetchrow(_ADD, room, name, text, now_ms(), client_id, user_id)
         except asyncpg.UniqueViolationError:
             # The same client_id committed meanwhile (a retry raced the original, maybe
             # through another process); the failed statement rolled the counter back.
-            row = await pool.fetchrow(_BY_CLIENT_ID, room, name, client_id)
+            row = await pool.fetchrow(*retry)
             if row is None:
                 raise
             return _message(row), False
@@ -209,10 +241,29 @@ class PostgresStore:
         last: Any = await self.pool.fetchval("SELECT last_id FROM rooms WHERE room=$1", room)
         return int(last or 0)
 
-    async def rooms(self) -> dict[str, int]:
+    async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
+        if after is None:
+            rows = await self.pool.fetch(
+                "SELECT room, last_ts FROM rooms ORDER BY last_ts DESC, room LIMIT $1",
+                limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                "SELECT room, last_ts FROM rooms WHERE last_ts <= $1 "
+                "AND NOT (last_ts = $1 AND room <= $2) ORDER BY last_ts DESC, room LIMIT $3",
+                after[0],
+                after[1],
+                limit,
+            )
+        return [Room(row[0], row[1]) for row in rows]
+
+    async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
+        wanted = list(rooms)
+        if not wanted:
+            return {}
         rows = await self.pool.fetch(
-            "SELECT m.room, m.ts FROM rooms r "
-            "JOIN messages m ON m.room = r.room AND m.id = r.last_id"
+            "SELECT room, last_ts FROM rooms WHERE room = ANY($1::text[])",
+            wanted,
         )
         return {row[0]: row[1] for row in rows}
 

@@ -5,38 +5,91 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from .base import Message, Page, StoreError, now_ms
+from .base import Message, Page, Room, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    room      TEXT    NOT NULL,
-    id        INTEGER NOT NULL,
-    name      TEXT    NOT NULL,
-    text      TEXT    NOT NULL,
-    ts        INTEGER NOT NULL,
-    client_id TEXT,
-    PRIMARY KEY (room, id)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
-    ON messages (room, name, client_id) WHERE client_id IS NOT NULL;
-"""
-_COLUMNS = "id, room, name, text, ts"
+#: The schema this code writes; each version's migration takes the file from the one
+#: before. A file at a later version (a newer chatapp) is refused, never written to.
+SCHEMA_VERSION = 2
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE messages (
+            room      TEXT    NOT NULL,
+            id        INTEGER NOT NULL,
+            name      TEXT    NOT NULL,
+            text      TEXT    NOT NULL,
+            ts        INTEGER NOT NULL,
+            client_id TEXT,
+            PRIMARY KEY (room, id)
+        ) WITHOUT ROWID""",
+        """CREATE UNIQUE INDEX messages_client_id
+            ON messages (room, name, client_id) WHERE client_id IS NOT NULL""",
+    ),
+    # Who sent each message, and retries recognised by sender id (a retry after a rename
+    # is still the same message); one row per room with its newest message, so that the
+    # room list and a room's newest id cost an index lookup instead of a scan of history.
+    2: (
+        "ALTER TABLE messages ADD COLUMN user_id TEXT",
+        "DROP INDEX messages_client_id",
+        """CREATE UNIQUE INDEX messages_client_id
+            ON messages (room, name, client_id) WHERE client_id IS NOT NULL AND user_id IS NULL""",
+        """CREATE UNIQUE INDEX messages_retry
+            ON messages (room, user_id, client_id)
+            WHERE client_id IS NOT NULL AND user_id IS NOT NULL""",
+        """CREATE TABLE rooms (
+            room    TEXT    PRIMARY KEY,
+            last_id INTEGER NOT NULL,
+            last_ts INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """INSERT INTO rooms (room, last_id, last_ts)
+            SELECT m.room, m.id, m.ts FROM messages m
+            JOIN (SELECT room, MAX(id) AS id FROM messages GROUP BY room) last
+            ON m.room = last.room AND m.id = last.id""",
+        "CREATE INDEX rooms_recent ON rooms (last_ts DESC, room)",
+    ),
+}
+_COLUMNS = "id, room, name, text, ts, user_id"
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
 CHECKPOINT_EVERY = 1000
+#: Names per ``IN (...)`` list (SQLite allows 32766 parameters since 3.32, 999 before).
+_IN_CHUNK = 500
 
 
 def _row(row: tuple[Any, ...]) -> Message:
-    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4])
+    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4], user_id=row[5])
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Bring the file's schema to :data:`SCHEMA_VERSION`; return the version it had.
+
+    One write transaction: several processes opening the file at once migrate it once,
+    and a failed migration leaves the file as it was.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the SQLite database {path!r} is at schema version {version}, newer than "
+                f"this chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,45 +98,65 @@ class _Add:
     name: str
     text: str
     client_id: str | None
+    user_id: str | None
     done: asyncio.Future[tuple[Message, bool]]
 
 
 _Outcome = tuple[Message, bool] | BaseException
 
 
-def _insert(conn: sqlite3.Connection, add: _Add, last_ids: dict[str, int]) -> tuple[Message, bool]:
+def _insert(
+    conn: sqlite3.Connection, add: _Add, newest: dict[str, Message]
+) -> tuple[Message, bool]:
     """Add one message inside the caller's write transaction; (message, created).
 
-    ``last_ids`` holds each room's newest id written in this transaction.
+    ``newest`` holds each room's newest message written in this transaction.
     """
     # The retry check is inside the write lock: another process on the same file may be
     # committing the same client_id right now.
     if add.client_id is not None:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE room=? AND name=? AND client_id=?",
-            (add.room, add.name, add.client_id),
-        ).fetchone()
+        if add.user_id is not None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND user_id=? AND client_id=?",
+                (add.room, add.user_id, add.client_id),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages "
+                "WHERE room=? AND name=? AND client_id=? AND user_id IS NULL",
+                (add.room, add.name, add.client_id),
+            ).fetchone()
         if row is not None:
             return _row(row), False
-    last = last_ids.get(add.room)
-    if last is None:
-        (last,) = conn.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM messages WHERE room=?", (add.room,)
-        ).fetchone()
-    msg = Message(id=last + 1, room=add.room, name=add.name, text=add.text, ts=now_ms())
-    conn.execute(
-        "INSERT INTO messages (room, id, name, text, ts, client_id) VALUES (?, ?, ?, ?, ?, ?)",
-        (add.room, msg.id, add.name, add.text, msg.ts, add.client_id),
+    previous = newest.get(add.room)
+    if previous is not None:
+        last = previous.id
+    else:
+        row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (add.room,)).fetchone()
+        last = row[0] if row is not None else 0
+    msg = Message(
+        id=last + 1, room=add.room, name=add.name, text=add.text, ts=now_ms(), user_id=add.user_id
     )
-    last_ids[add.room] = msg.id
+    conn.execute(
+        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (add.room, msg.id, add.name, add.text, msg.ts, add.client_id, add.user_id),
+    )
+    newest[add.room] = msg
     return msg, True
 
 
 def _transaction(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        last_ids: dict[str, int] = {}
-        outcomes: list[_Outcome] = [_insert(conn, add, last_ids) for add in batch]
+        newest: dict[str, Message] = {}
+        outcomes: list[_Outcome] = [_insert(conn, add, newest) for add in batch]
+        # One row per room, written once per transaction however many messages it got.
+        conn.executemany(
+            "INSERT INTO rooms (room, last_id, last_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT (room) DO UPDATE SET last_id=excluded.last_id, last_ts=excluded.last_ts",
+            [(m.room, m.id, m.ts) for m in newest.values()],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -164,8 +237,7 @@ class SQLiteStore:
                 # last commits, which is the documented trade-off for write speed.
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=5000")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                version = _migrate(conn, self.path)
                 inline = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 inline.execute("PRAGMA synchronous=NORMAL")
                 inline.execute("PRAGMA busy_timeout=0")  # the event loop never waits
@@ -175,6 +247,13 @@ class SQLiteStore:
                 if inline is not None:
                     inline.close()
                 raise
+            if version < SCHEMA_VERSION:
+                log.info(
+                    "SQLite file %s migrated from schema version %d to %d",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                )
             return conn, inline
 
         try:
@@ -205,13 +284,18 @@ class SQLiteStore:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def add(
-        self, room: str, name: str, text: str, client_id: str | None = None
+        self,
+        room: str,
+        name: str,
+        text: str,
+        client_id: str | None = None,
+        user_id: str | None = None,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Message, bool]] = loop.create_future()
-        self._batch.append(_Add(room, name, text, client_id, done))
+        self._batch.append(_Add(room, name, text, client_id, user_id, done))
         if self._writing is None and not self._flushing:
             # Adds of this turn of the loop are written together, at its end.
             self._flushing = True
@@ -330,19 +414,45 @@ class SQLiteStore:
 
     async def last_id(self, room: str) -> int:
         def last(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT MAX(id) FROM messages WHERE room=?", (room,)).fetchone()
-            return int(row[0] or 0)
+            row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
+            return int(row[0]) if row is not None else 0
 
         return await self._run(last)
 
-    async def rooms(self) -> dict[str, int]:
-        def rooms(conn: sqlite3.Connection) -> dict[str, int]:
-            # The newest row per room is found through the (room, id) primary key.
-            rows = conn.execute(
-                "SELECT m.room, m.ts FROM messages m "
-                "JOIN (SELECT room, MAX(id) AS id FROM messages GROUP BY room) last "
-                "ON m.room = last.room AND m.id = last.id"
-            ).fetchall()
-            return {room: ts for room, ts in rows}
+    async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
+        def active(conn: sqlite3.Connection) -> list[Room]:
+            if after is None:
+                rows = conn.execute(
+                    "SELECT room, last_ts FROM rooms ORDER BY last_ts DESC, room LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            else:
+                # The range on last_ts walks the index; the few rooms with the same ts as
+                # the cursor are told apart by name.
+                ts, name = after
+                rows = conn.execute(
+                    "SELECT room, last_ts FROM rooms WHERE last_ts <= ? "
+                    "AND NOT (last_ts = ? AND room <= ?) "
+                    "ORDER BY last_ts DESC, room LIMIT ?",
+                    (ts, ts, name, limit),
+                ).fetchall()
+            return [Room(room, last_ts) for room, last_ts in rows]
 
-        return await self._run(rooms)
+        return await self._run(active)
+
+    async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
+        wanted = list(rooms)
+
+        def times(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    conn.execute(
+                        f"SELECT room, last_ts FROM rooms WHERE room IN ({marks})", chunk
+                    ).fetchall()
+                )
+            return found
+
+        return await self._run(times) if wanted else {}

@@ -1,8 +1,9 @@
 // The reader's name: asked once, kept in localStorage, changeable.
 
+import { codePoints } from "./dom.js";
+
 const NAME_KEY = "chatapp.name";
 const PAST_NAMES_KEY = "chatapp.pastNames";
-const MAX_NAME = 32;
 
 export function storedName() {
   try {
@@ -43,12 +44,15 @@ export function pastNames() {
   }
 }
 
-/** Client-side check matching the server's rule; returns an error text or "". */
-export function nameProblem(raw) {
+/**
+ * A quick check before asking the server: empty, or longer than the server's `maxName` (in
+ * code points, as it counts). Every other rule is the server's: its refusal is shown as is.
+ * Returns an error text or "".
+ */
+export function nameProblem(raw, maxName) {
   const name = raw.trim();
   if (!name) return "Please enter a name.";
-  if ([...name].length > MAX_NAME) return `At most ${MAX_NAME} characters, please.`;
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return "Control characters are not allowed.";
+  if (codePoints(name) > maxName) return `At most ${maxName} characters, please.`;
   return "";
 }
 
@@ -57,8 +61,8 @@ export function nameProblem(raw) {
  * when cancelled (not possible the first time: a name is needed to join).
  */
 export class NameDialog {
-  constructor({ dialog, form, input, error, cancel, title, lead, ok }) {
-    Object.assign(this, { dialog, form, input, error, cancel, title, lead, ok });
+  constructor({ dialog, form, input, error, cancel, title, lead, ok }, maxName) {
+    Object.assign(this, { dialog, form, input, error, cancel, title, lead, ok, maxName });
     this.resolve = null;
     this.validate = null;
     form.addEventListener("submit", (event) => this.#submit(event));
@@ -73,8 +77,11 @@ export class NameDialog {
     });
   }
 
-  /** `apply(name)` may return an error text (e.g. from the server) to keep the dialog open. */
-  ask({ first = false, current = "", error = "", apply = async () => "" } = {}) {
+  /**
+   * `apply(name)` resolves to `{error}` (e.g. the server's refusal) to keep the dialog open,
+   * or to `{name}`: the name in use, as the server has it.
+   */
+  ask({ first = false, current = "", error = "", apply = async (name) => ({ name }) } = {}) {
     this.first = first;
     this.apply = apply;
     this.title.textContent = first ? "Welcome! Choose a name" : "Change your name";
@@ -101,25 +108,26 @@ export class NameDialog {
 
   async #submit(event) {
     event.preventDefault();
-    const problem = nameProblem(this.input.value);
+    const problem = nameProblem(this.input.value, this.maxName);
     if (problem) {
       this.showError(problem);
       this.input.focus();
       return;
     }
-    const name = this.input.value.trim();
+    const wanted = this.input.value.trim();
     this.ok.disabled = true;
+    let result;
     try {
-      const serverError = await this.apply(name);
-      if (serverError) {
-        this.showError(serverError);
-        this.input.focus();
-        return;
-      }
+      result = await this.apply(wanted);
     } finally {
       this.ok.disabled = false;
     }
-    this.#finish(name);
+    if (result.error) {
+      this.showError(result.error);
+      this.input.focus();
+      return;
+    }
+    this.#finish(result.name ?? wanted);
   }
 
   #finish(value) {

@@ -6,25 +6,80 @@ import { el } from "./dom.js";
 /** An indicator not renewed within this time is dropped (the server renews every 3 s). */
 const TYPING_TTL = 6000;
 
+/**
+ * A departure is shown this much later. A server going down disconnects everyone at once,
+ * and the departures it announces reach us just before our own disconnection: the list
+ * then stays as it was, marked stale. (A reload, leaving and coming back within it, does
+ * not flicker either.)
+ */
+const LEAVE_GRACE = 2000;
+
 export class PeopleView {
-  constructor({ list, count, headerCount }) {
+  /** `onChange(users)` is told the list shown, e.g. for the room's head count. */
+  constructor({ list, count, headerCount }, onChange = () => {}) {
     this.list = list;
     this.count = count;
     this.headerCount = headerCount;
-    this.users = [];
+    this.onChange = onChange;
+    this.users = []; // shown
+    this.latest = []; // as the server last said
+    this.me = null;
+    this.leaving = null; // timer of a departure in its grace
   }
 
-  /** While disconnected the list is last known, not live: say so. */
+  /** The list of a welcome: shown at once. */
+  show(users, me) {
+    this.latest = users;
+    this.me = me;
+    clearTimeout(this.leaving);
+    this.#render(users);
+  }
+
+  /**
+   * The list of a `presence` event. Every connection in the room is listed, ours too: a
+   * list without us is the end of our own connection, announced before it happens, and is
+   * not shown. A departure (`left` without `joined`) shows after LEAVE_GRACE.
+   */
+  update(users, me, { departure = false } = {}) {
+    this.latest = users;
+    this.me = me;
+    if (!users.includes(me)) return;
+    clearTimeout(this.leaving);
+    const going = departure ? this.users.filter((name) => !users.includes(name)) : [];
+    if (!going.length) {
+      this.#render(users);
+      return;
+    }
+    this.#render([...users, ...going]);
+    this.leaving = setTimeout(() => this.#render(users), LEAVE_GRACE);
+  }
+
+  /** Our name changed (the rename's answer): the list naming us by it can be shown now. */
+  rename(me) {
+    this.me = me;
+    if (this.rendered && !this.stale && this.latest.includes(me)) this.show(this.latest, me);
+  }
+
+  /**
+   * Between a lost connection and the next welcome the list is the last known one, not a
+   * live one: it stays as shown (departures still in their grace included), and says so.
+   */
   setStale(stale) {
     this.stale = stale;
+    if (stale) clearTimeout(this.leaving);
     this.list.classList.toggle("stale", stale);
-    if (stale && this.rendered) this.headerCount.textContent = "not connected";
+    this.count.classList.toggle("stale", stale);
+    if (!this.rendered) return;
+    const online = `${this.users.length} online`;
+    this.headerCount.textContent = stale ? `${online} (last known)` : online;
+    this.count.title = stale ? `${online} when last connected` : "";
   }
 
-  render(users, me) {
-    if (this.stale) this.setStale(false);
+  #render(users) {
+    const me = this.me;
     this.rendered = true;
     this.users = users;
+    if (this.stale) this.setStale(false);
     const sorted = [...users].sort((a, b) =>
       a === me ? -1 : b === me ? 1 : a.localeCompare(b, undefined, { sensitivity: "base" }),
     );
@@ -38,6 +93,7 @@ export class PeopleView {
     );
     this.count.textContent = String(users.length);
     this.headerCount.textContent = `${users.length} online`;
+    this.onChange(users);
   }
 }
 

@@ -3,17 +3,26 @@
 import { el } from "./dom.js";
 
 export const LOBBY = "lobby";
-const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const REFRESH_MS = 15000;
 
 export function roomPath(room) {
   return room === LOBBY ? "/" : `/r/${room}`;
 }
 
-/** The room name typed by a person, normalised as the server does, or null if invalid. */
-export function parseRoom(raw) {
-  const room = raw.trim().replace(/^#/, "").toLowerCase();
-  return ROOM_RE.test(room) ? room : null;
+/**
+ * The server's reason for refusing a room name (its rule is not copied here), or "" when
+ * it takes the name or cannot be asked (then the room's own address answers).
+ */
+async function roomProblem(room) {
+  try {
+    const url = `/api/rooms/${encodeURIComponent(room)}/messages?limit=1`;
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (response.status !== 404) return "";
+    const body = await response.json();
+    return typeof body.error === "string" ? body.error : "No such room.";
+  } catch {
+    return "";
+  }
 }
 
 export class RoomsView {
@@ -22,18 +31,21 @@ export class RoomsView {
     this.room = currentRoom;
     this.localCount = null;
     this.rooms = [];
-    form.addEventListener("submit", (event) => {
+    this.stale = false;
+    form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const room = parseRoom(input.value);
-      if (!room) {
-        error.textContent = "Use 1–64 characters: a–z, 0–9, - or _, starting with a letter or digit.";
+      const room = input.value.trim().replace(/^#/, ""); // "#team" is how rooms are shown
+      const problem = room ? await roomProblem(room) : "Please enter a room name.";
+      if (problem) {
+        error.textContent = problem;
         input.setAttribute("aria-invalid", "true");
         input.focus();
         return;
       }
       error.textContent = "";
       input.removeAttribute("aria-invalid");
-      location.assign(roomPath(room));
+      // The server answers with the room's one address (/r/Team -> /r/team).
+      location.assign(`/r/${encodeURIComponent(room)}`);
     });
     input.addEventListener("input", () => {
       error.textContent = "";
@@ -48,14 +60,30 @@ export class RoomsView {
     }, REFRESH_MS);
   }
 
+  /**
+   * While the connection is away the head counts are the last known ones: kept, marked,
+   * and not polled (a restarted server counts nobody until they are back). Back from
+   * stale, the list is fetched at once.
+   */
+  setStale(stale) {
+    if (stale === this.stale) return;
+    this.stale = stale;
+    this.list.classList.toggle("stale", stale);
+    this.render();
+    if (!stale) this.refresh();
+  }
+
   async refresh() {
+    if (this.stale) return;
     try {
       const response = await fetch("/api/rooms", { headers: { Accept: "application/json" } });
       if (!response.ok) return;
-      this.rooms = await response.json();
+      const rooms = await response.json();
+      if (this.stale) return; // the connection went meanwhile: keep what it last showed
+      this.rooms = rooms;
       this.render();
     } catch {
-      // Offline: keep the last list; the connection status already says so.
+      // Unreachable: keep the last list; the connection status already says so.
     }
   }
 
@@ -83,8 +111,9 @@ export class RoomsView {
         if (r.room === this.room) a.setAttribute("aria-current", "page");
         a.append(el("span", "room-hash", "#"), el("span", "room-name", r.room));
         const count = el("span", `room-count${r.users ? " live" : ""}`, String(r.users));
-        count.title = `${r.users} online`;
-        count.setAttribute("aria-label", `${r.users} online`);
+        const online = `${r.users} online${this.stale ? " when last connected" : ""}`;
+        count.title = online;
+        count.setAttribute("aria-label", online);
         a.append(count);
         li.append(a);
         return li;

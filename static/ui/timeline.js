@@ -17,7 +17,8 @@ const TOP_SLACK = 160;
 export class Timeline {
   /**
    * @param {object} dom  scroller, log, list, pendingList, loadOlder, historyStart, jump, jumpLabel
-   * @param {object} hooks  isMine(name) -> bool; needOlder() -> void; onRetry(pending)
+   * @param {object} hooks  isMine(name) -> bool; needOlder() -> void; onRetry(pending);
+   *   onDiscard(pending)
    */
   constructor(dom, hooks) {
     this.dom = dom;
@@ -195,50 +196,57 @@ export class Timeline {
   }
 
   // -- the reader's own messages before their ack ---------------------------------------
+  // The outbox (outbox.js) decides when they are sent; this shows them, in its order.
 
-  /** Show a message being sent; `pending` is {clientId, text, name, ts}. */
-  addPending(pending) {
+  /** Show a message on its way; `pending` is {clientId, text, name, ts}. */
+  showPending(pending) {
     pending.el = this.#renderMessage(pending, "pending");
     pending.el.dataset.clientId = pending.clientId;
     pending.stateEl = el("div", "send-state");
     pending.el.querySelector(".bubble").append(pending.stateEl);
     this.pending.set(pending.clientId, pending);
     this.dom.pendingList.append(pending.el);
-    this.setPendingState(pending, "sending");
     this.scrollToBottom();
   }
 
-  /** state: "sending" | "failed"; for failed, `reason` and optionally `waitUntil` (ms). */
-  setPendingState(pending, state, reason = "", waitUntil = 0) {
-    pending.state = state;
+  /**
+   * state: "queued" (waiting for its turn, the rate limit or the connection), "sending",
+   * or "failed" with the server's `reason`, a Retry and a Discard button.
+   */
+  setPendingState(pending, state, reason = "") {
     pending.el.dataset.state = state;
-    pending.stateEl.replaceChildren();
-    clearInterval(pending.countdown);
+    if (state === "queued") {
+      pending.stateEl.replaceChildren(el("span", "state-label", "Queued"));
+      return;
+    }
     if (state === "sending") {
-      pending.stateEl.append(el("span", "state-label", "Sending…"));
+      pending.stateEl.replaceChildren(el("span", "state-label", "Sending…"));
       return;
     }
     const label = el("span", "state-label", `Not sent: ${reason}`);
     const retry = el("button", "link-btn retry", "Retry");
     retry.type = "button";
     retry.addEventListener("click", () => this.hooks.onRetry(pending));
-    pending.stateEl.append(label, retry);
-    if (waitUntil > Date.now()) {
-      const tick = () => {
-        const left = Math.ceil((waitUntil - Date.now()) / 1000);
-        retry.disabled = left > 0;
-        retry.textContent = left > 0 ? `Retry in ${left} s` : "Retry";
-        if (left <= 0) clearInterval(pending.countdown);
-      };
-      tick();
-      pending.countdown = setInterval(tick, 250);
-    }
+    const discard = el("button", "link-btn discard", "Discard");
+    discard.type = "button";
+    discard.addEventListener("click", () => this.hooks.onDiscard(pending));
+    pending.stateEl.replaceChildren(label, retry, discard);
+  }
+
+  /** A retried message goes after the others waiting. */
+  movePendingToEnd(pending) {
+    if (this.pending.has(pending.clientId)) this.dom.pendingList.append(pending.el);
+  }
+
+  /** A discarded message. */
+  removePending(pending) {
+    this.#dropPending(pending);
   }
 
   /** The ack for `pending` arrived with the stored message. */
   confirmPending(pending, msg) {
-    if (!this.pending.has(pending.clientId)) return; // adopted by a broadcast already
-    this.#dropPending(pending);
+    if (this.pending.has(pending.clientId)) this.#dropPending(pending);
+    // (Otherwise a broadcast took its place already.)
     const wasAtBottom = this.stuckToBottom;
     if (!this.entries.has(msg.id)) this.#insert(msg);
     this.#markSent(msg.id);
@@ -246,13 +254,14 @@ export class Timeline {
   }
 
   /**
-   * A broadcast of one of our own messages usually arrives just before its ack: let it
-   * take the pending bubble's place so that the text never shows twice.
+   * A broadcast of one of our own messages usually arrives just before its ack (and a
+   * catch-up may bring one whose ack was lost): let it take the pending bubble's place so
+   * that the text never shows twice. Only a message the server may hold qualifies.
    */
   #adoptPending(msg) {
     if (this.entries.has(msg.id) || !this.hooks.isMine(msg.name)) return false;
     for (const pending of this.pending.values()) {
-      if (pending.text === msg.text && pending.name === msg.name) {
+      if (pending.mayBeStored && pending.text === msg.text && pending.name === msg.name) {
         this.#dropPending(pending);
         this.#insert(msg);
         this.#markSent(msg.id);
@@ -263,7 +272,6 @@ export class Timeline {
   }
 
   #dropPending(pending) {
-    clearInterval(pending.countdown);
     this.pending.delete(pending.clientId);
     pending.el.remove();
   }

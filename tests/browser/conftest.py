@@ -6,6 +6,7 @@ They skip on a machine without /usr/bin/chromium or Playwright, and fail under C
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ else:
 NETWORK_NOISE = (
     "net::ERR_CONNECTION_REFUSED",
     "net::ERR_CONNECTION_RESET",
+    "net::ERR_INTERNET_DISCONNECTED",
     "WebSocket connection to",
 )
 #: Records what the page does that a test must never see: script errors, alert() dialogs,
@@ -102,6 +104,10 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
     """Open the chat page as a new person (own browser context, so own localStorage).
 
     ``name`` is typed into the name dialog; pass ``name=None`` to leave the dialog open.
+    With ``paused_clock=True`` the page's clock stands still from its first script on: its
+    timers (the reconnect delay, countdowns, polling) fire only when the test moves time
+    (``page.clock.run_for``, ``.resume()``), so a test can look at a state that would
+    otherwise last only until the next timer. Network events still arrive as they happen.
     At the end, every page must have had no script error, no alert, no request to another
     origin and no CSP violation.
     """
@@ -113,10 +119,16 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         name: str | None = "Ann",
         *,
         wait_connected: bool = True,
+        paused_clock: bool = False,
         **context_options: Any,
     ) -> ChatPage:
         context_options.setdefault("viewport", {"width": 1200, "height": 800})
         context = await browser.new_context(**context_options)
+        if paused_clock:
+            # Before any page exists, so nothing can be scheduled on the real clock.
+            now = time.time()
+            await context.clock.install(time=now)
+            await context.clock.pause_at(now)
         page = await context.new_page()
         chat = ChatPage(page=page, context=context, origin=base_url)
         pages.append(chat)
@@ -149,7 +161,7 @@ async def open_chat(browser: Browser) -> AsyncIterator[OpenChat]:
         assert not chat.dialogs, f"a page opened a dialog: {chat.dialogs}"
         assert not violations, f"CSP violations: {violations}"
         assert not chat.foreign_urls(), f"requests to another origin: {chat.foreign_urls()}"
-        # While a server is away (reconnect tests) the browser logs its own network errors;
-        # anything else is a bug in the page.
+        # While a server is away or the context offline (reconnect tests) the browser logs
+        # its own network errors; anything else is a bug in the page.
         errors = [e for e in chat.errors if not any(n in e for n in NETWORK_NOISE)]
         assert not errors, f"errors in the page: {errors}"

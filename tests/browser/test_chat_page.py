@@ -150,12 +150,13 @@ async def test_presence_list_follows_pages_opening_closing_and_renaming(
 async def test_typing_indicator_shows_in_other_pages_only(
     start_server: ServerFactory, open_chat: OpenChat
 ) -> None:
-    # Indicators last a few seconds without a keystroke: every check below follows one,
-    # and the server's own expiry is pushed out of the way.
+    # Indicators last a few seconds without a keystroke: the pages' clocks stand still, so
+    # only the events below start and end them, however slowly the test runs, and the
+    # server's own expiry is pushed out of the way.
     server = await start_server("--typing-timeout", "60")
-    ann = await open_chat(server.url, "/", "Ann")
-    bo = await open_chat(server.url, "/", "Bo")
-    cy = await open_chat(server.url, "/", "Cy")
+    ann = await open_chat(server.url, "/", "Ann", paused_clock=True)
+    bo = await open_chat(server.url, "/", "Bo", paused_clock=True)
+    cy = await open_chat(server.url, "/", "Cy", paused_clock=True)
 
     await ann.page.locator("#text").type("hel")
     await expect(bo.page.locator("#typing")).to_have_text("Ann is typing…")
@@ -176,6 +177,12 @@ async def test_typing_indicator_shows_in_other_pages_only(
     await bo.page.locator("#text").dispatch_event("input")
     await expect(cy.page.locator("#typing")).to_have_text("")
     await expect(ann.page.locator("#typing")).to_have_text("")
+
+    # Four seconds without a keystroke end an indicator too.
+    await bo.page.locator("#text").type("again")
+    await expect(cy.page.locator("#typing")).to_have_text("Bo is typing…")
+    await bo.page.clock.run_for(4000)
+    await expect(cy.page.locator("#typing")).to_have_text("")
 
 
 async def test_reload_shows_history_and_remembers_the_name(
@@ -291,7 +298,9 @@ async def test_server_restart_shows_every_message_exactly_once(
     start_server: ServerFactory, open_chat: OpenChat, make_client: ClientFactory
 ) -> None:
     first = await start_server()
-    ann = await open_chat(first.url, "/r/ops", "Ann")
+    # The page's clock stands still, so its reconnect timer cannot fire while the server
+    # is away: only "Try now" brings it back, when the test says so.
+    ann = await open_chat(first.url, "/r/ops", "Ann", paused_clock=True)
     page = ann.page
     for i in range(1, 4):
         await send(page, f"before {i}")
@@ -300,7 +309,10 @@ async def test_server_restart_shows_every_message_exactly_once(
     await expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
     await expect(page.locator("#status-text")).to_contain_text("Reconnecting in")
     await expect(page.locator("#retry-now")).to_be_visible()
-    await expect(page.locator("#send")).to_be_disabled()
+    # Writing goes on: the message waits for the connection.
+    await page.locator("#text").fill("written while away")
+    await page.locator("#text").press("Enter")
+    await expect(page.locator("#pending .msg .state-label")).to_have_text("Queued")
 
     # The same port and database; others talk while the page is still away.
     second = await start_server("--port", str(first.port))
@@ -311,13 +323,69 @@ async def test_server_restart_shows_every_message_exactly_once(
 
     await page.locator("#retry-now").click()
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#retry-now")).to_be_hidden()
+    await page.clock.resume()
+    await expect(page.locator("#pending .msg")).to_have_count(0)
     await bot.send("live after")
     expected = [f"before {i}" for i in range(1, 4)] + [f"missed {i}" for i in range(1, 4)]
-    expected.append("live after")
+    expected += ["written while away", "live after"]
     await expect(page.locator("#messages .msg .text")).to_have_text(expected)
-    assert [m["id"] for m in await shown(page)] == list(range(1, 8))
-    await send(page, "and mine")
     assert [m["id"] for m in await shown(page)] == list(range(1, 9))
+    await send(page, "and mine")
+    assert [m["id"] for m in await shown(page)] == list(range(1, 10))
+
+
+async def test_reconnecting_page_keeps_the_last_known_people_and_counts(
+    start_server: ServerFactory, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    first = await start_server()
+    bo = await open_chat(first.url, "/r/team", "Bo")
+    cy = make_client()
+    await cy.connect(first.url, room="other", name="Cy")
+    # Ann's clock stands still: she stays away until she clicks "Try now", and her room
+    # list is polled only when the page asks for it itself.
+    ann = await open_chat(first.url, "/r/team", "Ann", paused_clock=True)
+    eve = await open_chat(first.url, "/r/solo", "Eve", paused_clock=True)  # alone in a room
+    page = ann.page
+    people = page.locator("#people .person-name")
+    team = page.locator('#rooms a[data-room="team"] .room-count')
+    other = page.locator('#rooms a[data-room="other"] .room-count')
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(team).to_have_text("2")
+    await expect(other).to_have_text("1")
+
+    assert await first.stop() == 0
+    await expect(page.locator("#status")).to_have_attribute("data-state", "waiting")
+    # The last known state, marked as such: Ann still in it, nobody at 0.
+    stale = re.compile(r"\bstale\b")
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(page.locator("#people")).to_have_class(stale)
+    await expect(page.locator("#people-count")).to_have_text("2")
+    await expect(page.locator("#online-count")).to_have_text("2 online (last known)")
+    await expect(page.locator("#rooms")).to_have_class(stale)
+    await expect(team).to_have_text("2")
+    await expect(other).to_have_text("1")
+    await expect(other).to_have_attribute("title", "1 online when last connected")
+    await expect(eve.page.locator("#status")).to_have_attribute("data-state", "waiting")
+    await expect(eve.page.locator("#people .person-name")).to_have_text(["Eve"])
+    await expect(eve.page.locator("#people-count")).to_have_text("1")
+    await expect(eve.page.locator('#rooms a[data-room="solo"] .room-count')).to_have_text("1")
+
+    # Back: Bo reconnects by himself, Cy does not come back, Dee opens a new room.
+    second = await start_server("--port", str(first.port))
+    await expect(bo.page.locator("#status")).to_have_attribute("data-state", "connected")
+    dee = make_client()
+    await dee.connect(second.url, room="fresh", name="Dee")
+    await page.locator("#retry-now").click()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    # The welcome replaces it all, and the room list is asked for again at once.
+    await expect(people).to_have_text(["Ann", "Bo"])
+    await expect(page.locator("#people")).not_to_have_class(stale)
+    await expect(page.locator("#online-count")).to_have_text("2 online")
+    await expect(page.locator("#rooms")).not_to_have_class(stale)
+    await expect(page.locator('#rooms a[data-room="fresh"] .room-count')).to_have_text("1")
+    await expect(page.locator('#rooms a[data-room="other"]')).to_have_count(0)  # empty now
+    await expect(team).to_have_text("2")
 
 
 async def test_page_loads_nothing_from_other_origins(server: Server, open_chat: OpenChat) -> None:
