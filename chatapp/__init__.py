@@ -2,6 +2,6 @@
 
 from .app import create_app
 from .settings import Settings, load_settings
+from .version import __version__
 
-__all__ = ["Settings", "create_app", "load_settings"]
-__version__ = "0.1.0"
+__all__ = ["Settings", "__version__", "create_app", "load_settings"]

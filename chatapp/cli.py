@@ -6,7 +6,9 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -58,6 +60,29 @@ def configure_logging(level: str) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+async def listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to, as asyncio's create_server
+    opens them (SO_REUSEADDR; IPv6 sockets IPv6-only); StartupError if one cannot be bound."""
+    loop = asyncio.get_running_loop()
+    sockets: list[socket.socket] = []
+    try:
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, _, _, _, address in dict.fromkeys(infos):
+            sockets.append(socket.create_server(address, family=family))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use "
+                "(choose another with --port or CHATAPP_PORT)"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sockets
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM; raise StartupError if it cannot start."""
     # Signals are handled from the start, so a stop request during start-up is not lost.
@@ -65,7 +90,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    raise_open_file_limit()
+    # The port first: if it is taken, nothing else (the database) has been opened or
+    # created, and the operator gets one line.
+    sockets = await listen(settings.host, settings.port)
     app = create_app(settings)
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=10, **runner_options(settings)
@@ -73,26 +100,31 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     try:
         await runner.setup()
     except StoreError as exc:
+        for sock in sockets:
+            sock.close()
         raise StartupError(str(exc)) from None
-    listener: asyncio.Server | None = None
+    listeners: list[asyncio.Server] = []
     try:
+        # Once start-up can no longer fail (its errors are one line), before connections come.
+        raise_open_file_limit()
         assert runner.server is not None
-        try:
-            # Not a TCPSite: aiohttp's protocol behind the per-address connection count.
-            listener = await app[connections_key].listen(
-                runner.server, settings.host, settings.port
-            )
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"port {settings.port} on {settings.host} is already in use "
-                    "(choose another with --port or CHATAPP_PORT)"
-                ) from None
-            raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-        host, port = listener.sockets[0].getsockname()[:2]
+        # Not a TCPSite: aiohttp's protocol behind the per-address connection count.
+        listeners = await app[connections_key].listen(runner.server, sockets)
+        host, port = sockets[0].getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        # The URL on stdout is the operator's (and the test harness's) cue that we are up.
-        print(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+        # Before the URL, which tells the operator (and the tests) that start-up is over.
+        if settings.access_token:
+            log.info("private server: pages, the JSON API and Socket.IO need the access token")
+        else:
+            log.info(
+                "open server: anyone who can reach it can read and post "
+                "(set CHATAPP_ACCESS_TOKEN to make it private)"
+            )
+        # The URL on stdout is the operator's (and the test harness's) cue that we are up. One
+        # write: processes of `python -m chatapp.cluster` share a stdout, and print() writes
+        # the newline apart when Python runs unbuffered, so two lines could interleave.
+        sys.stdout.write(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)\n")
+        sys.stdout.flush()
         log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
         # What start-up built lives as long as the process: out of the collector's way. Chat
         # traffic makes many short-lived objects and few cycles, so the youngest generation is
@@ -104,7 +136,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await stop.wait()
         log.info("stopping: finishing in-flight work and disconnecting clients")
     finally:
-        if listener is not None:
+        for listener in listeners:
             listener.close()  # no new connections; the open ones are aiohttp's to close
         await runner.cleanup()
     log.info("stopped")
@@ -119,8 +151,10 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = load_settings(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """The ``chatapp`` console script; ``prog`` names the command in usage and errors
+    (default: as invoked, e.g. ``chatapp``)."""
+    settings = load_settings(argv, prog=prog or os.path.basename(sys.argv[0]))
     configure_logging(settings.log_level)
     try:
         _run(serve(settings))

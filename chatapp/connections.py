@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from aiohttp import web
@@ -176,18 +177,20 @@ class ConnectionLimit:
         return lambda: _Counted(self, factory)
 
     async def listen(
-        self, factory: Callable[[], asyncio.Protocol], host: str, port: int
-    ) -> asyncio.Server:
-        """Listen on ``host:port`` for ``factory``'s protocol; OSError if it cannot."""
+        self, factory: Callable[[], asyncio.Protocol], sockets: Sequence[socket.socket]
+    ) -> list[asyncio.Server]:
+        """Serve ``factory``'s protocol on ``sockets``, bound and listening already."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self.protocol_factory(factory), host, port)
+        servers = [
+            await loop.create_server(self.protocol_factory(factory), sock=sock) for sock in sockets
+        ]
         if self.limit and self.trust_proxy:
             log.info(
                 "--max-tcp-connections-per-ip %d counts TCP peers: behind a proxy, the "
                 "proxy's connections (set it to 0 if the proxy limits its clients)",
                 self.limit,
             )
-        return server
+        return servers
 
 
 class _Counted(asyncio.Protocol):

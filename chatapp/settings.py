@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from .version import version
+
 ENV_PREFIX = "CHATAPP_"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -91,19 +93,40 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+@dataclass(frozen=True, slots=True)
+class _FromEnv:
+    """A flag's default taken from its ``CHATAPP_*`` variable. Not a ``str``, so argparse
+    leaves it alone (it converts string defaults with the flag's ``type`` and would report
+    a bad value under the flag's name); ``load_settings`` checks it under the variable's."""
+
+    variable: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _env_default(environ: Mapping[str, str], name: str, default: object) -> object:
-    return environ.get(ENV_PREFIX + name.upper(), default)
+    variable = ENV_PREFIX + name.upper()
+    return _FromEnv(variable, environ[variable]) if variable in environ else default
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The CLI, with each flag's default taken from its ``CHATAPP_<NAME>`` variable."""
+def build_parser(
+    environ: Mapping[str, str], prog: str = "python -m chatapp"
+) -> argparse.ArgumentParser:
+    """The CLI, with each flag's default taken from its ``CHATAPP_<NAME>`` variable.
+
+    ``prog`` is the command as the user typed it, for usage lines and errors.
+    """
     d = Settings()
     parser = argparse.ArgumentParser(
-        prog="python -m chatapp",
+        prog=prog,
         description="Run the chatapp server: the chat pages, the JSON API and Socket.IO "
         "on one port. Every flag can also be set as an environment variable "
         "CHATAPP_<FLAG> (e.g. CHATAPP_PORT=9000); flags win.",
     )
+
+    parser.add_argument("--version", action="version", version=f"chatapp {version()}")
 
     def env(name: str, default: object) -> object:
         return _env_default(environ, name, default)
@@ -310,66 +333,85 @@ _MINIMUMS: dict[str, float] = {
 
 
 def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "python -m chatapp",
 ) -> Settings:
     """Parse CLI flags (over ``CHATAPP_*`` variables) into a Settings.
 
     Bad values exit through argparse with a usage line and status 2.
     """
     environ = os.environ if environ is None else environ
-    parser = build_parser(environ)
+    parser = build_parser(environ, prog)
     ns = parser.parse_args(argv)
-    # argparse applies `type` only to values from the command line or string defaults;
-    # environment values arrive as strings, so convert them here with clear errors.
     values: dict[str, object] = {}
+    # Where each value from the environment came from, for error messages.
+    variables: dict[str, str] = {}
     for f in dataclasses.fields(Settings):
         if not hasattr(ns, f.name):
             continue
-        values[f.name] = getattr(ns, f.name)
-    try:
-        values["port"] = int(str(values["port"]))
-        values["message_burst"] = float(str(values["message_burst"]))
-        values["message_rate"] = float(str(values["message_rate"]))
-        values["typing_timeout"] = float(str(values["typing_timeout"]))
-        values["presence_ttl"] = float(str(values["presence_ttl"]))
-        for name, kind, _, _ in _LIMITS:
+        value = getattr(ns, f.name)
+        if isinstance(value, _FromEnv):
+            variables[f.name] = value.variable
+            value = value.text
+        values[f.name] = value
+
+    def source(name: str) -> str:
+        """The flag or the variable a setting's value came from."""
+        return variables.get(name, "--" + name.replace("_", "-"))
+
+    def convert(name: str, kind: type) -> None:
+        # Flags arrive converted by argparse; values from the environment as text.
+        try:
             values[name] = kind(str(values[name]))
-    except ValueError as exc:
-        parser.error(f"invalid number in a CHATAPP_* variable: {exc}")
+        except ValueError:
+            parser.error(f"{source(name)}: invalid {kind.__name__} value: {values[name]!r}")
+
+    convert("port", int)
+    convert("message_burst", float)
+    convert("message_rate", float)
+    convert("typing_timeout", float)
+    convert("presence_ttl", float)
+    for name, kind, _, _ in _LIMITS:
+        convert(name, kind)
     if str(values["log_level"]).lower() not in LOG_LEVELS:
-        parser.error(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        parser.error(f"{source('log_level')} must be one of {', '.join(LOG_LEVELS)}")
     values["log_level"] = str(values["log_level"]).lower()
     if not 0 <= int(str(values["port"])) <= 65535:
-        parser.error("--port must be between 0 and 65535")
-    if float(str(values["message_burst"])) < 1 or float(str(values["message_rate"])) <= 0:
-        parser.error("--message-burst must be >= 1 and --message-rate > 0")
+        parser.error(f"{source('port')} must be between 0 and 65535")
+    if float(str(values["message_burst"])) < 1:
+        parser.error(f"{source('message_burst')} must be >= 1")
+    if float(str(values["message_rate"])) <= 0:
+        parser.error(f"{source('message_rate')} must be > 0")
     if float(str(values["typing_timeout"])) <= 0:
-        parser.error("--typing-timeout must be > 0")
+        parser.error(f"{source('typing_timeout')} must be > 0")
     if float(str(values["presence_ttl"])) < 1:
-        parser.error("--presence-ttl must be >= 1 second")
+        parser.error(f"{source('presence_ttl')} must be >= 1 second")
     if not PREFIX_RE.fullmatch(str(values["redis_prefix"])):
-        parser.error("--redis-prefix must be 1-64 of A-Z a-z 0-9 _ - . :")
+        parser.error(f"{source('redis_prefix')} must be 1-64 of A-Z a-z 0-9 _ - . :")
     redis_url = str(values["redis_url"])
     if redis_url and urlsplit(redis_url).scheme not in REDIS_SCHEMES:
-        parser.error("--redis-url must start with redis://, rediss:// or unix://")
+        parser.error(f"{source('redis_url')} must start with redis://, rediss:// or unix://")
     transports = tuple(t.strip() for t in str(values["transports"]).split(",") if t.strip())
     if not transports or not set(transports) <= {"polling", "websocket"}:
-        parser.error("--transports must be 'polling,websocket' or 'websocket'")
+        parser.error(f"{source('transports')} must be 'polling,websocket' or 'websocket'")
     values["transports"] = transports
     for name, minimum in _MINIMUMS.items():
         if float(str(values[name])) < minimum:
-            parser.error(f"--{name.replace('_', '-')} must be >= {minimum:g}")
+            parser.error(f"{source(name)} must be >= {minimum:g}")
     if float(str(values["ping_interval"])) % 1:
         # python-engineio tells clients the interval in whole seconds, cut down: told 0 s
         # for 0.3, a client drops the connection as soon as its ping timeout passes.
-        parser.error("--ping-interval must be a whole number of seconds")
+        parser.error(f"{source('ping_interval')} must be a whole number of seconds")
     values["trust_proxy"] = bool(values["trust_proxy"])
     values["access_token"] = str(values["access_token"])
-    origins = ns.allowed_origins
-    values["allowed_origins"] = tuple(o.strip() for o in str(origins).split(",") if o.strip())
-    hosts = tuple(h.strip().lower().rstrip(".") for h in str(ns.allowed_hosts).split(","))
+    origins = str(values["allowed_origins"])
+    values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
+    hosts = tuple(h.strip().lower().rstrip(".") for h in str(values["allowed_hosts"]).split(","))
     bad = [h for h in hosts if h and h != "*" and not HOST_NAME_RE.fullmatch(h)]
     if bad:
-        parser.error(f"--allowed-hosts: {bad[0]!r} is not a host name (no scheme, port or path)")
+        parser.error(
+            f"{source('allowed_hosts')}: {bad[0]!r} is not a host name (no scheme, port or path)"
+        )
     values["allowed_hosts"] = tuple(h for h in hosts if h)
     return Settings(**values)  # type: ignore[arg-type]

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+import typing
+from pathlib import Path
 
 import pytest
 
-from .support import Server
+import chatapp
+from chatapp import Settings, load_settings
+
+from .support import ROOT, Server
+
+#: The console script that ``pip install`` made for the test environment.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("chatapp")
+#: An option of ``--help``: indented by two spaces (wrapped help text is indented more).
+HELP_OPTION_RE = re.compile(r"^  (?:-\w, )?(--[a-z][a-z0-9-]*)", re.MULTILINE)
+
+
+README_FLAG_RE = re.compile(r"^\| `(--[a-z][a-z0-9-]*)` \|", re.MULTILINE)
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -45,7 +62,7 @@ def test_bad_flag_is_a_usage_error() -> None:
         (("--port", "seventy"), "invalid int value"),
         (("--port", "70000"), "--port must be between 0 and 65535"),
         (("--log-level", "loud"), "invalid choice"),
-        (("--message-rate", "0"), "--message-rate > 0"),
+        (("--message-rate", "0"), "--message-rate must be > 0"),
     ],
 )
 def test_bad_values_are_usage_errors(args: tuple[str, ...], message: str) -> None:
@@ -54,32 +71,156 @@ def test_bad_values_are_usage_errors(args: tuple[str, ...], message: str) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_port_in_use_is_one_clear_line(tmp_path) -> None:
+def test_port_in_use_is_one_line_and_creates_no_database(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("--port", str(port), "--db", str(tmp_path / "x.db"))
+        result = run_cli("--port", str(port), cwd=tmp_path)  # the default ./chatapp.db
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert errors == [
+    assert result.stderr.splitlines() == [
         f"chatapp: error: port {port} on 127.0.0.1 is already in use "
         "(choose another with --port or CHATAPP_PORT)"
     ]
-    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_unwritable_database_is_one_clear_line(tmp_path) -> None:
-    result = run_cli("--port", "0", "--db", str(tmp_path / "missing-dir" / "chat.db"))
+def test_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path) -> None:
+    missing = tmp_path / "missing-dir" / "chat.db"
+    result = run_cli("--port", "0", "--db", str(missing), cwd=tmp_path)
     assert result.returncode == 2
-    assert "chatapp: error: cannot open SQLite database" in result.stderr
-    assert "Traceback" not in result.stderr
-    readonly = tmp_path / "ro"
-    readonly.mkdir()
-    (readonly / "chat.db").write_bytes(b"this is not a database")
-    result = run_cli("--port", "0", "--db", str(readonly / "chat.db"))
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: cannot open SQLite database '{missing}': unable to open database file"
+    ]
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    not_a_database = tmp_path / "chat.db"
+    not_a_database.write_bytes(b"this is not a database")
+    result = run_cli("--port", "0", "--db", str(not_a_database), cwd=tmp_path)
     assert result.returncode == 2
-    assert "chatapp: error: cannot open SQLite database" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: cannot open SQLite database '{not_a_database}': file is not a database"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.db"]
+    assert not_a_database.read_bytes() == b"this is not a database"
+
+
+def test_version_is_the_installed_distributions() -> None:
+    for command in ([sys.executable, "-m", "chatapp"], [str(CONSOLE_SCRIPT)]):
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"chatapp {importlib.metadata.version('chatapp')}\n"
+
+
+def test_version_from_a_source_checkout_that_is_not_installed(tmp_path) -> None:
+    # The test environment's libraries without chatapp's own installation, and the checkout
+    # on sys.path: what `PYTHONPATH=. python -m chatapp` sees in a clone never installed.
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    for entry in Path(sysconfig.get_path("purelib")).iterdir():
+        if not entry.name.startswith(("chatapp", "_editable_impl_chatapp")):
+            (libs / entry.name).symlink_to(entry)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{libs}"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", *args],  # -S: no site-packages, so no installed chatapp
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=30,
+        )
+
+    probe = run("-c", "import importlib.metadata as m; m.version('chatapp')")
+    assert "PackageNotFoundError" in probe.stderr  # really not installed there
+    result = run("-m", "chatapp", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"chatapp {chatapp.__version__}\n"
+
+
+def test_help_and_errors_name_the_command_as_it_was_invoked() -> None:
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: chatapp [")
+    assert "python -m" not in result.stdout
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--port", "70000"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: chatapp [")
+    assert result.stderr.splitlines()[-1] == ("chatapp: error: --port must be between 0 and 65535")
+    assert run_cli("--help").stdout.startswith("usage: python -m chatapp [")
+
+
+def test_readme_table_lists_exactly_the_flags_of_help() -> None:
+    shown = set(HELP_OPTION_RE.findall(run_cli("--help").stdout)) - {"--help", "--version"}
+    assert {"--host", "--port", "--typing-timeout"} <= shown  # the pattern finds them
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Running it") :]
+    table = table[: table.index("\n## ")]
+    listed = README_FLAG_RE.findall(table)
+    assert len(listed) == len(set(listed)), "a flag is listed twice"
+    assert sorted(shown - set(listed)) == [], "flags of --help missing from README.md"
+    assert sorted(set(listed) - shown) == [], "README.md lists flags that do not exist"
+
+
+def test_a_bad_environment_variable_is_reported_by_its_name() -> None:
+    result = run_cli(env={**os.environ, "CHATAPP_PORT": "abc"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "python -m chatapp: error: CHATAPP_PORT: invalid int value: 'abc'"
+    )
+
+
+#: A value each validated setting refuses, besides the not-a-number of every number.
+OUT_OF_RANGE = [
+    ("port", "70000"),
+    ("log_level", "loud"),
+    ("message_burst", "0"),
+    ("message_rate", "0"),
+    ("redis_url", "http://127.0.0.1/"),
+    ("redis_prefix", "two words"),
+    ("presence_ttl", "0"),
+    ("transports", "carrier-pigeon"),
+    ("typing_timeout", "0"),
+    ("max_connections_per_ip", "-1"),
+    ("event_burst", "0"),
+    ("event_rate", "0"),
+    ("max_frame_bytes", "1000"),
+    ("max_body_bytes", "10"),
+    ("max_queued_packets", "1"),
+    ("connect_timeout", "0"),
+    ("ping_interval", "0"),
+    ("ping_timeout", "0"),
+]
+
+
+NUMBERS = [
+    (name, "many") for name, kind in typing.get_type_hints(Settings).items() if kind in (int, float)
+]
+
+
+@pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE + NUMBERS)
+def test_a_bad_value_is_reported_where_it_came_from(
+    name: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag, variable = "--" + name.replace("_", "-"), "CHATAPP_" + name.upper()
+
+    def error(argv: list[str], environ: dict[str, str]) -> str:
+        with pytest.raises(SystemExit) as exited:
+            load_settings(argv, environ)
+        assert exited.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
+    from_env = error([], {variable: value})
+    assert variable in from_env and flag not in from_env, from_env
+    from_argv = error([flag, value], {})
+    assert flag in from_argv and variable not in from_argv, from_argv
 
 
 async def test_environment_variables_configure_it(tmp_path, make_client) -> None:
@@ -143,3 +284,33 @@ async def test_sigterm_while_messages_are_being_sent_loses_no_acked_message(
     stored = [m["id"] for m in welcome["history"]]
     assert set(acked) <= set(stored)
     assert stored == list(range(1, len(stored) + 1))
+
+
+def test_a_flag_wins_over_a_bad_variable() -> None:
+    settings = load_settings(["--port", "9000"], {"CHATAPP_PORT": "abc"})
+    assert settings.port == 9000
+
+
+TOKEN = "correct horse battery staple"
+
+
+async def test_start_up_log_says_whether_the_server_is_open_or_private(
+    start_server, tmp_path
+) -> None:
+    (tmp_path / "open").mkdir()
+    (tmp_path / "private").mkdir()
+    opened = await start_server(workdir=tmp_path / "open")
+    private = await start_server(workdir=tmp_path / "private", env={"CHATAPP_ACCESS_TOKEN": TOKEN})
+
+    def access_lines(server: Server) -> list[str]:
+        lines = server.log().splitlines()
+        return [line.split(" chatapp: ", 1)[1] for line in lines if " server: " in line]
+
+    assert access_lines(opened) == [
+        "open server: anyone who can reach it can read and post "
+        "(set CHATAPP_ACCESS_TOKEN to make it private)"
+    ]
+    assert access_lines(private) == [
+        "private server: pages, the JSON API and Socket.IO need the access token"
+    ]
+    assert TOKEN not in private.log()
