@@ -20,7 +20,8 @@ then at most one ``transport.write`` per member and turn of the event loop:
   packet python-socketio sends to one client (acks, CONNECT; ``AsyncServer._send_packet``)
   takes the same path;
 * encode once: the Socket.IO packet, its engine.io wrapper, its UTF-8 bytes and its
-  WebSocket frame are built once per message (:class:`FramedPacket`);
+  WebSocket frame are built once per message (:class:`FramedPacket`, which keeps only the
+  frame);
 * write directly, in order and bounded: :class:`ChatWebSocket` replaces engine.io's aiohttp
   websocket wrapper. A frame is written straight to the transport only while the
   connection is idle: nothing in its send queue, no writer holding a packet taken but not
@@ -81,8 +82,9 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``send`` do (repeated by :class:`ChatSocket` with a timer), ``.last_ping``,
   ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
-  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
-  ``packet_type``, ``encoded_packet=``) and which text it fails to decode;
+  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``packet_type``,
+  ``binary``, ``encoded_packet=``) and which text it fails to decode, and that
+  long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
   ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
   %s" log line of ``AsyncServer.send_packet``;
 * python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
@@ -180,7 +182,7 @@ def decodable(text: str) -> bool:
 
 
 class _EncodedText(str):
-    """An engine.io packet's text encoding, carrying its UTF-8 bytes (computed once)."""
+    """An engine.io packet's text encoding, carrying its UTF-8 bytes."""
 
     payload: bytes
 
@@ -204,16 +206,34 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
-    """An engine.io MESSAGE packet, encoded and framed once for any number of recipients."""
+    """An engine.io MESSAGE packet, encoded and framed once for any number of recipients.
+
+    It keeps nothing but its WebSocket frame, which is what a websocket is sent. Keeping
+    the text too, as a ``str`` and as UTF-8, made a queued packet cost four to ten times
+    its frame (a ``str`` takes 4 bytes per character once it holds an emoji). The text
+    long-polling sends, and an upgraded websocket's writer asks for, is made from the
+    frame when ``encode()`` is called.
+    """
 
     def __init__(self, data: str) -> None:
-        super().__init__(eio_packet.MESSAGE, data)
-        text = _EncodedText(super().encode())
-        text.payload = text.encode("utf-8")
-        # engine.io's writer sends ``encode()``, which returns this cache: the websocket
-        # wrapper finds the bytes on it and skips encoding again (polling sees a plain str).
-        self.encode_cache = text
-        self.frame = text_frame(text.payload)
+        # Not Packet.__init__: it would keep ``data``.
+        self.packet_type = eio_packet.MESSAGE
+        self.binary = False
+        self.encode_cache = None
+        payload = (str(eio_packet.MESSAGE) + data).encode("utf-8")
+        self.frame = text_frame(payload)
+        self._payload_at = len(self.frame) - len(payload)
+
+    @property
+    def data(self) -> str:
+        """The Socket.IO packet (engine.io's ``data``), made again from the frame."""
+        return self.frame[self._payload_at + 1 :].decode("utf-8")
+
+    def encode(self, b64: bool = False) -> _EncodedText:
+        payload = self.frame[self._payload_at :]
+        text = _EncodedText(payload.decode("utf-8"))
+        text.payload = payload
+        return text
 
 
 # -- the send queue -------------------------------------------------------------------------
@@ -809,6 +829,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
             frame = _frame(0x2, message)
         else:
             frame = text_frame(message.encode("utf-8"))
+        await self._send_frame(frame)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        """Write a frame on a detached connection, then wait while the transport's buffer
+        is over its high-water mark."""
         if self._close_sent or not self._write(frame):
             raise ConnectionResetError("websocket closed")
         await self._drain()
@@ -837,8 +862,12 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
                 queue.task_done()
                 if pkt is None:
                     break
-                await self.send(pkt.encode())
-                pkt = None  # keep no packet alive while waiting
+                frame = getattr(pkt, "frame", None)
+                if frame is not None:
+                    await self._send_frame(frame)
+                else:
+                    await self.send(pkt.encode())
+                pkt = frame = None  # keep no packet alive while waiting
         except Exception:
             pass  # the connection broke; the reader notices and cleans up
         finally:

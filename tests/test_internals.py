@@ -216,11 +216,19 @@ def test_websocket_driver_internals() -> None:
     assert issubclass(engineio.exceptions.SocketIsClosedError, engineio.exceptions.EngineIOError)
     receive = inspect.getsource(async_socket.AsyncSocket.receive)
     assert "self.schedule_ping()" in receive and "'message', self.sid, pkt.data" in receive
-    # Packets carry their encoding in encode_cache, which encode() returns as is.
+    # A FramedPacket keeps only its frame; what engine.io's writer (upgraded connections)
+    # and long-polling ask of it, encode() (with b64=True for polling), is made from it.
     pkt = engine.FramedPacket('2["x",1]')
-    assert pkt.encode() is pkt.encode_cache and pkt.encode() == '42["x",1]'
-    assert "return self.encode_cache" in inspect.getsource(engineio.packet.Packet.encode)
     assert pkt.frame == b'\x81\x0942["x",1]'
+    assert pkt.encode() == '42["x",1]' and pkt.encode(b64=True) == '42["x",1]'
+    assert pkt.encode().payload == b'42["x",1]' and pkt.data == '2["x",1]'
+    assert pkt.packet_type == engineio.packet.MESSAGE and not pkt.binary
+    assert "encoded_payload += pkt.encode(b64=True)" in inspect.getsource(
+        engineio.payload.Payload.encode
+    )
+    emoji = engine.FramedPacket('2["x","\U0001f600"]')
+    assert emoji.encode() == '42["x","\U0001f600"]' and len(emoji.frame) == 2 + 14
+    assert [k for k in vars(emoji) if isinstance(vars(emoji)[k], str | bytes)] == ["frame"]
 
 
 async def test_a_waiting_queue_reader_shows() -> None:
