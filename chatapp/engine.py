@@ -121,6 +121,7 @@ import json
 import logging
 import struct
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -208,11 +209,12 @@ def text_frame(payload: bytes) -> bytes:
 class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
     """An engine.io MESSAGE packet, encoded and framed once for any number of recipients.
 
-    It keeps nothing but its WebSocket frame, which is what a websocket is sent. Keeping
-    the text too, as a ``str`` and as UTF-8, made a queued packet cost four to ten times
-    its frame (a ``str`` takes 4 bytes per character once it holds an emoji). The text
-    long-polling sends, and an upgraded websocket's writer asks for, is made from the
-    frame when ``encode()`` is called.
+    It keeps nothing but its WebSocket frame: what a websocket is sent, and what the bytes
+    waiting for a client are counted in (:func:`packet_size`). Keeping the text too, as a
+    ``str`` and as UTF-8, made a queued packet cost four to ten times its frame (a ``str``
+    takes 4 bytes per character once it holds an emoji). The text long-polling sends, and
+    an upgraded websocket's writer asks for, is made from the frame when ``encode()`` is
+    called.
     """
 
     def __init__(self, data: str) -> None:
@@ -223,6 +225,9 @@ class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
         payload = (str(eio_packet.MESSAGE) + data).encode("utf-8")
         self.frame = text_frame(payload)
         self._payload_at = len(self.frame) - len(payload)
+        #: Send queues holding this packet (a room message waits in every backed-up
+        #: member's queue, and counts once in the :class:`Backlog`).
+        self.holders = 0
 
     @property
     def data(self) -> str:
@@ -236,11 +241,80 @@ class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
         return text
 
 
+#: What a queued packet that is not a :class:`FramedPacket` (engine.io's own, binary
+#: attachments) is counted as, on top of its data.
+PACKET_OVERHEAD = 64
+
+
+def packet_size(pkt: Any) -> int:
+    """The bytes ``pkt`` holds while it waits in a send queue (its frame, or its data)."""
+    if pkt is None:
+        return 0
+    frame = getattr(pkt, "frame", None)
+    if frame is not None:
+        return len(frame)
+    data = getattr(pkt, "data", None)
+    if isinstance(data, str | bytes | bytearray):
+        return len(data) + PACKET_OVERHEAD
+    return PACKET_OVERHEAD
+
+
 # -- the send queue -------------------------------------------------------------------------
 
 
+#: Why a send queue gave up on its client (passed to its ``on_overflow``).
+OVER_PACKETS = "packets"  # more than its ``limit`` of packets
+OVER_BYTES = "bytes"  # more than its ``max_bytes``
+OVER_TOTAL = "total"  # it held the most when all queues together passed the Backlog's limit
+
+
+class Backlog:
+    """The bytes all send queues hold together, and the bound on them.
+
+    A packet queued for several connections (a room message) is in memory once and counts
+    once. When the total passes ``limit`` (0: no bound), the queue holding the most bytes
+    gives up on its client, then the next, until the total is back under the limit.
+    """
+
+    __slots__ = ("bytes", "limit", "queues")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.bytes = 0
+        self.limit = limit
+        #: The queues holding anything: the candidates when the total is over the limit.
+        self.queues: weakref.WeakSet[SendQueue] = weakref.WeakSet()
+
+    def hold(self, pkt: Any, size: int) -> None:
+        holders = getattr(pkt, "holders", None)
+        if holders is None:
+            self.bytes += size
+        else:
+            if not holders:
+                self.bytes += size
+            pkt.holders = holders + 1
+
+    def release(self, pkt: Any, size: int) -> None:
+        holders = getattr(pkt, "holders", None)
+        if holders is None:
+            self.bytes -= size
+        else:
+            pkt.holders = holders - 1
+            if holders == 1:
+                self.bytes -= size
+
+    def shed(self) -> None:
+        """Give up on the clients holding the most until the total is under the limit."""
+        while self.limit and self.bytes > self.limit:
+            fullest = max(self.queues, key=lambda queue: queue.bytes, default=None)
+            if fullest is None or not fullest.bytes:
+                return
+            fullest._overflow(OVER_TOTAL)
+
+
 class SendQueue:
-    """An engine.io send queue that gives up on a client after ``limit`` unsent packets.
+    """An engine.io send queue that gives up on a client that does not read: after
+    ``limit`` unsent packets or ``max_bytes`` unsent bytes, or when the :class:`Backlog`
+    of all queues is over its limit and this queue holds the most.
 
     It replaces engine.io's ``asyncio.Queue`` (``AsyncServer.create_queue``) and has
     exactly what engine.io and chatapp call on ``AsyncSocket.queue``: ``put``,
@@ -249,26 +323,43 @@ class SendQueue:
     ``asyncio.Queue`` costs three deques and an Event per connection, most of them idle
     for the connection's life; here storage, getters and joiners are made when needed.
 
-    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.adopt`). On
-    overflow the queued packets are dropped (the client gets them again through ``since``
-    when it reconnects) and ``on_overflow`` runs once; from then on only the engine.io
-    CLOSE packet and the writer's ``None`` sentinel are still taken.
+    ``limit`` and ``max_bytes`` 0 mean unbounded (a new session's, until
+    :meth:`Engine.adopt`). A packet is refused once the queue holds either bound, so it
+    holds at most ``max_bytes`` plus one packet. On overflow the queued packets are dropped
+    (the client gets them again through ``since`` when it reconnects) and ``on_overflow``
+    runs once, with the reason (:data:`OVER_PACKETS`, :data:`OVER_BYTES`,
+    :data:`OVER_TOTAL`); from then on only the engine.io CLOSE packet and the writer's
+    ``None`` sentinel are still taken.
     """
 
     __slots__ = (
+        "__weakref__",
+        "_backlog",
         "_getters",
         "_items",
         "_joiners",
         "_on_overflow",
         "_unfinished",
+        "bytes",
         "consumer",
         "limit",
+        "max_bytes",
         "overflowed",
     )
 
-    def __init__(self, limit: int = 0, on_overflow: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int = 0,
+        on_overflow: Callable[[str], None] | None = None,
+        max_bytes: int = 0,
+        backlog: Backlog | None = None,
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.overflowed = False
+        #: The bytes of the packets waiting here (:func:`packet_size`).
+        self.bytes = 0
+        self._backlog = backlog
         self._on_overflow = on_overflow
         self._items: collections.deque[Any] | None = None
         self._getters: list[asyncio.Future[None]] | None = None
@@ -277,6 +368,13 @@ class SendQueue:
         #: Called when a packet arrives and no reader waits in :meth:`get`: how
         #: :class:`ChatWebSocket` starts its writer only when there is something to write.
         self.consumer: Callable[[], None] | None = None
+
+    def __del__(self) -> None:
+        # A session can end with packets still here (a long-poll that never came back):
+        # the backlog must not count them for ever.
+        if self._items and self._backlog is not None:
+            for item in self._items:
+                self._backlog.release(item, packet_size(item))
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -299,23 +397,49 @@ class SendQueue:
             if self.overflowed:
                 return
             if self.limit and self.qsize() >= self.limit:
-                self._overflow()
+                self._overflow(OVER_PACKETS)
+                return
+            if self.max_bytes and self.bytes >= self.max_bytes:
+                self._overflow(OVER_BYTES)
                 return
         if self._items is None:
             self._items = collections.deque()
         self._items.append(item)
         self._unfinished += 1
+        size = packet_size(item)
+        self.bytes += size
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.hold(item, size)
+            if size and self.bytes == size:  # it held nothing until now
+                backlog.queues.add(self)
         if not (self._getters and self._wake_next()) and self.consumer is not None:
             self.consumer()
+        if backlog is not None and backlog.limit and backlog.bytes > backlog.limit:
+            backlog.shed()
 
-    def _overflow(self) -> None:
-        self.overflowed = True
-        while self._items:
-            self._items.popleft()
+    def _taken(self, item: Any) -> None:
+        size = packet_size(item)
+        self.bytes -= size
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.release(item, size)
+            if size and not self.bytes:
+                backlog.queues.discard(self)
+
+    def clear(self) -> None:
+        """Drop every packet waiting here (its client will not get them: it catches up with
+        ``since`` when it reconnects), as if each had been taken and sent."""
+        items, self._items = self._items, None
+        while items:
+            self._taken(items.popleft())
             self.task_done()
-        self._items = None
+
+    def _overflow(self, reason: str) -> None:
+        self.overflowed = True
+        self.clear()
         if self._on_overflow is not None:
-            self._on_overflow()
+            self._on_overflow(reason)
 
     async def get(self) -> Any:
         while not self._items:
@@ -360,6 +484,7 @@ class SendQueue:
         item = items.popleft()
         if not items:
             self._items = None  # an idle connection keeps no deque
+        self._taken(item)
         return item
 
     def task_done(self) -> None:
@@ -968,8 +1093,13 @@ class Engine:
         # path as room frames, so it neither wakes a writer nor overtakes them.
         self._send_binary_packet = sio._send_packet
         sio._send_packet = self._send_packet
+        #: What every send queue holds, together (its limit is set by the transport guard).
+        self.backlog = Backlog()
         # Every session's send queue (engine.io makes it with server.create_queue()).
-        self._eio.create_queue = SendQueue
+        self._eio.create_queue = self._create_queue
+
+    def _create_queue(self) -> SendQueue:
+        return SendQueue(backlog=self.backlog)
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
@@ -1009,9 +1139,12 @@ class Engine:
         self._eio.on(event, handler)
         return previous
 
-    def adopt(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
-        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue`; call
-        from the engine.io connect event (engine.io schedules the first ping after it)."""
+    def adopt(
+        self, eio_sid: str, limit: int, max_bytes: int, on_overflow: Callable[[str], None]
+    ) -> None:
+        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue` (in
+        packets and bytes; ``on_overflow`` gets the reason); call from the engine.io
+        connect event (engine.io schedules the first ping after it)."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
@@ -1020,6 +1153,7 @@ class Engine:
         queue = socket.queue
         assert isinstance(queue, SendQueue), "made by Engine._create_queue"
         queue.limit = limit
+        queue.max_bytes = max_bytes
         queue._on_overflow = on_overflow
 
     def has_session(self, eio_sid: str) -> bool:

@@ -61,6 +61,13 @@ class Settings:
     #: Packets waiting to be sent to one connection before it counts as a slow consumer
     #: and is disconnected.
     max_queued_packets: int = 1000
+    #: Bytes waiting to be sent to one connection before it counts as a slow consumer and
+    #: is disconnected (its send queue; what its transport buffers is bounded by flow
+    #: control to 64 KiB plus one frame).
+    max_queued_bytes: int = 4 * 1024 * 1024
+    #: Bytes waiting in all connections' send queues together (a room message queued for
+    #: many counts once); past it the connection holding the most is disconnected.
+    max_queued_bytes_total: int = 256 * 1024 * 1024
     #: Seconds an engine.io session may stay open without completing a Socket.IO connect.
     connect_timeout: float = 10.0
     #: Engine.IO heartbeat: a ping every ``ping_interval`` s; a client that does not answer
@@ -232,6 +239,19 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         "packets queued for a connection that does not read before it is disconnected",
     ),
     (
+        "max_queued_bytes",
+        int,
+        _DEFAULTS.max_queued_bytes,
+        "bytes queued for a connection that does not read before it is disconnected",
+    ),
+    (
+        "max_queued_bytes_total",
+        int,
+        _DEFAULTS.max_queued_bytes_total,
+        "bytes queued for all connections together; past it the connection holding the "
+        "most is disconnected",
+    ),
+    (
         "connect_timeout",
         float,
         _DEFAULTS.connect_timeout,
@@ -254,6 +274,8 @@ _MINIMUMS: dict[str, float] = {
     "max_frame_bytes": 65_536,
     "max_body_bytes": 1024,
     "max_queued_packets": 10,
+    "max_queued_bytes": 65_536,
+    "max_queued_bytes_total": 1_048_576,
     "connect_timeout": 0.1,
     "ping_interval": 0.1,
     "ping_timeout": 0.1,

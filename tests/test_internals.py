@@ -280,19 +280,59 @@ async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
 
 
 def test_send_queue_bound_drops_everything_once() -> None:
-    overflows = []
-    queue = engine.SendQueue(3, lambda: overflows.append(1))
+    overflows: list[str] = []
+    queue = engine.SendQueue(3, overflows.append)
     for i in range(3):
         queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, str(i)))
     assert queue.qsize() == 3 and not queue.overflowed
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "3"))
-    assert queue.overflowed and queue.qsize() == 0 and overflows == [1]
+    assert queue.overflowed and queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "4"))
-    assert queue.qsize() == 0 and overflows == [1]
+    assert queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
     # CLOSE and the writer's None sentinel are still taken.
     queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
     queue.put_nowait(None)
-    assert queue.qsize() == 2 and overflows == [1]
+    assert queue.qsize() == 2 and overflows == [engine.OVER_PACKETS]
+
+
+def test_send_queue_bytes_and_the_backlog() -> None:
+    """A queue counts the bytes of its packets (a frame's length) and refuses one once it
+    holds max_bytes; the backlog counts a packet queued in several queues once, and past
+    its limit the queue holding the most gives up."""
+    backlog = engine.Backlog(limit=10_000)
+    overflows: list[tuple[str, str]] = []
+    a = engine.SendQueue(0, lambda why: overflows.append(("a", why)), 3000, backlog)
+    b = engine.SendQueue(0, lambda why: overflows.append(("b", why)), 100_000, backlog)
+    shared = engine.FramedPacket("2" + "x" * 998)  # a 1004-byte frame
+    size = engine.packet_size(shared)
+    assert size == len(shared.frame) == 1004
+    a.put_nowait(shared)
+    b.put_nowait(shared)
+    assert a.bytes == b.bytes == size and backlog.bytes == size  # in memory once
+    assert a.get_nowait() is shared and a.bytes == 0 and backlog.bytes == size
+    assert b.get_nowait() is shared and backlog.bytes == 0 and not backlog.queues
+    # Bytes: the packet after the queue reached max_bytes overflows it.
+    for _ in range(3):
+        a.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert a.bytes == 3 * size and not a.overflowed
+    a.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert a.overflowed and a.bytes == 0 and overflows == [("a", engine.OVER_BYTES)]
+    assert backlog.bytes == 0
+    # The backlog: b holds the most when the total passes 10,000 bytes, and goes.
+    c = engine.SendQueue(0, lambda why: overflows.append(("c", why)), 100_000, backlog)
+    c.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    for _ in range(9):
+        b.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert overflows[1:] == [("b", engine.OVER_TOTAL)]  # at 10 packets, 10,040 bytes
+    assert b.overflowed and b.bytes == 0 and backlog.bytes == c.bytes == size
+    # A queue that goes away with packets in it gives their bytes back.
+    del c
+    assert backlog.bytes == 0 and not backlog.queues
+    # clear() drops what waits, as if it had been sent (join() returns).
+    d = engine.SendQueue(backlog=backlog)
+    d.put_nowait(shared)
+    d.clear()
+    assert d.empty() and d.bytes == backlog.bytes == 0 and shared.holders == 0
 
 
 # -- aiohttp ----------------------------------------------------------------------------------
