@@ -86,6 +86,8 @@ def create_app(
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         transports=list(settings.transports),
+        # engine.Engine watches the sessions' heartbeats itself, without keeping ended ones.
+        monitor_clients=False,
         json=packet_json(),
         logger=library_logger("chatapp.socketio"),
         engineio_logger=library_logger("chatapp.engineio", demote=True),

@@ -50,6 +50,18 @@ handling finishes. An idle connection keeps no task, no suspended coroutine chai
 request, headers or parser (an upgrade from long-polling keeps aiohttp's websocket and runs
 engine.io's own handler).
 
+**Memory of a closed connection.** It is freed by reference counting as soon as the
+connection is over, not at the cycle collector's next full pass (rare: ``cli`` raises its
+thresholds and freezes what start-up built), which could be long after a client left
+megabytes queued. So nothing a connection's objects form may be a cycle, and nothing
+long-lived may keep them: a detached :class:`ChatWebSocket` drops aiohttp's reader queue
+(which points back at it) when its connection is lost; an upgraded one ends engine.io's
+loop with ``None`` rather than an exception (which its task would keep together with the
+loop's frames); the heartbeat timer holds its session weakly; the send queue is emptied
+when the transport ends; and the walk over the sessions' heartbeats (:meth:`Engine.adopt`
+starts it; engine.io's own, ``monitor_clients``, is off) holds session ids, where
+engine.io's held a copy of its session table.
+
 **Hardening** (the policy is ``transport.TransportGuard``): checking each websocket frame
 before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
 checking polling bodies before engine.io reads them (:meth:`Engine.check_requests`),
@@ -73,8 +85,10 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
   ``AsyncSocket._websocket_handler`` does (repeated by a detached :class:`ChatWebSocket`,
-  whose writer runs only while the queue holds packets) and that its writer waits in
-  ``queue.get()``; ``.create_queue`` (replaced on the server, so
+  whose writer runs only while the queue holds packets), that its writer waits in
+  ``queue.get()`` and that its loop ends when ``wait()`` returns None; what
+  ``AsyncServer._service_task`` does (repeated by :meth:`Engine._watch_sessions`), and
+  that ``monitor_clients=False`` turns it off; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
   methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
   changed to :class:`ChatSocket`, in the connect event, before ``_handle_connect`` makes
@@ -523,8 +537,10 @@ class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
     ``ping_interval``), so every idle connection keeps one suspended. Here the same wait is
     one ``call_later`` handle; what it then does is what ``_send_ping`` does: unless the
     session is closing or closed, stamp ``last_ping`` and queue a PING (``send()`` would
-    first check the ping timeout, which the fresh stamp passes). engine.io creates its
-    sessions itself, so :meth:`Engine.adopt` turns each into this class.
+    first check the ping timeout, which the fresh stamp passes). The timer holds the
+    session weakly: a session that ended is freed at once, with whatever its queue held,
+    not up to ``ping_interval`` later. engine.io creates its sessions itself, so
+    :meth:`Engine.adopt` turns each into this class.
     """
 
     last_ping: float | None  # set by engine.io: when the last ping was sent
@@ -533,12 +549,20 @@ class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
         # As engine.io: only after the previous ping was answered (or for the first one).
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+            asyncio.get_running_loop().call_later(
+                self.server.ping_interval, _ping_if_alive, weakref.ref(self)
+            )
 
     def _ping(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+def _ping_if_alive(session: weakref.ref[ChatSocket]) -> None:
+    socket = session()
+    if socket is not None:
+        socket._ping()
 
 
 # -- the websocket wrapper --------------------------------------------------------------------
@@ -626,20 +650,25 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         try:
             await sock.prepare(request)
-            if self.socket.connected:
-                self._sock = sock
-                self.open = True
-                await self.handler(self)
-                return sock
         except BaseException:
             self.open = False
             if links.get(sid) is self:
                 del links[sid]
             raise
-        if self._sock is not None:  # the upgrade ended
-            self.open = False
-            if links.get(sid) is self:
-                del links[sid]
+        if self.socket.connected:
+            # An upgrade from long-polling: engine.io's own handler serves it to its end.
+            self._sock = sock
+            self.open = True
+            try:
+                await self.handler(self)
+            finally:
+                self.open = False
+                if links.get(sid) is self:
+                    del links[sid]
+                if self.socket.closed:
+                    # What its writer could not send is freed with it, now. (After a
+                    # failed upgrade the session goes on over long-polling.)
+                    self.socket.queue.clear()
             return sock
         if self._detach(request, sock):
             # engine.io keeps the environ for the session's life; the request, and through
@@ -700,7 +729,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         self._take_frames()  # what aiohttp's reader parsed before we took over
 
     def data_received(self, data: bytes) -> None:
-        if self._frames.exception() is not None:
+        if self._frames is None or self._frames.exception() is not None:
             # The reader failed and takes nothing more. What still comes (the rest of an
             # oversized frame, the client's answer to our close) is read and dropped until
             # the client closes its side: closing with unread data would reset the
@@ -722,6 +751,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
         self._end()
+        # Nothing is read or written any more. aiohttp's reader queue points back at this
+        # object (its flow control): a cycle that would keep the connection, its session
+        # and whatever its send queue holds until the collector's next full pass.
+        self._frames = self._reader = None
+        self.transport = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -878,6 +912,9 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         sockets = self.server.sockets
         if socket.closed and sockets.get(socket.sid) is socket:
             del sockets[socket.sid]
+        # What the writer could not send is freed now, not when the session is.
+        queue.clear()
+        self._finishing = None
 
     def _write(self, frame: bytes) -> bool:
         """Write a frame after what was written directly; False if the connection is gone."""
@@ -919,17 +956,16 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         return True
 
     async def wait(self) -> Any:
-        """The next frame's data (upgraded connections); OSError when closed or on a frame
-        engine.io cannot take."""
+        """The next frame's data (upgraded connections). At the end (closed, or a frame
+        engine.io cannot take): None once upgraded, OSError during the upgrade."""
         msg = await self._sock.receive()
         if msg.type == WSMsgType.TEXT:
-            if not decodable(msg.data):
-                log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
-                raise OSError("malformed frame")
+            if decodable(msg.data):
+                return msg.data
+            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+        elif msg.type == WSMsgType.BINARY:
             return msg.data
-        if msg.type == WSMsgType.BINARY:
-            return msg.data
-        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
+        elif msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
             WSCloseCode.MESSAGE_TOO_BIG
         ):
             log.warning(
@@ -937,6 +973,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
                 self.ip,
                 self.server.max_http_buffer_size,
             )
+        if self.socket.upgraded:
+            # engine.io's loop ends at None ("closed by the client"). An exception would
+            # end it too, but its task keeps it, and its traceback the loop's frames (this
+            # object, the session and its queue): a cycle only the collector frees.
+            return None
         raise OSError("websocket closed")
 
     async def send(self, message: Any) -> None:
@@ -1095,6 +1136,8 @@ class Engine:
         sio._send_packet = self._send_packet
         #: What every send queue holds, together (its limit is set by the transport guard).
         self.backlog = Backlog()
+        # engine.io's own session monitor (``monitor_clients``) must be off: see _monitor.
+        self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
         self._eio.create_queue = self._create_queue
 
@@ -1155,6 +1198,39 @@ class Engine:
         queue.limit = limit
         queue.max_bytes = max_bytes
         queue._on_overflow = on_overflow
+        if self._monitor is None:
+            self._monitor = asyncio.ensure_future(self._watch_sessions())
+
+    async def _watch_sessions(self) -> None:
+        """What engine.io's service task does (``monitor_clients``, turned off in the
+        server): visit every session once per ``ping_timeout``, closing one whose client
+        stopped answering pings and forgetting one that closed.
+
+        engine.io walks a copy of its session table, and its loop variable keeps the
+        session it last visited while it sleeps: a session that ended stayed alive, with
+        what its queue held, for up to ``ping_timeout`` after its connection. This walk
+        holds only session ids.
+        """
+        eio = self._eio
+        while True:
+            sids = list(eio.sockets)
+            if not sids:
+                await asyncio.sleep(eio.ping_timeout)
+                continue
+            pause = eio.ping_timeout / len(sids)
+            for sid in sids:
+                socket = eio.sockets.get(sid)
+                try:
+                    if socket is None:
+                        pass
+                    elif socket.closed:
+                        del eio.sockets[sid]
+                    elif not socket.closing:
+                        await socket.check_ping_timeout()
+                except Exception:
+                    log.exception("engine.io session %s: error checking its heartbeat", sid)
+                socket = None
+                await asyncio.sleep(pause)
 
     def has_session(self, eio_sid: str) -> bool:
         return eio_sid in self._eio.sockets
@@ -1200,6 +1276,11 @@ class Engine:
             for join in pending:
                 join.cancel()
         eio.sockets.clear()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
 
     # -- Socket.IO connection state -------------------------------------------------------------
 

@@ -156,6 +156,27 @@ def test_heartbeat_internals() -> None:
     }
 
 
+def test_session_monitor_internals(tmp_path: Path) -> None:
+    """engine.io's session monitor is off (``monitor_clients``, a public option) and
+    Engine repeats what it does, holding session ids instead of a copy of the table."""
+    server = socketio.AsyncServer(async_mode="aiohttp", monitor_clients=False)
+    assert server.eio.start_service_task is False
+    connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
+    assert "if self.start_service_task:" in connect
+    service = inspect.getsource(engineio.async_server.AsyncServer._service_task)
+    for step in (
+        "sleep_interval = self.ping_timeout / len(self.sockets)",
+        "for s in self.sockets.copy().values():",
+        "if s.closed:",
+        "del self.sockets[s.sid]",
+        "elif not s.closing:",
+        "await s.check_ping_timeout()",
+    ):
+        assert step in service, step
+    app = create_app(load_settings(["--db", str(tmp_path / "x.db")], environ={}))
+    assert app[sio_key].eio.start_service_task is False
+
+
 def test_decodable_lets_through_only_what_engineio_decodes() -> None:
     accepted = ["4x", "2", "3probe", "6", "1", '42["m",1]', "bAAEC", "4" + "[" * 100, "0{}"]
     for text in accepted:
@@ -210,6 +231,9 @@ def test_websocket_driver_internals() -> None:
         "await self.queue.put(None)",
         "await self.close(wait=False, abort=True,\n                         "
         "reason=self.server.reason.TRANSPORT_CLOSE)",
+        # ChatWebSocket.wait() ends an upgraded connection's loop with None, not an
+        # exception (which its task would keep in a cycle with the loop's frames).
+        "if p is None:\n                # connection closed by client\n                break",
     ):
         assert step in handler, step
     assert issubclass(engineio.exceptions.UnknownPacketError, engineio.exceptions.EngineIOError)

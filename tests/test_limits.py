@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 
@@ -126,6 +127,25 @@ async def test_a_client_that_never_answers_pings_is_dropped(
         await mute.connect(server.url, {"name": "mute"})
         assert await mute.closed_by_server()
     await watcher.wait_for("presence", lambda p: p.get("left") == "mute")
+    assert (await watcher.send("alive"))["ok"] is True
+
+
+async def test_a_polling_client_that_stops_polling_is_dropped(
+    start_server: ServerFactory, make_client
+) -> None:
+    """Its pings wait unread, so it never answers: the walk over the sessions' heartbeats
+    (engine.io's, which chatapp runs itself) closes the session."""
+    server = await start_server("--ping-interval", "0.5", "--ping-timeout", "1")
+    watcher = make_client()
+    await watcher.connect(server.url, name="watcher")
+    async with aiohttp.ClientSession(server.url) as http:
+        async with http.get(POLL_PATH) as r:
+            sid = json.loads((await r.text())[1:])["sid"]
+        async with http.post(f"{POLL_PATH}&sid={sid}", data='40{"name":"gone"}') as r:
+            assert r.status == 200
+        await watcher.wait_for("presence", lambda p: p.get("joined") == "gone")
+        # From here on it never polls again.
+    await watcher.wait_for("presence", lambda p: p.get("left") == "gone")
     assert (await watcher.send("alive"))["ok"] is True
 
 
