@@ -182,6 +182,8 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         ["--max-frame-bytes", "1000"],
         ["--event-burst", "0"],
         ["--max-queued-packets", "1"],
+        ["--max-queued-bytes", "65535"],
+        ["--max-queued-bytes-total", "1000000"],
         ["--connect-timeout", "0"],
         ["--max-connections-per-ip", "-1"],
     ):
@@ -198,5 +200,15 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         20,
     )
     assert defaults.max_frame_bytes == 1_000_000 and defaults.max_queued_packets == 1000
-    env = load_settings([], {"CHATAPP_MAX_QUEUED_PACKETS": "50", "CHATAPP_TRUST_PROXY": "1"})
+    assert (defaults.max_queued_bytes, defaults.max_queued_bytes_total) == (4 << 20, 256 << 20)
+    env = load_settings(
+        [],
+        {
+            "CHATAPP_MAX_QUEUED_PACKETS": "50",
+            "CHATAPP_MAX_QUEUED_BYTES": "100000",
+            "CHATAPP_MAX_QUEUED_BYTES_TOTAL": "2000000",
+            "CHATAPP_TRUST_PROXY": "1",
+        },
+    )
     assert env.max_queued_packets == 50 and env.trust_proxy is True
+    assert (env.max_queued_bytes, env.max_queued_bytes_total) == (100_000, 2_000_000)
