@@ -54,6 +54,10 @@ RAISED_LIMITS = [
     "1000000",
     "--event-rate",
     "1000000",
+    "--ip-burst",
+    "1000000000",
+    "--ip-rate",
+    "1000000000",
     "--max-connections-per-ip",
     "0",
 ]

@@ -12,11 +12,13 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
+from .budget import AddressBudget
 from .engine import Engine, library_logger
 from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
 from .jsoncodec import packet_json
 from .keys import (
+    budget_key,
     engine_key,
     fanout_key,
     guard_key,
@@ -102,7 +104,11 @@ def create_app(
     feed = RoomFeed(store, engine)
     manager.engine = engine
     manager.feed = feed
-    ChatHandlers(sio, settings, store, presence, feed, engine, access)
+    # What each client address may ask of this process, its Socket.IO events and API
+    # requests together.
+    budget = AddressBudget(settings.ip_burst, settings.ip_rate)
+    app[budget_key] = budget
+    ChatHandlers(sio, settings, store, presence, feed, engine, access, budget)
 
     aiohttp_jinja2.setup(
         app,

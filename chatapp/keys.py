@@ -5,6 +5,7 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from .budget import AddressBudget
 from .engine import Engine
 from .fanout import FeedManager
 from .presence import Presence
@@ -21,3 +22,4 @@ resources_key = web.AppKey("resources", Resources)
 fanout_key = web.AppKey("fanout", FeedManager)
 engine_key = web.AppKey("engine", Engine)
 guard_key = web.AppKey("guard", TransportGuard)
+budget_key = web.AppKey("budget", AddressBudget)

@@ -53,6 +53,11 @@ class Settings:
     #: Token bucket per connection for every event (message, typing, history, rename...).
     event_burst: float = 40.0
     event_rate: float = 20.0
+    #: Token bucket per client address, in cost units, for all its connections' events and
+    #: API requests together: a message, typing or rename costs 1, a history page
+    #: 1 + limit/10 (``chatapp.budget``). Per process.
+    ip_burst: float = 400.0
+    ip_rate: float = 100.0
     #: Largest Socket.IO frame (engine.io ``max_http_buffer_size``), bytes. Far above the
     #: 2000-character text limit, so an over-long text gets ``{ok: false}``, not a drop.
     max_frame_bytes: int = 1_000_000
@@ -226,6 +231,15 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
     ),
     ("event_rate", float, _DEFAULTS.event_rate, "sustained events per second per connection"),
     (
+        "ip_burst",
+        float,
+        _DEFAULTS.ip_burst,
+        "cost units one client address may spend at once, all its connections and API "
+        "requests together (a message, typing or rename costs 1, a history page of N "
+        "messages 1 + N/10)",
+    ),
+    ("ip_rate", float, _DEFAULTS.ip_rate, "cost units per second per client address"),
+    (
         "max_frame_bytes",
         int,
         _DEFAULTS.max_frame_bytes,
@@ -271,6 +285,8 @@ _MINIMUMS: dict[str, float] = {
     "max_connections_per_ip": 0,
     "event_burst": 1,
     "event_rate": 0.001,
+    "ip_burst": 11,  # the dearest request: a history page of 100
+    "ip_rate": 0.001,
     "max_frame_bytes": 65_536,
     "max_body_bytes": 1024,
     "max_queued_packets": 10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,8 +12,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
-from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
-from .origins import responded
+from .budget import MAX_COST, page_cost_of
+from .keys import budget_key, fanout_key, presence_key, resources_key, settings_key, store_key
+from .origins import client_ip, responded
 from .protocol import ProtocolError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -25,6 +27,20 @@ READY_TIMEOUT = 3.0
 
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def over_budget(request: web.Request, cost: int) -> web.Response | None:
+    """Charge an API request to its client address's budget (``chatapp.budget``, shared
+    with its Socket.IO events); a 429 answer if it cannot pay."""
+    ip = client_ip(request, request.app[settings_key].trust_proxy)
+    wait = request.app[budget_key].spend(ip, cost, request.path)
+    if not wait:
+        return None
+    return web.json_response(
+        {"error": "rate limited", "retry_after": round(wait, 3)},
+        status=429,
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
 
 
 def _page(request: web.Request, room: str) -> web.Response:
@@ -62,6 +78,8 @@ async def client_library(request: web.Request) -> web.StreamResponse:
 
 async def api_rooms(request: web.Request) -> web.Response:
     """Rooms with history or people online: ``[{room, users, last_message_at}]``."""
+    if (limited := over_budget(request, MAX_COST)) is not None:
+        return limited
     last = await request.app[store_key].rooms()
     online = await request.app[presence_key].counts()
     rooms: list[dict[str, Any]] = [
@@ -84,6 +102,8 @@ def _int_query(request: web.Request, name: str) -> int | None:
 
 async def api_messages(request: web.Request) -> web.Response:
     """``GET /api/rooms/{room}/messages?before=&limit=`` -> ``{messages, has_more}``."""
+    if (limited := over_budget(request, page_cost_of(request.query.get("limit")))) is not None:
+        return limited
     try:
         room = protocol.parse_room(request.match_info["room"])
     except ProtocolError as exc:
