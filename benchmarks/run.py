@@ -143,10 +143,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "duration": 20,
             "warmup": 3,
             "local-address": "127.0.0.2",
-            # The other address (127.0.0.1): 100 messages of 2000 characters, then pages of
-            # them asked for as fast as the server allows (20 per second per connection).
+            # The other address (127.0.0.1): 100 messages of 2000 emoji (8 KB each, a page
+            # of them about 800 KB), then pages of them asked for as fast as the server
+            # allows (20 per second per connection).
             "preload": 100,
             "preload-size": 2000,
+            "preload-char": "\U0001f600",
             "hog-limit": 100,
             "hog-rate": 20,
         },
