@@ -383,12 +383,13 @@ class SendQueue:
         #: :class:`ChatWebSocket` starts its writer only when there is something to write.
         self.consumer: Callable[[], None] | None = None
 
-    def __del__(self) -> None:
+    def __del__(self, _size: Callable[[Any], int] = packet_size) -> None:
         # A session can end with packets still here (a long-poll that never came back):
-        # the backlog must not count them for ever.
+        # the backlog must not count them for ever. (``_size`` is bound now: this may run
+        # while the interpreter is tearing the module down.)
         if self._items and self._backlog is not None:
             for item in self._items:
-                self._backlog.release(item, packet_size(item))
+                self._backlog.release(item, _size(item))
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
