@@ -152,6 +152,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit((workdir / "server.log").read_text(errors="replace")[-2000:])
     url = line.split("running at ")[1].split()[0].rstrip("/")
     host, port = url.removeprefix("http://").split(":")
+    try:
+        return await attack(args, url, host, int(port), proc, workdir)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def attack(
+    args: argparse.Namespace,
+    url: str,
+    host: str,
+    port: int,
+    proc: asyncio.subprocess.Process,
+    workdir: Path,
+) -> dict[str, Any]:
     samples: list[tuple[float, float, str]] = []
     t0 = time.monotonic()
 
@@ -171,7 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     readers: list[dict[str, Any]] = []
     plan = [(args.first, "first")] + [(args.each, f"in turn {k + 1}") for k in range(args.readers)]
     for k, (seconds, phase) in enumerate(plan):
-        reader = await Reader.open(host, int(port), f"127.0.0.{k + 2}", f"reader{k}")
+        reader = await Reader.open(host, port, f"127.0.0.{k + 2}", f"reader{k}")
         attack = asyncio.create_task(reader.attack(seconds, args.burst, args.rate))
         peak = 0.0
         while not attack.done():
@@ -190,16 +207,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"reader {k} ({phase}): {readers[-1]}", flush=True)
     left = time.monotonic()
     after: dict[str, float] = {}
-    for mark in (1, 10, 30, 60, args.after):
-        if mark > args.after:
-            continue
+    for mark in sorted({m for m in (1, 10, 30, 60, args.after) if m <= args.after}):
         await asyncio.sleep(max(0.0, left + mark - time.monotonic()))
-        after[f"{mark}s"] = round(sample(f"after {mark}s"), 1)
+        after[f"{mark:g}s"] = round(sample(f"after {mark}s"), 1)
     await sender.disconnect()
     proc.terminate()
     await proc.wait()
     log = (workdir / "server.log").read_text(errors="replace")
-    shutil.rmtree(workdir, ignore_errors=True)
     return {
         "chatapp": args.python,
         "pythonpath": os.environ.get("PYTHONPATH", ""),
