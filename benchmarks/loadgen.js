@@ -47,6 +47,14 @@ const DEFAULTS = {
   label: '',
   assertCorrect: false,
   wsInflate: false, // use ws's own (thread pool) inflate instead of installSyncInflate()
+  localAddress: '', // source address of the clients (another 127.0.0.x is another client address)
+  hoggers: 0, // extra connections that ask for history pages at their allowed rate
+  hogLimit: 100, // messages per history page they ask for
+  hogRate: 20, // history requests per second per hogger at most (and retry_after when refused)
+  hogAddress: '', // source address of the hoggers
+  preload: 0, // messages sent to the hoggers' room before anything else
+  preloadSize: 2000, // characters per preloaded message
+  preloadChar: 'p', // the character they repeat (an emoji makes 4 bytes of each)
 };
 
 const HELP = `usage: node loadgen.js [options]
@@ -72,6 +80,17 @@ const HELP = `usage: node loadgen.js [options]
   --max-outstanding N     rate mode: per-room cap on unacked messages; extra sends are skipped and counted
   --ws-inflate            with --deflate, keep ws's own asynchronous inflate (several times costlier
                           per message than the synchronous one used by default)
+  --local-address ADDR    source address of the clients, e.g. 127.0.0.2 (another client address)
+  --hoggers N             extra connections in their own room ("<room-prefix>hog") that ask for
+                          history pages at their allowed rate: --hog-rate per second at most,
+                          waiting retry_after when refused; reported under "hog"
+  --hog-limit N           messages per page they ask for (default ${DEFAULTS.hogLimit})
+  --hog-rate X            requests per second per hogger at most (default ${DEFAULTS.hogRate})
+  --hog-address ADDR      source address of the hoggers (default: the system's)
+  --preload N             messages of --preload-size characters sent to the hoggers' room first
+                          (from --local-address), so that their pages are big
+  --preload-size N        characters per preloaded message (default ${DEFAULTS.preloadSize})
+  --preload-char C        the character repeated in them (default ${DEFAULTS.preloadChar}; an emoji is 4 bytes)
   --label TEXT            copied into the result
   --assert-correct        exit 1 unless connected == clients, acked == sent, lost == 0, duplicates == 0
 Prints one JSON line on stdout.`;
@@ -493,16 +512,36 @@ class Room {
 }
 
 const rooms = Array.from({ length: opts.rooms }, (_, i) => new Room(i));
+const hogRoom = new Room('hog');
 const clients = [];
+const hoggers = [];
+const hogStats = {
+  connectErrors: 0,
+  disconnects: 0,
+  preloaded: 0,
+  sent: 0,
+  pages: 0,
+  limited: 0,
+  errors: 0,
+  errorReasons: {},
+  measuredPages: 0,
+  measuredLimited: 0,
+};
 const padding = opts.msgSize > 0 ? ' ' + 'x'.repeat(opts.msgSize) : '';
 
 class Client {
-  constructor(index) {
+  // kind: 'member' (of the measured rooms), 'hog' (asks for history pages) or 'preload'
+  // (fills the hoggers' room first). Only members count in the correctness accounting.
+  constructor(index, kind = 'member') {
     this.index = index;
-    this.room = rooms[index % opts.rooms];
+    this.kind = kind;
+    this.room = kind === 'member' ? rooms[index % opts.rooms] : hogRoom;
     // Spread each room's members over the URLs (matters for the cluster scenario).
     this.url = opts.urls[Math.floor(index / opts.rooms) % opts.urls.length];
-    this.name = `u${index}`;
+    this.name = kind === 'member' ? `u${index}` : `${kind}${index}`;
+    this.localAddress = kind === 'hog' ? opts.hogAddress : opts.localAddress;
+    this.hogSentAt = 0;
+    this.onPreloadAck = null;
     this.ws = null;
     this.state = 'new'; // new | connecting | ready | closed
     this.nextAckId = 0;
@@ -526,10 +565,15 @@ class Client {
         // The frames are parsed as JSON anyway; skipping UTF-8 validation is a
         // measurable share of the load generator's per-delivery cost.
         skipUTF8Validation: true,
+        localAddress: this.localAddress || undefined,
       });
       this.ws = ws;
       ws.on('message', (data, isBinary) => {
-        if (!isBinary) this.onFrame(data.toString());
+        if (isBinary) return;
+        // Hoggers and the preloader look only at the start of a frame (the ack id and
+        // whether it is ok, or the event's name): pages are big, decoding them is not free.
+        if (this.kind !== 'member' && data.length > 256) this.onFrame(data.toString('utf8', 0, 64));
+        else this.onFrame(data.toString());
       });
       ws.on('open', () => {
         if (ws.extensions && String(ws.extensions).includes('permessage-deflate')) stats.deflateNegotiated++;
@@ -548,6 +592,14 @@ class Client {
   }
 
   onFailure(reason) {
+    if (this.kind !== 'member') {
+      if (this.state === 'connecting') this.settle(false);
+      if (this.state === 'ready' && phase !== 'done' && this.kind === 'hog') hogStats.disconnects++;
+      if (this.state === 'connecting' || this.state === 'new') hogStats.connectErrors++;
+      this.state = 'closed';
+      if (this.ws && this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
+      return;
+    }
     if (this.state === 'connecting') {
       stats.connectErrors++;
       const key = String(reason).slice(0, 80);
@@ -587,7 +639,8 @@ class Client {
     } else if (type === 51 /* '3' ACK */) {
       let id = 0;
       while (s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) id = id * 10 + (s.charCodeAt(i++) - 48);
-      this.onAck(id, JSON.parse(s.slice(i)));
+      if (this.kind === 'member') this.onAck(id, JSON.parse(s.slice(i)));
+      else this.onHogAck(s, i);
     } else if (type === 52 /* '4' CONNECT_ERROR */) {
       let reason = s.slice(i);
       try {
@@ -603,6 +656,14 @@ class Client {
   }
 
   onEvent(s, i) {
+    if (this.kind !== 'member') {
+      // Hoggers and the preloader only need their welcome.
+      if (this.state === 'connecting' && s.startsWith('["welcome"', i)) {
+        this.state = 'ready';
+        this.settle(true);
+      }
+      return;
+    }
     // A broadcast reaches every member of the room with the exact same frame:
     // parse each distinct frame once (cache) rather than once per receiver.
     let ev = parseCache.get(s);
@@ -659,6 +720,50 @@ class Client {
     room.outstanding++;
     stats.sent++;
     this.ws.send(`42${ackId}` + JSON.stringify(['message', { text, client_id: `${this.name}-${ackId}` }]));
+  }
+
+  // -- hoggers: a history page at a time, at --hog-rate at most, waiting when refused
+
+  hogNext() {
+    if (!sending() || this.state !== 'ready') return;
+    this.hogSentAt = performance.now();
+    hogStats.sent++;
+    this.ws.send(`42${this.nextAckId++}` + JSON.stringify(['history', { limit: opts.hogLimit }]));
+  }
+
+  onHogAck(s, i) {
+    const now = performance.now();
+    // A page is big: recognise it without parsing it.
+    const ok = s.startsWith('[{"ok":true', i);
+    let res = null;
+    if (!ok) {
+      try {
+        res = JSON.parse(s.slice(i))[0];
+      } catch {
+        res = null;
+      }
+    }
+    if (this.kind === 'preload') {
+      this.onPreloadAck(ok, res);
+      return;
+    }
+    let waitMs = 0;
+    const measured = now >= measureStart && now < measureEnd;
+    if (ok) {
+      hogStats.pages++;
+      if (measured) hogStats.measuredPages++;
+    } else if (res && res.error === 'rate limited') {
+      hogStats.limited++;
+      if (measured) hogStats.measuredLimited++;
+      waitMs = Math.min((Number(res.retry_after) || 0) * 1000, 5000);
+    } else {
+      hogStats.errors++;
+      const key = String((res && res.error) || 'malformed ack').slice(0, 80);
+      hogStats.errorReasons[key] = (hogStats.errorReasons[key] || 0) + 1;
+    }
+    const delay = Math.max(waitMs, 1000 / opts.hogRate - (now - this.hogSentAt), 0);
+    if (delay > 0) setTimeout(() => this.hogNext(), delay);
+    else this.hogNext();
   }
 
   onAck(ackId, args) {
@@ -746,7 +851,41 @@ async function connectAll() {
   for (const c of clients) if (c.state === 'connecting' || c.state === 'new') c.onFailure('connect timeout');
 }
 
+// Fills the hoggers' room with --preload messages of --preload-size characters, one at a
+// time (waiting retry_after when refused), from a connection that then leaves.
+async function preloadRoom() {
+  const c = new Client(0, 'preload');
+  if (!(await c.connect())) throw new Error('the preloading connection failed');
+  const text = opts.preloadChar.repeat(opts.preloadSize);
+  await new Promise((resolve, reject) => {
+    const sendOne = () => c.ws.send(`42${c.nextAckId++}` + JSON.stringify(['message', { text }]));
+    c.onPreloadAck = (ok, res) => {
+      if (ok) {
+        hogStats.preloaded++;
+        if (hogStats.preloaded >= opts.preload) resolve();
+        else sendOne();
+      } else if (res && res.error === 'rate limited') {
+        setTimeout(sendOne, Math.min((Number(res.retry_after) || 0) * 1000, 5000));
+      } else {
+        reject(new Error(`preloading failed: ${JSON.stringify(res)}`));
+      }
+    };
+    sendOne();
+  });
+  await new Promise((resolve) => {
+    c.ws.once('close', resolve);
+    c.ws.close();
+  });
+}
+
+async function connectHoggers() {
+  for (let i = 0; i < opts.hoggers; i++) hoggers.push(new Client(i, 'hog'));
+  await Promise.all(hoggers.map((h) => h.connect()));
+  hogStats.connected = hoggers.filter((h) => h.state === 'ready').length;
+}
+
 function startSenders() {
+  for (const h of hoggers) if (h.state === 'ready') h.hogNext();
   for (const room of rooms) room.senders = [];
   for (const c of clients) {
     if (c.state === 'ready' && c.room.senders.length < opts.senders) {
@@ -829,6 +968,10 @@ async function main() {
   setTimeout(() => finish('hard timeout', 3), hardLimitS * 1000).unref();
 
   sampler.start();
+  if (opts.preload > 0) {
+    log(`preloading ${opts.preload} messages of ${opts.preloadSize} characters into ${hogRoom.name}`);
+    await preloadRoom();
+  }
   const serverCpuStart = sampler.cpuSeconds();
   const rssBeforeKb = sampler.rssKb();
 
@@ -842,6 +985,10 @@ async function main() {
   const serverCpuConnect = sampler.cpuSeconds() - serverCpuConnect0;
   const connected = clients.filter((c) => c.state === 'ready').length;
   log(`connected ${connected}/${opts.clients} in ${connectSeconds.toFixed(2)}s, ${stats.connectErrors} errors`);
+  if (opts.hoggers > 0) {
+    await connectHoggers();
+    log(`connected ${hogStats.connected}/${opts.hoggers} hoggers`);
+  }
 
   if (opts.settle > 0) await sleep(opts.settle * 1000);
   const rssConnectedKb = sampler.rssKb();
@@ -960,6 +1107,24 @@ async function main() {
       other_cpu_util: r3(Math.max(0, sum(busy) - irq - mine)),
     };
   }
+  if (opts.hoggers > 0 || opts.preload > 0) {
+    result.hog = {
+      hoggers: opts.hoggers,
+      connected: hogStats.connected || 0,
+      connect_errors: hogStats.connectErrors,
+      disconnects: hogStats.disconnects,
+      preloaded: hogStats.preloaded,
+      limit: opts.hogLimit,
+      sent: hogStats.sent,
+      pages: hogStats.pages,
+      limited: hogStats.limited,
+      errors: hogStats.errors,
+      error_reasons: hogStats.errorReasons,
+      // Pages answered, and requests refused as rate limited, during the measured window.
+      pages_per_s: r3(hogStats.measuredPages / measuredSeconds),
+      limited_per_s: r3(hogStats.measuredLimited / measuredSeconds),
+    };
+  }
   if (opts.pids.length) {
     const connectedDelta = rssConnectedKb - rssBeforeKb;
     result.server = {
@@ -1008,7 +1173,7 @@ function finish(error, code) {
       exitCode = 1;
     }
   }
-  for (const c of clients) if (c.ws) c.ws.terminate();
+  for (const c of [...clients, ...hoggers]) if (c.ws) c.ws.terminate();
   process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(exitCode));
 }
 

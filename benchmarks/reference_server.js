@@ -4,7 +4,8 @@
 // It speaks the same protocol subset as chatapp (Socket.IO v5, namespace "/",
 // path "/socket.io/") so that loadgen.js can drive both with identical traffic
 // and run.py can report chatapp/node ratios. It is deliberately minimal: no
-// persistence, no history (welcome.history is always empty), no rate limit.
+// persistence, no history (welcome.history is always empty, and a `history`
+// request gets an empty page), no rate limit.
 //
 // Usage: node reference_server.js [--port 0] [--host 127.0.0.1] [--deflate[=THRESHOLD]]
 //        (--inject-faults is for the harness's own tests only)
@@ -109,6 +110,11 @@ io.on('connection', (socket) => {
       io.to(room).emit('message', message);
     }
     reply({ ok: true, message });
+  });
+
+  // Nothing is kept: every page is empty (enough for loadgen's --hoggers).
+  socket.on('history', (payload, ack) => {
+    if (typeof ack === 'function') ack({ ok: true, messages: [], has_more: false });
   });
 
   socket.on('disconnect', () => {

@@ -54,6 +54,10 @@ RAISED_LIMITS = [
     "1000000",
     "--event-rate",
     "1000000",
+    "--ip-burst",
+    "1000000000",
+    "--ip-rate",
+    "1000000000",
     "--max-connections-per-ip",
     "0",
     "--max-tcp-connections-per-ip",
@@ -128,6 +132,35 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "deflate": "off",
     },
+    "fairness": {
+        "doc": "a bystander's message-ack latency while 20 connections of one address ask for "
+        "history pages of 100 long messages at their allowed rate: chatapp without and with them",
+        "loadgen": {
+            # The bystanders: 2 clients in a room, one sending 10 messages/s, from 127.0.0.2.
+            "clients": 2,
+            "rooms": 1,
+            "senders": 1,
+            "mode": "rate",
+            "rate": 10,
+            "duration": 20,
+            "warmup": 3,
+            "local-address": "127.0.0.2",
+            # The other address (127.0.0.1): 100 messages of 2000 emoji (8 KB each, a page
+            # of them about 800 KB), then pages of them asked for as fast as the server
+            # allows (20 per second per connection).
+            "preload": 100,
+            "preload-size": 2000,
+            "preload-char": "\U0001f600",
+            "hog-limit": 100,
+            "hog-rate": 20,
+        },
+        "variants": {"calm": {"hoggers": 0}, "attack": {"hoggers": 20}},
+        # The reference keeps no history (its pages are empty): nothing to compare.
+        "targets": ["chatapp"],
+        # chatapp's own limits, but for the preloading sender's message rate.
+        "chatapp_limits": ["--message-burst", "1000", "--message-rate", "1000"],
+        "deflate": "off",
+    },
     "cluster": {
         "doc": "2 chatapp processes sharing Redis (clients of every room spread over both) vs 1 process",
         "loadgen": {
@@ -159,7 +192,11 @@ TABLE_METRICS = [
     "latency_ms.p90",
     "latency_ms.p99",
     "latency_ms.max",
+    "ack_latency_ms.p50",
     "ack_latency_ms.p99",
+    "ack_latency_ms.max",
+    "hog.pages_per_s",
+    "hog.limited_per_s",
     "server.cpu_util_measure",
     "deliveries_per_server_cpu_s",
     "server.rss_peak_kb",
@@ -314,7 +351,8 @@ class Runner:
 
     def chatapp_server(self, label: str, db: str, redis_url: str | None = None) -> Server:
         a = self.args
-        cmd = [a.python, "-m", a.chatapp_module, "--port", "0", "--db", db, *RAISED_LIMITS]
+        limits = SCENARIOS[a.scenario].get("chatapp_limits", RAISED_LIMITS)
+        cmd = [a.python, "-m", a.chatapp_module, "--port", "0", "--db", db, *limits]
         if redis_url:
             cmd += ["--redis-url", redis_url]
         cmd += a.chatapp_arg
@@ -388,8 +426,10 @@ class Runner:
                 f"warning: could not raise the open-files limit to {target} (hard limit {hard}); raise `ulimit -n`"
             )
 
-    def scenario_opts(self) -> dict[str, Any]:
-        opts = dict(SCENARIOS[self.args.scenario]["loadgen"])
+    def scenario_opts(self, variant: str | None = None) -> dict[str, Any]:
+        scenario = SCENARIOS[self.args.scenario]
+        opts = dict(scenario["loadgen"])
+        opts.update(scenario.get("variants", {}).get(variant, {}))
         for key in ("clients", "rooms", "senders", "rate", "duration", "warmup"):
             value = getattr(self.args, key)
             if value is not None:
@@ -399,9 +439,9 @@ class Runner:
     # -- one measurement
 
     def run_loadgen(
-        self, urls: list[str], pids: list[int], deflate: bool, label: str
+        self, urls: list[str], pids: list[int], deflate: bool, label: str, variant: str
     ) -> dict[str, Any]:
-        opts = self.scenario_opts()
+        opts = self.scenario_opts(variant)
         cmd = [
             "node",
             str(LOADGEN),
@@ -447,12 +487,12 @@ class Runner:
         derive(result)
         return result
 
-    def measure(self, target: str, deflate: bool, label: str) -> dict[str, Any]:
+    def measure(self, target: str, deflate: bool, label: str, variant: str) -> dict[str, Any]:
         servers = self.start_target(target)
         try:
             time.sleep(0.5)  # let the server finish starting up before sampling its RSS
             return self.run_loadgen(
-                [s.url for s in servers], [s.pid for s in servers], deflate, label
+                [s.url for s in servers], [s.pid for s in servers], deflate, label, variant
             )
         finally:
             for s in servers:
@@ -549,11 +589,22 @@ class Runner:
         a = self.args
         scenario = SCENARIOS[a.scenario]
         # The ratio column is targets[0]/targets[1]: chatapp/node, or 2 processes/1 process.
-        targets = (
-            ["chatapp-2proc", "chatapp-1proc"] if a.scenario == "cluster" else a.targets.split(",")
-        )
+        if a.scenario == "cluster":
+            targets = ["chatapp-2proc", "chatapp-1proc"]
+        elif a.targets:
+            targets = a.targets.split(",")
+        else:
+            targets = list(scenario.get("targets", ["chatapp", "node"]))
         deflate_mode = a.deflate or scenario["deflate"]
-        variants = {"off": [False], "on": [True], "both": [False, True]}[deflate_mode]
+        # A scenario's variants: its own (loadgen options), or deflate off / on.
+        if "variants" in scenario:
+            deflate = deflate_mode == "on"
+            variants = [(name, deflate) for name in scenario["variants"]]
+        else:
+            variants = [
+                ("deflate-on" if d else "deflate-off", d)
+                for d in {"off": [False], "on": [True], "both": [False, True]}[deflate_mode]
+            ]
         runs = a.runs if a.runs is not None else scenario.get("runs", 3)
         self.check_prerequisites(targets)
         log(f"scenario {a.scenario}: {scenario['doc']}")
@@ -564,13 +615,12 @@ class Runner:
         measurements: list[dict[str, Any]] = []
         failures: list[str] = []
         for run in range(1, runs + 1):
-            for deflate in variants:
-                variant = "deflate-on" if deflate else "deflate-off"
+            for variant, deflate in variants:
                 for target in targets:  # interleaved: A, B, A, B, ...
                     label = f"{a.scenario}-{variant}-{target}-run{run}"
                     log(f"run {run}/{runs} {variant} {target} ...")
-                    result = self.measure(target, deflate, label)
-                    problems = correctness_problems(result, self.scenario_opts())
+                    result = self.measure(target, deflate, label, variant)
+                    problems = correctness_problems(result, self.scenario_opts(variant))
                     measurements.append(
                         {
                             "run": run,
@@ -589,6 +639,8 @@ class Runner:
 
         summary = summarise(measurements, targets)
         print_table(a.scenario, summary, targets)
+        if "variants" in scenario and len(targets) == 1:
+            print_variants(a.scenario, summary, targets[0])
         saturated = [
             f"{m['variant']} {m['target']} run{m['run']}"
             for m in measurements
@@ -643,6 +695,7 @@ class Runner:
             "runs": runs,
             "deflate": deflate,
             "loadgen_options": self.scenario_opts(),
+            "variants": SCENARIOS[self.args.scenario].get("variants"),
             "machine": {
                 "cpus": os.cpu_count(),
                 "pinned": self.pin,
@@ -688,6 +741,16 @@ def correctness_problems(r: dict[str, Any], opts: dict[str, Any]) -> list[str]:
             problems.append(f"{key} {r[key]}")
     if opts.get("mode") != "idle" and not r.get("sent"):
         problems.append("no message was sent")
+    hoggers = int(opts.get("hoggers") or 0)
+    if hoggers:
+        hog = r.get("hog") or {}
+        if hog.get("connected") != hoggers or hog.get("disconnects"):
+            problems.append(
+                f"hoggers: {hog.get('connected')} of {hoggers} connected, "
+                f"{hog.get('disconnects')} disconnected"
+            )
+        if hog.get("errors"):
+            problems.append(f"hoggers got errors: {hog.get('error_reasons')}")
     return problems
 
 
@@ -757,15 +820,41 @@ def print_table(scenario: str, summary: dict[str, Any], targets: list[str]) -> N
             print(f"  {m:<{width}}  " + "  ".join(f"{v:>{cw[i]}}" for i, v in enumerate(vals)))
 
 
+def print_variants(scenario: str, summary: dict[str, Any], target: str) -> None:
+    """One target's medians side by side, a column per variant (e.g. calm / attack)."""
+    names = list(summary)
+    rows = [
+        (m, [fmt((summary[v].get(m) or {}).get(target)) for v in names])
+        for m in TABLE_METRICS
+        if any(m in summary[v] for v in names)
+    ]
+    if not rows:
+        return
+    width = max(len(m) for m, _ in rows)
+    cw = [max(len(n), *(len(vals[i]) for _, vals in rows)) for i, n in enumerate(names)]
+    print(f"\n{scenario}: {target}, medians per variant")
+    print(f"  {'metric':<{width}}  " + "  ".join(f"{n:>{cw[i]}}" for i, n in enumerate(names)))
+    for m, vals in rows:
+        print(f"  {m:<{width}}  " + "  ".join(f"{v:>{cw[i]}}" for i, v in enumerate(vals)))
+
+
 def one_line(r: dict[str, Any]) -> str:
     lat = r.get("latency_ms") or {}
+    ack = r.get("ack_latency_ms") or {}
     srv = r.get("server") or {}
     lg = r.get("loadgen") or {}
+    hog = r.get("hog") or {}
     return (
         f"connected {r.get('connected')} ({fmt(r.get('connect_rate'))}/s) sent {r.get('sent')} acked {r.get('acked')} "
         f"lost {r.get('lost')} dup {r.get('duplicates')} | {fmt(r.get('deliveries_per_s'))} deliveries/s "
-        f"p50 {fmt(lat.get('p50'))} p99 {fmt(lat.get('p99'))} ms | server cpu {fmt(srv.get('cpu_util_measure'))} "
+        f"p50 {fmt(lat.get('p50'))} p99 {fmt(lat.get('p99'))} ms, ack p50 {fmt(ack.get('p50'))} p99 {fmt(ack.get('p99'))} ms "
+        f"| server cpu {fmt(srv.get('cpu_util_measure'))} "
         f"peak rss {fmt(srv.get('rss_peak_kb'))} kB | loadgen cpu {fmt(lg.get('cpu_util_measure'))}"
+        + (
+            f" | hog pages {fmt(hog.get('pages_per_s'))}/s refused {fmt(hog.get('limited_per_s'))}/s"
+            if hog.get("hoggers")
+            else ""
+        )
     )
 
 
@@ -782,8 +871,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per target and variant (default 3; smoke 1)")
     p.add_argument(
         "--targets",
-        default="chatapp,node",
-        help="comma-separated: chatapp,node (ignored by cluster)",
+        help="comma-separated: chatapp,node (default: both, fairness: chatapp; ignored by cluster)",
     )
     p.add_argument(
         "--deflate",

@@ -12,12 +12,14 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
+from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
 from .engine import Engine, library_logger
 from .fanout import FeedManager, FeedRedisManager
 from .feed import RoomFeed
 from .jsoncodec import packet_json
 from .keys import (
+    budget_key,
     connections_key,
     engine_key,
     fanout_key,
@@ -94,6 +96,8 @@ def create_app(
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         transports=list(settings.transports),
+        # engine.Engine watches the sessions' heartbeats itself, without keeping ended ones.
+        monitor_clients=False,
         json=packet_json(),
         logger=library_logger("chatapp.socketio"),
         engineio_logger=library_logger("chatapp.engineio", demote=True),
@@ -114,7 +118,11 @@ def create_app(
     feed = RoomFeed(store, engine)
     manager.engine = engine
     manager.feed = feed
-    app[handlers_key] = ChatHandlers(sio, settings, store, presence, feed, engine, access)
+    # What each client address may ask of this process, its Socket.IO events and API
+    # requests together.
+    budget = AddressBudget(settings.ip_burst, settings.ip_rate)
+    app[budget_key] = budget
+    app[handlers_key] = ChatHandlers(sio, settings, store, presence, feed, engine, access, budget)
 
     aiohttp_jinja2.setup(
         app,

@@ -20,7 +20,8 @@ then at most one ``transport.write`` per member and turn of the event loop:
   packet python-socketio sends to one client (acks, CONNECT; ``AsyncServer._send_packet``)
   takes the same path;
 * encode once: the Socket.IO packet, its engine.io wrapper, its UTF-8 bytes and its
-  WebSocket frame are built once per message (:class:`FramedPacket`);
+  WebSocket frame are built once per message (:class:`FramedPacket`, which keeps only the
+  frame);
 * write directly, in order and bounded: :class:`ChatWebSocket` replaces engine.io's aiohttp
   websocket wrapper. A frame is written straight to the transport only while the
   connection is idle: nothing in its send queue, no writer holding a packet taken but not
@@ -49,6 +50,18 @@ handling finishes. An idle connection keeps no task, no suspended coroutine chai
 request, headers or parser (an upgrade from long-polling keeps aiohttp's websocket and runs
 engine.io's own handler).
 
+**Memory of a closed connection.** It is freed by reference counting as soon as the
+connection is over, not at the cycle collector's next full pass (rare: ``cli`` raises its
+thresholds and freezes what start-up built), which could be long after a client left
+megabytes queued. So nothing a connection's objects form may be a cycle, and nothing
+long-lived may keep them: a detached :class:`ChatWebSocket` drops aiohttp's reader queue
+(which points back at it) when its connection is lost; an upgraded one ends engine.io's
+loop with ``None`` rather than an exception (which its task would keep together with the
+loop's frames); the heartbeat timer holds its session weakly; the send queue is emptied
+when the transport ends; and the walk over the sessions' heartbeats (:meth:`Engine.adopt`
+starts it; engine.io's own, ``monitor_clients``, is off) holds session ids, where
+engine.io's held a copy of its session table.
+
 **Hardening** (the policy is ``transport.TransportGuard``): checking each websocket frame
 before engine.io decodes it (:meth:`ChatWebSocket.wait`; engine.io raises on some inputs),
 checking polling bodies before engine.io reads them (:meth:`Engine.check_requests`),
@@ -72,8 +85,10 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
   ``AsyncSocket._websocket_handler`` does (repeated by a detached :class:`ChatWebSocket`,
-  whose writer runs only while the queue holds packets) and that its writer waits in
-  ``queue.get()``; ``.create_queue`` (replaced on the server, so
+  whose writer runs only while the queue holds packets), that its writer waits in
+  ``queue.get()`` and that its loop ends when ``wait()`` returns None; what
+  ``AsyncServer._service_task`` does (repeated by :meth:`Engine._watch_sessions`), and
+  that ``monitor_clients=False`` turns it off; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a :class:`SendQueue`, which has exactly the queue
   methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
   changed to :class:`ChatSocket`, in the connect event, before ``_handle_connect`` makes
@@ -81,8 +96,9 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``send`` do (repeated by :class:`ChatSocket` with a timer), ``.last_ping``,
   ``AsyncSocket.receive()``,
   ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
-  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``encode_cache``,
-  ``packet_type``, ``encoded_packet=``) and which text it fails to decode;
+  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``packet_type``,
+  ``binary``, ``encoded_packet=``) and which text it fails to decode, and that
+  long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
   ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
   %s" log line of ``AsyncServer.send_packet``;
 * python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
@@ -119,6 +135,7 @@ import json
 import logging
 import struct
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -180,7 +197,7 @@ def decodable(text: str) -> bool:
 
 
 class _EncodedText(str):
-    """An engine.io packet's text encoding, carrying its UTF-8 bytes (computed once)."""
+    """An engine.io packet's text encoding, carrying its UTF-8 bytes."""
 
     payload: bytes
 
@@ -204,23 +221,114 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class FramedPacket(eio_packet.Packet):  # type: ignore[misc]
-    """An engine.io MESSAGE packet, encoded and framed once for any number of recipients."""
+    """An engine.io MESSAGE packet, encoded and framed once for any number of recipients.
+
+    It keeps nothing but its WebSocket frame: what a websocket is sent, and what the bytes
+    waiting for a client are counted in (:func:`packet_size`). Keeping the text too, as a
+    ``str`` and as UTF-8, made a queued packet cost four to ten times its frame (a ``str``
+    takes 4 bytes per character once it holds an emoji). The text long-polling sends, and
+    an upgraded websocket's writer asks for, is made from the frame when ``encode()`` is
+    called.
+    """
 
     def __init__(self, data: str) -> None:
-        super().__init__(eio_packet.MESSAGE, data)
-        text = _EncodedText(super().encode())
-        text.payload = text.encode("utf-8")
-        # engine.io's writer sends ``encode()``, which returns this cache: the websocket
-        # wrapper finds the bytes on it and skips encoding again (polling sees a plain str).
-        self.encode_cache = text
-        self.frame = text_frame(text.payload)
+        # Not Packet.__init__: it would keep ``data``.
+        self.packet_type = eio_packet.MESSAGE
+        self.binary = False
+        self.encode_cache = None
+        payload = (str(eio_packet.MESSAGE) + data).encode("utf-8")
+        self.frame = text_frame(payload)
+        self._payload_at = len(self.frame) - len(payload)
+        #: Send queues holding this packet (a room message waits in every backed-up
+        #: member's queue, and counts once in the :class:`Backlog`).
+        self.holders = 0
+
+    @property
+    def data(self) -> str:
+        """The Socket.IO packet (engine.io's ``data``), made again from the frame."""
+        return self.frame[self._payload_at + 1 :].decode("utf-8")
+
+    def encode(self, b64: bool = False) -> _EncodedText:
+        payload = self.frame[self._payload_at :]
+        text = _EncodedText(payload.decode("utf-8"))
+        text.payload = payload
+        return text
+
+
+#: What a queued packet that is not a :class:`FramedPacket` (engine.io's own, binary
+#: attachments) is counted as, on top of its data.
+PACKET_OVERHEAD = 64
+
+
+def packet_size(pkt: Any) -> int:
+    """The bytes ``pkt`` holds while it waits in a send queue (its frame, or its data)."""
+    if pkt is None:
+        return 0
+    frame = getattr(pkt, "frame", None)
+    if frame is not None:
+        return len(frame)
+    data = getattr(pkt, "data", None)
+    if isinstance(data, str | bytes | bytearray):
+        return len(data) + PACKET_OVERHEAD
+    return PACKET_OVERHEAD
 
 
 # -- the send queue -------------------------------------------------------------------------
 
 
+#: Why a send queue gave up on its client (passed to its ``on_overflow``).
+OVER_PACKETS = "packets"  # more than its ``limit`` of packets
+OVER_BYTES = "bytes"  # more than its ``max_bytes``
+OVER_TOTAL = "total"  # it held the most when all queues together passed the Backlog's limit
+
+
+class Backlog:
+    """The bytes all send queues hold together, and the bound on them.
+
+    A packet queued for several connections (a room message) is in memory once and counts
+    once. When the total passes ``limit`` (0: no bound), the queue holding the most bytes
+    gives up on its client, then the next, until the total is back under the limit.
+    """
+
+    __slots__ = ("bytes", "limit", "queues")
+
+    def __init__(self, limit: int = 0) -> None:
+        self.bytes = 0
+        self.limit = limit
+        #: The queues holding anything: the candidates when the total is over the limit.
+        self.queues: weakref.WeakSet[SendQueue] = weakref.WeakSet()
+
+    def hold(self, pkt: Any, size: int) -> None:
+        holders = getattr(pkt, "holders", None)
+        if holders is None:
+            self.bytes += size
+        else:
+            if not holders:
+                self.bytes += size
+            pkt.holders = holders + 1
+
+    def release(self, pkt: Any, size: int) -> None:
+        holders = getattr(pkt, "holders", None)
+        if holders is None:
+            self.bytes -= size
+        else:
+            pkt.holders = holders - 1
+            if holders == 1:
+                self.bytes -= size
+
+    def shed(self) -> None:
+        """Give up on the clients holding the most until the total is under the limit."""
+        while self.limit and self.bytes > self.limit:
+            fullest = max(self.queues, key=lambda queue: queue.bytes, default=None)
+            if fullest is None or not fullest.bytes:
+                return
+            fullest._overflow(OVER_TOTAL)
+
+
 class SendQueue:
-    """An engine.io send queue that gives up on a client after ``limit`` unsent packets.
+    """An engine.io send queue that gives up on a client that does not read: after
+    ``limit`` unsent packets or ``max_bytes`` unsent bytes, or when the :class:`Backlog`
+    of all queues is over its limit and this queue holds the most.
 
     It replaces engine.io's ``asyncio.Queue`` (``AsyncServer.create_queue``) and has
     exactly what engine.io and chatapp call on ``AsyncSocket.queue``: ``put``,
@@ -229,26 +337,43 @@ class SendQueue:
     ``asyncio.Queue`` costs three deques and an Event per connection, most of them idle
     for the connection's life; here storage, getters and joiners are made when needed.
 
-    ``limit`` 0 means unbounded (a new session's, until :meth:`Engine.adopt`). On
-    overflow the queued packets are dropped (the client gets them again through ``since``
-    when it reconnects) and ``on_overflow`` runs once; from then on only the engine.io
-    CLOSE packet and the writer's ``None`` sentinel are still taken.
+    ``limit`` and ``max_bytes`` 0 mean unbounded (a new session's, until
+    :meth:`Engine.adopt`). A packet is refused once the queue holds either bound, so it
+    holds at most ``max_bytes`` plus one packet. On overflow the queued packets are dropped
+    (the client gets them again through ``since`` when it reconnects) and ``on_overflow``
+    runs once, with the reason (:data:`OVER_PACKETS`, :data:`OVER_BYTES`,
+    :data:`OVER_TOTAL`); from then on only the engine.io CLOSE packet and the writer's
+    ``None`` sentinel are still taken.
     """
 
     __slots__ = (
+        "__weakref__",
+        "_backlog",
         "_getters",
         "_items",
         "_joiners",
         "_on_overflow",
         "_unfinished",
+        "bytes",
         "consumer",
         "limit",
+        "max_bytes",
         "overflowed",
     )
 
-    def __init__(self, limit: int = 0, on_overflow: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int = 0,
+        on_overflow: Callable[[str], None] | None = None,
+        max_bytes: int = 0,
+        backlog: Backlog | None = None,
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.overflowed = False
+        #: The bytes of the packets waiting here (:func:`packet_size`).
+        self.bytes = 0
+        self._backlog = backlog
         self._on_overflow = on_overflow
         self._items: collections.deque[Any] | None = None
         self._getters: list[asyncio.Future[None]] | None = None
@@ -257,6 +382,14 @@ class SendQueue:
         #: Called when a packet arrives and no reader waits in :meth:`get`: how
         #: :class:`ChatWebSocket` starts its writer only when there is something to write.
         self.consumer: Callable[[], None] | None = None
+
+    def __del__(self, _size: Callable[[Any], int] = packet_size) -> None:
+        # A session can end with packets still here (a long-poll that never came back):
+        # the backlog must not count them for ever. (``_size`` is bound now: this may run
+        # while the interpreter is tearing the module down.)
+        if self._items and self._backlog is not None:
+            for item in self._items:
+                self._backlog.release(item, _size(item))
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -279,23 +412,49 @@ class SendQueue:
             if self.overflowed:
                 return
             if self.limit and self.qsize() >= self.limit:
-                self._overflow()
+                self._overflow(OVER_PACKETS)
+                return
+            if self.max_bytes and self.bytes >= self.max_bytes:
+                self._overflow(OVER_BYTES)
                 return
         if self._items is None:
             self._items = collections.deque()
         self._items.append(item)
         self._unfinished += 1
+        size = packet_size(item)
+        self.bytes += size
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.hold(item, size)
+            if size and self.bytes == size:  # it held nothing until now
+                backlog.queues.add(self)
         if not (self._getters and self._wake_next()) and self.consumer is not None:
             self.consumer()
+        if backlog is not None and backlog.limit and backlog.bytes > backlog.limit:
+            backlog.shed()
 
-    def _overflow(self) -> None:
-        self.overflowed = True
-        while self._items:
-            self._items.popleft()
+    def _taken(self, item: Any) -> None:
+        size = packet_size(item)
+        self.bytes -= size
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.release(item, size)
+            if size and not self.bytes:
+                backlog.queues.discard(self)
+
+    def clear(self) -> None:
+        """Drop every packet waiting here (its client will not get them: it catches up with
+        ``since`` when it reconnects), as if each had been taken and sent."""
+        items, self._items = self._items, None
+        while items:
+            self._taken(items.popleft())
             self.task_done()
-        self._items = None
+
+    def _overflow(self, reason: str) -> None:
+        self.overflowed = True
+        self.clear()
         if self._on_overflow is not None:
-            self._on_overflow()
+            self._on_overflow(reason)
 
     async def get(self) -> Any:
         while not self._items:
@@ -340,6 +499,7 @@ class SendQueue:
         item = items.popleft()
         if not items:
             self._items = None  # an idle connection keeps no deque
+        self._taken(item)
         return item
 
     def task_done(self) -> None:
@@ -378,8 +538,10 @@ class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
     ``ping_interval``), so every idle connection keeps one suspended. Here the same wait is
     one ``call_later`` handle; what it then does is what ``_send_ping`` does: unless the
     session is closing or closed, stamp ``last_ping`` and queue a PING (``send()`` would
-    first check the ping timeout, which the fresh stamp passes). engine.io creates its
-    sessions itself, so :meth:`Engine.adopt` turns each into this class.
+    first check the ping timeout, which the fresh stamp passes). The timer holds the
+    session weakly: a session that ended is freed at once, with whatever its queue held,
+    not up to ``ping_interval`` later. engine.io creates its sessions itself, so
+    :meth:`Engine.adopt` turns each into this class.
     """
 
     last_ping: float | None  # set by engine.io: when the last ping was sent
@@ -388,12 +550,20 @@ class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
         # As engine.io: only after the previous ping was answered (or for the first one).
         if self.last_ping:
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+            asyncio.get_running_loop().call_later(
+                self.server.ping_interval, _ping_if_alive, weakref.ref(self)
+            )
 
     def _ping(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+def _ping_if_alive(session: weakref.ref[ChatSocket]) -> None:
+    socket = session()
+    if socket is not None:
+        socket._ping()
 
 
 # -- the websocket wrapper --------------------------------------------------------------------
@@ -481,20 +651,25 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
         try:
             await sock.prepare(request)
-            if self.socket.connected:
-                self._sock = sock
-                self.open = True
-                await self.handler(self)
-                return sock
         except BaseException:
             self.open = False
             if links.get(sid) is self:
                 del links[sid]
             raise
-        if self._sock is not None:  # the upgrade ended
-            self.open = False
-            if links.get(sid) is self:
-                del links[sid]
+        if self.socket.connected:
+            # An upgrade from long-polling: engine.io's own handler serves it to its end.
+            self._sock = sock
+            self.open = True
+            try:
+                await self.handler(self)
+            finally:
+                self.open = False
+                if links.get(sid) is self:
+                    del links[sid]
+                if self.socket.closed:
+                    # What its writer could not send is freed with it, now. (After a
+                    # failed upgrade the session goes on over long-polling.)
+                    self.socket.queue.clear()
             return sock
         if self._detach(request, sock):
             # engine.io keeps the environ for the session's life; the request, and through
@@ -555,7 +730,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         self._take_frames()  # what aiohttp's reader parsed before we took over
 
     def data_received(self, data: bytes) -> None:
-        if self._frames.exception() is not None:
+        if self._frames is None or self._frames.exception() is not None:
             # The reader failed and takes nothing more. What still comes (the rest of an
             # oversized frame, the client's answer to our close) is read and dropped until
             # the client closes its side: closing with unread data would reset the
@@ -579,6 +754,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
         self._end()
+        # Nothing is read or written any more. aiohttp's reader queue points back at this
+        # object (its flow control): a cycle that would keep the connection, its session
+        # and whatever its send queue holds until the collector's next full pass.
+        self._frames = self._reader = None
+        self.transport = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -735,6 +915,9 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         sockets = self.server.sockets
         if socket.closed and sockets.get(socket.sid) is socket:
             del sockets[socket.sid]
+        # What the writer could not send is freed now, not when the session is.
+        queue.clear()
+        self._finishing = None
 
     def _write(self, frame: bytes) -> bool:
         """Write a frame after what was written directly; False if the connection is gone."""
@@ -776,17 +959,16 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         return True
 
     async def wait(self) -> Any:
-        """The next frame's data (upgraded connections); OSError when closed or on a frame
-        engine.io cannot take."""
+        """The next frame's data (upgraded connections). At the end (closed, or a frame
+        engine.io cannot take): None once upgraded, OSError during the upgrade."""
         msg = await self._sock.receive()
         if msg.type == WSMsgType.TEXT:
-            if not decodable(msg.data):
-                log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
-                raise OSError("malformed frame")
+            if decodable(msg.data):
+                return msg.data
+            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+        elif msg.type == WSMsgType.BINARY:
             return msg.data
-        if msg.type == WSMsgType.BINARY:
-            return msg.data
-        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
+        elif msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
             WSCloseCode.MESSAGE_TOO_BIG
         ):
             log.warning(
@@ -794,6 +976,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
                 self.ip,
                 self.server.max_http_buffer_size,
             )
+        if self.socket.upgraded:
+            # engine.io's loop ends at None ("closed by the client"). An exception would
+            # end it too, but its task keeps it, and its traceback the loop's frames (this
+            # object, the session and its queue): a cycle only the collector frees.
+            return None
         raise OSError("websocket closed")
 
     async def send(self, message: Any) -> None:
@@ -811,6 +998,11 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
             frame = _frame(0x2, message)
         else:
             frame = text_frame(message.encode("utf-8"))
+        await self._send_frame(frame)
+
+    async def _send_frame(self, frame: bytes) -> None:
+        """Write a frame on a detached connection, then wait while the transport's buffer
+        is over its high-water mark."""
         if self._close_sent or not self._write(frame):
             raise ConnectionResetError("websocket closed")
         await self._drain()
@@ -839,8 +1031,12 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
                 queue.task_done()
                 if pkt is None:
                     break
-                await self.send(pkt.encode())
-                pkt = None  # keep no packet alive while waiting
+                frame = getattr(pkt, "frame", None)
+                if frame is not None:
+                    await self._send_frame(frame)
+                else:
+                    await self.send(pkt.encode())
+                pkt = frame = None  # keep no packet alive while waiting
         except Exception:
             pass  # the connection broke; the reader notices and cleans up
         finally:
@@ -941,9 +1137,16 @@ class Engine:
         # path as room frames, so it neither wakes a writer nor overtakes them.
         self._send_binary_packet = sio._send_packet
         sio._send_packet = self._send_packet
+        #: What every send queue holds, together (its limit is set by the transport guard).
+        self.backlog = Backlog()
+        # engine.io's own session monitor (``monitor_clients``) must be off: see _monitor.
+        self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
-        self._eio.create_queue = SendQueue
+        self._eio.create_queue = self._create_queue
         self._detached_close: Callable[[asyncio.BaseTransport], None] | None = None
+
+    def _create_queue(self) -> SendQueue:
+        return SendQueue(backlog=self.backlog)
 
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
@@ -993,9 +1196,12 @@ class Engine:
         self._eio.on(event, handler)
         return previous
 
-    def adopt(self, eio_sid: str, limit: int, on_overflow: Callable[[], None]) -> None:
-        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue`; call
-        from the engine.io connect event (engine.io schedules the first ping after it)."""
+    def adopt(
+        self, eio_sid: str, limit: int, max_bytes: int, on_overflow: Callable[[str], None]
+    ) -> None:
+        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue` (in
+        packets and bytes; ``on_overflow`` gets the reason); call from the engine.io
+        connect event (engine.io schedules the first ping after it)."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
@@ -1004,7 +1210,41 @@ class Engine:
         queue = socket.queue
         assert isinstance(queue, SendQueue), "made by Engine._create_queue"
         queue.limit = limit
+        queue.max_bytes = max_bytes
         queue._on_overflow = on_overflow
+        if self._monitor is None:
+            self._monitor = asyncio.ensure_future(self._watch_sessions())
+
+    async def _watch_sessions(self) -> None:
+        """What engine.io's service task does (``monitor_clients``, turned off in the
+        server): visit every session once per ``ping_timeout``, closing one whose client
+        stopped answering pings and forgetting one that closed.
+
+        engine.io walks a copy of its session table, and its loop variable keeps the
+        session it last visited while it sleeps: a session that ended stayed alive, with
+        what its queue held, for up to ``ping_timeout`` after its connection. This walk
+        holds only session ids.
+        """
+        eio = self._eio
+        while True:
+            sids = list(eio.sockets)
+            if not sids:
+                await asyncio.sleep(eio.ping_timeout)
+                continue
+            pause = eio.ping_timeout / len(sids)
+            for sid in sids:
+                socket = eio.sockets.get(sid)
+                try:
+                    if socket is None:
+                        pass
+                    elif socket.closed:
+                        del eio.sockets[sid]
+                    elif not socket.closing:
+                        await socket.check_ping_timeout()
+                except Exception:
+                    log.exception("engine.io session %s: error checking its heartbeat", sid)
+                socket = None
+                await asyncio.sleep(pause)
 
     def has_session(self, eio_sid: str) -> bool:
         return eio_sid in self._eio.sockets
@@ -1050,6 +1290,11 @@ class Engine:
             for join in pending:
                 join.cancel()
         eio.sockets.clear()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
 
     # -- Socket.IO connection state -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from .budget import AddressBudget
 from .connections import ConnectionLimit
 from .engine import Engine
 from .fanout import FeedManager
@@ -25,3 +26,4 @@ engine_key = web.AppKey("engine", Engine)
 guard_key = web.AppKey("guard", TransportGuard)
 connections_key = web.AppKey("connections", ConnectionLimit)
 handlers_key = web.AppKey("handlers", ChatHandlers)
+budget_key = web.AppKey("budget", AddressBudget)

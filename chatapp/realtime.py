@@ -14,6 +14,7 @@ import socketio
 
 from . import protocol
 from .access import AccessControl
+from .budget import EVENT_COST, AddressBudget, event_cost
 from .engine import Engine
 from .fanout import MESSAGE_EVENT
 from .feed import RoomFeed
@@ -77,9 +78,13 @@ class ChatHandlers:
         feed: RoomFeed,
         engine: Engine,
         access: AccessControl | None = None,
+        budget: AddressBudget | None = None,
     ) -> None:
         self.sio = sio
         self.access = access if access is not None else AccessControl("")
+        self.budget = (
+            budget if budget is not None else AddressBudget(settings.ip_burst, settings.ip_rate)
+        )
         self.settings = settings
         self.store = store
         self.presence = presence
@@ -123,7 +128,9 @@ class ChatHandlers:
                 if conn.join_waiter is None:
                     conn.join_waiter = asyncio.Event()
                 await conn.join_waiter.wait()
-            limited = self._limit_events(conn, event)
+            limited = self._limit_events(conn, event) or self._limit_address(
+                conn, event, event_cost(event, args)
+            )
             if limited is not None:
                 return limited
             try:
@@ -148,6 +155,13 @@ class ChatHandlers:
             log.info("%s from %s hit the event rate limit (%s)", conn.sid, conn.ip, event)
         return error("rate limited", retry_after=round(wait, 3))
 
+    def _limit_address(self, conn: Connection, event: str, cost: int) -> Ack | None:
+        """Charge the event to its client address's budget (``chatapp.budget``)."""
+        wait = self.budget.spend(conn.ip, cost, event)
+        if not wait:
+            return None
+        return error("rate limited", retry_after=round(wait, 3))
+
     async def on_unknown(self, *args: Any) -> Ack:
         # Normally (event, sid, *data); a client may also name its event "*" itself, and
         # then python-socketio passes (sid, *data).
@@ -155,7 +169,9 @@ class ChatHandlers:
         sid = args[1] if named else args[0] if args else None
         conn = self.connections.get(sid) if isinstance(sid, str) else None
         if conn is not None:
-            limited = self._limit_events(conn, "unknown")
+            limited = self._limit_events(conn, "unknown") or self._limit_address(
+                conn, "unknown event", EVENT_COST
+            )
             if limited is not None:
                 return limited
         log.debug("unknown event %.64r from %s", args[0] if args else None, sid)

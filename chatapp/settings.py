@@ -59,6 +59,11 @@ class Settings:
     #: Token bucket per connection for every event (message, typing, history, rename...).
     event_burst: float = 40.0
     event_rate: float = 20.0
+    #: Token bucket per client address, in cost units, for all its connections' events and
+    #: API requests together: a message, typing or rename costs 1, a history page
+    #: 1 + limit/10 (``chatapp.budget``). Per process.
+    ip_burst: float = 400.0
+    ip_rate: float = 100.0
     #: Largest Socket.IO frame and polling body (engine.io ``max_http_buffer_size``, which
     #: clients are told as ``maxPayload``), bytes. Above the longest text even when every
     #: character is JSON-escaped, so an over-long text gets ``{ok: false}``, not a drop.
@@ -68,6 +73,13 @@ class Settings:
     #: Packets waiting to be sent to one connection before it counts as a slow consumer
     #: and is disconnected.
     max_queued_packets: int = 1000
+    #: Bytes waiting to be sent to one connection before it counts as a slow consumer and
+    #: is disconnected (its send queue; what its transport buffers is bounded by flow
+    #: control to 64 KiB plus one frame).
+    max_queued_bytes: int = 4 * 1024 * 1024
+    #: Bytes waiting in all connections' send queues together (a room message queued for
+    #: many counts once); past it the connection holding the most is disconnected.
+    max_queued_bytes_total: int = 256 * 1024 * 1024
     #: Seconds an engine.io session may stay open without completing a Socket.IO connect.
     connect_timeout: float = 10.0
     #: Engine.IO heartbeat: a ping every ``ping_interval`` s; a client that does not answer
@@ -262,6 +274,15 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
     ),
     ("event_rate", float, _DEFAULTS.event_rate, "sustained events per second per connection"),
     (
+        "ip_burst",
+        float,
+        _DEFAULTS.ip_burst,
+        "cost units one client address may spend at once, all its connections and API "
+        "requests together (a message, typing or rename costs 1, a history page of N "
+        "messages 1 + N/10)",
+    ),
+    ("ip_rate", float, _DEFAULTS.ip_rate, "cost units per second per client address"),
+    (
         "max_frame_bytes",
         int,
         _DEFAULTS.max_frame_bytes,
@@ -274,6 +295,19 @@ _LIMITS: tuple[tuple[str, type, float, str], ...] = (
         int,
         _DEFAULTS.max_queued_packets,
         "packets queued for a connection that does not read before it is disconnected",
+    ),
+    (
+        "max_queued_bytes",
+        int,
+        _DEFAULTS.max_queued_bytes,
+        "bytes queued for a connection that does not read before it is disconnected",
+    ),
+    (
+        "max_queued_bytes_total",
+        int,
+        _DEFAULTS.max_queued_bytes_total,
+        "bytes queued for all connections together; past it the connection holding the "
+        "most is disconnected",
     ),
     (
         "connect_timeout",
@@ -320,9 +354,13 @@ _MINIMUMS: dict[str, float] = {
     "max_connections_per_ip": 0,
     "event_burst": 1,
     "event_rate": 0.001,
+    "ip_burst": 11,  # the dearest request: a history page of 100
+    "ip_rate": 0.001,
     "max_frame_bytes": 65_536,
     "max_body_bytes": 1024,
     "max_queued_packets": 10,
+    "max_queued_bytes": 65_536,
+    "max_queued_bytes_total": 1_048_576,
     "connect_timeout": 0.1,
     "ping_interval": 1,
     "ping_timeout": 0.1,

@@ -8,8 +8,10 @@ and a client's protocol mistakes are logged at ERROR. :class:`TransportGuard` fi
 
 * frames and polling bodies that engine.io cannot decode, and Socket.IO packets that
   python-socketio cannot handle, close that one connection with a WARNING line;
-* each connection's send queue is bounded (``--max-queued-packets``); over it the
-  connection is dropped and the client catches up with ``since`` when it reconnects;
+* each connection's send queue is bounded in packets and bytes (``--max-queued-packets``,
+  ``--max-queued-bytes``), and all queues together in bytes (``--max-queued-bytes-total``,
+  over which the connection holding the most goes first); a connection over a bound is
+  dropped and the client catches up with ``since`` when it reconnects;
 * engine.io sessions per client address are capped (twice ``--max-connections-per-ip``;
   Socket.IO connections are refused with a readable reason at the limit itself, in
   ``realtime``), and a session without a Socket.IO connect is closed after
@@ -36,7 +38,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from .engine import Engine, decodable
+from .engine import OVER_BYTES, OVER_TOTAL, Engine, decodable
 from .logthrottle import LogThrottle
 from .origins import client_ip, responded
 from .ratelimit import TokenBucket
@@ -113,6 +115,7 @@ class TransportGuard:
         self._foreign = LogThrottle()
         self._polling: set[str] = set()  # sessions with a long-poll waiting
 
+        engine.backlog.limit = settings.max_queued_bytes_total
         engine.check_requests(self._check_request)
         self._on_connect = engine.intercept("connect", self._connect)
         self._on_message = engine.intercept("message", self._message)
@@ -264,7 +267,10 @@ class TransportGuard:
         self.sessions_per_ip[ip] += 1
         self.ip_of[eio_sid] = ip
         self.engine.adopt(
-            eio_sid, self.settings.max_queued_packets, lambda: self._overflow(eio_sid)
+            eio_sid,
+            self.settings.max_queued_packets,
+            self.settings.max_queued_bytes,
+            lambda reason: self._overflow(eio_sid, reason),
         )
         s = self.settings
         burst = FLOOD_FACTOR * s.event_burst + 10
@@ -382,11 +388,21 @@ class TransportGuard:
         )
         self._spawn(self.engine.close(eio_sid, CONNECT_TIMEOUT, abort=True))
 
-    def _overflow(self, eio_sid: str) -> None:
+    def _overflow(self, eio_sid: str, reason: str) -> None:
+        s = self.settings
+        if reason == OVER_TOTAL:
+            why = (
+                "it holds the most unsent data of all connections, which together hold "
+                f"more than --max-queued-bytes-total ({s.max_queued_bytes_total} bytes)"
+            )
+        elif reason == OVER_BYTES:
+            why = f"{s.max_queued_bytes} bytes waiting (--max-queued-bytes)"
+        else:
+            why = f"{s.max_queued_packets} packets waiting (--max-queued-packets)"
         log.warning(
-            "closing %s: %d packets waiting, the client is not reading (it catches up "
-            "with since when it reconnects)",
+            "closing %s: %s, the client is not reading (it catches up with since when it "
+            "reconnects)",
             self._sid_label(eio_sid),
-            self.settings.max_queued_packets,
+            why,
         )
         self._spawn(self.engine.close(eio_sid, SLOW_CONSUMER, abort=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,9 +14,10 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import protocol
+from .budget import MAX_COST, page_cost_of
 from .jsoncodec import dumps_text
-from .keys import fanout_key, presence_key, resources_key, settings_key, store_key
-from .origins import responded
+from .keys import budget_key, fanout_key, presence_key, resources_key, settings_key, store_key
+from .origins import client_ip, responded
 from .paging import newest_within
 from .protocol import ProtocolError
 
@@ -43,6 +45,20 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
 
 def json_error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status=status)
+
+
+def over_budget(request: web.Request, cost: int) -> web.Response | None:
+    """Charge an API request to its client address's budget (``chatapp.budget``, shared
+    with its Socket.IO events); a 429 answer if it cannot pay."""
+    ip = client_ip(request, request.app[settings_key].trust_proxy)
+    wait = request.app[budget_key].spend(ip, cost, request.path)
+    if not wait:
+        return None
+    return json_response(
+        {"error": "rate limited", "retry_after": round(wait, 3)},
+        status=429,
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
 
 
 def _page(request: web.Request, room: str) -> web.Response:
@@ -93,6 +109,8 @@ async def api_rooms(request: web.Request) -> web.Response:
     full page links to the next one (``Link: <...>; rel="next"``). The cost is bounded by
     the rooms with people online and the page size, not by how many rooms ever existed.
     """
+    if (limited := over_budget(request, MAX_COST)) is not None:
+        return limited
     try:
         limit = _limit_query(request, ROOMS_DEFAULT, ROOMS_MAX)
         after = _rooms_cursor(request.query.get("after"))
@@ -165,6 +183,8 @@ def _rooms_cursor(raw: str | None) -> tuple[int, int, str] | None:
 
 async def api_messages(request: web.Request) -> web.Response:
     """``GET /api/rooms/{room}/messages?before=&limit=`` -> ``{messages, has_more}``."""
+    if (limited := over_budget(request, page_cost_of(request.query.get("limit")))) is not None:
+        return limited
     try:
         room = protocol.parse_room(request.match_info["room"])
     except ProtocolError as exc:

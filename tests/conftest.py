@@ -12,7 +12,7 @@ from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
 ClientFactory = Callable[..., Client]
-#: Flags that lift the per-connection rate limits.
+#: Flags that lift the per-connection and per-address rate limits.
 NO_RATE_LIMITS = (
     "--message-burst",
     "100000",
@@ -22,6 +22,10 @@ NO_RATE_LIMITS = (
     "100000",
     "--event-rate",
     "100000",
+    "--ip-burst",
+    "10000000",
+    "--ip-rate",
+    "10000000",
 )
 # Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
 __all__ = ["cluster", "pg_url", "redis_prefix", "tcp_proxy"]

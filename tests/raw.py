@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -132,3 +133,58 @@ async def settle(read: Callable[[], int], target: int, timeout: float = 30) -> i
 async def settle_fds(pid: int, target: int, timeout: float = 30) -> int:
     """Wait until the process has at most ``target`` descriptors open; return the count."""
     return await settle(lambda: fd_count(pid), target, timeout)
+
+
+class SlowReader:
+    """A websocket client that joins a room and then never reads its socket again.
+
+    Its receive buffer is small, so that the server's send path backs up quickly; it can
+    still send frames (events it will never read the answers of).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def open(cls, url: str, local_address: str = "127.0.0.1", **auth: Any) -> SlowReader:
+        """Connect from ``local_address`` (another 127.0.0.x is another client address)."""
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind((local_address, 0))
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, int(port)))
+        request = (
+            f"GET {WS_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        received = b""
+        while b'"sid"' not in received.partition(b"\r\n\r\n")[2]:  # the OPEN packet
+            chunk = await loop.sock_recv(sock, 4096)
+            assert chunk, "closed during the handshake"
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 101")
+        await loop.sock_sendall(sock, ws_frame("40" + json.dumps(auth)))
+        return cls(sock)
+
+    async def send(self, text: str) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, ws_frame(text))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    async def is_dropped(self) -> bool:
+        """Drain what the server sent; True once the server has closed or reset it."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
+                if not chunk:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False

@@ -19,6 +19,11 @@ URL_RE = re.compile(r"http://[^\s/]+")
 EVENT_TIMEOUT = 10.0
 #: Log lines that mean the server hit something it did not handle.
 BAD_LOG = re.compile(r" (ERROR|CRITICAL) |Traceback \(most recent call last\)")
+#: ``python -m chatapp`` with the cycle collector disabled from the start.
+_WITHOUT_COLLECTOR = (
+    "import gc, runpy; gc.disable(); "
+    "runpy.run_module('chatapp', run_name='__main__', alter_sys=True)"
+)
 
 
 class Server:
@@ -30,9 +35,13 @@ class Server:
         *args: str,
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cycle_collector: bool = True,
     ) -> None:
         self.workdir = workdir
         self.preexec_fn = preexec_fn  # runs in the child before it starts (e.g. setrlimit)
+        # Off: the server frees only what reference counting frees (to show that a closed
+        # connection's memory does not wait for a collection).
+        self.cycle_collector = cycle_collector
         self.db = str(workdir / "chat.db")
         self.args = list(args)
         self.env = env or {}
@@ -51,7 +60,11 @@ class Server:
             args = ["--db", self.db, *args]
         if not any(a.startswith("--port") for a in args):
             args = ["--port", "0", *args]
-        return [sys.executable, "-m", "chatapp", "--log-level", "debug", *args]
+        if self.cycle_collector:
+            python = [sys.executable, "-m", "chatapp"]
+        else:
+            python = [sys.executable, "-c", _WITHOUT_COLLECTOR]
+        return [*python, "--log-level", "debug", *args]
 
     async def start(self) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}

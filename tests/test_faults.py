@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from .conftest import NO_RATE_LIMITS, ServerFactory
-from .raw import WS_PATH, ws_frame
+from .raw import SlowReader
 from .support import Client
 
 
@@ -124,53 +122,6 @@ async def test_sigterm_under_load_finishes_writes_and_tells_clients(
     for message in acked:
         assert stored[message["id"]] == message
     assert len({m["text"] for m in history}) == len(history)
-
-
-class SlowReader:
-    """A websocket client that joins a room and then never reads its socket again."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    async def open(cls, url: str, **auth: str) -> SlowReader:
-        host, port = url.removeprefix("http://").split(":")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # A small receive window, so that the server's send path backs up quickly.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(sock, (host, int(port)))
-        request = (
-            f"GET {WS_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        received = b""
-        while b'"sid"' not in received.partition(b"\r\n\r\n")[2]:  # the OPEN packet
-            chunk = await loop.sock_recv(sock, 4096)
-            assert chunk, "closed during the handshake"
-            received += chunk
-        assert received.startswith(b"HTTP/1.1 101")
-        await loop.sock_sendall(sock, ws_frame("40" + json.dumps(auth)))
-        return cls(sock)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    async def is_dropped(self) -> bool:
-        """Drain what the server sent; True once the server has closed or reset it."""
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
-                if not chunk:
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except TimeoutError:
-            return False
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_catches_up(

@@ -156,6 +156,27 @@ def test_heartbeat_internals() -> None:
     }
 
 
+def test_session_monitor_internals(tmp_path: Path) -> None:
+    """engine.io's session monitor is off (``monitor_clients``, a public option) and
+    Engine repeats what it does, holding session ids instead of a copy of the table."""
+    server = socketio.AsyncServer(async_mode="aiohttp", monitor_clients=False)
+    assert server.eio.start_service_task is False
+    connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
+    assert "if self.start_service_task:" in connect
+    service = inspect.getsource(engineio.async_server.AsyncServer._service_task)
+    for step in (
+        "sleep_interval = self.ping_timeout / len(self.sockets)",
+        "for s in self.sockets.copy().values():",
+        "if s.closed:",
+        "del self.sockets[s.sid]",
+        "elif not s.closing:",
+        "await s.check_ping_timeout()",
+    ):
+        assert step in service, step
+    app = create_app(load_settings(["--db", str(tmp_path / "x.db")], environ={}))
+    assert app[sio_key].eio.start_service_task is False
+
+
 def test_decodable_lets_through_only_what_engineio_decodes() -> None:
     accepted = ["4x", "2", "3probe", "6", "1", '42["m",1]', "bAAEC", "4" + "[" * 100, "0{}"]
     for text in accepted:
@@ -210,17 +231,28 @@ def test_websocket_driver_internals() -> None:
         "await self.queue.put(None)",
         "await self.close(wait=False, abort=True,\n                         "
         "reason=self.server.reason.TRANSPORT_CLOSE)",
+        # ChatWebSocket.wait() ends an upgraded connection's loop with None, not an
+        # exception (which its task would keep in a cycle with the loop's frames).
+        "if p is None:\n                # connection closed by client\n                break",
     ):
         assert step in handler, step
     assert issubclass(engineio.exceptions.UnknownPacketError, engineio.exceptions.EngineIOError)
     assert issubclass(engineio.exceptions.SocketIsClosedError, engineio.exceptions.EngineIOError)
     receive = inspect.getsource(async_socket.AsyncSocket.receive)
     assert "self.schedule_ping()" in receive and "'message', self.sid, pkt.data" in receive
-    # Packets carry their encoding in encode_cache, which encode() returns as is.
+    # A FramedPacket keeps only its frame; what engine.io's writer (upgraded connections)
+    # and long-polling ask of it, encode() (with b64=True for polling), is made from it.
     pkt = engine.FramedPacket('2["x",1]')
-    assert pkt.encode() is pkt.encode_cache and pkt.encode() == '42["x",1]'
-    assert "return self.encode_cache" in inspect.getsource(engineio.packet.Packet.encode)
     assert pkt.frame == b'\x81\x0942["x",1]'
+    assert pkt.encode() == '42["x",1]' and pkt.encode(b64=True) == '42["x",1]'
+    assert pkt.encode().payload == b'42["x",1]' and pkt.data == '2["x",1]'
+    assert pkt.packet_type == engineio.packet.MESSAGE and not pkt.binary
+    assert "encoded_payload += pkt.encode(b64=True)" in inspect.getsource(
+        engineio.payload.Payload.encode
+    )
+    emoji = engine.FramedPacket('2["x","\U0001f600"]')
+    assert emoji.encode() == '42["x","\U0001f600"]' and len(emoji.frame) == 2 + 14
+    assert [k for k in vars(emoji) if isinstance(vars(emoji)[k], str | bytes)] == ["frame"]
 
 
 async def test_a_waiting_queue_reader_shows() -> None:
@@ -272,19 +304,59 @@ async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
 
 
 def test_send_queue_bound_drops_everything_once() -> None:
-    overflows = []
-    queue = engine.SendQueue(3, lambda: overflows.append(1))
+    overflows: list[str] = []
+    queue = engine.SendQueue(3, overflows.append)
     for i in range(3):
         queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, str(i)))
     assert queue.qsize() == 3 and not queue.overflowed
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "3"))
-    assert queue.overflowed and queue.qsize() == 0 and overflows == [1]
+    assert queue.overflowed and queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "4"))
-    assert queue.qsize() == 0 and overflows == [1]
+    assert queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
     # CLOSE and the writer's None sentinel are still taken.
     queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
     queue.put_nowait(None)
-    assert queue.qsize() == 2 and overflows == [1]
+    assert queue.qsize() == 2 and overflows == [engine.OVER_PACKETS]
+
+
+def test_send_queue_bytes_and_the_backlog() -> None:
+    """A queue counts the bytes of its packets (a frame's length) and refuses one once it
+    holds max_bytes; the backlog counts a packet queued in several queues once, and past
+    its limit the queue holding the most gives up."""
+    backlog = engine.Backlog(limit=10_000)
+    overflows: list[tuple[str, str]] = []
+    a = engine.SendQueue(0, lambda why: overflows.append(("a", why)), 3000, backlog)
+    b = engine.SendQueue(0, lambda why: overflows.append(("b", why)), 100_000, backlog)
+    shared = engine.FramedPacket("2" + "x" * 998)  # a 1004-byte frame
+    size = engine.packet_size(shared)
+    assert size == len(shared.frame) == 1004
+    a.put_nowait(shared)
+    b.put_nowait(shared)
+    assert a.bytes == b.bytes == size and backlog.bytes == size  # in memory once
+    assert a.get_nowait() is shared and a.bytes == 0 and backlog.bytes == size
+    assert b.get_nowait() is shared and backlog.bytes == 0 and not backlog.queues
+    # Bytes: the packet after the queue reached max_bytes overflows it.
+    for _ in range(3):
+        a.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert a.bytes == 3 * size and not a.overflowed
+    a.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert a.overflowed and a.bytes == 0 and overflows == [("a", engine.OVER_BYTES)]
+    assert backlog.bytes == 0
+    # The backlog: b holds the most when the total passes 10,000 bytes, and goes.
+    c = engine.SendQueue(0, lambda why: overflows.append(("c", why)), 100_000, backlog)
+    c.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    for _ in range(9):
+        b.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    assert overflows[1:] == [("b", engine.OVER_TOTAL)]  # at 10 packets, 10,040 bytes
+    assert b.overflowed and b.bytes == 0 and backlog.bytes == c.bytes == size
+    # A queue that goes away with packets in it gives their bytes back.
+    del c
+    assert backlog.bytes == 0 and not backlog.queues
+    # clear() drops what waits, as if it had been sent (join() returns).
+    d = engine.SendQueue(backlog=backlog)
+    d.put_nowait(shared)
+    d.clear()
+    assert d.empty() and d.bytes == backlog.bytes == 0 and shared.holders == 0
 
 
 # -- aiohttp ----------------------------------------------------------------------------------

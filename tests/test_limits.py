@@ -57,6 +57,77 @@ async def test_a_client_that_ignores_the_rate_limit_is_disconnected(
     assert "kept sending after being rate limited" in server.log()
 
 
+async def test_the_budget_per_address_is_shared_by_its_connections_and_the_api(
+    start_server: ServerFactory, make_client
+) -> None:
+    """One address's connections and API requests spend one budget, where a history page
+    of 100 costs 11 and a typing notice 1; another address has its own."""
+    server = await start_server(
+        *("--event-burst", "1000", "--event-rate", "1000"),
+        # 45 units, refilled too slowly to matter during the test.
+        *("--ip-burst", "45", "--ip-rate", "0.001"),
+    )
+    a, b, c = make_client(), make_client(), make_client()
+    for client in (a, b, c):
+        await client.connect(server.url, room="budget")
+    page = {"limit": 100}
+    for client in (a, a, b, b):  # 4 x 11 = 44
+        assert (await client.call("history", page))["ok"] is True
+    refused = await c.call("history", page)
+    assert refused["ok"] is False and refused["error"] == "rate limited"
+    assert refused["retry_after"] > 1000  # 10 units missing, at 0.001 per second
+    assert (await c.call("typing", {"typing": True}))["ok"] is True  # the last unit
+    for client, event, payload in ((a, "typing", {"typing": False}), (b, "history", {})):
+        assert (await client.call(event, payload))["error"] == "rate limited"
+    async with aiohttp.ClientSession(server.url) as http:
+        for path in ("/api/rooms/budget/messages?limit=5", "/api/rooms"):
+            async with http.get(path) as r:
+                assert r.status == 429
+                assert int(r.headers["Retry-After"]) >= 999
+                body = await r.json()
+                assert body["error"] == "rate limited" and body["retry_after"] > 900
+    # Another address is not affected, on Socket.IO or the API.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as other:
+        d = make_client(http_session=other)
+        await d.connect(server.url, room="budget")
+        for _ in range(4):
+            assert (await d.call("history", page))["ok"] is True
+        async with other.get(server.url + "/api/rooms/budget/messages?limit=5") as r:
+            assert r.status == 200
+        await d.close()
+    assert "127.0.0.1 is over its budget of requests (history costs 11" in server.log()
+
+
+def test_the_budget_forgets_addresses() -> None:
+    """An address whose bucket has filled up again is forgotten, and the table never holds
+    more than its maximum, however many addresses come and go."""
+    from chatapp.budget import AddressBudget, page_cost_of
+
+    refills_at_once = AddressBudget(burst=20, rate=1e12)
+    for n in range(1000):
+        assert refills_at_once.spend(f"10.0.{n // 256}.{n % 256}", 11) == 0.0
+    assert len(refills_at_once) <= 2
+    slow = AddressBudget(burst=20, rate=1e-9, max_addresses=100)
+    for n in range(1000):
+        slow.spend(f"10.1.{n // 256}.{n % 256}", 11)
+    assert len(slow) == 100
+    assert slow.spend("10.1.3.231", 11) > 0  # the newest are kept, in debt
+    # What a page costs, whatever a client sends as its limit.
+    assert [page_cost_of(v) for v in (1, 9, 10, 100, "100", None, 0, 101, True, "x")] == [
+        1,
+        1,
+        2,
+        11,
+        11,
+        6,
+        6,
+        6,
+        6,
+        6,
+    ]
+
+
 async def test_connections_per_address(start_server: ServerFactory, make_client) -> None:
     server = await start_server("--max-connections-per-ip", "3")
     clients = [make_client() for _ in range(3)]
@@ -170,6 +241,25 @@ async def test_the_advertised_ping_interval_is_the_one_used(
         await ws.close()
 
 
+async def test_a_polling_client_that_stops_polling_is_dropped(
+    start_server: ServerFactory, make_client
+) -> None:
+    """Its pings wait unread, so it never answers: the walk over the sessions' heartbeats
+    (engine.io's, which chatapp runs itself) closes the session."""
+    server = await start_server("--ping-interval", "1", "--ping-timeout", "1")
+    watcher = make_client()
+    await watcher.connect(server.url, name="watcher")
+    async with aiohttp.ClientSession(server.url) as http:
+        async with http.get(POLL_PATH) as r:
+            sid = json.loads((await r.text())[1:])["sid"]
+        async with http.post(f"{POLL_PATH}&sid={sid}", data='40{"name":"gone"}') as r:
+            assert r.status == 200
+        await watcher.wait_for("presence", lambda p: p.get("joined") == "gone")
+        # From here on it never polls again.
+    await watcher.wait_for("presence", lambda p: p.get("left") == "gone")
+    assert (await watcher.send("alive"))["ok"] is True
+
+
 async def test_frame_size_limit(start_server: ServerFactory, make_client) -> None:
     server = await start_server("--max-frame-bytes", "65536")
     a, bystander = make_client(), make_client()
@@ -203,6 +293,8 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         ["--max-frame-bytes", "1000"],
         ["--event-burst", "0"],
         ["--max-queued-packets", "1"],
+        ["--max-queued-bytes", "65535"],
+        ["--max-queued-bytes-total", "1000000"],
         ["--connect-timeout", "0"],
         ["--max-connections-per-ip", "-1"],
         ["--ping-interval", "0"],
@@ -223,5 +315,15 @@ async def test_limits_refuse_nonsense_values(start_server: ServerFactory) -> Non
         20,
     )
     assert defaults.max_frame_bytes == 65_536 and defaults.max_queued_packets == 1000
-    env = load_settings([], {"CHATAPP_MAX_QUEUED_PACKETS": "50", "CHATAPP_TRUST_PROXY": "1"})
+    assert (defaults.max_queued_bytes, defaults.max_queued_bytes_total) == (4 << 20, 256 << 20)
+    env = load_settings(
+        [],
+        {
+            "CHATAPP_MAX_QUEUED_PACKETS": "50",
+            "CHATAPP_MAX_QUEUED_BYTES": "100000",
+            "CHATAPP_MAX_QUEUED_BYTES_TOTAL": "2000000",
+            "CHATAPP_TRUST_PROXY": "1",
+        },
+    )
     assert env.max_queued_packets == 50 and env.trust_proxy is True
+    assert (env.max_queued_bytes, env.max_queued_bytes_total) == (100_000, 2_000_000)

@@ -97,3 +97,25 @@ test('a faulty server is caught: lost and duplicated deliveries', async () => {
     assert.ok(result.duplicates > 0 && result.duplicates >= faulty * 0.5 * 3, `duplicates ${result.duplicates}`);
   });
 });
+
+test('hoggers ask for pages at their rate, from their own address, apart from the members', async () => {
+  await withServer([], async (url) => {
+    const args = [
+      '--url', url, '--clients', '4', '--rooms', '1', '--senders', '1', '--mode', 'rate', '--rate', '10',
+      '--duration', '2', '--warmup', '0.5', '--assert-correct',
+      '--local-address', '127.0.0.2', '--hoggers', '3', '--hog-rate', '10', '--hog-limit', '20',
+      '--preload', '5', '--preload-size', '2000',
+    ];
+    const { code, result } = await loadgen(args);
+    assert.strictEqual(code, 0, JSON.stringify(result.problems));
+    assert.strictEqual(result.connected, 4);
+    assert.strictEqual(result.unexpected, 0); // nothing from the hoggers' room reached the members
+    const hog = result.hog;
+    assert.strictEqual(hog.connected, 3);
+    assert.strictEqual(hog.preloaded, 5);
+    assert.strictEqual(hog.errors, 0);
+    assert.ok(hog.pages >= hog.sent - 3); // each hogger has at most one request in flight
+    // 3 hoggers x 10 pages/s at most (the reference answers every one at once)
+    assert.ok(hog.pages_per_s > 20 && hog.pages_per_s <= 31, `pages/s ${hog.pages_per_s}`);
+  });
+});
