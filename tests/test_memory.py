@@ -31,7 +31,8 @@ from .test_internals import _joined as joined
 from .test_internals import served
 
 MiB = 1 << 20
-#: 2000 characters, 8000 bytes of UTF-8: a history page of 100 is about 800 KB.
+#: 2000 characters, 8000 bytes of UTF-8: a history page of 100 would be about 800 KB, and is
+#: cut to the newest 256 KiB (protocol.MAX_PAGE_BYTES).
 BIG_TEXT = "\U0001f600" * 2000
 #: Room for bursts of big requests (within the limits: nothing here is rate limited).
 ATTACK_LIMITS = (
@@ -45,7 +46,7 @@ ATTACK_LIMITS = (
     "1000",
 )
 #: How far the server's RSS may rise above its level before the attacks. One attacker's
-#: pages are about 120 MB; what a bounded queue and the buffers below it hold is a few MB.
+#: pages are about 38 MB; what a bounded queue and the buffers below it hold is a few MB.
 GROWTH = 48 * MiB
 #: How far it may stay above it once they have left: each left about 12 MB queued.
 LEFT_GROWTH = 16 * MiB
@@ -94,7 +95,7 @@ async def test_clients_that_never_read_cannot_grow_memory(
     start_server: ServerFactory, make_client: Any
 ) -> None:
     """Four clients in turn, each from its own address, stop reading and ask for 150 pages
-    of 100 big messages (about 120 MB): each is disconnected once its queued bytes pass
+    of big messages (about 38 MB): each is disconnected once its queued bytes pass
     --max-queued-bytes, RSS stays flat, and the bystanders get every message in order."""
     server = await start_server(*ATTACK_LIMITS)
     assert server.proc is not None
@@ -129,7 +130,7 @@ async def test_a_closed_connection_frees_its_memory_without_the_collector(
 ) -> None:
     """With the cycle collector off, clients that leave with megabytes still queued for
     them (under a per-connection bound raised out of the way) leave nothing behind: six of
-    them in turn, each about 16 MB of pages, and RSS comes back each time."""
+    them in turn, each about 5 MB of pages, and RSS comes back each time."""
     server = await start_server(
         *ATTACK_LIMITS, "--max-queued-bytes", str(64 * MiB), cycle_collector=False
     )
@@ -175,7 +176,7 @@ async def test_over_the_total_the_connection_holding_the_most_is_dropped(
         "--max-queued-bytes",
         str(64 * MiB),
         "--max-queued-bytes-total",
-        str(16 * MiB),
+        str(4 * MiB),
     )
     a, b = make_client(), make_client()
     await a.connect(server.url, room="big", name="a")
@@ -188,7 +189,7 @@ async def test_over_the_total_the_connection_holding_the_most_is_dropped(
     await b.wait_for("message", lambda m: m["text"] == "small is done")
     large = await SlowReader.open(server.url, "127.0.0.3", room="big", name="large")
     await b.wait_for("presence", lambda p: p.get("joined") == "large")
-    for frame in history_requests(60):  # about 48 MB
+    for frame in history_requests(60):  # pages of 256 KiB: far more than the total allows
         await large.send(frame)
     pid = server.proc.pid if server.proc else 0
     await chat_until_left(a, b, "large", pid, rss_bytes(pid))
