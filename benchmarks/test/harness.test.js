@@ -115,7 +115,10 @@ test('hoggers ask for pages at their rate, from their own address, apart from th
     assert.strictEqual(hog.preloaded, 5);
     assert.strictEqual(hog.errors, 0);
     assert.ok(hog.pages >= hog.sent - 3); // each hogger has at most one request in flight
-    // 3 hoggers x 10 pages/s at most (the reference answers every one at once)
-    assert.ok(hog.pages_per_s > 20 && hog.pages_per_s <= 31, `pages/s ${hog.pages_per_s}`);
+    // Paced at 10 pages/s each: over a 2 s window a hogger completes at most 10 x 2 + 1 (the page
+    // in flight when the window opens), so 3 x 21 / 2 = 31.5/s, and a timer that fires a
+    // millisecond early can add a little. Unpaced hoggers would ask for hundreds per second; a
+    // busy machine may delay them, hence the low floor.
+    assert.ok(hog.pages_per_s > 15 && hog.pages_per_s <= 36, `pages/s ${hog.pages_per_s}`);
   });
 });
