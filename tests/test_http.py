@@ -1,17 +1,81 @@
-"""The HTTP side: pages, the JSON API and the health check."""
+"""The HTTP side: the pages (rooms by URL, security headers, same-origin assets only),
+the JSON API and the health check."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+
 import aiohttp
+import pytest
 
 from chatapp.store.sqlite import SQLiteStore
+from tests.conftest import ClientFactory, ServerFactory
+from tests.support import ROOT, Server
 
-from .support import Server
+STATIC = ROOT / "static"
 
 
-async def get(url: str, **kw) -> tuple[int, str, dict]:
-    async with aiohttp.ClientSession() as session, session.get(url, **kw) as resp:
-        return resp.status, await resp.text(), dict(resp.headers)
+class PageParser(HTMLParser):
+    """Collects what a page loads and anything that would be inline code or style."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+        self.links: list[dict[str, str | None]] = []
+        self.inline: list[str] = []
+        self.body: dict[str, str | None] = {}
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        for name in a:
+            if name.startswith("on") or name == "style":
+                self.inline.append(f"<{tag} {name}=...>")
+        if tag == "script":
+            self.scripts.append(a)
+            self._in_script = True
+        elif tag == "style":
+            self.inline.append("<style>")
+        elif tag == "link":
+            self.links.append(a)
+        elif tag == "body":
+            self.body = a
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline.append(f"<script>{data.strip()[:40]}")
+
+
+def parse(html: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(html)
+    return parser
+
+
+def assert_security_headers(headers: Mapping[str, str]) -> None:
+    csp = headers["Content-Security-Policy"]
+    directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+    assert directives["default-src"] == ["'self'"]
+    assert directives["script-src"] == ["'self'"]
+    assert directives["connect-src"] == ["'self'"]
+    assert directives["style-src"] == ["'self'"]
+    assert directives["object-src"] == ["'none'"]
+    assert directives["frame-ancestors"] == ["'none'"]
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "http" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+
+
+async def get(url: str, **kw: object) -> tuple[aiohttp.ClientResponse, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kw) as resp:  # type: ignore[arg-type]
+        return resp, await resp.text()
 
 
 async def get_json(url: str) -> tuple[int, object]:
@@ -20,31 +84,145 @@ async def get_json(url: str) -> tuple[int, object]:
         return resp.status, await resp.json()
 
 
-async def test_lobby_and_room_pages_render(server: Server) -> None:
-    status, body, headers = await get(server.url + "/")
-    assert status == 200 and headers["Content-Type"].startswith("text/html")
-    assert 'data-room="lobby"' in body
-    status, body, _ = await get(server.url + "/r/team-7")
-    assert status == 200 and 'data-room="team-7"' in body
+# -- pages ------------------------------------------------------------------------------------
 
 
-async def test_uppercase_room_redirects_to_its_lowercase_url(server: Server) -> None:
-    status, body, _ = await get(server.url + "/r/Team")
-    assert status == 200 and 'data-room="team"' in body
-    status, _, headers = await get(server.url + "/r/Team", allow_redirects=False)
-    assert status == 302 and headers["Location"] == "/r/team"
+async def test_lobby_and_room_pages_carry_their_room(server: Server) -> None:
+    resp, html = await get(server.url + "/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    page = parse(html)
+    assert page.body["data-room"] == "lobby"
+    assert "<title>#lobby · chatapp</title>" in html
+
+    resp, html = await get(server.url + "/r/book_club-2")
+    assert resp.status == 200
+    assert parse(html).body["data-room"] == "book_club-2"
+    assert "#book_club-2" in html
 
 
-async def test_invalid_room_is_a_404_page(server: Server) -> None:
-    for path in ("/r/-x", "/r/" + "a" * 65, "/r/a%20b", "/r/%3Cscript%3E"):
-        status, body, headers = await get(server.url + path)
-        assert status == 404, path
-        assert headers["Content-Type"].startswith("text/html")
-        assert "invalid room name" in body
-        assert "<script>" not in body
+async def test_room_urls_are_lowercase(server: Server) -> None:
+    resp, _ = await get(server.url + "/r/Team", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/r/team"
+    resp, html = await get(server.url + "/r/Team")  # followed
+    assert resp.status == 200 and parse(html).body["data-room"] == "team"
 
 
-async def test_api_rooms_lists_rooms_with_history_or_people(server: Server, make_client) -> None:
+@pytest.mark.parametrize("path", ["/r/-bad", "/r/no%20spaces", "/r/" + "x" * 65, "/r/%3Cscript%3E"])
+async def test_invalid_room_gets_a_404_page(server: Server, path: str) -> None:
+    resp, html = await get(server.url + path)
+    assert resp.status == 404
+    assert resp.content_type == "text/html"
+    assert "No such room" in html
+    assert "invalid room name" in html
+    assert "<script>" not in html  # the room is never echoed unescaped
+    assert_security_headers(resp.headers)
+
+
+async def test_pages_send_security_headers_and_have_no_inline_code(server: Server) -> None:
+    for path in ("/", "/r/team"):
+        resp, html = await get(server.url + path)
+        assert_security_headers(resp.headers)
+        page = parse(html)
+        assert page.inline == []
+        assert page.scripts == [{"type": "module", "src": "/static/chat.js"}]
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/chat.js", "/static/chat.css", "/api/rooms", "/healthz", "/nowhere"]
+)
+async def test_every_response_has_the_headers(server: Server, path: str) -> None:
+    resp, _ = await get(server.url + path)
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in resp.headers
+
+
+async def test_everything_the_page_loads_is_served_from_our_origin(server: Server) -> None:
+    _, html = await get(server.url + "/")
+    page = parse(html)
+    urls = [s["src"] for s in page.scripts] + [link["href"] for link in page.links]
+    # ES module imports, followed through every static file.
+    seen: set[str] = set()
+    queue = [u for u in urls if u]
+    while queue:
+        url = queue.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        assert url.startswith("/"), f"{url} is not on our origin"
+        resp, body = await get(server.url + url)
+        assert resp.status == 200, url
+        if url.endswith(".js") and "/vendor/" not in url:
+            assert resp.content_type in ("application/javascript", "text/javascript")
+            for target in re.findall(r'^import .* from "([^"]+)";', body, re.M):
+                base = url.rsplit("/", 1)[0]
+                queue.append(target if target.startswith("/") else f"{base}/{target[2:]}")
+    assert "/static/vendor/socket.io.esm.min.js" in seen
+    assert "/static/ui/timeline.js" in seen
+
+
+async def test_client_library_is_served_from_our_origin(server: Server) -> None:
+    resp, body = await get(server.url + "/static/vendor/socket.io.esm.min.js")
+    assert resp.status == 200 and "javascript" in resp.headers["Content-Type"]
+    assert "export" in body
+    resp, _ = await get(server.url + "/static/vendor/../../pyproject.toml")
+    assert resp.status == 404
+
+
+def test_front_end_never_uses_innerhtml_or_another_origin() -> None:
+    """User text goes through textContent; no code or style comes from elsewhere."""
+    files = [*STATIC.rglob("*.js"), *STATIC.rglob("*.css"), *(ROOT / "templates").glob("*.html")]
+    assert len(files) > 5
+    for path in files:
+        if "vendor" in path.parts:
+            continue
+        text = path.read_text()
+        for banned in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert banned not in text, f"{path.name} uses {banned}"
+        assert not re.search(r"(src|href|url\()\s*=?\s*[\"']?(https?:)?//", text), path.name
+
+
+async def test_socketio_accepts_only_our_origin_by_default(server: Server) -> None:
+    url = server.url + "/socket.io/?EIO=4&transport=polling"
+    resp, _ = await get(url, headers={"Origin": server.url})
+    assert resp.status == 200
+    resp, _ = await get(url)  # same-origin GETs carry no Origin header
+    assert resp.status == 200
+    assert "refused" not in server.log()  # nothing to warn about so far
+    resp, _ = await get(url, headers={"Origin": "http://evil.example"})
+    assert resp.status == 400
+    assert "refused a Socket.IO connection from origin http://evil.example" in server.log()
+
+
+async def test_allowed_origins_flag_lets_others_connect(start_server: ServerFactory) -> None:
+    server = await start_server("--allowed-origins", "http://chat.example:8000")
+    url = server.url + "/socket.io/?EIO=4&transport=polling"
+    resp, _ = await get(url, headers={"Origin": "http://chat.example:8000"})
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == "http://chat.example:8000"
+    resp, _ = await get(url, headers={"Origin": "http://other.example"})
+    assert resp.status == 400
+
+
+def test_static_files_exist_for_every_template_reference() -> None:
+    for template in (ROOT / "templates").glob("*.html"):
+        for ref in re.findall(r'(?:src|href)="/static/([^"]+)"', template.read_text()):
+            assert (STATIC / ref).is_file(), f"{template.name} refers to missing {ref}"
+
+
+def test_the_client_library_is_not_committed() -> None:
+    assert not (STATIC / "vendor").exists() or not any(
+        p.suffix == ".js" for p in Path(STATIC / "vendor").iterdir()
+    )
+
+
+# -- the JSON API and the health check ---------------------------------------------------------
+
+
+async def test_api_rooms_lists_rooms_with_history_or_people(
+    server: Server, make_client: ClientFactory
+) -> None:
     status, rooms = await get_json(server.url + "/api/rooms")
     assert status == 200 and rooms == []
     talker = make_client()
@@ -67,7 +245,9 @@ async def test_api_rooms_lists_rooms_with_history_or_people(server: Server, make
     assert by_room["talk"]["users"] == 0
 
 
-async def test_api_rooms_comes_in_pages_busiest_first(start_server, make_client, tmp_path) -> None:
+async def test_api_rooms_comes_in_pages_busiest_first(
+    start_server: ServerFactory, make_client: ClientFactory, tmp_path: Path
+) -> None:
     """However many rooms ever existed, a page holds at most ``limit`` (default 50, at most
     100) and links to the next: rooms with people first, then the most recently active."""
     store = SQLiteStore(str(tmp_path / "chat.db"))
@@ -112,7 +292,7 @@ async def test_api_rooms_comes_in_pages_busiest_first(start_server, make_client,
                 assert r.status == 400 and (await r.json())["error"].startswith("invalid")
 
 
-async def test_api_messages_pages_like_history(server: Server, make_client) -> None:
+async def test_api_messages_pages_like_history(server: Server, make_client: ClientFactory) -> None:
     client = make_client()
     await client.connect(server.url, room="api")
     sent = [(await client.send(f"n{i}"))["message"] for i in range(7)]
@@ -146,11 +326,3 @@ async def test_api_errors_are_json(server: Server) -> None:
 
 async def test_healthz(server: Server) -> None:
     assert await get_json(server.url + "/healthz") == (200, {"status": "ok"})
-
-
-async def test_client_library_is_served_from_our_origin(server: Server) -> None:
-    status, body, headers = await get(server.url + "/static/vendor/socket.io.esm.min.js")
-    assert status == 200 and "javascript" in headers["Content-Type"]
-    assert "export" in body
-    status, _, _ = await get(server.url + "/static/vendor/../../pyproject.toml")
-    assert status == 404
