@@ -99,7 +99,8 @@ async def served(
         for client in it.clients:
             await client.close()
         await runner.cleanup()
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     assert not errors, errors
 
 
