@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import engineio
 import pytest
+import socketio
 
 from .services import cluster, pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
@@ -58,6 +60,15 @@ async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         assert rc == 0 or server.allow_errors, f"server exited {rc}\n{server.log()}"
         if not server.allow_errors:
             assert not server.bad_log_lines(), server.log()
+
+
+@pytest.fixture
+def packet_json() -> Iterator[None]:
+    """For tests that build the app in this process: ``json=`` sets a class attribute of
+    both packet classes; undo it after the test."""
+    saved = socketio.packet.Packet.json, engineio.packet.Packet.json
+    yield
+    socketio.packet.Packet.json, engineio.packet.Packet.json = saved
 
 
 @pytest.fixture

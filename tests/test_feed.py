@@ -9,14 +9,12 @@ orders that Redis and the store can produce, and watch what the clients receive.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import engineio
 import pytest
-import socketio
 from aiohttp import web
 
 from chatapp.app import create_app
@@ -69,14 +67,6 @@ async def received(client: Client, room: str, last_id: int) -> list[int]:
     """
     await client.wait_for("message", lambda m: m["room"] == room and m["id"] == last_id)
     return ids(client, room)
-
-
-@pytest.fixture
-def packet_json() -> Iterator[None]:
-    """``json=`` sets a class attribute of both packet classes; undo it after the test."""
-    saved = socketio.packet.Packet.json, engineio.packet.Packet.json
-    yield
-    socketio.packet.Packet.json, engineio.packet.Packet.json = saved
 
 
 @pytest.fixture
