@@ -9,8 +9,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
+import aiohttp_jinja2
+import jinja2.meta
 import pytest
+from markupsafe import escape
 
+from chatapp.app import create_app
+from chatapp.settings import load_settings
 from chatapp.store.sqlite import SQLiteStore
 from tests.conftest import ClientFactory, ServerFactory
 from tests.support import ROOT, Server
@@ -215,6 +220,45 @@ def test_the_client_library_is_not_committed() -> None:
     assert not (STATIC / "vendor").exists() or not any(
         p.suffix == ".js" for p in Path(STATIC / "vendor").iterdir()
     )
+
+
+# -- escaping ----------------------------------------------------------------------------------
+
+
+def hostile(name: str) -> str:
+    return f"\"'><script>{name}</script>&"
+
+
+def test_every_template_variable_is_escaped(tmp_path: Path, packet_json: None) -> None:
+    """Each variable of each template, given markup and quotes, renders as text: with the
+    application's own template environment, so this fails if autoescaping is off there."""
+    app = create_app(load_settings(["--db", str(tmp_path / "chat.db")], environ={}))
+    env = aiohttp_jinja2.get_env(app)
+    assert env.loader is not None
+    templates = env.loader.list_templates()
+    assert {"chat.html", "404.html", "login.html"} <= set(templates)
+    checked = 0
+    for template in templates:
+        source, _, _ = env.loader.get_source(env, template)
+        names = jinja2.meta.find_undeclared_variables(env.parse(source)) - set(env.globals)
+        # Whatever a template prints is among the variables found.
+        assert set(re.findall(r"{{-?\s*(\w+)", source)) <= names, template
+        html = env.get_template(template).render({name: hostile(name) for name in names})
+        for name in names:
+            assert hostile(name) not in html, f"{template}: {{{{ {name} }}}} is not escaped"
+            assert str(escape(hostile(name))) in html, f"{template}: {{{{ {name} }}}} not shown"
+            checked += 1
+    assert checked >= 8  # room, transports, the three limits, reason, next, error
+
+
+async def test_the_login_page_escapes_where_it_sends_you_back(start_server: ServerFactory) -> None:
+    """``next`` is the one page variable taken from the request as it is."""
+    server = await start_server("--access-token", "correct-horse-battery-staple-7f3a")
+    target = "/r/team?x=\"><script>alert(1)</script>'"
+    resp, html = await get(server.url + "/login", params={"next": target})
+    assert resp.status == 200
+    assert "<script>" not in html
+    assert f'name="next" value="{escape(target)}"' in html
 
 
 # -- the JSON API and the health check ---------------------------------------------------------
