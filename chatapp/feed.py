@@ -10,6 +10,9 @@ A joining connection is *pending*: whatever the room delivers meanwhile is buffe
 it. When its history query returns, :meth:`RoomFeed.complete_join` merges history and
 buffer up to the room's delivered id, and makes it live in the same synchronous step,
 so nothing falls between the welcome and the first live message, and nothing is sent twice.
+A connection whose ``since`` is beyond what this process has delivered (it saw those
+messages through another process, whose fan-out here lags) waits, joined but not yet live,
+until the room here reaches its ``since``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class _Room:
     last: int | None = None  # id last delivered to live members; None until one is live
     live: dict[str, str] = field(default_factory=dict)  # sid -> engine.io sid
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Joined members that already have messages this process has not delivered yet (they
+    # saw them through another process): sid -> (engine.io sid, the id they have up to).
+    ahead: dict[str, tuple[str, int]] = field(default_factory=dict)
     held: dict[int, dict[str, Any]] = field(default_factory=dict)  # arrived ahead of a gap
     filler: asyncio.Task[None] | None = None
     catch_up: asyncio.Task[None] | None = None
@@ -88,7 +94,13 @@ class RoomFeed:
         has_more = page.has_more or len(ids) > limit or cut
         eio_sid = self._engine.eio_sid(sid)
         if eio_sid is not None:
-            st.live[sid] = eio_sid
+            # A client reconnecting with a ``since`` beyond what this process delivered
+            # has those messages already: it goes live once the room reaches its since.
+            floor = min(since, head) if since is not None else upto
+            if floor > upto:
+                st.ahead[sid] = (eio_sid, floor)
+            else:
+                st.live[sid] = eio_sid
         return history, has_more
 
     def leave(self, sid: str, room: str) -> None:
@@ -97,7 +109,8 @@ class RoomFeed:
             return
         st.live.pop(sid, None)
         st.pending.pop(sid, None)
-        if not st.live and not st.pending:
+        st.ahead.pop(sid, None)
+        if not st.live and not st.pending and not st.ahead:
             for task in (st.filler, st.catch_up):
                 if task is not None:
                     task.cancel()
@@ -135,6 +148,17 @@ class RoomFeed:
         for buffer in st.pending.values():
             buffer.append(msg)
         st.last = msg["id"]
+        if st.ahead:
+            self._promote(st)
+
+    @staticmethod
+    def _promote(st: _Room) -> None:
+        """Make live the members who were ahead of the room and no longer are."""
+        assert st.last is not None
+        for sid, (eio_sid, floor) in list(st.ahead.items()):
+            if floor <= st.last:
+                del st.ahead[sid]
+                st.live[sid] = eio_sid
 
     def resync(self) -> None:
         """Deliver what the store has beyond each room's last delivered id.
@@ -190,6 +214,7 @@ class RoomFeed:
                     upto,
                 )
                 st.last = upto
+                self._promote(st)
             for m in missing:
                 self.receive(m.to_dict())
             if st.held and min(st.held) == st.last + 1:

@@ -297,11 +297,6 @@ async def test_since_limits_the_joiners_history_to_what_it_missed(served: Served
     served.feed.leave(sid, "since")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: complete_join makes the joiner live from the room's delivered id, not from "
-    "min(since, head), so messages up to its since are sent to it again",
-)
 async def test_a_joiner_ahead_of_this_process_gets_nothing_it_has(served: Served) -> None:
     """A client that saw up to 6 through another process reconnects here while this
     process has delivered only up to 4 (the fan-out is behind): it must get neither 5
