@@ -16,6 +16,7 @@ import pytest
 from chatapp.store import open_store
 from chatapp.store.sqlite import SCHEMA_VERSION
 
+from .services import eventually
 from .test_store import (
     RELEASE_2026_11_25,
     check_release_history,
@@ -110,6 +111,35 @@ async def test_processes_migrating_at_once_migrate_once(db: str) -> None:
         await check_release_history(store)
     finally:
         await store.close()
+
+
+async def test_postgres_processes_waiting_together_migrate_once(pg_url: str) -> None:
+    """The processes are held at the schema's version table until all four are waiting
+    (PostgreSQL shows who waits for a lock), then let go at once."""
+    await make_postgres_release_2026_11_25(pg_url)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        holding = conn.transaction()
+        await holding.start()
+        await conn.execute("LOCK TABLE chatapp_schema IN ACCESS EXCLUSIVE MODE")
+        processes = [migrate("--db", pg_url) for _ in range(4)]
+
+        async def all_waiting() -> bool:
+            waiting = await conn.fetchval(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND pid <> $1",
+                conn.get_server_pid(),
+            )
+            return bool(waiting == len(processes))
+
+        await eventually(all_waiting, what="four migrations waiting")
+        await holding.rollback()
+    finally:
+        await conn.close()
+    outcomes = sorted((*p.communicate(timeout=60), p.returncode) for p in processes)
+    assert outcomes == [
+        (f"{pg_url}: schema version 1 -> {SCHEMA_VERSION}\n", "", 0),
+        *[(f"{pg_url}: schema version {SCHEMA_VERSION}, up to date\n", "", 0)] * 3,
+    ]
 
 
 def test_migrate_uses_chatapp_db_in_the_working_directory(tmp_path: Path) -> None:
