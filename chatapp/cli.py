@@ -1,4 +1,5 @@
-"""``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly."""
+"""``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly;
+``python -m chatapp migrate``: bring the database's schema up to date and exit."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .app import create_app
 from .connections import raise_open_file_limit, runner_options
 from .keys import connections_key
 from .settings import Settings, load_settings, redacted
-from .store import StoreError
+from .store import StoreError, migrate
 
 log = logging.getLogger("chatapp")
 
@@ -151,10 +152,37 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
+def run_migrate(argv: Sequence[str], prog: str) -> int:
+    """``migrate``: the schema of ``--db`` (or ``CHATAPP_DB``) brought up to date, one line."""
+    settings = load_settings(
+        argv,
+        prog=prog,
+        only=("db",),
+        description="Create the database's tables, or migrate them to this version's "
+        "schema, and exit (the server does the same at start). A database of a newer "
+        "version is refused and left untouched (exit status 2).",
+    )
+    try:
+        before, after = asyncio.run(migrate(settings.db))
+    except StoreError as exc:
+        print(f"chatapp: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    where = redacted(settings.db)
+    if before == after:
+        print(f"{where}: schema version {after}, up to date")
+    else:
+        print(f"{where}: schema version {before} -> {after}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """The ``chatapp`` console script; ``prog`` names the command in usage and errors
     (default: as invoked, e.g. ``chatapp``)."""
-    settings = load_settings(argv, prog=prog or os.path.basename(sys.argv[0]))
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or os.path.basename(sys.argv[0])
+    if args[:1] == ["migrate"]:
+        return run_migrate(args[1:], f"{prog} migrate")
+    settings = load_settings(args, prog=prog)
     configure_logging(settings.log_level)
     try:
         _run(serve(settings))

@@ -1,99 +1,353 @@
-"""The one place chatapp's configuration comes from: CLI flags over ``CHATAPP_*`` variables."""
+"""The one place chatapp's configuration comes from: CLI flags over ``CHATAPP_*`` variables.
+
+Each setting is declared once, as a field of :class:`Settings` made by :func:`setting`: its
+default, help, parser and checks. The command line (:func:`build_parser`), the environment
+(:func:`load_settings`) and the README's table (:func:`markdown_table`) all come from there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .version import version
 
+T = TypeVar("T")
+
 ENV_PREFIX = "CHATAPP_"
-PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+TRANSPORTS = ("polling", "websocket")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 HOST_NAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")
+TRUE = ("true", "1", "yes", "on")
+FALSE = ("false", "0", "no", "off")
+#: The longest timeout or interval accepted, seconds: far past any sensible value, and
+#: short of the sizes where a slip of units (milliseconds for seconds) would hide.
+MAX_SECONDS = 86_400.0
+
+
+class Invalid(ValueError):
+    """A value a setting refuses; the message follows the flag's or variable's name."""
+
+
+# -- parsers: text (from a flag or a variable) to a value, or Invalid ------------------------
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise Invalid("must not be empty")
+    return text
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE:
+        return True
+    if word in FALSE:
+        return False
+    raise Invalid(f"must be true or false (or 1/0, yes/no, on/off), not {text!r}")
+
+
+def _number(
+    kind: type[int] | type[float], low: float, high: float = math.inf, above: bool = False
+) -> Callable[[str], float]:
+    """A number in [low, high], or in (low, high] when ``above``."""
+
+    def parse(text: str) -> float:
+        if not text.strip():
+            raise Invalid("must not be empty")
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise Invalid(f"must be {what}, not {text!r}") from None
+        if not math.isfinite(value):
+            raise Invalid(f"must be a finite number, not {text!r}")
+        if above and value <= low:
+            raise Invalid(f"must be > {low:g}")
+        if not low <= value <= high:
+            if math.isinf(high):
+                raise Invalid(f"must be >= {low:g}")
+            raise Invalid(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def _seconds(low: float, above: bool = False) -> Callable[[str], float]:
+    return _number(float, low, MAX_SECONDS, above)
+
+
+def _count(low: int) -> Callable[[str], float]:
+    return _number(int, low)
+
+
+def _rate(low: float, above: bool = False) -> Callable[[str], float]:
+    return _number(float, low, above=above)
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _transports(text: str) -> tuple[str, ...]:
+    chosen = _items(text)
+    if not chosen or not set(chosen) <= set(TRANSPORTS):
+        raise Invalid("must be 'polling,websocket' or 'websocket'")
+    return chosen
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower().rstrip(".") for h in text.split(","))
+    for host in hosts:
+        if host and host != "*" and not HOST_NAME_RE.fullmatch(host):
+            raise Invalid(f"must list host names (no scheme, port or path), not {host!r}")
+    return tuple(h for h in hosts if h)
+
+
+def _redis_url(text: str) -> str:
+    if text and urlsplit(text).scheme not in REDIS_SCHEMES:
+        raise Invalid("must start with redis://, rediss:// or unix://")
+    return text
+
+
+def _redis_prefix(text: str) -> str:
+    if not PREFIX_RE.fullmatch(text):
+        raise Invalid("must be 1-64 of A-Z a-z 0-9 _ - . :")
+    return text
+
+
+def _ping_interval(text: str) -> float:
+    value = _seconds(1)(text)
+    if value % 1:
+        # python-engineio tells clients the interval in whole seconds, cut down: told 0 s
+        # for 0.3, a client drops the connection as soon as its ping timeout passes.
+        raise Invalid("must be a whole number of seconds")
+    return value
+
+
+# -- the declaration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How one setting is given and checked (the metadata of a :class:`Settings` field)."""
+
+    help: str
+    parse: Callable[[str], Any]
+    #: How the default reads in ``--help`` and the README, when its plain form would not do.
+    shown: str | None = None
+
+
+def setting(
+    default: T,
+    help: str,
+    parse: Callable[[str], Any] = _nonempty,
+    *,
+    shown: str | None = None,
+) -> T:
+    """A :class:`Settings` field: its flag is ``--name-with-dashes``, its variable
+    ``CHATAPP_NAME``; ``parse`` turns their text into the value or raises :class:`Invalid`."""
+    spec = Spec(help, parse, shown)
+    return dataclasses.field(default=default, metadata={"setting": spec})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything chatapp can be told at start. Immutable once built."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    #: A SQLite file path (or ``sqlite:///path``) or a ``postgresql://`` URL.
-    db: str = "chatapp.db"
-    log_level: str = "info"
-    #: Token bucket per connection for ``message``: bucket size and refill per second.
-    message_burst: float = 10.0
-    message_rate: float = 1.0
-    #: Extra origins allowed to open Socket.IO connections ("*" for any).
-    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
-    #: Host names the server answers to besides IP addresses and ``localhost`` ("*" for
-    #: any): a name nobody listed is refused, which is what stops DNS rebinding.
-    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
-    #: Redis URL for fan-out and presence across processes; empty means one process.
-    redis_url: str = ""
-    #: Namespace of every Redis key and of the fan-out channel: processes of one chat share
-    #: it, separate chats (or test runs) on one Redis each use their own.
-    redis_prefix: str = "chatapp"
-    #: Seconds after which the connections of a process that stopped heartbeating (killed,
-    #: frozen, cut off from Redis) are removed from presence.
-    presence_ttl: float = 20.0
-    #: Engine.IO transports accepted: long-polling needs sticky sessions behind a load
-    #: balancer; ("websocket",) refuses it, for deployments without stickiness.
-    transports: tuple[str, ...] = ("polling", "websocket")
-    #: Seconds before a typing indicator is cleared without renewal.
-    typing_timeout: float = 5.0
-    #: When set, pages, the JSON API and Socket.IO require this token (or a cookie from
-    #: the login form). Empty means an open server.
-    access_token: str = field(default="", repr=False)
-    #: Honour X-Forwarded-For / -Proto / -Host from a reverse proxy in front of us.
-    trust_proxy: bool = False
-    #: Simultaneous Socket.IO connections per client IP address (0: no limit).
-    max_connections_per_ip: int = 20
-    #: Token bucket per connection for every event (message, typing, history, rename...).
-    event_burst: float = 40.0
-    event_rate: float = 20.0
-    #: Token bucket per client address, in cost units, for all its connections' events and
-    #: API requests together: a message, typing or rename costs 1, a history page
-    #: 1 + limit/10 (``chatapp.budget``). Per process.
-    ip_burst: float = 400.0
-    ip_rate: float = 100.0
-    #: Largest Socket.IO frame and polling body (engine.io ``max_http_buffer_size``, which
-    #: clients are told as ``maxPayload``), bytes. Above the longest text even when every
-    #: character is JSON-escaped, so an over-long text gets ``{ok: false}``, not a drop.
-    max_frame_bytes: int = 65_536
-    #: Largest HTTP request body (forms, API), bytes.
-    max_body_bytes: int = 65_536
-    #: Packets waiting to be sent to one connection before it counts as a slow consumer
-    #: and is disconnected.
-    max_queued_packets: int = 1000
-    #: Bytes waiting to be sent to one connection before it counts as a slow consumer and
-    #: is disconnected (its send queue; what its transport buffers is bounded by flow
-    #: control to 64 KiB plus one frame).
-    max_queued_bytes: int = 4 * 1024 * 1024
-    #: Bytes waiting in all connections' send queues together (a room message queued for
-    #: many counts once); past it the connection holding the most is disconnected.
-    max_queued_bytes_total: int = 256 * 1024 * 1024
-    #: Seconds an engine.io session may stay open without completing a Socket.IO connect.
-    connect_timeout: float = 10.0
-    #: Engine.IO heartbeat: a ping every ``ping_interval`` s; a client that does not answer
-    #: within ``ping_timeout`` s is disconnected.
-    ping_interval: float = 25.0
-    ping_timeout: float = 20.0
-    #: Simultaneous TCP connections (HTTP and websockets) from one peer address (0: no
-    #: limit). Behind a proxy every connection comes from the proxy's address.
-    max_tcp_connections_per_ip: int = 128
-    #: Seconds a client has to send a complete request head, from the connection's start
-    #: or from the end of the previous response on it.
-    header_timeout: float = 10.0
-    #: Seconds a client has to send a request's whole body once its head arrived.
-    body_timeout: float = 10.0
+    host: str = setting("127.0.0.1", "address to listen on (`0.0.0.0` for the LAN)")
+    port: int = setting(8080, "TCP port; `0` picks a free one", _number(int, 0, 65535))
+    db: str = setting(
+        "chatapp.db",
+        "where history is kept: a SQLite file (or `sqlite:///path`), in WAL mode, or a "
+        "`postgresql://` URL (add `?options=-csearch_path%3Dname` for a schema of its own)",
+    )
+    log_level: str = setting("info", "logging threshold: " + ", ".join(LOG_LEVELS), _log_level)
+    message_burst: float = setting(
+        10.0, "messages one connection may send at once before being rate limited", _rate(1)
+    )
+    message_rate: float = setting(
+        1.0, "sustained messages per second per connection", _rate(0, above=True)
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "host names the server answers to besides IP addresses and `localhost`, "
+        "comma-separated, or `*`; other names get `403` (this stops DNS rebinding). List the "
+        "name people use in the URL, e.g. `chat.lan`",
+        _hosts,
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        "extra origins allowed to use Socket.IO and the JSON API, comma-separated, or `*`",
+        _items,
+        shown="(own origin)",
+    )
+    redis_url: str = setting(
+        "",
+        "`redis://`, `rediss://` or `unix://` URL: several processes share fan-out and "
+        "presence (docs/deploy.md)",
+        _redis_url,
+    )
+    #: Namespace of every Redis key and of the fan-out channel.
+    redis_prefix: str = setting(
+        "chatapp",
+        "prefix of the Redis keys and fan-out channel; processes of one chat share it, "
+        "separate chats on one Redis each use their own",
+        _redis_prefix,
+    )
+    presence_ttl: float = setting(
+        20.0,
+        "with Redis: seconds until the users of a process that stopped answering (killed, "
+        "frozen, cut off from Redis) are shown as gone",
+        _seconds(1),
+    )
+    #: Long-polling needs sticky sessions behind a load balancer.
+    transports: tuple[str, ...] = setting(
+        TRANSPORTS,
+        "Engine.IO transports accepted: `polling,websocket`, or `websocket` alone for load "
+        "balancers without sticky sessions",
+        _transports,
+    )
+    typing_timeout: float = setting(
+        5.0,
+        "seconds after which a typing indicator that was not renewed is cleared",
+        _seconds(0, above=True),
+    )
+    access_token: str = setting(
+        "",
+        "make the server private: pages, API and Socket.IO need this token (set it as "
+        "`CHATAPP_ACCESS_TOKEN`: flags show in `ps`); unset for an open server",
+        _nonempty,
+    )
+    trust_proxy: bool = setting(
+        False,
+        "behind a reverse proxy: client address from `X-Forwarded-For`, public origin from "
+        "`X-Forwarded-Proto`/`-Host`",
+        _boolean,
+    )
+    max_connections_per_ip: int = setting(
+        20, "simultaneous Socket.IO connections from one address (`0`: no limit)", _count(0)
+    )
+    event_burst: float = setting(
+        40.0,
+        "events of any kind (message, typing, history, rename...) one connection may send at once",
+        _rate(1),
+    )
+    event_rate: float = setting(20.0, "sustained events per second per connection", _rate(0.001))
+    #: Per process; costs are chatapp.budget's.
+    ip_burst: float = setting(
+        400.0,
+        "cost units one client address may spend at once, all its connections and API "
+        "requests together (a message, typing or rename costs 1, a history page of N "
+        "1 + N/10, `/api/rooms` 11)",
+        _rate(11),  # the dearest request: a history page of 100
+    )
+    ip_rate: float = setting(
+        100.0, "cost units refilled per second per client address", _rate(0.001)
+    )
+    #: engine.io's ``max_http_buffer_size``. Frames must carry a 2000-character text even
+    #: when every character is JSON-escaped (a surrogate pair is 12 bytes).
+    max_frame_bytes: int = setting(
+        65_536,
+        "largest Socket.IO frame or polling body, bytes (clients are told it as "
+        "`maxPayload`); a larger one closes that connection (a too-long text below it gets "
+        "`{ok: false}`)",
+        _count(65_536),
+    )
+    max_body_bytes: int = setting(
+        65_536, "largest HTTP request body, bytes (the login form)", _count(1024)
+    )
+    max_queued_packets: int = setting(
+        1000,
+        "packets waiting for a client that does not read before it is disconnected (it "
+        "catches up with `since`)",
+        _count(10),
+    )
+    #: What its transport buffers is bounded by flow control to 64 KiB plus one frame.
+    max_queued_bytes: int = setting(
+        4 * 1024 * 1024,
+        "bytes waiting for a client that does not read before it is disconnected (4 MiB)",
+        _count(65_536),
+    )
+    #: A room message queued for many counts once.
+    max_queued_bytes_total: int = setting(
+        256 * 1024 * 1024,
+        "bytes waiting for all clients together (256 MiB); past it the client holding the "
+        "most is disconnected first",
+        _count(1_048_576),
+    )
+    connect_timeout: float = setting(
+        10.0, "seconds a transport may stay open without a Socket.IO connect", _seconds(0.1)
+    )
+    ping_interval: float = setting(
+        25.0,
+        "seconds between heartbeats, a whole number (the Engine.IO handshake tells clients "
+        "whole seconds)",
+        _ping_interval,
+    )
+    ping_timeout: float = setting(20.0, "seconds a client has to answer a heartbeat", _seconds(0.1))
+    max_tcp_connections_per_ip: int = setting(
+        128,
+        "simultaneous TCP connections (pages, API, Socket.IO) from one address; more get a "
+        "`503` (`0`: no limit). Behind a reverse proxy every connection comes from the "
+        "proxy: set `0` there",
+        _count(0),
+    )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a client has to send a complete request head (also how long an idle "
+        "keep-alive connection stays open)",
+        _seconds(0.1),
+    )
+    body_timeout: float = setting(
+        10.0, "seconds a client has to send a request's body", _seconds(0.1)
+    )
+
+
+def specs() -> list[tuple[str, Spec, object]]:
+    """Every setting: (field name, spec, default), in declaration order."""
+    return [(f.name, f.metadata["setting"], f.default) for f in dataclasses.fields(Settings)]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def variable(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def shown_default(spec: Spec, default: object) -> str:
+    """The default as ``--help`` and the README show it."""
+    if spec.shown is not None:
+        return spec.shown
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    if isinstance(default, float):
+        default = f"{default:g}"
+    return f"`{default}`" if default != "" else "(none)"
 
 
 def redacted(url: str) -> str:
@@ -105,351 +359,80 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-@dataclass(frozen=True, slots=True)
-class _FromEnv:
-    """A flag's default taken from its ``CHATAPP_*`` variable. Not a ``str``, so argparse
-    leaves it alone (it converts string defaults with the flag's ``type`` and would report
-    a bad value under the flag's name); ``load_settings`` checks it under the variable's."""
-
-    variable: str
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _env_default(environ: Mapping[str, str], name: str, default: object) -> object:
-    variable = ENV_PREFIX + name.upper()
-    return _FromEnv(variable, environ[variable]) if variable in environ else default
-
-
 def build_parser(
-    environ: Mapping[str, str], prog: str = "python -m chatapp"
+    prog: str = "python -m chatapp",
+    only: Sequence[str] | None = None,
+    description: str | None = None,
 ) -> argparse.ArgumentParser:
-    """The CLI, with each flag's default taken from its ``CHATAPP_<NAME>`` variable.
+    """The CLI: a flag per setting (or per setting in ``only``), left out of the namespace
+    when not given, so that :func:`load_settings` can fall back on the variable.
 
     ``prog`` is the command as the user typed it, for usage lines and errors.
     """
-    d = Settings()
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Run the chatapp server: the chat pages, the JSON API and Socket.IO "
-        "on one port. Every flag can also be set as an environment variable "
-        "CHATAPP_<FLAG> (e.g. CHATAPP_PORT=9000); flags win.",
-    )
-
-    parser.add_argument("--version", action="version", version=f"chatapp {version()}")
-
-    def env(name: str, default: object) -> object:
-        return _env_default(environ, name, default)
-
-    parser.add_argument(
-        "--host", default=env("host", d.host), help=f"address to listen on (default {d.host})"
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=env("port", d.port),
-        help=f"TCP port to listen on; 0 picks a free one (default {d.port})",
-    )
-    parser.add_argument(
-        "--db",
-        default=env("db", d.db),
-        help="where history is kept: a SQLite file path or sqlite:///path, "
-        f"or a postgresql:// URL (default ./{d.db})",
-    )
-    parser.add_argument(
-        "--log-level",
-        default=env("log_level", d.log_level),
-        type=str.lower,
-        choices=LOG_LEVELS,
-        help=f"logging threshold (default {d.log_level})",
-    )
-    parser.add_argument(
-        "--message-burst",
-        type=float,
-        default=env("message_burst", d.message_burst),
-        help="messages a connection may send at once before being rate limited "
-        f"(default {d.message_burst:g})",
-    )
-    parser.add_argument(
-        "--message-rate",
-        type=float,
-        default=env("message_rate", d.message_rate),
-        help=f"sustained messages per second per connection (default {d.message_rate:g})",
-    )
-    parser.add_argument(
-        "--allowed-origins",
-        default=env("allowed_origins", ""),
-        help="comma-separated extra origins allowed to connect to Socket.IO, or '*' for any "
-        "(default: only the page's own origin)",
-    )
-    parser.add_argument(
-        "--allowed-hosts",
-        default=env("allowed_hosts", ""),
-        help="comma-separated host names this server answers to besides IP addresses and "
-        "localhost (which always work), or '*' for any; requests for other names are "
-        "refused, which stops DNS rebinding (default: none)",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=env("redis_url", d.redis_url),
-        help="redis://, rediss:// or unix:// URL: fan-out and presence shared by several "
-        "chatapp processes (default: none, one process)",
-    )
-    parser.add_argument(
-        "--redis-prefix",
-        default=env("redis_prefix", d.redis_prefix),
-        help="prefix of chatapp's Redis keys and fan-out channel; processes of one chat "
-        f"must share it (default {d.redis_prefix})",
-    )
-    parser.add_argument(
-        "--presence-ttl",
-        type=float,
-        default=env("presence_ttl", d.presence_ttl),
-        help="with Redis: seconds after which the users of a process that stopped "
-        f"answering are shown as gone (default {d.presence_ttl:g})",
-    )
-    parser.add_argument(
-        "--transports",
-        default=env("transports", ",".join(d.transports)),
-        help="Engine.IO transports accepted: 'polling,websocket' (default) or 'websocket' "
-        "(for several processes behind a load balancer without sticky sessions)",
-    )
-    parser.add_argument(
-        "--typing-timeout",
-        type=float,
-        default=env("typing_timeout", d.typing_timeout),
-        help="seconds after which a typing indicator that was not renewed is cleared "
-        f"(default {d.typing_timeout:g})",
-    )
-    parser.add_argument(
-        "--access-token",
-        default=env("access_token", d.access_token),
-        help="make the server private: pages, API and Socket.IO require this token or "
-        "password (prefer the CHATAPP_ACCESS_TOKEN variable: flags show in ps) "
-        "(default: none, open to anyone who can reach it)",
-    )
-    parser.add_argument(
-        "--trust-proxy",
-        action="store_true",
-        default=_truthy(env("trust_proxy", "")),
-        help="behind a reverse proxy: take the client address from X-Forwarded-For and "
-        "the public origin from X-Forwarded-Proto/-Host (default: off, never trusted)",
-    )
-    for name, kind, default, text in _LIMITS:
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            type=kind,
-            default=env(name, default),
-            help=f"{text} (default {default:g})"
-            if kind is float
-            else f"{text} (default {default})",
+        usage="%(prog)s [-h] [--version] [--FLAG VALUE ...]",
+        argument_default=argparse.SUPPRESS,
+        description=(
+            description
+            or "Run the chatapp server: the chat pages, the JSON API and Socket.IO on one "
+            f"port. '{prog} migrate' brings the database's schema up to date and exits."
         )
+        + " Every flag can also be set as an environment variable CHATAPP_<FLAG> "
+        "(--db as CHATAPP_DB); a flag wins over its variable.",
+    )
+    parser.add_argument("--version", action="version", version=f"chatapp {version()}")
+    for name, spec, default in specs():
+        if only is not None and name not in only:
+            continue
+        text = f"{spec.help} (default {shown_default(spec, default)})".replace("%", "%%")
+        if spec.parse is _boolean:
+            parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)
+        else:
+            parser.add_argument(flag(name), metavar="VALUE", help=text)
     return parser
-
-
-def _show(value: float) -> str:
-    return str(int(value)) if value == int(value) else str(value)
-
-
-def _truthy(value: object) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-_DEFAULTS = Settings()
-#: Limits and timeouts: (field, type, default, help). Each must be >= its minimum below.
-_LIMITS: tuple[tuple[str, type, float, str], ...] = (
-    (
-        "max_connections_per_ip",
-        int,
-        _DEFAULTS.max_connections_per_ip,
-        "simultaneous Socket.IO connections from one IP address; 0 for no limit",
-    ),
-    (
-        "event_burst",
-        float,
-        _DEFAULTS.event_burst,
-        "events of any kind a connection may send at once before being rate limited",
-    ),
-    ("event_rate", float, _DEFAULTS.event_rate, "sustained events per second per connection"),
-    (
-        "ip_burst",
-        float,
-        _DEFAULTS.ip_burst,
-        "cost units one client address may spend at once, all its connections and API "
-        "requests together (a message, typing or rename costs 1, a history page of N "
-        "messages 1 + N/10)",
-    ),
-    ("ip_rate", float, _DEFAULTS.ip_rate, "cost units per second per client address"),
-    (
-        "max_frame_bytes",
-        int,
-        _DEFAULTS.max_frame_bytes,
-        "largest Socket.IO frame or polling body in bytes (clients are told it as "
-        "maxPayload); a larger one closes the connection",
-    ),
-    ("max_body_bytes", int, _DEFAULTS.max_body_bytes, "largest HTTP request body in bytes"),
-    (
-        "max_queued_packets",
-        int,
-        _DEFAULTS.max_queued_packets,
-        "packets queued for a connection that does not read before it is disconnected",
-    ),
-    (
-        "max_queued_bytes",
-        int,
-        _DEFAULTS.max_queued_bytes,
-        "bytes queued for a connection that does not read before it is disconnected",
-    ),
-    (
-        "max_queued_bytes_total",
-        int,
-        _DEFAULTS.max_queued_bytes_total,
-        "bytes queued for all connections together; past it the connection holding the "
-        "most is disconnected",
-    ),
-    (
-        "connect_timeout",
-        float,
-        _DEFAULTS.connect_timeout,
-        "seconds a transport may stay open without a Socket.IO connect",
-    ),
-    (
-        "ping_interval",
-        float,
-        _DEFAULTS.ping_interval,
-        "seconds between heartbeats, a whole number (clients are told it in whole seconds)",
-    ),
-    (
-        "ping_timeout",
-        float,
-        _DEFAULTS.ping_timeout,
-        "seconds a client has to answer a heartbeat before it is disconnected",
-    ),
-    (
-        "max_tcp_connections_per_ip",
-        int,
-        _DEFAULTS.max_tcp_connections_per_ip,
-        "simultaneous TCP connections (pages, API, Socket.IO) from one IP address, "
-        "behind a proxy the proxy's; 0 for no limit",
-    ),
-    (
-        "header_timeout",
-        float,
-        _DEFAULTS.header_timeout,
-        "seconds a client has to send a complete request head (also how long an idle "
-        "keep-alive connection stays open)",
-    ),
-    (
-        "body_timeout",
-        float,
-        _DEFAULTS.body_timeout,
-        "seconds a client has to send a request's body",
-    ),
-)
-#: The smallest accepted value of each limit. Frames must carry a 2000-character text
-#: even when every character is JSON-escaped (a surrogate pair is 12 bytes).
-_MINIMUMS: dict[str, float] = {
-    "max_connections_per_ip": 0,
-    "event_burst": 1,
-    "event_rate": 0.001,
-    "ip_burst": 11,  # the dearest request: a history page of 100
-    "ip_rate": 0.001,
-    "max_frame_bytes": 65_536,
-    "max_body_bytes": 1024,
-    "max_queued_packets": 10,
-    "max_queued_bytes": 65_536,
-    "max_queued_bytes_total": 1_048_576,
-    "connect_timeout": 0.1,
-    "ping_interval": 1,
-    "ping_timeout": 0.1,
-    "max_tcp_connections_per_ip": 0,
-    "header_timeout": 0.1,
-    "body_timeout": 0.1,
-}
 
 
 def load_settings(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
     prog: str = "python -m chatapp",
+    only: Sequence[str] | None = None,
+    description: str | None = None,
 ) -> Settings:
-    """Parse CLI flags (over ``CHATAPP_*`` variables) into a Settings.
+    """Parse CLI flags (over ``CHATAPP_*`` variables, over the defaults) into a Settings;
+    ``only`` limits the flags and variables read to those settings.
 
-    Bad values exit through argparse with a usage line and status 2.
+    A bad value, from a flag or a variable, exits through argparse with a usage line naming
+    it and status 2. A variable is not read when its flag is given.
     """
     environ = os.environ if environ is None else environ
-    parser = build_parser(environ, prog)
-    ns = parser.parse_args(argv)
+    parser = build_parser(prog, only, description)
+    given = vars(parser.parse_args(argv))
     values: dict[str, object] = {}
-    # Where each value from the environment came from, for error messages.
-    variables: dict[str, str] = {}
-    for f in dataclasses.fields(Settings):
-        if not hasattr(ns, f.name):
+    for name, spec, _ in specs():
+        if only is not None and name not in only:
             continue
-        value = getattr(ns, f.name)
-        if isinstance(value, _FromEnv):
-            variables[f.name] = value.variable
-            value = value.text
-        values[f.name] = value
-
-    def source(name: str) -> str:
-        """The flag or the variable a setting's value came from."""
-        return variables.get(name, "--" + name.replace("_", "-"))
-
-    def convert(name: str, kind: type) -> None:
-        # Flags arrive converted by argparse; values from the environment as text.
+        if name in given:
+            source, raw = flag(name), given[name]
+        elif variable(name) in environ:
+            source, raw = variable(name), environ[variable(name)]
+        else:
+            continue
+        if isinstance(raw, bool):  # --flag / --no-flag
+            values[name] = raw
+            continue
         try:
-            values[name] = kind(str(values[name]))
-        except ValueError:
-            parser.error(f"{source(name)}: invalid {kind.__name__} value: {values[name]!r}")
-
-    convert("port", int)
-    convert("message_burst", float)
-    convert("message_rate", float)
-    convert("typing_timeout", float)
-    convert("presence_ttl", float)
-    for name, kind, _, _ in _LIMITS:
-        convert(name, kind)
-    if str(values["log_level"]).lower() not in LOG_LEVELS:
-        parser.error(f"{source('log_level')} must be one of {', '.join(LOG_LEVELS)}")
-    values["log_level"] = str(values["log_level"]).lower()
-    if not 0 <= int(str(values["port"])) <= 65535:
-        parser.error(f"{source('port')} must be between 0 and 65535")
-    if float(str(values["message_burst"])) < 1:
-        parser.error(f"{source('message_burst')} must be >= 1")
-    if float(str(values["message_rate"])) <= 0:
-        parser.error(f"{source('message_rate')} must be > 0")
-    if float(str(values["typing_timeout"])) <= 0:
-        parser.error(f"{source('typing_timeout')} must be > 0")
-    if float(str(values["presence_ttl"])) < 1:
-        parser.error(f"{source('presence_ttl')} must be >= 1 second")
-    if not PREFIX_RE.fullmatch(str(values["redis_prefix"])):
-        parser.error(f"{source('redis_prefix')} must be 1-64 of A-Z a-z 0-9 _ - . :")
-    redis_url = str(values["redis_url"])
-    if redis_url and urlsplit(redis_url).scheme not in REDIS_SCHEMES:
-        parser.error(f"{source('redis_url')} must start with redis://, rediss:// or unix://")
-    transports = tuple(t.strip() for t in str(values["transports"]).split(",") if t.strip())
-    if not transports or not set(transports) <= {"polling", "websocket"}:
-        parser.error(f"{source('transports')} must be 'polling,websocket' or 'websocket'")
-    values["transports"] = transports
-    for name, minimum in _MINIMUMS.items():
-        if float(str(values[name])) < minimum:
-            parser.error(f"{source(name)} must be >= {minimum:g}")
-    if float(str(values["ping_interval"])) % 1:
-        # python-engineio tells clients the interval in whole seconds, cut down: told 0 s
-        # for 0.3, a client drops the connection as soon as its ping timeout passes.
-        parser.error(f"{source('ping_interval')} must be a whole number of seconds")
-    values["trust_proxy"] = bool(values["trust_proxy"])
-    values["access_token"] = str(values["access_token"])
-    origins = str(values["allowed_origins"])
-    values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
-    hosts = tuple(h.strip().lower().rstrip(".") for h in str(values["allowed_hosts"]).split(","))
-    bad = [h for h in hosts if h and h != "*" and not HOST_NAME_RE.fullmatch(h)]
-    if bad:
-        parser.error(
-            f"{source('allowed_hosts')}: {bad[0]!r} is not a host name (no scheme, port or path)"
-        )
-    values["allowed_hosts"] = tuple(h for h in hosts if h)
+            values[name] = spec.parse(raw)
+        except Invalid as exc:
+            parser.error(f"{source} {exc}")
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def markdown_table() -> str:
+    """The README's table of settings."""
+    lines = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
+    for name, spec, default in specs():
+        shown = shown_default(spec, default)
+        lines.append(f"| `{flag(name)}` | `{variable(name)}` | {shown} | {spec.help} |")
+    return "\n".join(lines) + "\n"

@@ -59,9 +59,9 @@ def test_bad_flag_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--port", "seventy"), "invalid int value"),
+        (("--port", "seventy"), "--port must be a whole number, not 'seventy'"),
         (("--port", "70000"), "--port must be between 0 and 65535"),
-        (("--log-level", "loud"), "invalid choice"),
+        (("--log-level", "loud"), "--log-level must be one of debug, info, warning"),
         (("--message-rate", "0"), "--message-rate must be > 0"),
     ],
 )
@@ -173,7 +173,7 @@ def test_a_bad_environment_variable_is_reported_by_its_name() -> None:
     result = run_cli(env={**os.environ, "CHATAPP_PORT": "abc"})
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "python -m chatapp: error: CHATAPP_PORT: invalid int value: 'abc'"
+        "python -m chatapp: error: CHATAPP_PORT must be a whole number, not 'abc'"
     )
 
 

@@ -273,7 +273,7 @@ RELEASE_MESSAGES = {
 }
 
 
-async def _check_release_history(store: MessageStore) -> None:
+async def check_release_history(store: MessageStore) -> None:
     for room, expected in RELEASE_MESSAGES.items():
         page = await store.recent(room, 50)
         assert [(m.id, m.name, m.text) for m in page.messages] == expected
@@ -292,7 +292,7 @@ async def test_sqlite_opens_a_database_of_the_2026_11_25_release(tmp_path: Path)
     store = open_store(str(path))
     await store.open()
     try:
-        await _check_release_history(store)
+        await check_release_history(store)
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
@@ -318,7 +318,7 @@ async def test_sqlite_processes_opening_one_file_migrate_it_once(tmp_path: Path)
     stores = [open_store(str(path)) for _ in range(4)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        await _check_release_history(stores[3])
+        await check_release_history(stores[3])
     finally:
         for s in stores:
             await s.close()
@@ -338,7 +338,8 @@ CREATE UNIQUE INDEX messages_client_id
 """
 
 
-async def test_postgres_opens_a_database_of_the_2026_11_25_release(pg_url: str) -> None:
+async def make_postgres_release_2026_11_25(pg_url: str) -> None:
+    """The schema of ``pg_url`` as the 2026-11-25 release left it, with its messages."""
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(f'CREATE SCHEMA "{await conn.fetchval("SHOW search_path")}"')
@@ -355,10 +356,14 @@ async def test_postgres_opens_a_database_of_the_2026_11_25_release(pg_url: str) 
             await conn.execute("INSERT INTO rooms VALUES ($1, $2)", room, rows[-1][0])
     finally:
         await conn.close()
+
+
+async def test_postgres_opens_a_database_of_the_2026_11_25_release(pg_url: str) -> None:
+    await make_postgres_release_2026_11_25(pg_url)
     store = open_store(pg_url)
     await store.open()
     try:
-        await _check_release_history(store)
+        await check_release_history(store)
     finally:
         await store.close()
 

@@ -125,7 +125,7 @@ class PostgresStore:
             await self.close()
             raise StoreError(f"invalid PostgreSQL URL {where}: {exc}") from exc
         try:
-            schema, version = await self._migrate(conn)
+            schema, _ = await _migrate(conn)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             await self.close()
             raise StoreError(f"cannot set up the schema in PostgreSQL at {where}: {exc}") from exc
@@ -135,31 +135,7 @@ class PostgresStore:
         finally:
             if self._pool is not None:
                 await self._pool.release(conn)
-        log.info("history in PostgreSQL %s, schema %s (version %d)", where, schema, version)
-
-    async def _migrate(self, conn: asyncpg.Connection) -> tuple[str, int]:
-        async with conn.transaction():
-            schema = await _history_schema(conn)
-            # One lock per schema: processes starting together migrate one after another.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
-            if not await _schema_exists(conn, schema):
-                await conn.execute(f"CREATE SCHEMA {_quote(schema)}")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS chatapp_schema (version INTEGER NOT NULL)"
-            )
-            version = await conn.fetchval("SELECT max(version) FROM chatapp_schema") or 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database schema {schema} is at version {version}, newer than this "
-                    f"chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                await conn.execute(_MIGRATIONS[target])
-                log.info("PostgreSQL schema %s migrated to version %d", schema, target)
-            if version < SCHEMA_VERSION:
-                await conn.execute("DELETE FROM chatapp_schema")
-                await conn.execute("INSERT INTO chatapp_schema VALUES ($1)", SCHEMA_VERSION)
-        return schema, SCHEMA_VERSION
+        log.info("history in PostgreSQL %s, schema %s (version %d)", where, schema, SCHEMA_VERSION)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -266,6 +242,50 @@ class PostgresStore:
             wanted,
         )
         return {row[0]: row[1] for row in rows}
+
+
+async def _migrate(conn: asyncpg.Connection) -> tuple[str, int]:
+    """Bring the schema to :data:`SCHEMA_VERSION` in one transaction: (its name, the
+    version it had). A schema of a newer version is refused, and nothing is written."""
+    async with conn.transaction():
+        schema = await _history_schema(conn)
+        # One lock per schema: processes starting together migrate one after another.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        if not await _schema_exists(conn, schema):
+            await conn.execute(f"CREATE SCHEMA {_quote(schema)}")
+        await conn.execute("CREATE TABLE IF NOT EXISTS chatapp_schema (version INTEGER NOT NULL)")
+        version: int = await conn.fetchval("SELECT max(version) FROM chatapp_schema") or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database schema {schema} is at version {version}, newer than this "
+                f"chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await conn.execute(_MIGRATIONS[target])
+            log.info("PostgreSQL schema %s migrated to version %d", schema, target)
+        if version < SCHEMA_VERSION:
+            await conn.execute("DELETE FROM chatapp_schema")
+            await conn.execute("INSERT INTO chatapp_schema VALUES ($1)", SCHEMA_VERSION)
+    return schema, version
+
+
+async def migrate(dsn: str) -> tuple[int, int]:
+    """Bring the schema of ``dsn`` to :data:`SCHEMA_VERSION` and disconnect: (the version
+    it had, the version it has). StoreError if it cannot."""
+    where = redacted(dsn)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, command_timeout=QUERY_TIMEOUT)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot connect to PostgreSQL at {where}: {exc}") from exc
+    except (asyncpg.InterfaceError, ValueError) as exc:
+        raise StoreError(f"invalid PostgreSQL URL {where}: {exc}") from exc
+    try:
+        _, version = await _migrate(conn)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot set up the schema in PostgreSQL at {where}: {exc}") from exc
+    finally:
+        await conn.close()
+    return version, SCHEMA_VERSION
 
 
 async def _history_schema(conn: asyncpg.Connection) -> str:

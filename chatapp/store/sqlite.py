@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from .base import Message, Page, Room, StoreError, now_ms
@@ -67,6 +69,43 @@ def _row(row: tuple[Any, ...]) -> Message:
     return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4], user_id=row[5])
 
 
+def _too_new(path: str, version: int) -> StoreError:
+    return StoreError(
+        f"the SQLite database {path!r} is at schema version {version}, newer than "
+        f"this chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
+    )
+
+
+def _file_version(path: str) -> int:
+    """The schema version of the file at ``path`` (0 if there is none), read without
+    writing to it or creating anything beside it.
+
+    A connection that reads would do both: opening a WAL file makes its ``-wal`` and
+    ``-shm`` files, and the PRAGMAs that set the file up rewrite its header. So the
+    version (``user_version``, 4 bytes at offset 60 of the header) is read from the file,
+    unless a ``-wal`` file beside it may hold a newer header; then SQLite reads it,
+    read-only. Something that is not a SQLite file is left for SQLite to report.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return 0  # a directory, no permission...: connecting reports it
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return 0
+    wal_mode = header[18] == 2
+    if not (wal_mode and os.path.exists(path + "-wal")):
+        return int.from_bytes(header[60:64], "big")
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _migrate(conn: sqlite3.Connection, path: str) -> int:
     """Bring the file's schema to :data:`SCHEMA_VERSION`; return the version it had.
 
@@ -77,10 +116,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> int:
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the SQLite database {path!r} is at schema version {version}, newer than "
-                f"this chatapp understands ({SCHEMA_VERSION}); upgrade chatapp"
-            )
+            raise _too_new(path, version)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
                 conn.execute(statement)
@@ -90,6 +126,45 @@ def _migrate(conn: sqlite3.Connection, path: str) -> int:
         conn.execute("ROLLBACK")
         raise
     return int(version)
+
+
+def _connect(path: str) -> tuple[sqlite3.Connection, int]:
+    """A connection to the file, set up (WAL) and migrated; and the version it had.
+
+    A file of a newer schema is refused before anything is written to it.
+    """
+    version = _file_version(path)
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
+        # NORMAL in WAL mode survives a process crash; only an OS crash can lose the
+        # last commits, which is the documented trade-off for write speed.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        version = _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    if version < SCHEMA_VERSION:
+        log.info(
+            "SQLite file %s migrated from schema version %d to %d", path, version, SCHEMA_VERSION
+        )
+    return conn, version
+
+
+def migrate(path: str) -> tuple[int, int]:
+    """Bring the SQLite file at ``path`` (created if missing) to :data:`SCHEMA_VERSION`:
+    (the version it had, the version it has). StoreError if it cannot."""
+    try:
+        conn, version = _connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+    conn.close()
+    return version, SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,33 +302,20 @@ class SQLiteStore:
 
     async def open(self) -> None:
         def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            inline: sqlite3.Connection | None = None
+            conn, _ = _connect(self.path)
             try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"could not enable WAL (got {mode})")
-                # NORMAL in WAL mode survives a process crash; only an OS crash can lose the
-                # last commits, which is the documented trade-off for write speed.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=5000")
-                version = _migrate(conn, self.path)
                 inline = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            except BaseException:
+                conn.close()
+                raise
+            try:
                 inline.execute("PRAGMA synchronous=NORMAL")
                 inline.execute("PRAGMA busy_timeout=0")  # the event loop never waits
                 inline.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints
             except BaseException:
                 conn.close()
-                if inline is not None:
-                    inline.close()
+                inline.close()
                 raise
-            if version < SCHEMA_VERSION:
-                log.info(
-                    "SQLite file %s migrated from schema version %d to %d",
-                    self.path,
-                    version,
-                    SCHEMA_VERSION,
-                )
             return conn, inline
 
         try:
