@@ -436,3 +436,13 @@ def markdown_table() -> str:
         shown = shown_default(spec, default)
         lines.append(f"| `{flag(name)}` | `{variable(name)}` | {shown} | {spec.help} |")
     return "\n".join(lines) + "\n"
+
+
+#: The markers around the table in README.md (``.ci/settings_table.py --write`` fills it).
+TABLE_BEGIN = "<!-- settings table: begin (python .ci/settings_table.py --write) -->\n"
+TABLE_END = "<!-- settings table: end -->\n"
+
+
+def readme_table(readme: str) -> str:
+    """The settings table between the markers of ``readme`` (README.md's text)."""
+    return readme[readme.index(TABLE_BEGIN) + len(TABLE_BEGIN) : readme.index(TABLE_END)]

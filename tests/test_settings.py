@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,12 @@ from chatapp.settings import (
     flag,
     load_settings,
     markdown_table,
+    readme_table,
     specs,
     variable,
 )
-from tools.settings_table import README, readme_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 #: For each setting, a value other than its default: (as given, as parsed).
 OTHER_VALUES: dict[str, tuple[str, object]] = {
@@ -168,7 +171,7 @@ def test_no_trust_proxy_overrides_the_variable() -> None:
 
 def test_the_readme_table_is_the_generated_one() -> None:
     assert readme_table(README.read_text()) == markdown_table(), (
-        "README.md's settings table is out of date: run tools/settings_table.py --write"
+        "README.md's settings table is out of date: run .ci/settings_table.py --write"
     )
 
 

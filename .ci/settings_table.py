@@ -1,5 +1,7 @@
 """Print the README's table of settings, made from chatapp.settings; ``--write`` puts it in
-README.md between its markers (tests/test_settings.py checks that they agree)."""
+README.md between its markers (tests/test_settings.py checks that they agree).
+
+Run as ``.venv/bin/python .ci/settings_table.py --write``."""
 
 from __future__ import annotations
 
@@ -7,16 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from chatapp.settings import markdown_table
+from chatapp.settings import TABLE_BEGIN, TABLE_END, markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BEGIN = "<!-- settings table: begin (tools/settings_table.py --write) -->\n"
-END = "<!-- settings table: end -->\n"
-
-
-def readme_table(readme: str) -> str:
-    """The table between the markers of ``readme``."""
-    return readme[readme.index(BEGIN) + len(BEGIN) : readme.index(END)]
 
 
 def main() -> None:
@@ -26,8 +21,8 @@ def main() -> None:
         sys.stdout.write(markdown_table())
         return
     readme = README.read_text()
-    old = readme_table(readme)
-    README.write_text(readme.replace(BEGIN + old + END, BEGIN + markdown_table() + END))
+    start, end = readme.index(TABLE_BEGIN) + len(TABLE_BEGIN), readme.index(TABLE_END)
+    README.write_text(readme[:start] + markdown_table() + readme[end:])
 
 
 if __name__ == "__main__":
