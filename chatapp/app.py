@@ -7,34 +7,34 @@ from collections.abc import AsyncIterator
 
 import aiohttp_jinja2
 import jinja2
-import socketio
 from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
-from .engine import Engine, library_logger
-from .fanout import FeedManager, FeedRedisManager
+from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
 from .feed import RoomFeed
+from .handlers import ChatHandlers
 from .jsoncodec import packet_json
 from .keys import (
     budget_key,
     connections_key,
-    engine_key,
     fanout_key,
     guard_key,
     handlers_key,
     presence_key,
     resources_key,
+    sessions_key,
     settings_key,
     sio_key,
     store_key,
 )
+from .liblog import library_logger
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .presence import Presence, open_presence
-from .realtime import ChatHandlers
 from .security import setup_security_headers
+from .sessions import Sessions
 from .settings import Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard
@@ -79,14 +79,25 @@ def create_app(
     app[presence_key] = presence
     app[resources_key] = res
 
-    manager: FeedManager
-    if settings.redis_url:
-        manager = FeedRedisManager(settings.redis_url, channel=f"{settings.redis_prefix}:socketio")
-    else:
-        manager = FeedManager()
-    sio = socketio.AsyncServer(
-        async_mode="aiohttp",
-        client_manager=manager,
+    # TCP connections per address, counted by the listener (cli) and, once detached from
+    # aiohttp, by their websocket.
+    connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)
+    app[connections_key] = connections
+
+    def client_manager(sessions: Sessions[FeedManager]) -> FeedManager:
+        # The feed and the manager deliver through the sessions, which make the server
+        # with the manager: so they are made here, with the sessions, before the server.
+        feed = RoomFeed(store, sessions)
+        if settings.redis_url:
+            channel = f"{settings.redis_prefix}:socketio"
+            return FeedRedisManager(settings.redis_url, channel, feed, sessions)
+        return LocalFeedManager(feed, sessions)
+
+    # One Sessions holds the server and every hook into the libraries: the send path and
+    # the guard's.
+    sessions = Sessions(
+        client_manager,
+        detached_close=connections.release,
         # One connection's events are handled one after another, in arrival order.
         async_handlers=False,
         cors_allowed_origins=origins.socketio_check,
@@ -96,33 +107,24 @@ def create_app(
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         transports=list(settings.transports),
-        # engine.Engine watches the sessions' heartbeats itself, without keeping ended ones.
-        monitor_clients=False,
         json=packet_json(),
         logger=library_logger("chatapp.socketio"),
         engineio_logger=library_logger("chatapp.engineio", demote=True),
     )
+    sio = sessions.sio
     sio.attach(app)
     app[sio_key] = sio
-    app[fanout_key] = manager
-    # One Engine holds every hook into the libraries: the send path and the guard's.
-    engine = Engine(sio)
-    app[engine_key] = engine
-    guard = app[guard_key] = TransportGuard(engine, settings)
+    app[sessions_key] = sessions
+    manager = app[fanout_key] = sessions.manager
+    guard = app[guard_key] = TransportGuard(sessions, settings)
     app.middlewares.append(guard.middleware())
-    # TCP connections per address, counted by the listener (cli) and, once detached from
-    # aiohttp, by their websocket.
-    connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)
-    engine.on_detached_close(connections.release)
-    app[connections_key] = connections
-    feed = RoomFeed(store, engine)
-    manager.engine = engine
-    manager.feed = feed
     # What each client address may ask of this process, its Socket.IO events and API
     # requests together.
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
-    app[handlers_key] = ChatHandlers(sio, settings, store, presence, feed, engine, access, budget)
+    app[handlers_key] = ChatHandlers(
+        sio, settings, store, presence, manager.feed, manager, sessions, access, budget
+    )
 
     aiohttp_jinja2.setup(
         app,
@@ -163,10 +165,10 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
 
 async def _disconnect_clients(app: web.Application) -> None:
     sio = app[sio_key]
-    engine = app[engine_key]
+    sessions = app[sessions_key]
     app[handlers_key].stopping()
-    await engine.close_all(grace=3.0)
-    stuck = engine.abort_websockets()
+    await sessions.close_all(grace=3.0)
+    stuck = sessions.abort_websockets()
     if stuck:
         log.info("dropped %d connection(s) that did not take their close in time", stuck)
     await sio.shutdown()

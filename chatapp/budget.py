@@ -1,7 +1,7 @@
 """The per-address budget: what one client address may ask of the server, in cost units,
 across all its Socket.IO connections and JSON API requests together.
 
-The per-connection limits (``realtime``) count events, whatever they cost; one address
+The per-connection limits (``handlers``) count events, whatever they cost; one address
 with twenty connections could still keep the server busy with expensive requests and slow
 everyone else down. Here each request costs what it asks the server to do: a message,
 typing notice, rename or unknown event costs :data:`EVENT_COST`; a page of history costs

@@ -3,9 +3,9 @@
 * ``--max-tcp-connections-per-ip``: :class:`ConnectionLimit` counts TCP connections per
   peer address from accept to close and refuses those past the limit with a short 503,
   before aiohttp sees them (:meth:`ConnectionLimit.listen` wraps aiohttp's protocol
-  factory, ``runner.server``). A websocket that ``engine.ChatWebSocket`` detaches from
+  factory, ``runner.server``). A websocket that ``websocket.ChatWebSocket`` detaches from
   aiohttp becomes its transport's protocol, so the wrapper no longer hears of the
-  connection's end: the websocket reports it (``Engine.on_detached_close``).
+  connection's end: the websocket reports it (``Sessions(detached_close=)``).
 
 * The process's soft limit of open descriptors (often 1024) is raised to its hard limit
   at start (:func:`raise_open_file_limit`), so that the per-address limit, not the

@@ -1,9 +1,12 @@
 """Where the events of every process meet this process's connections.
 
-:class:`FeedManager` is the Socket.IO client manager of a single process: room messages
-go to the :class:`~chatapp.feed.RoomFeed` (each once, in id order, with no gap), every
-other event without callback is encoded once and handed to each recipient in order by
-``engine.LocalManager``.
+The message handler stores a message, then publishes it to its room
+(:meth:`FeedManager.publish`): the client manager hands it to the
+:class:`~chatapp.feed.RoomFeed` of every process, this one included, for the room it was
+published to (the feed delivers each once, in id order, with no gap). Every other event
+without callback is encoded once and handed to each recipient in order by
+``managers.LocalManager``. :class:`LocalFeedManager` is the client manager of a single
+process.
 
 With Redis, :class:`FeedRedisManager` adds what ``AsyncRedisManager`` lacks:
 
@@ -20,8 +23,8 @@ With Redis, :class:`FeedRedisManager` adds what ``AsyncRedisManager`` lacks:
   re-reads its rooms from the store, so nothing published meanwhile stays missing.
 
 The library hooks this needs (publishing, the listener's input, its subscriptions and its
-task, local delivery) are in ``engine.py``, the one module that reaches into library
-internals.
+task, local delivery) are in ``managers.py``, one of the modules that reach into library
+internals (``internals.py``).
 """
 
 from __future__ import annotations
@@ -31,17 +34,14 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from . import redisconn
-from .engine import LocalManager, RedisManager
-
-if TYPE_CHECKING:
-    from .feed import RoomFeed
-
-MESSAGE_EVENT = "message"
+from .feed import MESSAGE_EVENT, RoomFeed
+from .managers import LocalManager, RedisManager
+from .sessions import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,19 @@ PING = b"chatapp-ping:"
 
 
 class FeedManager(LocalManager):
-    """Routes ``message`` events through the feed; the rest goes out through the Engine.
+    """Routes ``message`` events to the feed by the room they were published to; the rest
+    goes out through the :class:`~chatapp.sessions.Sessions`.
 
-    Both this process's emits and, with Redis, those of other processes arrive here.
+    Both this process's emits and, with Redis, those of other processes arrive here. A
+    subclass's constructor takes the feed (``feed``) and the sessions; this class has no
+    ``__init__`` (see ``LocalManager``).
     """
 
-    feed: RoomFeed | None = None
+    feed: RoomFeed
+
+    async def publish(self, room: str, msg: dict[str, Any]) -> None:
+        """Hand a stored message to the feed of every process, for ``room``'s members."""
+        await self.emit(MESSAGE_EVENT, msg, namespace="/", room=room)
 
     async def start(self) -> None:
         """Start background work; one process has none."""
@@ -73,28 +80,38 @@ class FeedManager(LocalManager):
         """Problems by component (``{"redis": "unreachable"}``); empty when all is well."""
         return {}
 
-    def route(self, event: str, data: Any, namespace: str) -> bool:
+    def route(self, event: str, data: Any, namespace: str, room: Any) -> bool:
         if (
             event == MESSAGE_EVENT
-            and self.feed is not None
             and namespace == "/"
+            and isinstance(room, str)
             and isinstance(data, dict)
         ):
-            self.feed.receive(data)
+            self.feed.receive(room, data)
             return True
         return False
+
+
+class LocalFeedManager(FeedManager):
+    """The client manager of a single process."""
+
+    def __init__(self, feed: RoomFeed, sessions: Sessions[Any]) -> None:
+        super().__init__()
+        self.feed = feed
+        self.sessions = sessions
 
 
 class FeedRedisManager(RedisManager, FeedManager):
     """The Redis manager: FeedManager's local delivery, publishing that never blocks, and
     the listener's self-check.
 
-    ``engine.RedisManager`` puts FeedManager between python-socketio's pub/sub manager and
+    ``managers.RedisManager`` puts FeedManager between python-socketio's pub/sub manager and
     AsyncManager, so both this process's emits and those arriving from Redis are routed
     by ``FeedManager.route``.
     """
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, feed: RoomFeed, sessions: Sessions[Any]) -> None:
+        self.feed = feed
         super().__init__(
             url,
             channel,
@@ -102,6 +119,7 @@ class FeedRedisManager(RedisManager, FeedManager):
             # No read timeout: the listener blocks on the channel; the self-check notices
             # a connection that went quiet.
             redis_options={"socket_connect_timeout": redisconn.TIMEOUT},
+            sessions=sessions,
         )
         self._ping_id = uuid.uuid4().hex
         self._publisher = redisconn.connect(url)
@@ -217,8 +235,7 @@ class FeedRedisManager(RedisManager, FeedManager):
         self._subscriptions += 1
         if self._subscriptions > 1:
             log.info("fan-out: the Redis listener subscribed again; catching up from the store")
-        if self.feed is not None:
-            self.feed.resync()
+        self.feed.resync()
 
     def heard(self, message: Any) -> bool:
         if isinstance(message, bytes) and message.startswith(PING):

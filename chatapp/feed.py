@@ -22,12 +22,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import Engine
-from .fanout import MESSAGE_EVENT
 from .paging import newest_within
+from .sessions import Sessions
 from .store import MessageStore, Page
 
 log = logging.getLogger(__name__)
+
+#: The Socket.IO event that carries a room message to its members.
+MESSAGE_EVENT = "message"
 
 #: How long a gap may stay open before it is filled from the store: long enough for a
 #: message still travelling through Redis to arrive by itself.
@@ -49,9 +51,9 @@ class _Room:
 
 
 class RoomFeed:
-    def __init__(self, store: MessageStore, engine: Engine) -> None:
+    def __init__(self, store: MessageStore, sessions: Sessions[Any]) -> None:
         self._store = store
-        self._engine = engine
+        self._sessions = sessions
         self._rooms: dict[str, _Room] = {}
 
     # -- joining and leaving ------------------------------------------------------------
@@ -92,7 +94,7 @@ class RoomFeed:
         ids = sorted(i for i in merged if i <= upto and (since is None or i > since))
         history, cut = newest_within([merged[i] for i in ids[-limit:]])
         has_more = page.has_more or len(ids) > limit or cut
-        eio_sid = self._engine.eio_sid(sid)
+        eio_sid = self._sessions.eio_sid(sid)
         if eio_sid is not None:
             # A client reconnecting with a ``since`` beyond what this process delivered
             # has those messages already: it goes live once the room reaches its since.
@@ -118,10 +120,11 @@ class RoomFeed:
 
     # -- delivery -----------------------------------------------------------------------
 
-    def receive(self, msg: dict[str, Any]) -> None:
-        """Take one committed message (from this process or another) for delivery."""
-        room, msg_id = msg.get("room"), msg.get("id")
-        if not isinstance(room, str) or not isinstance(msg_id, int):
+    def receive(self, room: str, msg: dict[str, Any]) -> None:
+        """Take one committed message of ``room`` (from this process or another) for
+        delivery."""
+        msg_id = msg.get("id")
+        if not isinstance(msg_id, int):
             log.warning("ignoring a malformed message from the fan-out: %.200r", msg)
             return
         st = self._rooms.get(room)
@@ -142,9 +145,9 @@ class RoomFeed:
             self._deliver(st, st.held.pop(st.last + 1))
 
     def _deliver(self, st: _Room, msg: dict[str, Any]) -> None:
-        pkt = self._engine.packet(MESSAGE_EVENT, msg)
+        pkt = self._sessions.packet(MESSAGE_EVENT, msg)
         for eio_sid in st.live.values():
-            self._engine.put(eio_sid, pkt)
+            self._sessions.put(eio_sid, pkt)
         for buffer in st.pending.values():
             buffer.append(msg)
         st.last = msg["id"]
@@ -179,7 +182,7 @@ class RoomFeed:
             while self._rooms.get(room) is st and st.last is not None and st.last < head:
                 start = st.last
                 for m in await self._store.range(room, start, min(head, start + FILL_BATCH)):
-                    self.receive(m.to_dict())
+                    self.receive(room, m.to_dict())
                 if st.last == start:
                     break  # the gap filler owns whatever is missing now
         except Exception as exc:
@@ -198,7 +201,7 @@ class RoomFeed:
             start, upto = st.last, min(min(st.held) - 1, st.last + FILL_BATCH)
             if upto <= start:
                 # The gap closed by itself; deliver what became contiguous.
-                self.receive(st.held.pop(min(st.held)))
+                self.receive(room, st.held.pop(min(st.held)))
                 continue
             try:
                 missing = await self._store.range(room, start, upto)
@@ -216,7 +219,7 @@ class RoomFeed:
                 st.last = upto
                 self._promote(st)
             for m in missing:
-                self.receive(m.to_dict())
+                self.receive(room, m.to_dict())
             if st.held and min(st.held) == st.last + 1:
-                self.receive(st.held.pop(st.last + 1))
+                self.receive(room, st.held.pop(st.last + 1))
             log.info("room %s: filled %d missing message(s) from the store", room, len(missing))

@@ -7,11 +7,11 @@ from aiohttp import web
 
 from .budget import AddressBudget
 from .connections import ConnectionLimit
-from .engine import Engine
 from .fanout import FeedManager
+from .handlers import ChatHandlers
 from .presence import Presence
-from .realtime import ChatHandlers
 from .resources import Resources
+from .sessions import Sessions
 from .settings import Settings
 from .store import MessageStore
 from .transport import TransportGuard
@@ -22,7 +22,7 @@ presence_key = web.AppKey("presence", Presence)
 sio_key = web.AppKey("sio", socketio.AsyncServer)
 resources_key = web.AppKey("resources", Resources)
 fanout_key = web.AppKey("fanout", FeedManager)
-engine_key = web.AppKey("engine", Engine)
+sessions_key = web.AppKey("sessions", Sessions)
 guard_key = web.AppKey("guard", TransportGuard)
 connections_key = web.AppKey("connections", ConnectionLimit)
 handlers_key = web.AppKey("handlers", ChatHandlers)

@@ -14,17 +14,18 @@ and a client's protocol mistakes are logged at ERROR. :class:`TransportGuard` fi
   dropped and the client catches up with ``since`` when it reconnects;
 * engine.io sessions per client address are capped (twice ``--max-connections-per-ip``;
   Socket.IO connections are refused with a readable reason at the limit itself, in
-  ``realtime``), and a session without a Socket.IO connect is closed after
+  ``handlers``), and a session without a Socket.IO connect is closed after
   ``--connect-timeout``;
 * a client that keeps sending far past the event rate limit is disconnected;
 * a session takes requests from the address that opened it only, and one long-poll at a
   time: a second concurrent one gets 400 and closes the session, as the Engine.IO
   protocol says (:meth:`TransportGuard.middleware`);
-* the libraries' own log lines go through ``engine.library_logger``.
+* the libraries' own log lines go through ``liblog.library_logger``.
 
 It is policy only: the hooks into python-engineio and python-socketio it needs (checking
 requests and frames, seeing engine.io's events first, bounded queues, closing a session)
-are in ``engine.py``, the one module that reaches into library internals.
+are in ``sessions.py`` and the other modules that reach into library internals
+(``internals.py``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from .engine import OVER_BYTES, OVER_TOTAL, Engine, decodable
+from .frames import decodable
 from .logthrottle import LogThrottle
 from .origins import client_ip, responded
 from .ratelimit import TokenBucket
+from .sendqueue import OVER_BYTES, OVER_TOTAL
+from .sessions import Sessions
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,8 +105,8 @@ class _Replay:
 class TransportGuard:
     """Installs the protections described in the module docstring on one AsyncServer."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine = engine
+    def __init__(self, sessions: Sessions[Any], settings: Settings) -> None:
+        self.sessions = sessions
         self.settings = settings
         self.sessions_per_ip: Counter[str] = Counter()
         self.ip_of: dict[str, str] = {}  # engine.io sid -> client address
@@ -115,11 +118,11 @@ class TransportGuard:
         self._foreign = LogThrottle()
         self._polling: set[str] = set()  # sessions with a long-poll waiting
 
-        engine.backlog.limit = settings.max_queued_bytes_total
-        engine.check_requests(self._check_request)
-        self._on_connect = engine.intercept("connect", self._connect)
-        self._on_message = engine.intercept("message", self._message)
-        self._on_disconnect = engine.intercept("disconnect", self._disconnect)
+        sessions.backlog.limit = settings.max_queued_bytes_total
+        sessions.check_requests(self._check_request)
+        self._on_connect = sessions.intercept("connect", self._connect)
+        self._on_message = sessions.intercept("message", self._message)
+        self._on_disconnect = sessions.intercept("disconnect", self._disconnect)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class TransportGuard:
         task.add_done_callback(self._tasks.discard)
 
     def _sid_label(self, eio_sid: str) -> str:
-        sid = self.engine.sid(eio_sid)
+        sid = self.sessions.sid(eio_sid)
         return f"{sid or eio_sid} from {self.ip_of.get(eio_sid, '?')}"
 
     # -- HTTP requests to /socket.io/ -----------------------------------------------------------
@@ -196,7 +199,7 @@ class TransportGuard:
                 "closing %s: a second long-poll while one was waiting", self._sid_label(sid)
             )
             # The waiting poll gets the session's CLOSE packet.
-            await self.engine.close(sid, CONCURRENT_POLL)
+            await self.sessions.close(sid, CONCURRENT_POLL)
         return web.json_response(
             {"error": "bad Engine.IO request: another long-poll of this session was waiting"},
             status=400,
@@ -221,8 +224,8 @@ class TransportGuard:
                     environ["REMOTE_ADDR"],
                 )
             # Not left to engine.io, whose disconnect would wait for the client to poll.
-            if sid is not None and self.engine.has_session(sid):
-                await self.engine.close(sid, MALFORMED)
+            if sid is not None and self.sessions.has_session(sid):
+                await self.sessions.close(sid, MALFORMED)
             raise web.HTTPRequestEntityTooLarge(
                 max_size=self.settings.max_frame_bytes, actual_size=length
             )
@@ -235,8 +238,8 @@ class TransportGuard:
                 "a polling request from %s ended before its body arrived; closing its session",
                 environ["REMOTE_ADDR"],
             )
-            if sid is not None and self.engine.has_session(sid):
-                await self.engine.close(sid, CUT_OFF)
+            if sid is not None and self.sessions.has_session(sid):
+                await self.sessions.close(sid, CUT_OFF)
             raise web.HTTPBadRequest(text="incomplete Engine.IO payload") from None
         except ValueError:
             body = None
@@ -245,8 +248,8 @@ class TransportGuard:
                 "malformed polling payload from %s; closing its connection",
                 environ["REMOTE_ADDR"],
             )
-            if sid is not None and self.engine.has_session(sid):
-                await self.engine.close(sid, MALFORMED)
+            if sid is not None and self.sessions.has_session(sid):
+                await self.sessions.close(sid, MALFORMED)
             raise web.HTTPBadRequest(text="malformed Engine.IO payload")
         environ["wsgi.input"] = _Replay(body)
         return environ
@@ -266,7 +269,7 @@ class TransportGuard:
             return False  # engine.io answers 401
         self.sessions_per_ip[ip] += 1
         self.ip_of[eio_sid] = ip
-        self.engine.adopt(
+        self.sessions.adopt(
             eio_sid,
             self.settings.max_queued_packets,
             self.settings.max_queued_bytes,
@@ -295,12 +298,12 @@ class TransportGuard:
             log.warning(
                 "closing %s: it kept sending after being rate limited", self._sid_label(eio_sid)
             )
-            self._spawn(self.engine.close(eio_sid, FLOODING, abort=True))
+            self._spawn(self.sessions.close(eio_sid, FLOODING, abort=True))
             return
         problem = self._check_binary(eio_sid, data)
         if problem is not None:
             log.warning("closing %s: %s", self._sid_label(eio_sid), problem)
-            self._spawn(self.engine.close(eio_sid, MALFORMED))
+            self._spawn(self.sessions.close(eio_sid, MALFORMED))
             return
         if isinstance(data, str) and data[:1] == "1":
             # A Socket.IO disconnect leaves the transport open for a reconnect; it gets
@@ -317,7 +320,7 @@ class TransportGuard:
                 type(exc).__name__,
                 exc,
             )
-            self._spawn(self.engine.close(eio_sid, MALFORMED))
+            self._spawn(self.sessions.close(eio_sid, MALFORMED))
 
     def _check_binary(self, eio_sid: str, data: Any) -> str | None:
         """Bound binary events: python-socketio takes every packet after a binary event's
@@ -359,7 +362,7 @@ class TransportGuard:
             timer = self._deadlines.pop(eio_sid, None)
             if timer is not None:
                 timer.cancel()
-            if self.engine.websocket(eio_sid) is not None:
+            if self.sessions.websocket(eio_sid) is not None:
                 # The sid, not the websocket: the timer must not keep a closed connection's
                 # objects alive for the grace period (connect churn would pile them up).
                 asyncio.get_running_loop().call_later(CLOSE_GRACE, self._drop_websocket, eio_sid)
@@ -368,7 +371,7 @@ class TransportGuard:
         # engine.io keeps reading a websocket whose session has ended until the ping
         # timeout; a client that does not close it by itself is not given that long. (The
         # session has ended, so no other websocket can have registered under its sid.)
-        ws = self.engine.websocket(eio_sid)
+        ws = self.sessions.websocket(eio_sid)
         if ws is not None and ws.abort():
             log.info(
                 "dropping the websocket of ended session %s: the client did not close it", eio_sid
@@ -376,9 +379,9 @@ class TransportGuard:
 
     def _connect_deadline(self, eio_sid: str) -> None:
         self._deadlines.pop(eio_sid, None)
-        if not self.engine.has_session(eio_sid):
+        if not self.sessions.has_session(eio_sid):
             return
-        if self.engine.sid(eio_sid) is not None:
+        if self.sessions.sid(eio_sid) is not None:
             return
         log.info(
             "closing transport %s from %s: no Socket.IO connect within %g s",
@@ -386,7 +389,7 @@ class TransportGuard:
             self.ip_of.get(eio_sid, "?"),
             self.settings.connect_timeout,
         )
-        self._spawn(self.engine.close(eio_sid, CONNECT_TIMEOUT, abort=True))
+        self._spawn(self.sessions.close(eio_sid, CONNECT_TIMEOUT, abort=True))
 
     def _overflow(self, eio_sid: str, reason: str) -> None:
         s = self.settings
@@ -405,4 +408,4 @@ class TransportGuard:
             self._sid_label(eio_sid),
             why,
         )
-        self._spawn(self.engine.close(eio_sid, SLOW_CONSUMER, abort=True))
+        self._spawn(self.sessions.close(eio_sid, SLOW_CONSUMER, abort=True))

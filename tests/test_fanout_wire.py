@@ -1,4 +1,4 @@
-"""What the fast write path (chatapp/engine.py) must keep true on the wire.
+"""What the fast write path (chatapp/sessions.py, chatapp/websocket.py) must keep true on the wire.
 
 Room frames are written straight to a connection's transport when nothing is ahead of
 them, and queued behind engine.io's own packets otherwise. These tests read the raw

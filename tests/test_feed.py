@@ -45,6 +45,11 @@ class Served:
         await client.connect(self.url, room=room, name="member")
         return client
 
+    def receive(self, msg: dict[str, Any]) -> None:
+        """Hand ``msg`` to the feed as the client manager does: for the room it was
+        published to (its own)."""
+        self.feed.receive(msg["room"], msg)
+
     async def commit(self, room: str, count: int = 1) -> list[dict[str, Any]]:
         """Store ``count`` messages in ``room`` without handing them to the feed (as when
         another process stored them and their fan-out has not arrived yet)."""
@@ -101,7 +106,7 @@ async def test_messages_arriving_out_of_order_are_delivered_in_id_order(served: 
     member = await served.member("order")
     m1, m2, m3, m4 = await served.commit("order", 4)
     for msg in (m3, m2, m4, m1):  # as they may come from several processes through Redis
-        served.feed.receive(msg)
+        served.receive(msg)
     assert await received(member, "order", 4) == [1, 2, 3, 4]
 
 
@@ -109,18 +114,18 @@ async def test_a_gap_waits_and_is_filled_from_the_store(served: Served) -> None:
     member = await served.member("gap")
     msgs = await served.commit("gap", 5)
     # 1-4 never come from the fan-out (lost while Redis was away): only 5 does.
-    served.feed.receive(msgs[4])
+    served.receive(msgs[4])
     assert await received(member, "gap", 5) == [1, 2, 3, 4, 5]
     # The stream goes on from there.
     (m6,) = await served.commit("gap")
-    served.feed.receive(m6)
+    served.receive(m6)
     assert await received(member, "gap", 6) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_a_gap_longer_than_one_store_read_is_filled_in_order(served: Served) -> None:
     member = await served.member("long-gap")
     msgs = await served.commit("long-gap", 1207)
-    served.feed.receive(msgs[-1])
+    served.receive(msgs[-1])
     assert await received(member, "long-gap", 1207) == list(range(1, 1208))
 
 
@@ -129,12 +134,12 @@ async def test_a_repeated_message_is_delivered_once(served: Served) -> None:
     m1, m2, m3, m4 = await served.commit("repeats", 4)
     # 1 twice; 3 held behind the gap at 2, and repeated while held; 2 comes from the store.
     for msg in (m1, m1, m3, m3):
-        served.feed.receive(msg)
+        served.receive(msg)
     assert await received(member, "repeats", 3) == [1, 2, 3]
     # The gap's message arriving late from the fan-out, and older repeats.
     for msg in (m2, m3, m1):
-        served.feed.receive(msg)
-    served.feed.receive(m4)
+        served.receive(msg)
+    served.receive(m4)
     assert await received(member, "repeats", 4) == [1, 2, 3, 4]
 
 
@@ -143,7 +148,7 @@ async def test_resync_delivers_what_the_store_has_beyond_the_feed(served: Served
     resync compares each room with the store."""
     member = await served.member("deaf")
     first = await served.commit("deaf")
-    served.feed.receive(first[0])
+    served.receive(first[0])
     await served.commit("deaf", 3)  # published while this process heard nothing
     served.feed.resync()
     assert await received(member, "deaf", 4) == [1, 2, 3, 4]
@@ -152,9 +157,9 @@ async def test_resync_delivers_what_the_store_has_beyond_the_feed(served: Served
 async def test_other_rooms_messages_do_not_reach_a_member(served: Served) -> None:
     here = await served.member("here")
     (elsewhere,) = await served.commit("elsewhere")
-    served.feed.receive(elsewhere)  # nobody in that room in this process
+    served.receive(elsewhere)  # nobody in that room in this process
     (mine,) = await served.commit("here")
-    served.feed.receive(mine)
+    served.receive(mine)
     await received(here, "here", 1)
     assert [m["room"] for m in here.of("message")] == ["here"]
 
@@ -177,25 +182,25 @@ async def test_a_member_joining_while_messages_flow_gets_history_then_each_later
     ones: each reaches the newcomer exactly once, in the welcome's history or live."""
     live = await served.member("gate")
     for msg in await served.commit("gate", 3):
-        served.feed.receive(msg)
+        served.receive(msg)
     newcomer, sid = await joining(served, "home")
 
     served.feed.begin_join(sid, "gate")
     (m4,) = await served.commit("gate")
-    served.feed.receive(m4)  # delivered before the history read: in the page too
+    served.receive(m4)  # delivered before the history read: in the page too
     page = await served.store.recent("gate", 50)
     (m5,) = await served.commit("gate")
-    served.feed.receive(m5)  # delivered after the history read: only the gate has it
+    served.receive(m5)  # delivered after the history read: only the gate has it
     (m6,) = await served.commit("gate")  # committed, its fan-out still on the way
     joined = served.feed.complete_join(sid, "gate", page, page.messages[-1].id, None, 50)
     assert joined is not None
     history, has_more = joined
     assert [m["id"] for m in history] == [1, 2, 3, 4, 5]
     assert history[3:] == [m4, m5] and has_more is False
-    served.feed.receive(m6)
-    served.feed.receive(m4)  # a late repeat
+    served.receive(m6)
+    served.receive(m4)  # a late repeat
     (m7,) = await served.commit("gate")
-    served.feed.receive(m7)
+    served.receive(m7)
     assert await received(newcomer, "gate", 7) == [6, 7]
     assert await received(live, "gate", 7) == [1, 2, 3, 4, 5, 6, 7]
     served.feed.leave(sid, "gate")
@@ -206,7 +211,7 @@ async def test_history_stops_where_the_live_stream_is(served: Served) -> None:
     as to every other member, not in the history as well."""
     live = await served.member("cut")
     for msg in await served.commit("cut", 2):
-        served.feed.receive(msg)
+        served.receive(msg)
     newcomer, sid = await joining(served, "home")
     served.feed.begin_join(sid, "cut")
     (m3,) = await served.commit("cut")  # its fan-out is still on the way
@@ -214,7 +219,7 @@ async def test_history_stops_where_the_live_stream_is(served: Served) -> None:
     assert [m.id for m in page.messages] == [1, 2, 3]
     joined = served.feed.complete_join(sid, "cut", page, 3, None, 50)
     assert joined is not None and [m["id"] for m in joined[0]] == [1, 2]
-    served.feed.receive(m3)
+    served.receive(m3)
     assert await received(newcomer, "cut", 3) == [3]
     assert await received(live, "cut", 3) == [1, 2, 3]
     served.feed.leave(sid, "cut")
@@ -226,14 +231,14 @@ async def test_the_first_member_continues_from_the_history_it_read(served: Serve
     first, sid = await joining(served, "home")
     m1, m2 = await served.commit("fresh", 2)
     served.feed.begin_join(sid, "fresh")
-    served.feed.receive(m1)  # buffered: nobody is live yet
+    served.receive(m1)  # buffered: nobody is live yet
     page = await served.store.recent("fresh", 50)
     (m3,) = await served.commit("fresh")  # after the history read, its fan-out on the way
     joined = served.feed.complete_join(sid, "fresh", page, 2, None, 50)
     assert joined is not None
     assert [m["id"] for m in joined[0]] == [1, 2]
-    served.feed.receive(m2)  # in the history already
-    served.feed.receive(m3)
+    served.receive(m2)  # in the history already
+    served.receive(m3)
     assert await received(first, "fresh", 3) == [3]
     served.feed.leave(sid, "fresh")
 
@@ -243,8 +248,8 @@ async def test_a_member_joining_while_a_gap_is_open_gets_each_message_once(
 ) -> None:
     live = await served.member("gap-join")
     msgs = await served.commit("gap-join", 4)
-    served.feed.receive(msgs[0])
-    served.feed.receive(msgs[3])  # held: 2 and 3 are missing, the store fills them shortly
+    served.receive(msgs[0])
+    served.receive(msgs[3])  # held: 2 and 3 are missing, the store fills them shortly
     newcomer, sid = await joining(served, "home")
     served.feed.begin_join(sid, "gap-join")
     page = await served.store.recent("gap-join", 50)
@@ -252,7 +257,7 @@ async def test_a_member_joining_while_a_gap_is_open_gets_each_message_once(
     assert joined is not None
     history = [m["id"] for m in joined[0]]
     (m5,) = await served.commit("gap-join")
-    served.feed.receive(m5)
+    served.receive(m5)
     assert history + await received(newcomer, "gap-join", 5) == [1, 2, 3, 4, 5]
     assert await received(live, "gap-join", 5) == [1, 2, 3, 4, 5]
     served.feed.leave(sid, "gap-join")
@@ -267,18 +272,18 @@ async def test_a_member_that_left_gets_nothing(served: Served) -> None:
     page = await served.store.recent("gone", 50)
     assert served.feed.complete_join(sid, "gone", page, 0, None, 50) is None
     (m1,) = await served.commit("gone")
-    served.feed.receive(m1)
+    served.receive(m1)
     # Joined, then left.
     served.feed.begin_join(sid, "gone")
     page = await served.store.recent("gone", 50)
     assert served.feed.complete_join(sid, "gone", page, 1, None, 50) is not None
     served.feed.leave(sid, "gone")
     (m2,) = await served.commit("gone")
-    served.feed.receive(m2)
+    served.receive(m2)
     assert await received(live, "gone", 2) == [1, 2]
     # A message of the client's own room, sent after, proves nothing of "gone" came first.
     (mine,) = await served.commit("home")
-    served.feed.receive(mine)
+    served.receive(mine)
     await received(client, "home", 1)
     assert ids(client, "gone") == []
 
@@ -287,7 +292,7 @@ async def test_since_limits_the_joiners_history_to_what_it_missed(served: Served
     live = await served.member("since")
     msgs = await served.commit("since", 6)
     for msg in msgs:
-        served.feed.receive(msg)
+        served.receive(msg)
     await received(live, "since", 6)
     _, sid = await joining(served, "home")
     served.feed.begin_join(sid, "since")
@@ -304,16 +309,16 @@ async def test_a_joiner_ahead_of_this_process_gets_nothing_it_has(served: Served
     live = await served.member("ahead")
     m1, m2, m3, m4, m5, m6 = await served.commit("ahead", 6)
     for msg in (m1, m2, m3, m4):
-        served.feed.receive(msg)
+        served.receive(msg)
     client, sid = await joining(served, "home")
     served.feed.begin_join(sid, "ahead")
-    served.feed.receive(m5)  # buffered for the joiner
+    served.receive(m5)  # buffered for the joiner
     page = await served.store.recent("ahead", 500, after=6)
     joined = served.feed.complete_join(sid, "ahead", page, 6, 6, 500)
     assert joined is not None and joined[0] == []
-    served.feed.receive(m6)
+    served.receive(m6)
     (m7,) = await served.commit("ahead")
-    served.feed.receive(m7)
+    served.receive(m7)
     assert await received(live, "ahead", 7) == [1, 2, 3, 4, 5, 6, 7]
     assert await received(client, "ahead", 7) == [7]
     served.feed.leave(sid, "ahead")

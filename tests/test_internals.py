@@ -1,6 +1,7 @@
-"""chatapp/engine.py reaches into python-socketio, python-engineio and aiohttp internals.
+"""The modules of ``chatapp.internals.INTERNAL_USERS`` reach into python-socketio,
+python-engineio and aiohttp internals.
 
-These tests fail loudly when an upgrade moves what it relies on: update engine.py,
+These tests fail loudly when an upgrade moves what they rely on: update those modules,
 TESTED_VERSIONS and the pins in pyproject.toml together after reading the new code. The
 last tests drive the direct write path inside one process, stepping the event loop: a
 frame is never written past a packet engine.io's writer has taken but not yet sent, and a
@@ -33,9 +34,18 @@ from engineio import async_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import async_manager, async_pubsub_manager
 
-from chatapp import engine, fanout, jsoncodec
+from chatapp import (
+    fanout,
+    frames,
+    heartbeat,
+    internals,
+    jsoncodec,
+    managers,
+    sendqueue,
+    websocket,
+)
 from chatapp.app import create_app
-from chatapp.keys import engine_key, guard_key, sio_key
+from chatapp.keys import guard_key, sessions_key, sio_key
 from chatapp.settings import load_settings
 
 from .raw import WS_PATH, ws_frame
@@ -55,9 +65,9 @@ def packet_json() -> Iterator[None]:
 
 def test_library_versions_are_the_tested_ones() -> None:
     for dist in ("python-socketio", "python-engineio", "aiohttp"):
-        assert version(dist) == engine.TESTED_VERSIONS[dist], (
-            f"{dist} {version(dist)} is installed but chatapp/engine.py was written against "
-            f"{engine.TESTED_VERSIONS[dist]}: re-check the internals it uses, then update "
+        assert version(dist) == internals.TESTED_VERSIONS[dist], (
+            f"{dist} {version(dist)} is installed but chatapp was written against "
+            f"{internals.TESTED_VERSIONS[dist]}: re-check the internals it uses, then update "
             "TESTED_VERSIONS and pyproject.toml"
         )
 
@@ -65,13 +75,13 @@ def test_library_versions_are_the_tested_ones() -> None:
 def test_pyproject_pins_the_tested_versions() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for dist in ("python-socketio", "python-engineio", "aiohttp"):
-        assert f"{dist}=={engine.TESTED_VERSIONS[dist]}" in deps, deps
+        assert f"{dist}=={internals.TESTED_VERSIONS[dist]}" in deps, deps
 
 
 # -- python-engineio --------------------------------------------------------------------------
 
 
-def test_driver_hooks_and_handlers_are_where_the_engine_expects(tmp_path: Path) -> None:
+def test_driver_hooks_and_handlers_are_where_sessions_expect(tmp_path: Path) -> None:
     server = socketio.AsyncServer(async_mode="aiohttp")
     assert server.eio._async["websocket"] is eio_aiohttp.WebSocket
     assert server.eio._async["translate_request"] is eio_aiohttp.translate_request
@@ -81,7 +91,7 @@ def test_driver_hooks_and_handlers_are_where_the_engine_expects(tmp_path: Path) 
     assert "translate_request = self._async['translate_request']" in handle
     assert "await translate_request(" in handle
     app = create_app(load_settings(["--db", str(tmp_path / "x.db")], environ={}))
-    sio, eng, guard = app[sio_key], app[engine_key], app[guard_key]
+    sio, eng, guard = app[sio_key], app[sessions_key], app[guard_key]
     assert sio.eio._async["translate_request"] == eng._translate_request
     assert sio.eio._async["websocket"] == eng._websocket
     assert sio.eio.handlers["message"] == guard._message
@@ -97,7 +107,7 @@ def test_socket_and_queue_internals() -> None:
     assert list(socket_init.parameters)[:3] == ["self", "server", "sid"]
     close = inspect.signature(async_socket.AsyncSocket.close)
     assert list(close.parameters) == ["self", "wait", "abort", "reason"]
-    # The send queue is created through the server (Engine makes it a SendQueue), written
+    # The send queue is created through the server (Sessions makes it a SendQueue), written
     # by send() with put(), and read by poll() with get() / get_nowait().
     assert "self.server.create_queue()" in inspect.getsource(engineio.base_socket.BaseSocket)
     assert "self.queue.put(pkt)" in inspect.getsource(async_socket.AsyncSocket.send)
@@ -110,7 +120,7 @@ def test_socket_and_queue_internals() -> None:
         called |= set(re.findall(r"\.queue\.(\w+)", inspect.getsource(module)))
     assert called == {"get", "get_nowait", "put", "put_nowait", "task_done", "join"}, called
     for method in called:
-        assert callable(getattr(engine.SendQueue, method)), method
+        assert callable(getattr(sendqueue.SendQueue, method)), method
     sock = async_socket.AsyncSocket(server.eio, "sid")
     assert isinstance(sock.queue, asyncio.Queue)
     for flag in ("connected", "closing", "closed", "upgrading", "upgraded"):
@@ -144,13 +154,13 @@ def test_heartbeat_internals() -> None:
     assert "time.time() - last_ping > self.server.ping_timeout" in inspect.getsource(
         async_socket.AsyncSocket.check_ping_timeout
     )
-    # engine.io makes the session itself; Engine.adopt (in the connect event) changes its
+    # engine.io makes the session itself; Sessions.adopt (in the connect event) changes its
     # class before engine.io schedules the first ping. Only methods are added.
     connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
     assert "s = async_socket.AsyncSocket(self, sid)" in connect
     assert connect.index("'connect', sid, environ") < connect.index("s.schedule_ping()")
     assert "__slots__" not in vars(async_socket.AsyncSocket)
-    assert set(vars(engine.ChatSocket)) - {"__doc__", "__module__", "__annotations__"} == {
+    assert set(vars(heartbeat.ChatSocket)) - {"__doc__", "__module__", "__annotations__"} == {
         "schedule_ping",
         "_ping",
     }
@@ -158,7 +168,7 @@ def test_heartbeat_internals() -> None:
 
 def test_session_monitor_internals(tmp_path: Path) -> None:
     """engine.io's session monitor is off (``monitor_clients``, a public option) and
-    Engine repeats what it does, holding session ids instead of a copy of the table."""
+    Sessions repeats what it does, holding session ids instead of a copy of the table."""
     server = socketio.AsyncServer(async_mode="aiohttp", monitor_clients=False)
     assert server.eio.start_service_task is False
     connect = inspect.getsource(engineio.async_server.AsyncServer._handle_connect)
@@ -180,20 +190,20 @@ def test_session_monitor_internals(tmp_path: Path) -> None:
 def test_decodable_lets_through_only_what_engineio_decodes() -> None:
     accepted = ["4x", "2", "3probe", "6", "1", '42["m",1]', "bAAEC", "4" + "[" * 100, "0{}"]
     for text in accepted:
-        assert engine.decodable(text), text
+        assert frames.decodable(text), text
         engineio.packet.Packet(encoded_packet=text)
     # engine.io's decoder raises on these: they must never reach it.
     for text in ["", "x", "4" + "[" * 100_000]:
-        assert not engine.decodable(text), text[:20]
+        assert not frames.decodable(text), text[:20]
         with pytest.raises((ValueError, RecursionError)):
             engineio.packet.Packet(encoded_packet=text)
     # These it decodes into nonsense (an unknown type, base64 it half ignores); refused too.
     for text in ["9", "b!!!"]:
-        assert not engine.decodable(text), text
+        assert not frames.decodable(text), text
 
 
 def test_websocket_driver_internals() -> None:
-    assert issubclass(engine.ChatWebSocket, eio_aiohttp.WebSocket)
+    assert issubclass(websocket.ChatWebSocket, eio_aiohttp.WebSocket)
     assert list(inspect.signature(eio_aiohttp.WebSocket.__init__).parameters) == [
         "self",
         "handler",
@@ -242,7 +252,7 @@ def test_websocket_driver_internals() -> None:
     assert "self.schedule_ping()" in receive and "'message', self.sid, pkt.data" in receive
     # A FramedPacket keeps only its frame; what engine.io's writer (upgraded connections)
     # and long-polling ask of it, encode() (with b64=True for polling), is made from it.
-    pkt = engine.FramedPacket('2["x",1]')
+    pkt = frames.FramedPacket('2["x",1]')
     assert pkt.frame == b'\x81\x0942["x",1]'
     assert pkt.encode() == '42["x",1]' and pkt.encode(b64=True) == '42["x",1]'
     assert pkt.encode().payload == b'42["x",1]' and pkt.data == '2["x",1]'
@@ -250,13 +260,13 @@ def test_websocket_driver_internals() -> None:
     assert "encoded_payload += pkt.encode(b64=True)" in inspect.getsource(
         engineio.payload.Payload.encode
     )
-    emoji = engine.FramedPacket('2["x","\U0001f600"]')
+    emoji = frames.FramedPacket('2["x","\U0001f600"]')
     assert emoji.encode() == '42["x","\U0001f600"]' and len(emoji.frame) == 2 + 14
     assert [k for k in vars(emoji) if isinstance(vars(emoji)[k], str | bytes)] == ["frame"]
 
 
 async def test_a_waiting_queue_reader_shows() -> None:
-    queue = engine.SendQueue()
+    queue = sendqueue.SendQueue()
     assert not queue.waiting()
     getter = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)  # let get() start waiting
@@ -267,7 +277,7 @@ async def test_a_waiting_queue_reader_shows() -> None:
 
 
 async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
-    queue = engine.SendQueue()
+    queue = sendqueue.SendQueue()
     assert queue.empty() and queue.qsize() == 0
     with pytest.raises(asyncio.QueueEmpty):
         queue.get_nowait()
@@ -305,30 +315,30 @@ async def test_send_queue_behaves_as_asyncio_queue_for_engineio() -> None:
 
 def test_send_queue_bound_drops_everything_once() -> None:
     overflows: list[str] = []
-    queue = engine.SendQueue(3, overflows.append)
+    queue = sendqueue.SendQueue(3, overflows.append)
     for i in range(3):
         queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, str(i)))
     assert queue.qsize() == 3 and not queue.overflowed
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "3"))
-    assert queue.overflowed and queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
+    assert queue.overflowed and queue.qsize() == 0 and overflows == [sendqueue.OVER_PACKETS]
     queue.put_nowait(engineio.packet.Packet(engineio.packet.MESSAGE, "4"))
-    assert queue.qsize() == 0 and overflows == [engine.OVER_PACKETS]
+    assert queue.qsize() == 0 and overflows == [sendqueue.OVER_PACKETS]
     # CLOSE and the writer's None sentinel are still taken.
     queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
     queue.put_nowait(None)
-    assert queue.qsize() == 2 and overflows == [engine.OVER_PACKETS]
+    assert queue.qsize() == 2 and overflows == [sendqueue.OVER_PACKETS]
 
 
 def test_send_queue_bytes_and_the_backlog() -> None:
     """A queue counts the bytes of its packets (a frame's length) and refuses one once it
     holds max_bytes; the backlog counts a packet queued in several queues once, and past
     its limit the queue holding the most gives up."""
-    backlog = engine.Backlog(limit=10_000)
+    backlog = sendqueue.Backlog(limit=10_000)
     overflows: list[tuple[str, str]] = []
-    a = engine.SendQueue(0, lambda why: overflows.append(("a", why)), 3000, backlog)
-    b = engine.SendQueue(0, lambda why: overflows.append(("b", why)), 100_000, backlog)
-    shared = engine.FramedPacket("2" + "x" * 998)  # a 1004-byte frame
-    size = engine.packet_size(shared)
+    a = sendqueue.SendQueue(0, lambda why: overflows.append(("a", why)), 3000, backlog)
+    b = sendqueue.SendQueue(0, lambda why: overflows.append(("b", why)), 100_000, backlog)
+    shared = frames.FramedPacket("2" + "x" * 998)  # a 1004-byte frame
+    size = frames.packet_size(shared)
     assert size == len(shared.frame) == 1004
     a.put_nowait(shared)
     b.put_nowait(shared)
@@ -337,23 +347,23 @@ def test_send_queue_bytes_and_the_backlog() -> None:
     assert b.get_nowait() is shared and backlog.bytes == 0 and not backlog.queues
     # Bytes: the packet after the queue reached max_bytes overflows it.
     for _ in range(3):
-        a.put_nowait(engine.FramedPacket("2" + "x" * 998))
+        a.put_nowait(frames.FramedPacket("2" + "x" * 998))
     assert a.bytes == 3 * size and not a.overflowed
-    a.put_nowait(engine.FramedPacket("2" + "x" * 998))
-    assert a.overflowed and a.bytes == 0 and overflows == [("a", engine.OVER_BYTES)]
+    a.put_nowait(frames.FramedPacket("2" + "x" * 998))
+    assert a.overflowed and a.bytes == 0 and overflows == [("a", sendqueue.OVER_BYTES)]
     assert backlog.bytes == 0
     # The backlog: b holds the most when the total passes 10,000 bytes, and goes.
-    c = engine.SendQueue(0, lambda why: overflows.append(("c", why)), 100_000, backlog)
-    c.put_nowait(engine.FramedPacket("2" + "x" * 998))
+    c = sendqueue.SendQueue(0, lambda why: overflows.append(("c", why)), 100_000, backlog)
+    c.put_nowait(frames.FramedPacket("2" + "x" * 998))
     for _ in range(9):
-        b.put_nowait(engine.FramedPacket("2" + "x" * 998))
-    assert overflows[1:] == [("b", engine.OVER_TOTAL)]  # at 10 packets, 10,040 bytes
+        b.put_nowait(frames.FramedPacket("2" + "x" * 998))
+    assert overflows[1:] == [("b", sendqueue.OVER_TOTAL)]  # at 10 packets, 10,040 bytes
     assert b.overflowed and b.bytes == 0 and backlog.bytes == c.bytes == size
     # A queue that goes away with packets in it gives their bytes back.
     del c
     assert backlog.bytes == 0 and not backlog.queues
     # clear() drops what waits, as if it had been sent (join() returns).
-    d = engine.SendQueue(backlog=backlog)
+    d = sendqueue.SendQueue(backlog=backlog)
     d.put_nowait(shared)
     d.clear()
     assert d.empty() and d.bytes == backlog.bytes == 0 and shared.holders == 0
@@ -441,7 +451,7 @@ def test_manager_internals(packet_json: None) -> None:
     assert server.packet_class is socketio.packet.Packet
     for name in ("eio_sid_from_sid", "sid_from_eio_sid", "is_connected", "basic_enter_room"):
         assert callable(getattr(server.manager, name)), name
-    # Engine.forget: with Redis, ignore_queue keeps the disconnect local.
+    # Sessions.forget: with Redis, ignore_queue keeps the disconnect local.
     assert "kwargs.get('ignore_queue')" in inspect.getsource(
         async_pubsub_manager.AsyncPubSubManager.disconnect
     )
@@ -461,7 +471,7 @@ def test_manager_internals(packet_json: None) -> None:
     source = inspect.getsource(async_manager.AsyncManager.emit)
     assert "self.get_participants(namespace, room)" in source
     assert "if namespace not in self.rooms:" in source
-    # Engine replaces the server's _send_packet, through which acks and CONNECT go out.
+    # Sessions replaces the server's _send_packet, through which acks and CONNECT go out.
     assert list(inspect.signature(socketio.AsyncServer._send_packet).parameters) == [
         "self",
         "eio_sid",
@@ -489,8 +499,8 @@ def test_pubsub_local_delivery_goes_through_super_emit() -> None:
     assert "await self._handle_emit(message)" in source
     mro = fanout.FeedRedisManager.__mro__
     pubsub = mro.index(async_pubsub_manager.AsyncPubSubManager)
-    assert pubsub < mro.index(fanout.FeedManager) < mro.index(engine.LocalManager)
-    assert mro.index(engine.LocalManager) < mro.index(socketio.AsyncManager)
+    assert pubsub < mro.index(fanout.FeedManager) < mro.index(managers.LocalManager)
+    assert mro.index(managers.LocalManager) < mro.index(socketio.AsyncManager)
 
 
 def test_redis_manager_internals() -> None:
@@ -528,7 +538,7 @@ def test_redis_manager_internals() -> None:
 
 
 def test_json_internals(packet_json: None) -> None:
-    # Engine.encode skips the walk looking for binary data.
+    # Sessions.encode skips the walk looking for binary data.
     assert "binary" in inspect.signature(socketio.packet.Packet.__init__).parameters
     # json= replaces the module both packet classes use, called with separators=.
     server = socketio.AsyncServer(async_mode="aiohttp", json=jsoncodec.packet_json())
@@ -597,10 +607,10 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
     """
     async with served(app) as url, aiohttp.ClientSession() as http:
         ws = await _joined(http, url, "steps")
-        sio, eng = app[sio_key], app[engine_key]
+        sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
         sock = sio.eio.sockets[eio_sid]
-        assert isinstance(sock.queue, engine.SendQueue)
+        assert isinstance(sock.queue, sendqueue.SendQueue)
         link = eng.websocket(eio_sid)
         assert link is not None
         paths = []
@@ -637,7 +647,7 @@ async def test_an_idle_websocket_has_no_writer_task(app: web.Application) -> Non
     it sends them in order, before anything offered meanwhile, and ends when done."""
     async with served(app) as url, aiohttp.ClientSession() as http:
         ws = await _joined(http, url, "idle")
-        sio, eng = app[sio_key], app[engine_key]
+        sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
         sock = sio.eio.sockets[eio_sid]
         link = eng.websocket(eio_sid)
@@ -679,7 +689,7 @@ async def test_an_idle_websocket_is_served_without_aiohttp_and_without_a_task(
     once idle no task serves the connection; it still chats."""
     async with served(app) as url, aiohttp.ClientSession() as http:
         ws = await _joined(http, url, "detached")
-        sio, eng = app[sio_key], app[engine_key]
+        sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
         link = eng.websocket(eio_sid)
         assert link is not None and link.transport is not None
@@ -743,7 +753,7 @@ async def _backed_up_and_dropped(
         while b'"welcome"' not in received:
             received += await loop.sock_recv(client, 4096)
         # From here on the client reads nothing.
-        sio, eng = app[sio_key], app[engine_key]
+        sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
         link = eng.websocket(eio_sid)
         assert link is not None and link.transport is not None
@@ -757,7 +767,7 @@ async def _backed_up_and_dropped(
                 written += 1
                 assert written < 5000, "the transport never backed up"
             link.uncork()
-            if link.transport.get_write_buffer_size() > engine.WRITE_HIGH_WATER:
+            if link.transport.get_write_buffer_size() > sendqueue.WRITE_HIGH_WATER:
                 break
         # Refused only because of the buffer: nothing queued, no writer running.
         assert written > 0
@@ -785,7 +795,7 @@ async def test_the_heartbeat_is_a_timer_not_a_task(app: web.Application) -> None
         ws = await _joined(http, url, "beat")
         (eio_sid,) = sio.eio.sockets
         sock = sio.eio.sockets[eio_sid]
-        assert type(sock) is engine.ChatSocket
+        assert type(sock) is heartbeat.ChatSocket
         for _ in range(3):
             assert await ws.receive_str() == "2"
             assert sock.last_ping is not None
@@ -818,4 +828,4 @@ async def test_a_silent_client_is_disconnected(app: web.Application) -> None:
             frames.append(msg.data)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
         assert frames and frames[0] == "2", frames
-    assert eio_sid not in sio.eio.sockets and app[engine_key].websocket(eio_sid) is None
+    assert eio_sid not in sio.eio.sockets and app[sessions_key].websocket(eio_sid) is None

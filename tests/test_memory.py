@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from chatapp import engine, realtime
+from chatapp import frames, handlers, heartbeat, sendqueue, websocket
 from chatapp.app import create_app
-from chatapp.keys import engine_key, sio_key
+from chatapp.keys import sessions_key, sio_key
 from chatapp.settings import load_settings
 
 from .conftest import ServerFactory
@@ -221,13 +221,13 @@ async def test_a_closed_session_leaves_nothing_for_the_cycle_collector(tmp_path:
         environ={},
     )
     app = create_app(settings)
-    sio, eng = app[sio_key], app[engine_key]
+    sio, eng = app[sio_key], app[sessions_key]
     kinds = (
-        engine.ChatWebSocket,
-        engine.ChatSocket,
-        engine.SendQueue,
-        engine.FramedPacket,
-        realtime.Connection,
+        websocket.ChatWebSocket,
+        heartbeat.ChatSocket,
+        sendqueue.SendQueue,
+        frames.FramedPacket,
+        handlers.Connection,
         web.WebSocketResponse,
     )
 

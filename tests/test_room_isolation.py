@@ -4,13 +4,15 @@ process or, in a cluster, from another one."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+import socketio
 
 from .conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
-from .services import StartCluster
-from .support import Server
+from .services import REDIS_URL, StartCluster
+from .support import Client, Server
 
 #: Every name and room of the busy room starts with this, so that anything of it that
 #: reaches the other room shows, whatever the event.
@@ -72,3 +74,47 @@ async def test_no_event_of_one_room_reaches_another(
         await client.wait_for("message", lambda m: m["text"] == "marker")
         leaked = [(name, data) for name, data in client.events if BUSY in repr(data)]
         assert leaked == [], leaked
+
+
+async def test_a_message_goes_to_the_room_it_was_published_to(
+    cluster: StartCluster, redis_prefix: str, make_client: ClientFactory
+) -> None:
+    """Every process hands a message to the members of the room it was published to (the
+    room of python-socketio's emit), and to nobody else, whatever the message says.
+
+    A third process publishes on the cluster's channel as the servers do, through
+    python-socketio's own manager (write-only): a message to room A whose own ``room``
+    field names room B. Routing on anything but the published room shows here.
+    """
+    first, second = await cluster(2)
+    members: dict[str, list[Client]] = {"route-a": [], "route-b": []}
+    for room, clients in members.items():
+        for number, server in enumerate((first, second)):
+            client = make_client()
+            await client.connect(server.url, room=room, name=f"{room}-{number}")
+            clients.append(client)
+
+    outsider = socketio.AsyncRedisManager(
+        REDIS_URL, channel=f"{redis_prefix}:socketio", write_only=True
+    )
+    msg = {
+        "id": 1,
+        "room": "route-b",
+        "name": "outsider",
+        "text": "published to route-a",
+        "ts": time.time(),
+        "user_id": "outsider",
+    }
+    try:
+        await outsider.emit("message", msg, room="route-a", namespace="/")
+    finally:
+        await outsider.redis.aclose()
+    for client in members["route-a"]:
+        await client.wait_for("message", lambda m: m["text"] == "published to route-a")
+
+    # Sent after it, through the first process, whence room B's members on both processes
+    # have received whatever the outsider's message could have brought them.
+    await members["route-b"][0].send("marker")
+    for client in members["route-b"]:
+        await client.wait_for("message", lambda m: m["text"] == "marker")
+        assert [m["text"] for m in client.of("message")] == ["marker"]

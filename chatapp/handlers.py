@@ -1,4 +1,9 @@
-"""Socket.IO event handlers: the protocol of ``docs/protocol.md`` on top of store and presence."""
+"""Socket.IO event handlers: the protocol of ``docs/protocol.md`` on top of store and presence.
+
+A message is received here (:meth:`ChatHandlers.on_message`), validated
+(``protocol.parse_message``), stored (``store``), then published to its room
+(``fanout.FeedManager.publish``), whence the feed of every process delivers it.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,13 @@ import socketio
 from . import protocol
 from .access import AccessControl
 from .budget import EVENT_COST, AddressBudget, event_cost
-from .engine import Engine
-from .fanout import MESSAGE_EVENT
+from .fanout import FeedManager
 from .feed import RoomFeed
 from .paging import newest_within
 from .presence import Presence, member, people, person
 from .protocol import ProtocolError
 from .ratelimit import TokenBucket
+from .sessions import Sessions
 from .settings import Settings
 from .store import MessageStore
 
@@ -76,7 +81,8 @@ class ChatHandlers:
         store: MessageStore,
         presence: Presence,
         feed: RoomFeed,
-        engine: Engine,
+        fanout: FeedManager,
+        sessions: Sessions[Any],
         access: AccessControl | None = None,
         budget: AddressBudget | None = None,
     ) -> None:
@@ -89,7 +95,8 @@ class ChatHandlers:
         self.store = store
         self.presence = presence
         self.feed = feed
-        self.engine = engine
+        self.fanout = fanout
+        self.sessions = sessions
         self.connections: dict[str, Connection] = {}
         self.per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -196,7 +203,7 @@ class ChatHandlers:
     async def on_connect(
         self, sid: str, environ: Any = None, auth: Any = None, *_: Any
     ) -> Ack | None:
-        if self.engine.is_connected(sid) or environ is not self.sio.get_environ(sid):
+        if self.sessions.is_connected(sid) or environ is not self.sio.get_environ(sid):
             # A connected client sent an event named "connect": not a connection.
             return error("unknown event")
         ip = str(environ.get("REMOTE_ADDR", "?"))
@@ -282,12 +289,12 @@ class ChatHandlers:
     ) -> None:
         if self.connections.get(conn.sid) is not conn:
             return  # disconnected before it finished joining
-        if not self.engine.is_connected(conn.sid) and attempt < 100:
+        if not self.sessions.is_connected(conn.sid) and attempt < 100:
             asyncio.get_running_loop().call_soon(
                 self._finish_join, conn, page, head, since, limit, users, attempt + 1
             )
             return
-        if not self.engine.is_open(conn.sid):
+        if not self.sessions.is_open(conn.sid):
             # The transport closed while the connect handler ran. Socket.IO does not call
             # the disconnect handler for a connection it had not yet accepted, so clean up.
             self._spawn(self._drop_unjoined(conn))
@@ -306,15 +313,15 @@ class ChatHandlers:
             "history": history,
             "has_more": has_more,
         }
-        eio_sid = self.engine.eio_sid(conn.sid)
+        eio_sid = self.sessions.eio_sid(conn.sid)
         if eio_sid is not None:
-            self.engine.put(eio_sid, self.engine.packet("welcome", welcome))
+            self.sessions.put(eio_sid, self.sessions.packet("welcome", welcome))
         # Room membership for presence and typing; synchronous for a local connection.
-        self.engine.enter_room(conn.sid, conn.room)
+        self.sessions.enter_room(conn.sid, conn.room)
         conn.set_joined()
 
     async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> Ack | None:
-        if self.engine.is_connected(sid):
+        if self.sessions.is_connected(sid):
             # A connected client sent an event named "disconnect": not a disconnection.
             return error("unknown event")
         conn = self.connections.get(sid)
@@ -325,7 +332,7 @@ class ChatHandlers:
     async def _drop_unjoined(self, conn: Connection) -> None:
         if self._release(conn):
             await self._forget(conn, "closed while joining")
-        await self.engine.forget(conn.sid)
+        await self.sessions.forget(conn.sid)
 
     async def _forget(self, conn: Connection, reason: Any) -> None:
         sid = conn.sid
@@ -377,7 +384,7 @@ class ChatHandlers:
         )
         if created:
             await self._stop_typing(conn)
-            await self.sio.emit(MESSAGE_EVENT, msg.to_dict(), room=conn.room)
+            await self.fanout.publish(conn.room, msg.to_dict())
         return ok(message=msg.to_dict())
 
     async def on_typing(self, conn: Connection, data: Any) -> Ack:

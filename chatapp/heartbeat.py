@@ -1,0 +1,45 @@
+"""engine.io's heartbeat as one timer per session instead of a task per ping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+from engineio import async_socket as eio_socket
+from engineio import packet as eio_packet
+
+
+class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
+    """engine.io's session, whose heartbeat is a timer instead of a task.
+
+    engine.io starts a task per ping (``schedule_ping`` -> ``_send_ping``, which sleeps
+    ``ping_interval``), so every idle connection keeps one suspended. Here the same wait is
+    one ``call_later`` handle; what it then does is what ``_send_ping`` does: unless the
+    session is closing or closed, stamp ``last_ping`` and queue a PING (``send()`` would
+    first check the ping timeout, which the fresh stamp passes). The timer holds the
+    session weakly: a session that ended is freed at once, with whatever its queue held,
+    not up to ``ping_interval`` later. engine.io creates its sessions itself, so
+    ``Sessions.adopt`` turns each into this class.
+    """
+
+    last_ping: float | None  # set by engine.io: when the last ping was sent
+
+    def schedule_ping(self) -> None:
+        # As engine.io: only after the previous ping was answered (or for the first one).
+        if self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(
+                self.server.ping_interval, _ping_if_alive, weakref.ref(self)
+            )
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+def _ping_if_alive(session: weakref.ref[ChatSocket]) -> None:
+    socket = session()
+    if socket is not None:
+        socket._ping()

@@ -1,0 +1,70 @@
+"""Where chatapp reaches below the public API of python-socketio, python-engineio and aiohttp.
+
+The modules of :data:`INTERNAL_USERS` use those libraries' internals; everything else in
+chatapp uses their public API and those modules' classes and functions. What is policy
+(limits, the feed, the Redis self-check) lives in ``transport.py`` and ``fanout.py``; those
+modules only provide the hooks, so that a library upgrade has a known set of places to
+re-check.
+
+Internals used, checked by ``tests/test_internals.py`` against :data:`TESTED_VERSIONS`, the
+versions ``pyproject.toml`` pins (update the three together, after reading the new code):
+
+* python-engineio: ``AsyncServer._async`` (the aiohttp driver's ``translate_request`` and
+  ``websocket`` entries; ``WebSocket(handler, server)`` with ``handler``, ``server``,
+  ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
+  ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
+  ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
+  ``AsyncSocket._websocket_handler`` does (repeated by a detached ``websocket.ChatWebSocket``,
+  whose writer runs only while the queue holds packets), that its writer waits in
+  ``queue.get()`` and that its loop ends when ``wait()`` returns None; what
+  ``AsyncServer._service_task`` does (repeated by ``sessions.Sessions._watch_sessions``), and
+  that ``monitor_clients=False`` turns it off; ``.create_queue`` (replaced on the server, so
+  that every ``AsyncSocket.queue`` is a ``sendqueue.SendQueue``, which has exactly the queue
+  methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
+  changed to ``heartbeat.ChatSocket``, in the connect event, before ``_handle_connect`` makes
+  the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
+  ``send`` do (repeated by ``heartbeat.ChatSocket`` with a timer), ``.last_ping``,
+  ``AsyncSocket.receive()``,
+  ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
+  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``packet_type``,
+  ``binary``, ``encoded_packet=``) and which text it fails to decode, and that
+  long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
+  ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
+  %s" log line of ``AsyncServer.send_packet``;
+* python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
+  ``binary=False``), ``.eio``,
+  ``.manager_initialized``; ``AsyncManager.emit``'s signature and behaviour, ``.json``,
+  ``.rooms``, ``.get_participants``, ``.eio_sid_from_sid``, ``.sid_from_eio_sid``,
+  ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``; the
+  ``AsyncPubSubManager._handle_emit -> super().emit`` call chain, ``.thread`` /
+  ``._thread`` / ``._publish`` / ``._listen`` / ``.initialize()``;
+  ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by ``_redis_connect`` before each
+  subscription), its ``_listen -> _redis_listen_with_retries -> _redis_connect`` call
+  chain and its ``extra={"redis_exception": ...}`` log calls;
+* aiohttp: ``WebSocketResponse(compress=...)``, ``.send_frame``, ``.closed`` (set before
+  the close frame is written), and that its writer writes an uncompressed frame to the
+  transport synchronously, keeping nothing back, so a frame written straight to the
+  transport cannot land inside another (upgraded connections). To detach: the response's
+  ``_parser`` (``WebSocketReader``) and ``_reader`` (``WebSocketDataQueue``: ``_protocol``,
+  whose ``_reading_paused`` / ``pause_reading`` / ``resume_reading`` it drives, ``_buffer``,
+  ``read()`` returning without suspending while a message waits, ``exception()``);
+  ``_set_closed()``, after which ``close()`` / ``write_eof()`` write nothing; the request
+  handler's ``transport`` and ``_payload_parser``, and that its ``connection_lost(None)``
+  forgets the connection in the server and touches the transport and the reader only
+  through those two; that ``start()`` leaves the transport alone once force-closed.
+"""
+
+#: Versions the modules below were written and tested against (pinned exactly in
+#: pyproject.toml): their private code is copied, overridden or relied on there.
+TESTED_VERSIONS = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14.5"}
+
+#: The chatapp modules that use the internals above.
+INTERNAL_USERS = (
+    "chatapp.frames",
+    "chatapp.sendqueue",
+    "chatapp.heartbeat",
+    "chatapp.websocket",
+    "chatapp.sessions",
+    "chatapp.managers",
+    "chatapp.liblog",
+)
