@@ -1,8 +1,9 @@
 """The modules of ``chatapp.internals.INTERNAL_USERS`` reach into python-socketio,
 python-engineio and aiohttp internals.
 
-These tests fail loudly when an upgrade moves what they rely on: update those modules,
-TESTED_VERSIONS and the pins in pyproject.toml together after reading the new code. The
+These tests fail loudly when an upgrade moves what it relies on: update those modules,
+TESTED_VERSIONS and the pins in .ci/constraints.txt (the lock, ``bash .ci/lock``) together after
+reading the new code. The
 last tests drive the direct write path inside one process, stepping the event loop: a
 frame is never written past a packet engine.io's writer has taken but not yet sent, and a
 connection whose transport buffer backs up is no longer written to directly, so its
@@ -18,7 +19,6 @@ import json
 import logging
 import re
 import socket
-import tomllib
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -68,14 +68,14 @@ def test_library_versions_are_the_tested_ones() -> None:
         assert version(dist) == internals.TESTED_VERSIONS[dist], (
             f"{dist} {version(dist)} is installed but chatapp was written against "
             f"{internals.TESTED_VERSIONS[dist]}: re-check the internals it uses, then update "
-            "TESTED_VERSIONS and pyproject.toml"
+            "TESTED_VERSIONS and .ci/constraints.txt"
         )
 
 
-def test_pyproject_pins_the_tested_versions() -> None:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def test_the_lock_pins_the_tested_versions() -> None:
+    pins = (ROOT / ".ci" / "constraints.txt").read_text().splitlines()
     for dist in ("python-socketio", "python-engineio", "aiohttp"):
-        assert f"{dist}=={internals.TESTED_VERSIONS[dist]}" in deps, deps
+        assert f"{dist}=={internals.TESTED_VERSIONS[dist]}" in pins, pins
 
 
 # -- python-engineio --------------------------------------------------------------------------

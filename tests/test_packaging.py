@@ -2,10 +2,12 @@
 (an sdist, then a wheel built from that sdist) installed into a fresh virtual environment,
 then the installed ``chatapp`` run from a directory outside the checkout.
 
-The fresh environments install chatapp's dependencies with plain ``pip install``: the real
-resolver against the configured index, so a dependency range that cannot be met fails here.
-It stays reasonably quick because pip's cache already holds what installing the test
-environment (``.ci/test``) downloaded moments before.
+The README's set-up installs with ``-c .ci/constraints.txt``, the lock of the versions tested
+together; the wheel installs with plain ``pip install``, as a user's ``pip install chatapp``
+does: the real resolver against the configured index, so a dependency range that cannot be
+met fails here. It stays reasonably quick because pip's cache already holds what installing
+the test environment (``.ci/test``) downloaded moments before. The lock files themselves are
+checked against pyproject.toml's ranges.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import importlib.metadata
 import subprocess
 import sys
 import tarfile
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import aiohttp
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
 
 from .conftest import require_service
 from .support import ROOT, Server
@@ -33,6 +40,77 @@ SDIST_NPM_FILES = [
     "node_modules/socket.io-client/dist/socket.io.min.js",
     "node_modules/socket.io-client/package.json",
 ]
+
+
+def pins(path: Path) -> dict[NormalizedName, str]:
+    """A lock file's ``name==version`` lines, by normalised name."""
+    pinned = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[canonicalize_name(name)] = version.strip()
+    return pinned
+
+
+def declared(*, extras: tuple[str, ...] = ()) -> list[Requirement]:
+    """pyproject.toml's dependencies, and those of ``extras``, that apply on this platform."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = list(project["dependencies"])
+    for extra in extras:
+        lines += project["optional-dependencies"][extra]
+    reqs = [Requirement(line) for line in lines]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate()]
+
+
+def test_the_lock_pins_every_dependency_within_its_range() -> None:
+    locked = pins(ROOT / ".ci" / "constraints.txt")
+    for req in declared(extras=("test",)):
+        name = canonicalize_name(req.name)
+        assert name in locked, f".ci/constraints.txt does not pin {req.name}"
+        assert locked[name] in req.specifier, f"{name}=={locked[name]} is outside {req}"
+    # Transitive dependencies too: walk what the locked distributions require (their
+    # metadata, as installed here from this lock by .ci/test).
+    environment = {str(k): str(v) for k, v in default_environment().items()}
+    todo = [canonicalize_name(r.name) for r in declared(extras=("test",))]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in locked, f".ci/constraints.txt does not pin {name}, which the tests install"
+        assert importlib.metadata.version(name) == locked[name], (
+            f"{name} {importlib.metadata.version(name)} is installed, the lock has "
+            f"{locked[name]}: reinstall with -c .ci/constraints.txt"
+        )
+        for line in importlib.metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({**environment, "extra": ""}):
+                todo.append(canonicalize_name(req.name))
+
+
+def test_the_oldest_lock_pins_each_runtime_dependency_at_its_lower_bound() -> None:
+    oldest = pins(ROOT / ".ci" / "constraints-oldest.txt")
+    for req in declared():
+        (lower,) = [s.version for s in req.specifier if s.operator == ">="]
+        name = canonicalize_name(req.name)
+        assert name in oldest and Version(oldest[name]) == Version(lower), (
+            f".ci/constraints-oldest.txt: {name} is not at {lower}"
+        )
+    for req in declared(extras=("test",)):
+        name = canonicalize_name(req.name)
+        assert oldest[name] in req.specifier, f"{name}=={oldest[name]} is outside {req}"
+
+
+def test_the_protocol_tests_that_ci_reruns_exist() -> None:
+    listed = [
+        line
+        for line in (ROOT / ".ci" / "protocol-tests").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert listed
+    for path in listed:
+        assert (ROOT / path).is_file(), path
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> str:
@@ -82,7 +160,16 @@ async def test_installed_package_serves_pages_and_the_client(tmp_path: Path) -> 
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(ROOT)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            str(ROOT),
+            "-c",
+            str(ROOT / ".ci" / "constraints.txt"),
+        ],
         check=True,
         timeout=600,
         cwd=tmp_path,
