@@ -9,9 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from chatapp.settings import TABLE_BEGIN, TABLE_END, markdown_table
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's chatapp, whatever the venv has installed
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from chatapp.settings import TABLE_BEGIN, TABLE_END, markdown_table  # noqa: E402
+
+README = ROOT / "README.md"
 
 
 def main() -> None:

@@ -14,13 +14,16 @@ from .access import AccessControl, access_middleware, setup_login
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
+from .fastpaths import FastPath, FastPaths
 from .feed import RoomFeed
 from .handlers import ChatHandlers
+from .heartbeat import check_heartbeat
 from .jsoncodec import packet_json
 from .keys import (
     budget_key,
     connections_key,
     fanout_key,
+    fast_paths_key,
     guard_key,
     handlers_key,
     presence_key,
@@ -39,6 +42,7 @@ from .settings import Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard
 from .views import api_errors, engineio_errors, setup_routes
+from .websocket import check_detach
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,16 @@ def create_app(
     connections = ConnectionLimit(settings.max_tcp_connections_per_ip, settings.trust_proxy)
     app[connections_key] = connections
 
+    # Speed-ups below the libraries' public API, each on once its self-check passed at
+    # start-up (see fastpaths.py).
+    fast_paths = app[fast_paths_key] = FastPaths(
+        [
+            FastPath("detach", "idle websockets without aiohttp's per-request state", check_detach),
+            FastPath("heartbeat", "pings from a timer, not a task per session", check_heartbeat),
+        ],
+        wanted=settings.fast_paths,
+    )
+
     def client_manager(sessions: Sessions[FeedManager]) -> FeedManager:
         # The feed and the manager deliver through the sessions, which make the server
         # with the manager: so they are made here, with the sessions, before the server.
@@ -97,6 +111,7 @@ def create_app(
     # the guard's.
     sessions = Sessions(
         client_manager,
+        fast_paths,
         detached_close=connections.release,
         # One connection's events are handled one after another, in arrival order.
         async_handlers=False,
@@ -140,6 +155,7 @@ def create_app(
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     store, presence, fanout = app[store_key], app[presence_key], app[fanout_key]
+    await app[fast_paths_key].start()
     missing = app[resources_key].missing_client_files
     if missing:
         log.warning(

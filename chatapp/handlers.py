@@ -203,8 +203,9 @@ class ChatHandlers:
     async def on_connect(
         self, sid: str, environ: Any = None, auth: Any = None, *_: Any
     ) -> Ack | None:
-        if self.sessions.is_connected(sid) or environ is not self.sio.get_environ(sid):
-            # A connected client sent an event named "connect": not a connection.
+        if environ is not self.sio.get_environ(sid):
+            # A connected client sent an event named "connect": not a connection. (Whether
+            # python-socketio counts the sid as connected yet differs between versions.)
             return error("unknown event")
         ip = str(environ.get("REMOTE_ADDR", "?"))
         refusal = self.access.refuse_connect(environ, auth)

@@ -1,4 +1,5 @@
-"""engine.io's heartbeat as one timer per session instead of a task per ping."""
+"""engine.io's heartbeat as one timer per session instead of a task per ping (the
+``heartbeat`` fast path, on once :func:`check_heartbeat` passed)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import asyncio
 import time
 import weakref
 
+import engineio
 from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
+
+from .fastpaths import SelfCheckFailed
 
 
 class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
@@ -43,3 +47,25 @@ def _ping_if_alive(session: weakref.ref[ChatSocket]) -> None:
     socket = session()
     if socket is not None:
         socket._ping()
+
+
+async def check_heartbeat() -> None:
+    """The ``heartbeat`` fast path's self-check: a session of the installed engine.io, made
+    a :class:`ChatSocket`, pings after a pong as engine.io's own session does, through the
+    methods :class:`ChatSocket` replaces, and with no task."""
+    server = engineio.AsyncServer(async_mode="aiohttp", ping_interval=0.01, ping_timeout=5)
+    for chat in (False, True):
+        socket = eio_socket.AsyncSocket(server, f"heartbeat-check-{chat}")
+        if chat:
+            socket.__class__ = ChatSocket
+        socket.connected = True
+        before = len(asyncio.all_tasks())
+        await socket.receive(eio_packet.Packet(eio_packet.PONG))  # schedules the next ping
+        tasks = len(asyncio.all_tasks()) - before
+        if chat and tasks:
+            raise SelfCheckFailed(f"engine.io started {tasks} task(s) for the ping")
+        pkt = await asyncio.wait_for(socket.queue.get(), 2.0)
+        if pkt.packet_type != eio_packet.PING or not socket.last_ping:
+            raise SelfCheckFailed(f"a pong was followed by packet type {pkt.packet_type}")
+        if not await socket.check_ping_timeout():
+            raise SelfCheckFailed("a session that was just pinged timed out")

@@ -8,6 +8,7 @@ from aiohttp import web
 from .budget import AddressBudget
 from .connections import ConnectionLimit
 from .fanout import FeedManager
+from .fastpaths import FastPaths
 from .handlers import ChatHandlers
 from .presence import Presence
 from .resources import Resources
@@ -27,3 +28,4 @@ guard_key = web.AppKey("guard", TransportGuard)
 connections_key = web.AppKey("connections", ConnectionLimit)
 handlers_key = web.AppKey("handlers", ChatHandlers)
 budget_key = web.AppKey("budget", AddressBudget)
+fast_paths_key = web.AppKey("fast_paths", FastPaths)

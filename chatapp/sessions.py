@@ -49,6 +49,7 @@ from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from .fastpaths import FastPaths
 from .frames import FramedPacket
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
@@ -75,6 +76,7 @@ class Sessions(Generic[ManagerT]):
     def __init__(
         self,
         client_manager: Callable[[Sessions[ManagerT]], ManagerT],
+        fast_paths: FastPaths,
         detached_close: Callable[[asyncio.BaseTransport], None] | None = None,
         **options: Any,
     ) -> None:
@@ -83,6 +85,7 @@ class Sessions(Generic[ManagerT]):
         self._corked: list[ChatWebSocket] = []
         self._check_request: RequestCheck | None = None
         self._detached_close = detached_close
+        self._fast = fast_paths
         #: What every send queue holds, together (its limit is set by the transport guard).
         self.backlog = Backlog()
         # The manager delivers through this object, which hooks into the server: the
@@ -114,6 +117,10 @@ class Sessions(Generic[ManagerT]):
         self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
         self._eio.create_queue = self._create_queue
+
+    @property
+    def detaching(self) -> bool:
+        return "detach" in self._fast
 
     def _create_queue(self) -> SendQueue:
         return SendQueue(backlog=self.backlog)
@@ -163,13 +170,14 @@ class Sessions(Generic[ManagerT]):
     def adopt(
         self, eio_sid: str, limit: int, max_bytes: int, on_overflow: Callable[[str], None]
     ) -> None:
-        """Make a new session a :class:`ChatSocket` and bound its :class:`SendQueue` (in
+        """Make a new session a :class:`ChatSocket` (the ``heartbeat`` fast path) and bound
+        its :class:`SendQueue` (in
         packets and bytes; ``on_overflow`` gets the reason); call from the engine.io
         connect event (engine.io schedules the first ping after it)."""
         socket = self._eio.sockets.get(eio_sid)
         if socket is None:
             return
-        if type(socket) is eio_socket.AsyncSocket:
+        if "heartbeat" in self._fast and type(socket) is eio_socket.AsyncSocket:
             socket.__class__ = ChatSocket  # adds methods only: no state to convert
         queue = socket.queue
         assert isinstance(queue, SendQueue), "made by Sessions._create_queue"

@@ -245,6 +245,13 @@ class Settings:
         "`X-Forwarded-Proto`/`-Host`",
         _boolean,
     )
+    fast_paths: bool = setting(
+        True,
+        "speed-ups that rely on the libraries' internals, each on only once its self-check "
+        "passed at start-up (`false`: the libraries' public API only; see "
+        "docs/architecture.md)",
+        _boolean,
+    )
     max_connections_per_ip: int = setting(
         20, "simultaneous Socket.IO connections from one address (`0`: no limit)", _count(0)
     )

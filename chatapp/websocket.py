@@ -39,13 +39,16 @@ import collections
 import contextlib
 import logging
 import struct
+from collections.abc import Iterator
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from .fastpaths import SelfCheckFailed
 from .frames import decodable, text_frame, ws_frame
 from .sendqueue import WRITE_HIGH_WATER, SendQueue
 
@@ -64,6 +67,11 @@ class WebSocketHost(Protocol):
 
     def detached_closed(self, transport: asyncio.BaseTransport) -> None:
         """A detached websocket's TCP connection closed."""
+
+    @property
+    def detaching(self) -> bool:
+        """Whether a connection that starts on the websocket is detached from aiohttp (the
+        ``detach`` fast path, on once :func:`check_detach` passed)."""
 
 
 #: Received engine.io packets a connection may have waiting for its handler before we stop
@@ -153,8 +161,9 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
             if links.get(sid) is self:
                 del links[sid]
             raise
-        if self.socket.connected:
-            # An upgrade from long-polling: engine.io's own handler serves it to its end.
+        if self.socket.connected or not self._host.detaching:
+            # An upgrade from long-polling (or the detach fast path is off): engine.io's
+            # own handler serves it to its end.
             self._sock = sock
             self.open = True
             try:
@@ -186,24 +195,10 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
 
     def _detach(self, request: web.BaseRequest, sock: web.WebSocketResponse) -> bool:
         """Take the connection over from aiohttp after its handshake; False if it is gone."""
-        protocol: Any = request.protocol  # aiohttp's RequestHandler
-        transport = protocol.transport
-        if transport is None or transport.is_closing():
+        taken = detach(request, sock, self)
+        if taken is None:
             return False
-        self.transport = transport
-        self._reader, self._frames = sock._parser, sock._reader
-        self._frames._protocol = self  # its flow control pauses and resumes us
-        transport.set_protocol(self)
-        # aiohttp forgets the connection as if it had been lost, except that the transport
-        # and the websocket reader are ours now: it neither closes the one nor ends the other.
-        protocol._payload_parser = None
-        protocol.transport = None
-        protocol.connection_lost(None)
-        # aiohttp closes a websocket response when its handler returns: already closed,
-        # this one writes nothing.
-        sock._set_closed()
-        if not transport.is_reading():
-            transport.resume_reading()
+        self.transport, self._reader, self._frames = taken
         self._detached = True
         return True
 
@@ -279,19 +274,8 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
     def _take_frames(self) -> None:
         """Handle every message aiohttp's reader has parsed, then any error it hit."""
         frames = self._frames
-        while frames._buffer:
-            # read() returns without suspending while messages wait (and keeps the
-            # queue's size and its reader's flow control right, which popping would not).
-            reading = frames.read()
-            try:
-                reading.send(None)
-            except StopIteration as done:
-                self._on_message(done.value)
-            except Exception:
-                break
-            else:  # cannot happen: a message was waiting
-                reading.close()
-                break
+        for msg in parsed_messages(frames):
+            self._on_message(msg)
         exc = frames.exception()
         if exc is not None and not self._close_sent:
             code = getattr(exc, "code", WSCloseCode.PROTOCOL_ERROR)
@@ -602,3 +586,133 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         if transport is None or transport.is_closing():
             return  # the connection is gone; its client catches up with ``since``
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+# -- taking a connection over from aiohttp -----------------------------------------------------
+
+
+def detach(
+    request: web.BaseRequest, sock: web.WebSocketResponse, protocol: asyncio.Protocol
+) -> tuple[asyncio.Transport, Any, Any] | None:
+    """Make ``protocol`` the protocol of the connection of ``request``, whose websocket
+    handshake ``sock`` has answered, and have aiohttp forget the connection.
+
+    Returns the transport, aiohttp's websocket reader (feed it what the transport
+    receives) and the queue it parses into (read it with :func:`parsed_messages`); None
+    if the connection is gone. ``protocol`` must have ``_reading_paused``,
+    ``pause_reading()`` and ``resume_reading()``: the queue drives them (flow control).
+    """
+    handler: Any = request.protocol  # aiohttp's RequestHandler
+    transport: Any = handler.transport
+    if transport is None or transport.is_closing():
+        return None
+    # The handler holds the websocket reader as its payload parser since the handshake
+    # (the response keeps it too from aiohttp 3.14 on, not before).
+    reader: Any = handler._payload_parser
+    frames: Any = sock._reader
+    if reader is None or frames is None:
+        raise RuntimeError("aiohttp's websocket reader is not where detach looks for it")
+    frames._protocol = protocol  # its flow control pauses and resumes the protocol
+    transport.set_protocol(protocol)
+    # aiohttp forgets the connection as if it had been lost, except that the transport
+    # and the websocket reader are ours now: it neither closes the one nor ends the other.
+    handler._payload_parser = None
+    handler.transport = None
+    handler.connection_lost(None)
+    # aiohttp closes a websocket response when its handler returns: already closed, this
+    # one writes nothing.
+    sock._set_closed()
+    if not transport.is_reading():
+        transport.resume_reading()
+    return transport, reader, frames
+
+
+def parsed_messages(frames: Any) -> Iterator[Any]:
+    """The messages aiohttp's reader has parsed into ``frames`` so far, each taken once."""
+    while frames._buffer:
+        # read() returns without suspending while messages wait (and keeps the queue's
+        # size and its reader's flow control right, which popping would not).
+        reading = frames.read()
+        try:
+            reading.send(None)
+        except StopIteration as done:
+            yield done.value
+        except Exception:
+            return
+        else:  # cannot happen: a message was waiting
+            reading.close()
+            return
+
+
+class _Echo(asyncio.Protocol):
+    """The far end of :func:`check_detach`: answers each text message in upper case."""
+
+    def __init__(self) -> None:
+        self.taken: tuple[asyncio.Transport, Any, Any] | None = None
+        self._reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        assert self.taken is not None
+        transport, reader, frames = self.taken
+        reader.feed_data(data)
+        for msg in parsed_messages(frames):
+            if msg.type == WSMsgType.TEXT:
+                transport.write(text_frame(msg.data.upper().encode()))
+            elif msg.type == WSMsgType.CLOSE:
+                transport.write(ws_frame(0x8, struct.pack("!H", WSCloseCode.OK)))
+                transport.close()
+
+
+async def check_detach() -> None:
+    """The ``detach`` fast path's self-check: detach a websocket on a loopback connection
+    from the installed aiohttp, then exchange messages and the closing handshake over it,
+    and see that aiohttp's request handling is over."""
+    loop = asyncio.get_running_loop()
+    echo = _Echo()
+    handled: asyncio.Future[bool] = loop.create_future()
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse(compress=False)
+        await sock.prepare(request)
+        try:
+            echo.taken = detach(request, sock, echo)
+        except Exception as exc:
+            handled.set_exception(exc)
+            raise
+        handled.set_result(echo.taken is not None)
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = runner.server
+        assert server is not None
+        port = runner.addresses[0][1]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://127.0.0.1:{port}/", autoping=False) as ws,
+        ):
+            if not await handled:
+                raise SelfCheckFailed("the connection was gone after the handshake")
+            for text in ("ping", "x" * 70_000):
+                await ws.send_str(text)
+                msg = await ws.receive()
+                if msg.type != WSMsgType.TEXT or msg.data != text.upper():
+                    raise SelfCheckFailed(f"sent {text[:8]!r}, got {msg.type.name} back")
+            if server.connections:
+                raise SelfCheckFailed("aiohttp still holds the detached connection")
+            await ws.close()
+            if ws.close_code != WSCloseCode.OK:
+                raise SelfCheckFailed(f"the closing handshake ended with {ws.close_code}")
+    finally:
+        await runner.cleanup()

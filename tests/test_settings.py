@@ -40,6 +40,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "typing_timeout": ("2", 2.0),
     "access_token": ("s3cret", "s3cret"),
     "trust_proxy": ("on", True),
+    "fast_paths": ("off", False),
     "max_connections_per_ip": ("0", 0),
     "event_burst": ("5", 5.0),
     "event_rate": ("2.5", 2.5),
@@ -87,7 +88,10 @@ def test_a_flag_wins_over_its_variable_which_wins_over_the_default(name: str) ->
     text, value = OTHER_VALUES[name]
     default = getattr(Settings(), name)
     assert value != default
-    argv = [flag(name)] if isinstance(value, bool) else [flag(name), text]
+    if isinstance(value, bool):  # --flag or --no-flag
+        argv = [flag(name) if value else "--no-" + flag(name).removeprefix("--")]
+    else:
+        argv = [flag(name), text]
     assert getattr(load_settings([], {}), name) == default
     assert getattr(load_settings([], {variable(name): text}), name) == value
     assert getattr(load_settings(argv, {}), name) == value
@@ -117,7 +121,7 @@ def test_a_malformed_boolean_is_an_error_naming_the_variable(
 @pytest.mark.parametrize("name", sorted(set(NAMES) - EMPTY_MEANS_NONE))
 def test_an_empty_value_is_an_error(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"error: {variable(name)} must" in refusal(capsys, [], {variable(name): ""})
-    if name != "trust_proxy":  # a switch: its flag takes no value
+    if not isinstance(OTHER_VALUES[name][1], bool):  # a switch: its flag takes no value
         assert f"error: {flag(name)} must" in refusal(capsys, [flag(name), ""], {})
 
 

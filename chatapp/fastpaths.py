@@ -1,0 +1,85 @@
+"""Fast paths: speed-ups that rely on a library's private internals, each proven at start-up.
+
+A fast path runs only once its self-check has exercised, on the installed versions of the
+libraries, the behaviour it relies on (a real loopback connection, not a look at source
+text). If the check fails, the stock path, built on the libraries' public API, runs instead
+and one log line names the fast path and why it is off. ``--fast-paths off``
+(``CHATAPP_FAST_PATHS=off``) turns them all off. Either way the protocol, the order and
+exactly-once guarantees, the limits and the security behaviour are the same; only speed and
+memory differ (docs/benchmarks.md has the figures of each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: How long a self-check may take before its fast path is given up.
+CHECK_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """One optimisation below the libraries' public API."""
+
+    name: str
+    #: What it buys, for the log line.
+    gain: str
+    #: Exercises the internals the fast path relies on; raises if they behave otherwise
+    #: (:class:`SelfCheckFailed` says how).
+    check: Callable[[], Awaitable[None]]
+
+
+class SelfCheckFailed(Exception):
+    """A library does not behave the way a fast path relies on."""
+
+
+class FastPaths:
+    """Which fast paths this process runs: settled by :meth:`start`, before any request.
+
+    Until then (and when they are off) every fast path is off, so a server that is never
+    started, as in some tests, runs the stock paths.
+    """
+
+    def __init__(self, paths: Sequence[FastPath], *, wanted: bool) -> None:
+        self._paths = tuple(paths)
+        self._wanted = wanted
+        self._on: frozenset[str] = frozenset()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._on
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(path.name for path in self._paths)
+
+    async def start(self) -> None:
+        """Run each fast path's self-check; turn on those that pass."""
+        if not self._wanted:
+            log.info(
+                "fast paths off (--fast-paths off): %s use the libraries' public API",
+                ", ".join(self.names) or "none",
+            )
+            return
+        on: set[str] = set()
+        for path in self._paths:
+            try:
+                await asyncio.wait_for(path.check(), CHECK_TIMEOUT)
+            except Exception as exc:
+                log.warning(
+                    "fast path %s off (%s): its self-check failed on the installed "
+                    "libraries: %s: %s; using the public API",
+                    path.name,
+                    path.gain,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                on.add(path.name)
+        self._on = frozenset(on)
+        if on:
+            log.info("fast paths on: %s", ", ".join(n for n in self.names if n in on))

@@ -1,0 +1,161 @@
+"""Fast paths prove themselves at start-up or step aside (chatapp/fastpaths.py).
+
+Each fast path is on only once its self-check passed on the installed libraries; if the
+libraries behave otherwise, the public-API path serves and one log line names the fast
+path and why it is off; ``--no-fast-paths`` turns them all off. Either way people chat.
+The libraries are changed here the way a release could change them (monkeypatching
+aiohttp and engine.io, never chatapp), and the server is the real one, in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from engineio import async_socket as eio_socket
+from engineio import packet as eio_packet
+
+from chatapp.app import create_app
+from chatapp.heartbeat import ChatSocket
+from chatapp.keys import fast_paths_key, sio_key
+from chatapp.settings import load_settings
+
+from .support import Client
+
+
+@dataclass
+class Running:
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    def fast(self) -> set[str]:
+        paths = self.app[fast_paths_key]
+        return {name for name in paths.names if name in paths}
+
+    def aiohttp_connections(self) -> int:
+        """The TCP connections aiohttp serves (a detached websocket is not one of them)."""
+        server = self.runner.server
+        assert server is not None
+        return len(server.connections)
+
+    def session_class(self) -> type:
+        (socket,) = self.app[sio_key].eio.sockets.values()
+        return type(socket)
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, *argv: str) -> AsyncIterator[Running]:
+    settings = load_settings(
+        ["--db", str(tmp_path / "chat.db"), "--port", "0", *argv], environ={}
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield Running(f"http://127.0.0.1:{runner.addresses[0][1]}", app, runner)
+    finally:
+        await runner.cleanup()
+
+
+async def chat(url: str) -> Client:
+    """A websocket client that joined the lobby and had a message acked and delivered."""
+    client = Client(transports=["websocket"])
+    await client.connect(url, room="lobby", name="ann")
+    ack = await client.send("hello")
+    assert ack["ok"] is True
+    await client.wait_for("message", lambda m: m["text"] == "hello")
+    return client
+
+
+def lines(caplog: pytest.LogCaptureFixture, start: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
+
+
+@pytest.fixture(autouse=True)
+def _logs(caplog: pytest.LogCaptureFixture, packet_json: None) -> None:
+    caplog.set_level(logging.INFO, logger="chatapp")
+
+
+async def test_every_fast_path_is_on_when_its_check_passes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path) as server:
+        assert server.fast() == {"detach", "heartbeat"}
+        assert lines(caplog, "fast paths on: ") == ["fast paths on: detach, heartbeat"]
+        client = await chat(server.url)
+        # The websocket was taken over from aiohttp; engine.io's session pings by timer.
+        assert server.aiohttp_connections() == 0
+        assert server.session_class() is ChatSocket
+        await client.close()
+    assert not lines(caplog, "fast path ")
+
+
+async def test_the_switch_turns_them_all_off_and_people_still_chat(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path, "--no-fast-paths") as server:
+        assert server.fast() == set()
+        (line,) = lines(caplog, "fast paths off")
+        assert "detach, heartbeat" in line
+        client = await chat(server.url)
+        # aiohttp and engine.io serve the connection themselves.
+        assert server.aiohttp_connections() == 1
+        assert server.session_class() is eio_socket.AsyncSocket
+        await client.close()
+
+
+def _without_set_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of aiohttp without the method the detach relies on.
+    monkeypatch.delattr(web.WebSocketResponse, "_set_closed")
+
+
+def _pinging_from_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of engine.io that pings from a task of its own, bypassing schedule_ping.
+    receive = eio_socket.AsyncSocket.receive
+
+    async def changed(self: Any, pkt: Any) -> None:
+        if pkt.packet_type == eio_packet.PONG:
+            self.last_ping = None
+            self.server.start_background_task(self._send_ping)
+            return
+        await receive(self, pkt)
+
+    monkeypatch.setattr(eio_socket.AsyncSocket, "receive", changed)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "why"),
+    [
+        ("detach", _without_set_closed, "AttributeError"),
+        ("heartbeat", _pinging_from_a_task, "SelfCheckFailed: engine.io started 1 task(s)"),
+    ],
+)
+async def test_a_fast_path_steps_aside_when_the_library_differs(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    change: Callable[[pytest.MonkeyPatch], None],
+    why: str,
+) -> None:
+    change(monkeypatch)
+    async with running(tmp_path) as server:
+        assert server.fast() == {"detach", "heartbeat"} - {name}
+        (line,) = lines(caplog, "fast path ")
+        assert line.startswith(f"fast path {name} off") and why in line, line
+        assert "using the public API" in line
+        client = await chat(server.url)
+        if name == "detach":
+            assert server.aiohttp_connections() == 1
+        else:
+            assert server.session_class() is eio_socket.AsyncSocket
+        await client.close()
