@@ -306,6 +306,12 @@ async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
     assert bob.message_ids() == [1, 2]
     assert "missed its self-check; restarting it" in two.log()
 
+    # The deaf subscriber connections are closed, not left for Redis to keep sending to.
+    async def one_each() -> bool:
+        return proxy.subscribers() == 2
+
+    await eventually(one_each, what="the deaf subscriber connections to close")
+
 
 async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
@@ -313,7 +319,9 @@ async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     """A subscriber connection that drops while Redis is up is replaced and subscribed
     again within milliseconds, too fast for the self-check to notice; what was published
     on the channel in between never reaches that process through Redis."""
-    proxy, _, _, ann, bob = await _chatting_through_a_redis_proxy(cluster, make_client, tcp_proxy)
+    proxy, one, two, ann, bob = await _chatting_through_a_redis_proxy(
+        cluster, make_client, tcp_proxy
+    )
 
     assert proxy.deafen_subscribers() == 2
     assert (await ann.send("published while unheard"))["message"]["id"] == 2
@@ -329,6 +337,8 @@ async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     received = await bob.wait_for("message", count=2)
     assert received["text"] == "published while unheard"
     assert bob.message_ids() == [1, 2]
+    for server in (one, two):
+        assert "missed its self-check" not in server.log()
 
     # The replaced subscriber connections are closed, not left for Redis to keep sending
     # to.
