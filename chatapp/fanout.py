@@ -8,22 +8,25 @@ without callback is encoded once and handed to each recipient in order by
 ``managers.LocalManager``. :class:`LocalFeedManager` is the client manager of a single
 process.
 
-With Redis, :class:`FeedRedisManager` adds what ``AsyncRedisManager`` lacks:
+With Redis, :class:`FeedRedisManager` is the policy over ``managers.RedisManager`` (a
+Redis message queue on python-socketio's ``AsyncPubSubManager``):
 
-* publishing that never blocks a handler: python-socketio awaits its publishing, which
-  retries against an unreachable Redis while the sender's ack waits (handlers run inline in
-  the connection's reader); here publishing only queues, one task publishes;
-* a self-check of the listener (it has died silently before, python-socketio#1581): a
-  ping published on the channel must come back through the listener, else the listener is
-  restarted and readiness fails meanwhile;
+* publishing that never blocks a handler: python-socketio awaits publishing in the
+  emitting handler, and so the sender's ack (handlers run inline in the connection's
+  reader), whatever an unreachable Redis costs; here publishing only queues, one task
+  publishes;
+* a self-check of the listener (python-socketio's own has died silently before,
+  python-socketio#1581, and a connection can go quiet without an error): a ping published
+  on the channel must come back through the listener, else the listener is restarted and
+  readiness fails meanwhile;
 * a catch-up after every subscription of the listener: what was published on the channel
-  while it was not subscribed never comes, and it also reconnects by itself (python-
-  socketio's retry loop), often between two self-checks, which then notice nothing. Redis's
-  subscribe confirmation, which python-socketio discards, tells when; the feed then
-  re-reads its rooms from the store, so nothing published meanwhile stays missing.
+  while it was not subscribed never comes, and it also subscribes again by itself after a
+  failure, often between two self-checks, which then notice nothing. Redis's subscribe
+  confirmation tells when; the feed then re-reads its rooms from the store, so nothing
+  published meanwhile stays missing.
 
-The library hooks this needs (publishing, the listener's input, its subscriptions and its
-task, local delivery) are in ``managers.py``, one of the modules that reach into library
+The hooks this needs (publishing, the listener's input, its subscriptions, restarting it,
+local delivery) are in ``managers.py``, one of the modules that reach into library
 internals (``internals.py``).
 """
 
@@ -112,15 +115,7 @@ class FeedRedisManager(RedisManager, FeedManager):
 
     def __init__(self, url: str, channel: str, feed: RoomFeed, sessions: Sessions[Any]) -> None:
         self.feed = feed
-        super().__init__(
-            url,
-            channel,
-            log,
-            # No read timeout: the listener blocks on the channel; the self-check notices
-            # a connection that went quiet.
-            redis_options={"socket_connect_timeout": redisconn.TIMEOUT},
-            sessions=sessions,
-        )
+        super().__init__(url, channel, log, sessions)
         self._ping_id = uuid.uuid4().hex
         self._publisher = redisconn.connect(url)
         self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PUBLISH_BACKLOG)
@@ -139,8 +134,7 @@ class FeedRedisManager(RedisManager, FeedManager):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # python-socketio starts the listener on the first connection; start it now so
-        # that the self-check and readiness mean something before anyone connects.
+        # Listen before anyone connects, so that the self-check and readiness mean something.
         self.start_listening()
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="fanout-publish"),

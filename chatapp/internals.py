@@ -32,15 +32,15 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
   %s" log line of ``AsyncServer.send_packet``;
 * python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
-  ``binary=False``), ``.eio``,
-  ``.manager_initialized``; ``AsyncManager.emit``'s signature and behaviour, ``.json``,
+  ``binary=False``), ``.eio``;
+  ``AsyncManager.emit``'s signature and behaviour, ``.json`` (set by ``set_server``),
   ``.rooms``, ``.get_participants``, ``.eio_sid_from_sid``, ``.sid_from_eio_sid``,
-  ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``; the
-  ``AsyncPubSubManager._handle_emit -> super().emit`` call chain, ``.thread`` /
-  ``._thread`` / ``._publish`` / ``._listen`` / ``.initialize()``;
-  ``AsyncRedisManager.redis`` / ``.pubsub`` (made anew by ``_redis_connect`` before each
-  subscription), its ``_listen -> _redis_listen_with_retries -> _redis_connect`` call
-  chain and its ``extra={"redis_exception": ...}`` log calls;
+  ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``;
+  ``AsyncPubSubManager`` (imported from its module: the package does not export it) as the
+  base of a message queue: ``_publish`` (awaited by ``emit``) and ``_listen`` (iterated by
+  the task ``initialize()`` starts, which may be cancelled) implemented, and the
+  ``emit -> _handle_emit -> super().emit`` call chain that delivers both this process's
+  emits and those heard on the channel;
 * aiohttp: ``WebSocketResponse(compress=...)``, ``.send_frame``, ``.closed`` (set before
   the close frame is written), and that its writer writes an uncompressed frame to the
   transport synchronously, keeping nothing back, so a frame written straight to the

@@ -1,10 +1,12 @@
 """python-socketio client managers whose emits are encoded once and handed over in order.
 
-**Redis** (the policy is ``fanout.FeedRedisManager``): :class:`RedisManager` hands over
-what ``AsyncRedisManager`` keeps to itself: publishing (``_publish`` replaced), what the
-listener hears (``_listen`` wrapped), each subscription of the listener (Redis's
-confirmation, which python-socketio discards), and the listener task (started early,
-restarted); and it closes the clients python-socketio replaces when it reconnects.
+**Redis** (the policy is ``fanout.FeedRedisManager``): :class:`RedisManager` is a message
+queue of its own on python-socketio's extension point for message queues,
+``AsyncPubSubManager`` with ``_publish`` and ``_listen`` implemented; nothing of
+``AsyncRedisManager`` is used.
+It subscribes with chatapp's Redis clients, subscribes again with fresh ones (closing the
+old) whenever the subscription fails, and hands the subclass its publishing, what the
+listener hears, each subscription Redis confirms, and restarting the listener.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+from redis.exceptions import RedisError
 
+# The base class python-socketio provides for message queues (a backend implements
+# _publish and _listen); it is not exported at the package's top level.
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from . import redisconn
 from .sessions import Sessions
 
 
@@ -90,48 +98,48 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         return True
 
 
-class _RedisLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """python-socketio's Redis manager logs outages as errors with the cause in ``extra``.
-
-    chatapp rides them out (history, self-check, readiness), so they are warnings here,
-    with the cause in the line.
-    """
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        cause = (kwargs.get("extra") or {}).get("redis_exception")
-        return (f"{msg} ({cause})" if cause else msg), kwargs
-
-    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        self.warning(msg, *args, **kwargs)
+#: Messages heard from Redis and not yet taken by python-socketio's listener task; past
+#: this, reading from Redis waits (and Redis buffers, up to its pub/sub output limit).
+INBOX = 1000
+#: Longest wait, in seconds, between two attempts to subscribe while Redis is unreachable
+#: (the self-check restarts the listener at once when Redis answers again).
+MAX_RETRY_DELAY = 30.0
 
 
-class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
-    """AsyncRedisManager with its publishing, its listener's input and its listener task
-    handed to the subclass, and whose local deliveries go through :class:`LocalManager`.
+class _Subscribed:
+    """In the inbox: Redis confirmed a subscription; what follows was heard through it."""
+
+
+_SUBSCRIBED = _Subscribed()
+
+
+class RedisManager(AsyncPubSubManager, LocalManager):  # type: ignore[misc]
+    """A Redis message queue for python-socketio, whose local deliveries go through
+    :class:`LocalManager`.
+
+    Two tasks share the work. This class's receiver subscribes to the channel and puts
+    what arrives, and each subscription Redis confirms, into an inbox, in order; it is
+    started, restarted and stopped here. python-socketio's listener task, started by
+    ``initialize()``, takes them from the inbox through :meth:`_listen` and delivers them.
 
     The MRO puts LocalManager (and any manager class a subclass lists after this one)
     between AsyncPubSubManager and AsyncManager: AsyncPubSubManager delivers both this
     process's emits and those heard from Redis with ``super().emit``.
     """
 
-    # Set by python-socketio: the listener task and the clients it listens with.
-    thread: asyncio.Task[None] | None
-    redis: Any
-    pubsub: Any
+    name = "redis"
 
     def __init__(
-        self,
-        url: str,
-        channel: str,
-        logger: logging.Logger,
-        redis_options: dict[str, Any],
-        sessions: Sessions[Any],
+        self, url: str, channel: str, logger: logging.Logger, sessions: Sessions[Any]
     ) -> None:
         self.sessions = sessions
-        super().__init__(
-            url, channel=channel, logger=_RedisLog(logger, {}), redis_options=redis_options
-        )
-        self._closing: set[asyncio.Task[None]] = set()  # replaced listener clients
+        super().__init__(channel=channel, logger=logger)
+        self.url = url
+        self._log = logger
+        self._inbox: asyncio.Queue[bytes | _Subscribed] = asyncio.Queue(INBOX)
+        self._initialized = False
+        self._receiver: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[Any] | None = None  # python-socketio's listener task
 
     # -- what subclasses implement --------------------------------------------------------------
 
@@ -139,7 +147,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         """Publish ``data`` (a dict for the channel) without blocking the caller."""
         raise NotImplementedError
 
-    def heard(self, message: Any) -> bool:
+    def heard(self, message: bytes) -> bool:
         """See a message from the channel first; True if it is not for python-socketio."""
         return False
 
@@ -147,70 +155,99 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         """Redis confirmed a subscription of the listener (the first, or after it lost the
         previous one): it hears the channel from now on."""
 
-    # -- hooks ----------------------------------------------------------------------------------
+    # -- python-socketio's message queue interface ------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:
-        # AsyncRedisManager's own retries against an unreachable Redis while the emitting
-        # handler (and the sender's ack) waits.
+        # python-socketio awaits this in the emitting handler (and so the sender's ack).
         self.outgoing(data)
-
-    async def _listen(self) -> AsyncIterator[Any]:
-        async for message in super()._listen():
-            if not self.heard(message):
-                yield message
-
-    def _redis_connect(self) -> None:
-        # python-socketio's listener calls this before each (re)subscription, and leaves
-        # the clients it replaces open.
-        stale = [client for client in (self.pubsub, self.redis) if client is not None]
-        super()._redis_connect()
-        # Unlike python-socketio's, this pubsub passes on subscribe confirmations, so that
-        # _redis_listen_with_retries sees every subscription.
-        self.pubsub = self.redis.pubsub()
-        if stale:
-            # After a read error redis-py reconnects and re-subscribes the old connection,
-            # then raises: nobody would read it, and Redis would keep sending to it.
-            task = asyncio.create_task(_close_clients(stale), name="fanout-close-stale")
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
-        async for message in super()._redis_listen_with_retries():
-            if message["type"] == "subscribe":
-                self.subscribed()
-            else:
-                yield message
 
     def dumps(self, data: dict[str, Any]) -> str:
         """``data`` as the channel carries it (the server's JSON module)."""
         return str(self.json.dumps(data))
 
+    async def _listen(self) -> AsyncIterator[bytes]:
+        # Runs in python-socketio's listener task, which close_listener() ends.
+        self._consumer = asyncio.current_task()
+        while True:
+            message = await self._inbox.get()
+            if isinstance(message, _Subscribed):
+                self.subscribed()
+            elif not self.heard(message):
+                yield message
+
+    def initialize(self) -> None:
+        # python-socketio calls this at the first connection; start_listening() earlier.
+        if not self._initialized:
+            self._initialized = True
+            super().initialize()
+
+    # -- the listener -----------------------------------------------------------------------------
+
     def start_listening(self) -> None:
-        """Start the listener now; python-socketio would wait for the first connection."""
-        if not self.server.manager_initialized:
-            self.server.manager_initialized = True
-            self.initialize()
+        """Subscribe and deliver from now on; python-socketio would wait for the first
+        connection."""
+        self.initialize()
+        if self._receiver is None:
+            self._start_receiver()
 
     async def restart_listener(self) -> None:
-        await self.stop_listener()
-        self.thread = self.server.start_background_task(self._thread)
-
-    async def stop_listener(self) -> None:
-        """Stop the listener task and close its clients (a restart makes new ones)."""
-        thread = getattr(self, "thread", None)
-        self.thread = None
-        if thread is not None:
-            thread.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await thread
-        # The listener builds fresh clients when it (re)subscribes; close the old ones.
-        await _close_clients([c for c in (self.pubsub, self.redis) if c is not None])
-        self.pubsub = self.redis = None
+        """Subscribe again, with fresh clients."""
+        await self._stop_receiver()
+        self._start_receiver()
 
     async def close_listener(self) -> None:
-        """Stop the listener for good, once the clients it replaced are closed too."""
-        await self.stop_listener()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        """Stop subscribing and delivering for good; the clients are closed."""
+        await self._stop_receiver()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+
+    def _start_receiver(self) -> None:
+        self._receiver = asyncio.create_task(self._receive(), name="fanout-listen")
+
+    async def _stop_receiver(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    async def _receive(self) -> None:
+        """Subscribe to the channel and pass on what arrives, for good: after a failure,
+        subscribe again with fresh clients, at once the first time (a dropped connection),
+        then backing off while Redis stays unreachable."""
+        delay = 0.0
+        while True:
+            client = redisconn.subscriber(self.url)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                # Reading waits for the next message with no timeout; the self-check
+                # (fanout) notices a connection that went quiet.
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        delay = 0.0
+                        await self._inbox.put(_SUBSCRIBED)
+                    elif message["type"] == "message":
+                        await self._inbox.put(message["data"])
+                raise RedisError("the subscription ended")
+            except (RedisError, OSError) as exc:
+                # An outage is expected and ridden out (history, self-check, readiness):
+                # one line, no traceback.
+                self._log.warning(
+                    "fan-out: cannot receive from Redis (%s); subscribing again in %.0fs",
+                    exc,
+                    delay,
+                )
+            except Exception:
+                self._log.exception("fan-out: the Redis listener failed; subscribing again")
+            finally:
+                # A subscription nobody reads any more: Redis would keep sending to it.
+                await _close_clients([pubsub, client])
+            await asyncio.sleep(delay)
+            delay = min(max(2 * delay, 1.0), MAX_RETRY_DELAY)
 
 
 async def _close_clients(clients: list[Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ConstantBackoff
+from redis.backoff import ConstantBackoff, NoBackoff
 
 #: Seconds to connect or to wait for an answer. Presence and publishing fall back to this
 #: process's own view when Redis does not answer, so waiting longer only delays clients.
@@ -23,3 +23,12 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         **options,
     }
     return aioredis.Redis.from_url(url, **settings)
+
+
+def subscriber(url: str) -> aioredis.Redis:
+    """A client for one subscription, whose connection errors reach the reader as they are.
+
+    Otherwise redis-py reconnects and re-subscribes the connection before raising or
+    retrying, behind the reader's back; the reader makes a fresh client instead.
+    """
+    return connect(url, retry=Retry(NoBackoff(), 0, supported_errors=()))

@@ -32,7 +32,7 @@ checking polling bodies before engine.io reads them (:meth:`Sessions.check_reque
 seeing engine.io's connect/message/disconnect events before python-socketio does
 (:meth:`Sessions.intercept`), bounding each send queue (:meth:`Sessions.adopt`), closing a
 session and dropping its TCP connection (:meth:`Sessions.close`), and the libraries' log
-lines (``liblog.library_logger``, ``managers.RedisManager``'s logger).
+lines (``liblog.library_logger``).
 """
 
 from __future__ import annotations

@@ -504,34 +504,14 @@ def test_pubsub_local_delivery_goes_through_super_emit() -> None:
 
 
 def test_redis_manager_internals() -> None:
-    # RedisManager replaces _publish, filters _listen, restarts the listener task
-    # (thread = start_background_task(_thread)) with fresh clients (redis, pubsub), and
-    # starts it early through manager_initialized.
+    # RedisManager implements _publish and _listen; initialize() starts the task that
+    # iterates _listen (which close_listener cancels).
     pubsub = async_pubsub_manager.AsyncPubSubManager
     assert "self.thread = self.server.start_background_task(self._thread)" in (
         inspect.getsource(pubsub.initialize)
     )
     assert "await self._publish(message)" in inspect.getsource(pubsub.emit)
     assert "async for message in self._listen()" in inspect.getsource(pubsub._thread)
-    redis_manager = socketio.AsyncRedisManager
-    assert "self.pubsub = self.redis.pubsub(" in inspect.getsource(redis_manager._redis_connect)
-    # It sees each subscription (and catches up) in _redis_listen_with_retries, which the
-    # listener runs and which calls _redis_connect before each (re)subscription.
-    listen = inspect.getsource(redis_manager._listen)
-    assert "async for message in self._redis_listen_with_retries()" in listen
-    assert "message['type'] == 'message'" in listen
-    retries = inspect.getsource(redis_manager._redis_listen_with_retries)
-    assert "self._redis_connect()" in retries
-    assert "await self.pubsub.subscribe(self.channel)" in retries
-    assert "async for message in self.pubsub.listen()" in retries
-    assert 'extra={"redis_exception"' in inspect.getsource(redis_manager._publish)
-    init = inspect.signature(redis_manager.__init__).parameters
-    assert {"channel", "logger", "redis_options"} <= set(init)
-    server = socketio.AsyncServer(async_mode="aiohttp")
-    assert server.manager_initialized is False
-    assert "self.manager.initialize()" in inspect.getsource(
-        socketio.AsyncServer._handle_eio_connect
-    )
     assert "self.json = self.server.packet_class.json" in inspect.getsource(
         socketio.base_manager.BaseManager.set_server
     )
