@@ -52,9 +52,7 @@ class Running:
 
 @asynccontextmanager
 async def running(tmp_path: Path, *argv: str) -> AsyncIterator[Running]:
-    settings = load_settings(
-        ["--db", str(tmp_path / "chat.db"), "--port", "0", *argv], environ={}
-    )
+    settings = load_settings(["--db", str(tmp_path / "chat.db"), "--port", "0", *argv], environ={})
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
