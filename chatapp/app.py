@@ -38,7 +38,7 @@ from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, ori
 from .presence import Presence, open_presence
 from .security import setup_security_headers
 from .sessions import Sessions
-from .settings import Settings
+from .settings import FAST_PATHS, Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard
 from .views import api_errors, engineio_errors, setup_routes
@@ -97,6 +97,7 @@ def create_app(
         ],
         wanted=settings.fast_paths,
     )
+    assert fast_paths.names == FAST_PATHS, "settings.FAST_PATHS names every fast path"
 
     def client_manager(sessions: Sessions[FeedManager]) -> FeedManager:
         # The feed and the manager deliver through the sessions, which make the server
@@ -155,7 +156,6 @@ def create_app(
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     store, presence, fanout = app[store_key], app[presence_key], app[fanout_key]
-    await app[fast_paths_key].start()
     missing = app[resources_key].missing_client_files
     if missing:
         log.warning(
@@ -169,6 +169,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         try:
             await fanout.start()
             try:
+                await app[fast_paths_key].start()  # before the first connection is served
                 yield
             finally:
                 await fanout.stop()

@@ -4,7 +4,8 @@ A fast path runs only once its self-check has exercised, on the installed versio
 libraries, the behaviour it relies on (a real loopback connection, not a look at source
 text). If the check fails, the stock path, built on the libraries' public API, runs instead
 and one log line names the fast path and why it is off. ``--fast-paths off``
-(``CHATAPP_FAST_PATHS=off``) turns them all off. Either way the protocol, the order and
+(``CHATAPP_FAST_PATHS=off``) turns them all off; naming some (``--fast-paths heartbeat``)
+runs only those. Either way the protocol, the order and
 exactly-once guarantees, the limits and the security behaviour are the same; only speed and
 memory differ (docs/benchmarks.md has the figures of each).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,9 @@ class FastPaths:
     started, as in some tests, runs the stock paths.
     """
 
-    def __init__(self, paths: Sequence[FastPath], *, wanted: bool) -> None:
+    def __init__(self, paths: Sequence[FastPath], *, wanted: Collection[str]) -> None:
         self._paths = tuple(paths)
-        self._wanted = wanted
+        self._wanted = frozenset(wanted)
         self._on: frozenset[str] = frozenset()
 
     def __contains__(self, name: object) -> bool:
@@ -59,14 +60,16 @@ class FastPaths:
 
     async def start(self) -> None:
         """Run each fast path's self-check; turn on those that pass."""
-        if not self._wanted:
+        unwanted = [name for name in self.names if name not in self._wanted]
+        if unwanted:
             log.info(
-                "fast paths off (--fast-paths off): %s use the libraries' public API",
-                ", ".join(self.names) or "none",
+                "fast paths off (--fast-paths): %s use the libraries' public API",
+                ", ".join(unwanted),
             )
-            return
         on: set[str] = set()
         for path in self._paths:
+            if path.name not in self._wanted:
+                continue
             try:
                 await asyncio.wait_for(path.check(), CHECK_TIMEOUT)
             except Exception as exc:

@@ -24,6 +24,8 @@ T = TypeVar("T")
 ENV_PREFIX = "CHATAPP_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TRANSPORTS = ("polling", "websocket")
+#: The fast paths (chatapp/fastpaths.py), by name.
+FAST_PATHS = ("detach", "heartbeat")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 HOST_NAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")
@@ -114,6 +116,19 @@ def _transports(text: str) -> tuple[str, ...]:
     if not chosen or not set(chosen) <= set(TRANSPORTS):
         raise Invalid("must be 'polling,websocket' or 'websocket'")
     return chosen
+
+
+def _fast_paths(text: str) -> tuple[str, ...]:
+    word = text.strip().lower()
+    if word in TRUE:
+        return FAST_PATHS
+    if word in FALSE:
+        return ()
+    chosen = _items(word)
+    unknown = [name for name in chosen if name not in FAST_PATHS]
+    if not chosen or unknown:
+        raise Invalid(f"must be on, off or some of {','.join(FAST_PATHS)}, not {text!r}")
+    return tuple(name for name in FAST_PATHS if name in chosen)
 
 
 def _hosts(text: str) -> tuple[str, ...]:
@@ -245,12 +260,12 @@ class Settings:
         "`X-Forwarded-Proto`/`-Host`",
         _boolean,
     )
-    fast_paths: bool = setting(
-        True,
-        "speed-ups that rely on the libraries' internals, each on only once its self-check "
-        "passed at start-up (`false`: the libraries' public API only; see "
-        "docs/architecture.md)",
-        _boolean,
+    fast_paths: tuple[str, ...] = setting(
+        FAST_PATHS,
+        "speed-ups that rely on the libraries' internals, each run only once its self-check "
+        "passed at start-up: `on`, `off` (the libraries' public API only) or the ones to run, "
+        "e.g. `heartbeat` (see docs/architecture.md)",
+        _fast_paths,
     )
     max_connections_per_ip: int = setting(
         20, "simultaneous Socket.IO connections from one address (`0`: no limit)", _count(0)

@@ -100,10 +100,12 @@ async def test_every_fast_path_is_on_when_its_check_passes(
 async def test_the_switch_turns_them_all_off_and_people_still_chat(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running(tmp_path, "--no-fast-paths") as server:
+    async with running(tmp_path, "--fast-paths", "off") as server:
         assert server.fast() == set()
-        (line,) = lines(caplog, "fast paths off")
-        assert "detach, heartbeat" in line
+        assert lines(caplog, "fast paths off") == [
+            "fast paths off (--fast-paths): detach, heartbeat use the libraries' public API"
+        ]
+        assert not lines(caplog, "fast paths on")
         client = await chat(server.url)
         # aiohttp and engine.io serve the connection themselves.
         assert server.aiohttp_connections() == 1
@@ -128,6 +130,20 @@ def _pinging_from_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
         await receive(self, pkt)
 
     monkeypatch.setattr(eio_socket.AsyncSocket, "receive", changed)
+
+
+async def test_naming_fast_paths_runs_only_those(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(tmp_path, "--fast-paths", "heartbeat") as server:
+        assert server.fast() == {"heartbeat"}
+        assert lines(caplog, "fast paths off") == [
+            "fast paths off (--fast-paths): detach use the libraries' public API"
+        ]
+        client = await chat(server.url)
+        assert server.aiohttp_connections() == 1
+        assert server.session_class() is ChatSocket
+        await client.close()
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "typing_timeout": ("2", 2.0),
     "access_token": ("s3cret", "s3cret"),
     "trust_proxy": ("on", True),
-    "fast_paths": ("off", False),
+    "fast_paths": ("heartbeat", ("heartbeat",)),
     "max_connections_per_ip": ("0", 0),
     "event_burst": ("5", 5.0),
     "event_rate": ("2.5", 2.5),
