@@ -489,6 +489,7 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         await self._drain()
 
     async def close(self) -> None:
+        self.uncork()  # what was written directly goes before the close frame
         if not self._detached:
             await super().close()
         else:
