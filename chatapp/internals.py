@@ -6,8 +6,9 @@ chatapp uses their public API and those modules' classes and functions. What is 
 modules only provide the hooks, so that a library upgrade has a known set of places to
 re-check.
 
-Internals used, checked by ``tests/test_internals.py`` against :data:`TESTED_VERSIONS`, the
-versions ``pyproject.toml`` pins (update the three together, after reading the new code):
+Internals used; ``tests/test_library_contracts.py`` checks, by behaviour, that the installed
+versions still do what chatapp relies on, and names the test guarding each (a library
+upgrade that fails there means re-reading its new code and these modules):
 
 * python-engineio: ``AsyncServer._async`` (the aiohttp driver's ``translate_request`` and
   ``websocket`` entries; ``WebSocket(handler, server)`` with ``handler``, ``server``,
@@ -53,10 +54,6 @@ versions ``pyproject.toml`` pins (update the three together, after reading the n
   forgets the connection in the server and touches the transport and the reader only
   through those two; that ``start()`` leaves the transport alone once force-closed.
 """
-
-#: Versions the modules below were written and tested against (pinned exactly in
-#: pyproject.toml): their private code is copied, overridden or relied on there.
-TESTED_VERSIONS = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14.5"}
 
 #: The chatapp modules that use the internals above.
 INTERNAL_USERS = (

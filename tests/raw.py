@@ -1,16 +1,19 @@
 """Raw Engine.IO / Socket.IO peers for tests that must misbehave below the client library,
-and /proc readings of the server process (memory and descriptors)."""
+/proc readings of the server process (memory and descriptors), and an app served in the
+test's own process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from .support import EVENT_TIMEOUT
 
@@ -188,3 +191,62 @@ class SlowReader:
             return True
         except TimeoutError:
             return False
+
+
+# -- an app served in the test's own process -------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` in this process and event loop (so tests can step the loop and look at
+    the server's objects); its runner. On exit every request handler has finished."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """:func:`serving`, giving the URL."""
+    async with serving(app) as runner:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def joined(
+    http: aiohttp.ClientSession, url: str, room: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A websocket (no long-polling first) with its Socket.IO connection made in ``room``
+    and the welcome read."""
+    ws = await http.ws_connect(url + WS_PATH)
+    assert (await ws.receive_str()).startswith("0")
+    await ws.send_str("40" + json.dumps({"room": room}))
+    assert (await ws.receive_str()).startswith("40")
+    assert (await ws.receive_str()).startswith('42["welcome"')
+    return ws
+
+
+async def upgraded(
+    http: aiohttp.ClientSession, url: str, room: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A session opened on long-polling, its Socket.IO connection made in ``room`` and the
+    welcome polled, then upgraded to a websocket (the probe, then UPGRADE)."""
+    async with http.get(url + POLL_PATH) as r:
+        sid = json.loads((await r.text())[1:])["sid"]
+    poll = f"{url}{POLL_PATH}&sid={sid}"
+    async with http.post(poll, data="40" + json.dumps({"room": room})) as r:
+        assert r.status == 200
+    polled = ""
+    while '"welcome"' not in polled:
+        async with http.get(poll) as r:
+            polled += await r.text()
+    ws = await http.ws_connect(f"{url}{WS_PATH}&sid={sid}")
+    await ws.send_str("2probe")
+    assert await ws.receive_str() == "3probe"
+    await ws.send_str("5")
+    assert await ws.receive_str() == "6"  # the NOOP that ends a long-poll
+    return ws

@@ -25,10 +25,8 @@ from chatapp.keys import sessions_key, sio_key
 from chatapp.settings import load_settings
 
 from .conftest import ServerFactory
-from .raw import SlowReader, rss_bytes, settle
+from .raw import SlowReader, joined, rss_bytes, served, settle
 from .support import Client
-from .test_internals import _joined as joined
-from .test_internals import served
 
 MiB = 1 << 20
 #: 2000 characters, 8000 bytes of UTF-8: a history page of 100 would be about 800 KB, and is
