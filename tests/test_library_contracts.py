@@ -7,8 +7,7 @@ through a real server and real clients, or, where the wire cannot show it, insid
 process, stepping the event loop and looking at the server's tasks, connections and
 sessions, with the library objects driven as chatapp drives them. So any version in
 pyproject.toml's ranges that still does what chatapp relies on passes, however its source
-reads, and one that changes it fails. (The pub/sub manager's internals, at the end, are
-still checked against the libraries' source.)
+reads, and one that changes it fails.
 
 What is relied on -> the test that fails when it changes (here unless a file is named):
 
@@ -75,6 +74,14 @@ python-socketio
   ``disconnect``
     -> every chat test (test_messages.py, test_presence.py, test_typing.py);
        test_presence.py test_connections_closed_while_joining_leave_no_ghosts
+  ``AsyncPubSubManager`` as a message queue's base (managers.RedisManager): ``emit``
+  awaits ``_publish`` and delivers once in this process through ``super().emit``;
+  ``initialize()`` starts a cancellable task iterating ``_listen``, which delivers other
+  processes' emits the same way; ``disconnect(ignore_queue=True)`` publishes nothing;
+  ``.json`` is the server's codec
+    -> test_pubsub_emits_publish_and_deliver_locally_through_the_next_manager,
+       test_pubsub_listener_task_iterates_listen_and_delivers_other_hosts_emits,
+       test_pubsub_disconnect_with_ignore_queue_stays_local; with Redis: test_cluster.py
 
 aiohttp
   ``WebSocketResponse(compress=False)`` -> test_fanout_wire.py
@@ -94,7 +101,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import socket
@@ -107,11 +113,13 @@ import engineio
 import pytest
 import socketio
 from aiohttp import web
-from socketio import async_pubsub_manager
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatapp import fanout, frames, heartbeat, jsoncodec, managers, sendqueue
 from chatapp.app import create_app
+from chatapp.fastpaths import FastPaths
 from chatapp.keys import fast_paths_key, sessions_key, sio_key
+from chatapp.sessions import Sessions
 from chatapp.settings import load_settings
 
 from .conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
@@ -753,39 +761,121 @@ async def test_a_closing_upgraded_websocket_takes_no_frame_after_its_close(
         assert received == [f'42["framed",{k}]' for k in accepted]
 
 
-# -- the pub/sub managers' internals (still checked against the libraries' source) -------------
+# -- python-socketio's message-queue base class, as the Redis manager uses it ------------------
 
 
-def test_pubsub_local_delivery_goes_through_super_emit() -> None:
-    # RedisManager relies on AsyncPubSubManager delivering locally (its own emits and
-    # those from Redis) via super().emit(), which its MRO routes to LocalManager.emit,
-    # and FeedRedisManager on FeedManager.route being found before LocalManager's.
-    source = inspect.getsource(async_pubsub_manager.AsyncPubSubManager._handle_emit)
-    assert "await super().emit(" in source
-    source = inspect.getsource(async_pubsub_manager.AsyncPubSubManager.emit)
-    assert "await self._handle_emit(message)" in source
+class _SpyLocal(managers.LocalManager):
+    """Records each local delivery, where ``AsyncPubSubManager``'s ``super().emit`` must
+    land in a manager built as RedisManager is."""
+
+    delivered: list[tuple[str, Any]]
+
+    async def emit(self, event: str, data: Any, namespace: str | None, **kwargs: Any) -> Any:
+        self.delivered.append((event, data))
+        return await super().emit(event, data, namespace, **kwargs)
+
+
+class _Loopback(AsyncPubSubManager, _SpyLocal):  # type: ignore[misc]
+    """A message queue whose channel is in this process, built on python-socketio's base
+    class as ``managers.RedisManager`` is: what it publishes, its listener hears back."""
+
+    def __init__(self, sessions: Sessions[Any]) -> None:
+        self.sessions = sessions
+        super().__init__(channel="loopback")
+        self.delivered = []
+        self.published: list[dict[str, Any]] = []
+        self.channel: asyncio.Queue[Any] = asyncio.Queue()
+        self.listening: list[asyncio.Task[Any] | None] = []
+
+    async def _publish(self, data: dict[str, Any]) -> None:
+        self.published.append(data)
+        await self.channel.put(self.json.dumps(data))
+
+    async def _listen(self) -> Any:
+        self.listening.append(asyncio.current_task())
+        while True:
+            yield await self.channel.get()
+
+
+@contextlib.asynccontextmanager
+async def _loopback_server() -> Any:
+    """A python-socketio server on a :class:`_Loopback` manager, with one client in it."""
+    sessions: Sessions[_Loopback] = Sessions(_Loopback, FastPaths([], wanted=()))
+    app = web.Application()
+    sessions.sio.attach(app)
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    client = socketio.AsyncClient()
+    client.on("*", lambda event, data: events.put_nowait((event, data)))
+    async with served(app) as url:
+        await client.connect(url, transports=["websocket"])
+        try:
+            yield sessions.manager, client, events
+        finally:
+            await client.disconnect()
+            thread = getattr(sessions.manager, "thread", None)
+            if thread is not None:
+                thread.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await thread
+
+
+async def test_pubsub_emits_publish_and_deliver_locally_through_the_next_manager() -> None:
+    """RedisManager relies on ``AsyncPubSubManager.emit`` publishing each emit (awaiting
+    ``_publish``) and delivering it in this process once, through ``super().emit``, which
+    its MRO routes to ``LocalManager``; ``self.json`` is the server's codec."""
+    async with _loopback_server() as (manager, client, events):
+        assert manager.json is manager.server.packet_class.json
+        await manager.emit("hello", {"n": 1}, "/", room=client.get_sid())
+        assert await asyncio.wait_for(events.get(), 5) == ("hello", {"n": 1})
+        assert [m["event"] for m in manager.published] == ["hello"]
+        assert manager.delivered == [("hello", {"n": 1})]
+        # Its own message comes back on the channel and is not delivered twice.
+        await _until(lambda: manager.channel.empty() and bool(manager.listening))
+        await manager.emit("again", "x", "/", room=client.get_sid())
+        assert await asyncio.wait_for(events.get(), 5) == ("again", "x")
+        assert events.empty() and len(manager.delivered) == 2
+    # The Redis manager's MRO is built the same way.
     mro = fanout.FeedRedisManager.__mro__
-    pubsub = mro.index(async_pubsub_manager.AsyncPubSubManager)
-    assert pubsub < mro.index(fanout.FeedManager) < mro.index(managers.LocalManager)
-    assert mro.index(managers.LocalManager) < mro.index(socketio.AsyncManager)
+    assert mro.index(AsyncPubSubManager) < mro.index(fanout.FeedManager)
+    assert mro.index(fanout.FeedManager) < mro.index(managers.LocalManager)
 
 
-def test_pubsub_disconnect_can_stay_local() -> None:
-    # Sessions.forget: with Redis, ignore_queue keeps the disconnect local.
-    assert "kwargs.get('ignore_queue')" in inspect.getsource(
-        async_pubsub_manager.AsyncPubSubManager.disconnect
-    )
+async def test_pubsub_listener_task_iterates_listen_and_delivers_other_hosts_emits() -> None:
+    """``initialize()`` (at the first connection) starts a task that iterates ``_listen``
+    and delivers what another process published through ``super().emit``; the task can
+    be cancelled (``RedisManager.close_listener``)."""
+    async with _loopback_server() as (manager, client, events):
+        await _until(lambda: bool(manager.listening))
+        (listener,) = manager.listening
+        assert listener is not None and listener is manager.thread
+        message = {
+            "method": "emit",
+            "event": "remote",
+            "data": [{"from": "elsewhere"}],
+            "namespace": "/",
+            "room": client.get_sid(),
+            "skip_sid": None,
+            "callback": None,
+            "host_id": "another-process",
+        }
+        await manager.channel.put(json.dumps(message))
+        assert await asyncio.wait_for(events.get(), 5) == ("remote", {"from": "elsewhere"})
+        assert manager.delivered == [("remote", {"from": "elsewhere"})]
+        assert not manager.published
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        assert listener.done()
 
 
-def test_redis_manager_internals() -> None:
-    # RedisManager implements _publish and _listen; initialize() starts the task that
-    # iterates _listen (which close_listener cancels).
-    pubsub = async_pubsub_manager.AsyncPubSubManager
-    assert "self.thread = self.server.start_background_task(self._thread)" in (
-        inspect.getsource(pubsub.initialize)
-    )
-    assert "await self._publish(message)" in inspect.getsource(pubsub.emit)
-    assert "async for message in self._listen()" in inspect.getsource(pubsub._thread)
-    assert "self.json = self.server.packet_class.json" in inspect.getsource(
-        socketio.base_manager.BaseManager.set_server
-    )
+async def test_pubsub_disconnect_with_ignore_queue_stays_local() -> None:
+    """``Sessions.forget`` disconnects with ``ignore_queue=True``: with Redis, nothing is
+    published (a disconnect without it is)."""
+    async with _loopback_server() as (manager, client, _events):
+        sid = client.get_sid()
+        assert manager.is_connected(sid, "/")
+        await manager.disconnect(sid, "/", ignore_queue=True)
+        assert not manager.is_connected(sid, "/")
+        assert not manager.published
+        await manager.disconnect("not-here", "/")
+        assert [m["method"] for m in manager.published] == ["disconnect"]
