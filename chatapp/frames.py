@@ -123,6 +123,9 @@ def packet_size(pkt: Any) -> int:
     if frame is not None:
         return len(frame)
     data = getattr(pkt, "data", None)
-    if isinstance(data, str | bytes | bytearray):
+    if isinstance(data, str):
+        # In UTF-8, as it goes on the wire (isascii() is free for a str that is).
+        return (len(data) if data.isascii() else len(data.encode())) + PACKET_OVERHEAD
+    if isinstance(data, bytes | bytearray):
         return len(data) + PACKET_OVERHEAD
     return PACKET_OVERHEAD
