@@ -37,7 +37,7 @@ from .liblog import library_logger
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .presence import Presence, open_presence
 from .security import setup_security_headers
-from .sessions import Sessions
+from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
 from .store import MessageStore, open_store
 from .transport import TransportGuard
@@ -94,6 +94,11 @@ def create_app(
         [
             FastPath("detach", "idle websockets without aiohttp's per-request state", check_detach),
             FastPath("heartbeat", "pings from a timer, not a task per session", check_heartbeat),
+            FastPath(
+                "direct",
+                "frames and acks written straight to idle connections, one write per turn",
+                check_direct,
+            ),
         ],
         wanted=settings.fast_paths,
     )
@@ -170,6 +175,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
             await fanout.start()
             try:
                 await app[fast_paths_key].start()  # before the first connection is served
+                app[sessions_key].use_fast_paths()
                 yield
             finally:
                 await fanout.stop()

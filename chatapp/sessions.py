@@ -10,9 +10,13 @@ encoding and one frame (:mod:`chatapp.frames`), then at most one ``transport.wri
 member and turn of the event loop. A packet is handed to each recipient synchronously
 (:meth:`Sessions.put`), so the order in which the feed decides equals the order on every
 wire (``AsyncManager.emit`` spawns a task per recipient and returns control in between).
-Every other event without callback (presence, typing, ``managers.LocalManager``) and every
-packet python-socketio sends to one client (acks, CONNECT; ``AsyncServer._send_packet``)
-takes the same path.
+Every other event without callback (presence, typing, ``managers.LocalManager``) takes
+the same path; so does every packet python-socketio sends to one client (acks, CONNECT;
+``AsyncServer._send_packet``) with the ``direct`` fast path on, which also writes straight
+to an idle connection's transport (:meth:`ChatWebSocket.write_now`), corked per turn of
+the loop. With it off, every packet goes through the connection's send queue and its
+writer, in the same order (python-socketio's own ``_send_packet`` queues without
+suspending, as :meth:`Sessions.put` does).
 
 **Memory of a closed connection.** It is freed by reference counting as soon as the
 connection is over, not at the cycle collector's next full pass (rare: ``cli`` raises its
@@ -43,14 +47,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import aiohttp
 import socketio
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .fastpaths import FastPaths
-from .frames import FramedPacket
+from .fastpaths import FastPaths, SelfCheckFailed
+from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
 from .websocket import ChatWebSocket
@@ -67,10 +72,11 @@ class Sessions(Generic[ManagerT]):
 
     It makes the server (``sio``) with the client manager ``client_manager(self)`` returns
     (``manager``) and the ``options`` of ``socketio.AsyncServer``, then replaces the aiohttp
-    driver's ``translate_request`` and ``websocket`` entries, ``AsyncServer._send_packet``
-    and ``create_queue``. ``detached_close(transport)`` is called when a detached
-    websocket's TCP connection closes: the websocket is then its transport's protocol, and
-    aiohttp, and whatever wraps aiohttp's protocol, no longer hear of that connection.
+    driver's ``translate_request`` and ``websocket`` entries and ``create_queue`` (and, with
+    the ``direct`` fast path, ``AsyncServer._send_packet``: :meth:`use_fast_paths`).
+    ``detached_close(transport)`` is called when a detached websocket's TCP connection
+    closes: the websocket is then its transport's protocol, and aiohttp, and whatever wraps
+    aiohttp's protocol, no longer hear of that connection.
     """
 
     def __init__(
@@ -109,10 +115,9 @@ class Sessions(Generic[ManagerT]):
             "translate_request": self._translate_request,
             "websocket": self._websocket,
         }
-        # Every Socket.IO packet sent to one client (acks, CONNECT, ...) takes the same
-        # path as room frames, so it neither wakes a writer nor overtakes them.
-        self._send_binary_packet = sio._send_packet
-        sio._send_packet = self._send_packet
+        # python-socketio's own path for what goes to one client (acks, CONNECT, ...):
+        # the ``direct`` fast path puts _send_packet in its place (use_fast_paths).
+        self._library_send_packet = sio._send_packet
         # engine.io's own session monitor (``monitor_clients``) is off: see _monitor.
         self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
@@ -121,6 +126,20 @@ class Sessions(Generic[ManagerT]):
     @property
     def detaching(self) -> bool:
         return "detach" in self._fast
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames go straight to idle connections (the ``direct`` fast path, on once
+        :func:`check_direct` passed)."""
+        return "direct" in self._fast
+
+    def use_fast_paths(self) -> None:
+        """Put the fast paths on that passed their self-checks (after ``FastPaths.start``,
+        before the first connection)."""
+        if self.direct:
+            # Every Socket.IO packet sent to one client (acks, CONNECT, ...) takes the same
+            # path as room frames, so it neither wakes a writer nor overtakes them.
+            self.sio._send_packet = self._send_packet
 
     def _create_queue(self) -> SendQueue:
         return SendQueue(backlog=self.backlog)
@@ -308,7 +327,7 @@ class Sessions(Generic[ManagerT]):
         if isinstance(encoded, str):
             self.put(eio_sid, FramedPacket(encoded))
         else:
-            await self._send_binary_packet(eio_sid, pkt)
+            await self._library_send_packet(eio_sid, pkt)
 
     def packet(self, event: str, data: Any) -> FramedPacket:
         """Encode a server event once, for any number of recipients."""
@@ -329,14 +348,93 @@ class Sessions(Generic[ManagerT]):
     def put(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
         """Send ``pkt`` to one connection after everything sent to it before; False if gone.
 
-        Written at once if the connection is idle (:meth:`ChatWebSocket.write_now`), else
-        queued, which may overflow the queue and drop a client that does not read.
+        Written at once if the connection is idle (:meth:`ChatWebSocket.write_now`; the
+        ``direct`` fast path), else queued, which may overflow the queue and drop a client
+        that does not read.
         """
-        ws = self.websockets.get(eio_sid)
-        if ws is not None and ws.write_now(pkt):
-            return True
+        if self.direct:
+            ws = self.websockets.get(eio_sid)
+            if ws is not None and ws.write_now(pkt):
+                return True
         socket = self._eio.sockets.get(eio_sid)
         if socket is None or socket.closed:
             return False
         socket.queue.put_nowait(pkt)
         return True
+
+
+async def check_direct() -> None:
+    """The ``direct`` fast path's self-check, on loopback connections: python-socketio sends
+    CONNECT and acks through ``AsyncServer._send_packet(eio_sid, packet)``, text packets
+    encoding to one string, so a replacement on the server gets them; aiohttp writes an
+    uncompressed frame to the transport before ``send_frame`` first suspends, so a frame
+    written to the transport next arrives after it, whole."""
+    loop = asyncio.get_running_loop()
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    library_send_packet = sio._send_packet
+    seen: list[tuple[int, bool]] = []
+
+    async def send_packet(eio_sid: str, pkt: sio_packet.Packet) -> None:
+        seen.append((pkt.packet_type, isinstance(pkt.encode(), str)))
+        await library_send_packet(eio_sid, pkt)
+
+    sio._send_packet = send_packet
+    sio.on("echo", lambda sid, data: data)
+    # The check's sessions' timers (a ping task sleeps ping_interval) end with it.
+    started: list[asyncio.Future[Any]] = []
+    start_task = sio.eio.start_background_task
+
+    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
+        task = start_task(target, *args, **kwargs)
+        started.append(task)
+        return task
+
+    sio.eio.start_background_task = start_background_task
+    written: asyncio.Future[None] = loop.create_future()
+
+    async def frames(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse(compress=False)
+        await sock.prepare(request)
+        step = sock.send_frame(b"first", WSMsgType.TEXT)
+        try:
+            step.send(None)
+        except StopIteration:
+            assert request.transport is not None
+            request.transport.write(text_frame(b"second"))
+            written.set_result(None)
+        else:
+            step.close()
+            written.set_exception(SelfCheckFailed("aiohttp's send_frame suspended first"))
+        await sock.receive()  # the client's close
+        return sock
+
+    app = web.Application()
+    sio.attach(app)
+    app.router.add_get("/frames", frames)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    client = socketio.AsyncClient()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as http, http.ws_connect(url + "/frames") as ws:
+            await written
+            got = [await ws.receive() for _ in range(2)]
+            if [(m.type, m.data) for m in got] != [
+                (WSMsgType.TEXT, t) for t in ("first", "second")
+            ]:
+                raise SelfCheckFailed(f"frames written in turn arrived as {got}")
+        await client.connect(url, transports=["websocket"])
+        if await client.call("echo", "x", timeout=5) != "x":
+            raise SelfCheckFailed("an event's ack came back wrong")
+        wanted = {(sio_packet.CONNECT, True), (sio_packet.ACK, True)}
+        if not wanted <= set(seen):
+            raise SelfCheckFailed(f"AsyncServer._send_packet was given {seen}")
+    finally:
+        await client.disconnect()
+        await sio.shutdown()
+        await runner.cleanup()
+        for task in started:
+            task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)

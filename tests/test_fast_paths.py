@@ -9,6 +9,7 @@ aiohttp and engine.io, never chatapp), and the server is the real one, in this p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
 from aiohttp import web
 from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from chatapp.app import create_app
 from chatapp.heartbeat import ChatSocket
-from chatapp.keys import fast_paths_key, sio_key
+from chatapp.keys import fast_paths_key, sessions_key, sio_key
 from chatapp.settings import load_settings
 
 from .support import Client
@@ -48,6 +51,12 @@ class Running:
     def session_class(self) -> type:
         (socket,) = self.app[sio_key].eio.sockets.values()
         return type(socket)
+
+    def sends_directly(self) -> bool:
+        """Whether what python-socketio sends to one client takes chatapp's direct path."""
+        send_packet = self.app[sio_key]._send_packet
+        assert send_packet.__self__ in (self.app[sio_key], self.app[sessions_key])
+        return send_packet.__self__ is self.app[sessions_key]
 
 
 @asynccontextmanager
@@ -87,12 +96,14 @@ async def test_every_fast_path_is_on_when_its_check_passes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat"}
-        assert lines(caplog, "fast paths on: ") == ["fast paths on: detach, heartbeat"]
+        assert server.fast() == {"detach", "heartbeat", "direct"}
+        assert lines(caplog, "fast paths on: ") == ["fast paths on: detach, heartbeat, direct"]
         client = await chat(server.url)
-        # The websocket was taken over from aiohttp; engine.io's session pings by timer.
+        # The websocket was taken over from aiohttp; engine.io's session pings by timer;
+        # acks take chatapp's path.
         assert server.aiohttp_connections() == 0
         assert server.session_class() is ChatSocket
+        assert server.sends_directly()
         await client.close()
     assert not lines(caplog, "fast path ")
 
@@ -103,13 +114,14 @@ async def test_the_switch_turns_them_all_off_and_people_still_chat(
     async with running(tmp_path, "--fast-paths", "off") as server:
         assert server.fast() == set()
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach, heartbeat use the libraries' public API"
+            "fast paths off (--fast-paths): detach, heartbeat, direct use the libraries' public API"
         ]
         assert not lines(caplog, "fast paths on")
         client = await chat(server.url)
-        # aiohttp and engine.io serve the connection themselves.
+        # aiohttp, engine.io and python-socketio serve the connection themselves.
         assert server.aiohttp_connections() == 1
         assert server.session_class() is eio_socket.AsyncSocket
+        assert not server.sends_directly()
         await client.close()
 
 
@@ -138,12 +150,41 @@ async def test_naming_fast_paths_runs_only_those(
     async with running(tmp_path, "--fast-paths", "heartbeat") as server:
         assert server.fast() == {"heartbeat"}
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach use the libraries' public API"
+            "fast paths off (--fast-paths): detach, direct use the libraries' public API"
         ]
         client = await chat(server.url)
         assert server.aiohttp_connections() == 1
         assert server.session_class() is ChatSocket
+        assert not server.sends_directly()
         await client.close()
+
+
+def _send_frame_suspending_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of aiohttp whose websocket writer hands frames to a task of its own.
+    send_frame = web.WebSocketResponse.send_frame
+
+    async def changed(self: Any, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0)
+        await send_frame(self, *args, **kwargs)
+
+    monkeypatch.setattr(web.WebSocketResponse, "send_frame", changed)
+
+
+def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of python-socketio that sends acks without AsyncServer._send_packet.
+    async def ack(self: Any, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        pkt = self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=data)
+        await self.eio.send(eio_sid, pkt.encode())
+
+    async def handle_event(self: Any, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        r = await self._trigger_event(data[0], namespace, sid, *data[1:])
+        if id is not None:
+            data = list(r) if isinstance(r, tuple) else [] if r is None else [r]
+            await ack(self, eio_sid, namespace, id, data)
+
+    monkeypatch.setattr(socketio.AsyncServer, "_handle_event", handle_event)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +192,8 @@ async def test_naming_fast_paths_runs_only_those(
     [
         ("detach", _without_set_closed, "AttributeError"),
         ("heartbeat", _pinging_from_a_task, "SelfCheckFailed: engine.io started 1 task(s)"),
+        ("direct", _send_frame_suspending_first, "SelfCheckFailed: aiohttp's send_frame"),
+        ("direct", _acks_sent_another_way, "SelfCheckFailed: AsyncServer._send_packet was"),
     ],
 )
 async def test_a_fast_path_steps_aside_when_the_library_differs(
@@ -163,13 +206,15 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
 ) -> None:
     change(monkeypatch)
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat"} - {name}
+        assert server.fast() == {"detach", "heartbeat", "direct"} - {name}
         (line,) = lines(caplog, "fast path ")
         assert line.startswith(f"fast path {name} off") and why in line, line
         assert "using the public API" in line
         client = await chat(server.url)
         if name == "detach":
             assert server.aiohttp_connections() == 1
-        else:
+        elif name == "heartbeat":
             assert server.session_class() is eio_socket.AsyncSocket
+        else:
+            assert not server.sends_directly()
         await client.close()

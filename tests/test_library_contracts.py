@@ -63,7 +63,8 @@ python-engineio
   the "Cannot send to sid %s" log line -> test_a_send_to_a_session_gone_logs_nothing
 
 python-socketio
-  ``AsyncServer._send_packet`` (acks, CONNECT) replaced
+  ``AsyncServer._send_packet`` (acks, CONNECT) replaced (the ``direct`` fast path; its
+  self-check is ``sessions.check_direct``)
     -> test_acks_and_connect_are_written_directly (no writer woken); their order with room
        frames: test_fanout_wire.py test_acks_and_broadcasts_keep_their_order_per_connection
   ``packet_class(binary=False)``, ``json=`` for both packet classes
@@ -345,6 +346,19 @@ def test_send_queue_bound_drops_everything_once() -> None:
     assert queue.qsize() == 2 and overflows == [sendqueue.OVER_PACKETS]
 
 
+def test_a_queued_packet_counts_the_bytes_it_sends() -> None:
+    """What python-socketio queues itself (acks with ``direct`` off, long-polling) is a
+    packet whose data is text: it counts its UTF-8 bytes against the bounds, not its
+    characters (a page of emoji is four times its length)."""
+    overhead = frames.PACKET_OVERHEAD
+    message = engineio.packet.MESSAGE
+    assert frames.packet_size(engineio.packet.Packet(message, "a" * 100)) == 100 + overhead
+    emoji = engineio.packet.Packet(message, "\U0001f600" * 100)
+    assert frames.packet_size(emoji) == 400 + overhead
+    assert frames.packet_size(engineio.packet.Packet(message, b"\x00" * 7)) == 7 + overhead
+    assert frames.packet_size(engineio.packet.Packet(engineio.packet.PING)) == overhead
+
+
 def test_send_queue_bytes_and_the_backlog() -> None:
     """A queue counts the bytes of its packets (a frame's length) and refuses one once it
     holds max_bytes; the backlog counts a packet queued in several queues once, and past
@@ -405,6 +419,7 @@ async def test_acks_and_connect_are_written_directly(app: web.Application) -> No
         async with served(app) as url, aiohttp.ClientSession() as http:
             ws = await http.ws_connect(url + WS_PATH)
             _require(app, "detach")
+            _require(app, "direct")
             assert (await ws.receive_str()).startswith("0")
             # engine.io queues its OPEN packet: a writer sends it and ends.
             assert "ChatWebSocket._write_queued" in started
@@ -452,6 +467,7 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
     """
     async with served(app) as url, aiohttp.ClientSession() as http:
         _require(app, "detach")
+        _require(app, "direct")
         ws = await joined(http, url, "steps")
         sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
@@ -590,6 +606,7 @@ async def _backed_up_and_dropped(
 ) -> None:
     async with served(app) as url:
         _require(app, "detach")
+        _require(app, "direct")
         host, port = url.removeprefix("http://").split(":")
         await loop.sock_connect(client, (host, int(port)))
         await loop.sock_sendall(
@@ -698,6 +715,7 @@ async def test_an_upgraded_websocket_is_served_by_engineio_and_written_directly(
     packet, writing, waiting in ``queue.get()`` again), the frame reaches the client after
     the packet, and once the writer waits, frames are written directly."""
     async with served(app) as url, aiohttp.ClientSession() as http:
+        _require(app, "direct")
         ws = await upgraded(http, url, "upgraded")
         sio, eng = app[sio_key], app[sessions_key]
         (eio_sid,) = sio.eio.sockets
@@ -734,6 +752,7 @@ async def test_a_closing_upgraded_websocket_takes_no_frame_after_its_close(
     """aiohttp marks its websocket closed no later than it writes the close frame: a frame
     offered at any step while it closes is refused or reaches the client before the close."""
     async with served(app) as url, aiohttp.ClientSession() as http:
+        _require(app, "direct")
         ws = await upgraded(http, url, "closing")
         eng = app[sessions_key]
         (eio_sid,) = app[sio_key].eio.sockets
