@@ -1,17 +1,24 @@
-"""engine.io's heartbeat as one timer per session instead of a task per ping (the
-``heartbeat`` fast path, on once :func:`check_heartbeat` passed)."""
+"""engine.io's heartbeat as one timer per session instead of a task per ping, and its
+session walk replaced by one that holds session ids (the ``heartbeat`` fast path, on once
+:func:`check_heartbeat` passed; the walk is ``Sessions._watch_sessions``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import weakref
+from typing import Any
 
+import aiohttp
 import engineio
+from aiohttp import web
 from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 
 from .fastpaths import SelfCheckFailed
+
+#: engine.io's session walk (``monitor_clients``), as the task it starts is named.
+SERVICE_TASK = "_service_task"
 
 
 class ChatSocket(eio_socket.AsyncSocket):  # type: ignore[misc]
@@ -52,7 +59,9 @@ def _ping_if_alive(session: weakref.ref[ChatSocket]) -> None:
 async def check_heartbeat() -> None:
     """The ``heartbeat`` fast path's self-check: a session of the installed engine.io, made
     a :class:`ChatSocket`, pings after a pong as engine.io's own session does, through the
-    methods :class:`ChatSocket` replaces, and with no task."""
+    methods :class:`ChatSocket` replaces, and with no task; and engine.io's own session
+    walk starts with the first request unless ``start_service_task`` is false."""
+    await _check_session_walk()
     server = engineio.AsyncServer(async_mode="aiohttp", ping_interval=0.01, ping_timeout=5)
     for chat in (False, True):
         socket = eio_socket.AsyncSocket(server, f"heartbeat-check-{chat}")
@@ -69,3 +78,45 @@ async def check_heartbeat() -> None:
             raise SelfCheckFailed(f"a pong was followed by packet type {pkt.packet_type}")
         if not await socket.check_ping_timeout():
             raise SelfCheckFailed("a session that was just pinged timed out")
+
+
+async def _check_session_walk() -> None:
+    if not await _walks_sessions(replaced=False):
+        raise SelfCheckFailed(f"engine.io's session walk is not {SERVICE_TASK}")
+    if await _walks_sessions(replaced=True):
+        raise SelfCheckFailed("engine.io walked its sessions with start_service_task off")
+
+
+async def _walks_sessions(*, replaced: bool) -> bool:
+    """Whether an engine.io server starts its session walk when it opens a session, with
+    ``start_service_task`` left as it is or set false."""
+    server = engineio.AsyncServer(async_mode="aiohttp")
+    if replaced:
+        server.start_service_task = False
+    started: list[tuple[str, asyncio.Future[Any]]] = []
+    start_task = server.start_background_task
+
+    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
+        task = start_task(target, *args, **kwargs)
+        started.append((getattr(target, "__name__", ""), task))
+        return task
+
+    server.start_background_task = start_background_task
+    app = web.Application()
+    server.attach(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/engine.io/?EIO=4&transport=polling"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            if response.status != 200 or not (await response.text()).startswith("0"):
+                raise SelfCheckFailed("engine.io did not open a long-polling session")
+        return any(name == SERVICE_TASK for name, _ in started)
+    finally:
+        await server.shutdown()
+        await runner.cleanup()
+        for _, task in started:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in started), return_exceptions=True)

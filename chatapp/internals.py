@@ -15,23 +15,23 @@ upgrade that fails there means re-reading its new code and these modules):
   ``_sock``, ``environ``, ``send``, ``wait``, ``close``, and ``handler`` bound to its
   ``AsyncSocket``), ``.handlers``, ``.sockets``, ``.max_http_buffer_size``,
   ``.ping_interval``, ``.ping_timeout``, ``.reason``; what
-  ``AsyncSocket._websocket_handler`` does (repeated by a detached ``websocket.ChatWebSocket``,
-  whose writer runs only while the queue holds packets), that its writer waits in
-  ``queue.get()`` and that its loop ends when ``wait()`` returns None; what
-  ``AsyncServer._service_task`` does (repeated by ``sessions.Sessions._watch_sessions``), and
-  that ``monitor_clients=False`` turns it off; ``.create_queue`` (replaced on the server, so
+  ``AsyncSocket._websocket_handler`` does (repeated by a detached
+  ``websocket.ChatWebSocket``, whose writer runs only while the queue holds packets), that
+  its writer waits in ``queue.get()`` and that its loop ends when ``wait()`` returns None;
+  what ``AsyncServer._service_task`` does (repeated by
+  ``sessions.Sessions._watch_sessions``), and that ``.start_service_task = False`` before
+  the first request keeps it from starting; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a ``sendqueue.SendQueue``, which has exactly the queue
   methods engine.io calls); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
-  changed to ``heartbeat.ChatSocket``, in the connect event, before ``_handle_connect`` makes
-  the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
+  changed to ``heartbeat.ChatSocket``, in the connect event, before ``_handle_connect``
+  makes the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
   ``send`` do (repeated by ``heartbeat.ChatSocket`` with a timer), ``.last_ping``,
-  ``AsyncSocket.receive()``,
-  ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``, ``.closed``,
-  ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet`` (``packet_type``,
-  ``binary``, ``encoded_packet=``) and which text it fails to decode, and that
-  long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
-  ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid
-  %s" log line of ``AsyncServer.send_packet``;
+  ``AsyncSocket.receive()``, ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``,
+  ``.closed``, ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet``
+  (``packet_type``, ``binary``, ``encoded_packet=``) and which text it fails to decode, and
+  that long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
+  ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid %s"
+  log line of ``AsyncServer.send_packet``;
 * python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
   ``binary=False``), ``.eio``;
   ``AsyncManager.emit``'s signature and behaviour, ``.json`` (set by ``set_server``),

@@ -25,10 +25,11 @@ megabytes queued. So nothing a connection's objects form may be a cycle, and not
 long-lived may keep them: a detached ``ChatWebSocket`` drops aiohttp's reader queue (which
 points back at it) when its connection is lost; an upgraded one ends engine.io's loop with
 ``None`` rather than an exception (which its task would keep together with the loop's
-frames); the heartbeat timer holds its session weakly (``heartbeat.ChatSocket``); the send
-queue is emptied when the transport ends; and the walk over the sessions' heartbeats
-(:meth:`Sessions.adopt` starts it; engine.io's own, ``monitor_clients``, is off) holds
-session ids, where engine.io's held a copy of its session table.
+frames); the send queue is emptied when the transport ends; and with the ``heartbeat``
+fast path, the heartbeat timer holds its session weakly (``heartbeat.ChatSocket``) and
+the walk over the sessions' heartbeats (:meth:`Sessions.adopt` starts it, in place of
+engine.io's) holds session ids, where engine.io's holds a copy of its session table (so,
+without it, an ended session and its emptied queue may live up to ``ping_timeout`` more).
 
 **Hardening** (the policy is ``transport.TransportGuard``): checking each websocket frame
 before engine.io decodes it (``ChatWebSocket.wait``; engine.io raises on some inputs),
@@ -100,9 +101,9 @@ class Sessions(Generic[ManagerT]):
         sio = socketio.AsyncServer(
             client_manager=self.manager,
             async_mode="aiohttp",
-            # This object watches the sessions' heartbeats itself, without keeping ended
-            # ones (see _watch_sessions).
-            monitor_clients=False,
+            # engine.io watches the sessions' heartbeats unless the heartbeat fast path
+            # does it without keeping ended ones (use_fast_paths, _watch_sessions).
+            monitor_clients=True,
             **options,
         )
         self.sio = sio
@@ -118,7 +119,7 @@ class Sessions(Generic[ManagerT]):
         # python-socketio's own path for what goes to one client (acks, CONNECT, ...):
         # the ``direct`` fast path puts _send_packet in its place (use_fast_paths).
         self._library_send_packet = sio._send_packet
-        # engine.io's own session monitor (``monitor_clients``) is off: see _monitor.
+        # chatapp's session walk, in place of engine.io's with the heartbeat fast path.
         self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
         self._eio.create_queue = self._create_queue
@@ -136,6 +137,9 @@ class Sessions(Generic[ManagerT]):
     def use_fast_paths(self) -> None:
         """Put the fast paths on that passed their self-checks (after ``FastPaths.start``,
         before the first connection)."""
+        if "heartbeat" in self._fast:
+            # engine.io starts its walk at its first request: chatapp's runs instead.
+            self._eio.start_service_task = False
         if self.direct:
             # Every Socket.IO packet sent to one client (acks, CONNECT, ...) takes the same
             # path as room frames, so it neither wakes a writer nor overtakes them.
@@ -203,13 +207,13 @@ class Sessions(Generic[ManagerT]):
         queue.limit = limit
         queue.max_bytes = max_bytes
         queue._on_overflow = on_overflow
-        if self._monitor is None:
+        if self._monitor is None and "heartbeat" in self._fast:
             self._monitor = asyncio.ensure_future(self._watch_sessions())
 
     async def _watch_sessions(self) -> None:
-        """What engine.io's service task does (``monitor_clients``, turned off in the
-        server): visit every session once per ``ping_timeout``, closing one whose client
-        stopped answering pings and forgetting one that closed.
+        """What engine.io's service task does (``monitor_clients``; with the heartbeat
+        fast path it does not start): visit every session once per ``ping_timeout``,
+        closing one whose client stopped answering pings and forgetting one that closed.
 
         engine.io walks a copy of its session table, and its loop variable keeps the
         session it last visited while it sleeps: a session that ended stayed alive, with

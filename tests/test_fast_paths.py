@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import engineio
 import pytest
 import socketio
 from aiohttp import web
@@ -51,6 +52,13 @@ class Running:
     def session_class(self) -> type:
         (socket,) = self.app[sio_key].eio.sockets.values()
         return type(socket)
+
+    def walks_sessions(self) -> str:
+        """Whose session walk runs: engine.io's, chatapp's, or none yet."""
+        names = {getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()}
+        walks = {"AsyncServer._service_task", "Sessions._watch_sessions"} & names
+        assert len(walks) <= 1, walks
+        return walks.pop().split(".")[0] if walks else ""
 
     def sends_directly(self) -> bool:
         """Whether what python-socketio sends to one client takes chatapp's direct path."""
@@ -103,6 +111,7 @@ async def test_every_fast_path_is_on_when_its_check_passes(
         # acks take chatapp's path.
         assert server.aiohttp_connections() == 0
         assert server.session_class() is ChatSocket
+        assert server.walks_sessions() == "Sessions"
         assert server.sends_directly()
         await client.close()
     assert not lines(caplog, "fast path ")
@@ -121,6 +130,7 @@ async def test_the_switch_turns_them_all_off_and_people_still_chat(
         # aiohttp, engine.io and python-socketio serve the connection themselves.
         assert server.aiohttp_connections() == 1
         assert server.session_class() is eio_socket.AsyncSocket
+        assert server.walks_sessions() == "AsyncServer"
         assert not server.sends_directly()
         await client.close()
 
@@ -159,6 +169,18 @@ async def test_naming_fast_paths_runs_only_those(
         await client.close()
 
 
+def _walking_sessions_regardless(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of engine.io that starts its session walk whatever start_service_task says.
+    handle_request = engineio.AsyncServer.handle_request
+
+    async def changed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.service_task_handle is None:
+            self.service_task_handle = self.start_background_task(self._service_task)
+        return await handle_request(self, *args, **kwargs)
+
+    monkeypatch.setattr(engineio.AsyncServer, "handle_request", changed)
+
+
 def _send_frame_suspending_first(monkeypatch: pytest.MonkeyPatch) -> None:
     # A release of aiohttp whose websocket writer hands frames to a task of its own.
     send_frame = web.WebSocketResponse.send_frame
@@ -192,6 +214,7 @@ def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("detach", _without_set_closed, "AttributeError"),
         ("heartbeat", _pinging_from_a_task, "SelfCheckFailed: engine.io started 1 task(s)"),
+        ("heartbeat", _walking_sessions_regardless, "SelfCheckFailed: engine.io walked"),
         ("direct", _send_frame_suspending_first, "SelfCheckFailed: aiohttp's send_frame"),
         ("direct", _acks_sent_another_way, "SelfCheckFailed: AsyncServer._send_packet was"),
     ],
@@ -215,6 +238,7 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
             assert server.aiohttp_connections() == 1
         elif name == "heartbeat":
             assert server.session_class() is eio_socket.AsyncSocket
+            assert server.walks_sessions() == "AsyncServer"
         else:
             assert not server.sends_directly()
         await client.close()

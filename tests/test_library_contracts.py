@@ -37,8 +37,9 @@ python-engineio
     -> test_the_heartbeat_is_a_timer_not_a_task; test_limits.py
        test_the_advertised_ping_interval_is_the_one_used,
        test_a_polling_client_that_stops_polling_is_dropped
-  ``monitor_clients=False`` turns engine.io's session walk off (chatapp's holds ids); the
-  heartbeat timer holds its session weakly; no cycle in a connection's objects
+  ``start_service_task = False`` keeps engine.io's session walk from starting (chatapp's
+  holds ids; the heartbeat fast path); the heartbeat timer holds its session weakly; no
+  cycle in a connection's objects
     -> test_the_heartbeat_is_a_timer_not_a_task (no service task); test_memory.py
        test_a_closed_session_leaves_nothing_for_the_cycle_collector
   ``AsyncSocket._websocket_handler``, repeated by a detached ChatWebSocket: ``receive()``
@@ -681,7 +682,7 @@ async def test_the_heartbeat_is_a_timer_not_a_task(app: web.Application) -> None
                 if getattr(t.get_coro(), "__qualname__", "") == "AsyncSocket._send_ping"
             ]
         assert not sock.closed
-        # engine.io's session walk is off (monitor_clients): chatapp's runs instead.
+        # engine.io's session walk did not start: chatapp's runs instead.
         assert not _tasks_in("AsyncServer._service_task")
         await ws.close()
 
