@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .app import create_app
 from .connections import raise_open_file_limit, runner_options
 from .keys import connections_key
+from .sessions import LibraryMismatch
 from .settings import Settings, load_settings, redacted
 from .store import StoreError, migrate
 
@@ -94,7 +95,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # The port first: if it is taken, nothing else (the database) has been opened or
     # created, and the operator gets one line.
     sockets = await listen(settings.host, settings.port)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except LibraryMismatch as exc:
+        for sock in sockets:
+            sock.close()
+        raise StartupError(str(exc)) from None
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=10, **runner_options(settings)
     )

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -66,6 +67,21 @@ log = logging.getLogger(__name__)
 RequestCheck = Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]
 #: The client manager a :class:`Sessions` makes its server with.
 ManagerT = TypeVar("ManagerT")
+
+
+class LibraryMismatch(Exception):
+    """An installed library lacks a hook that chatapp's limits and checks need (they have
+    no stock path: a server without them would not be safe to run)."""
+
+    def __init__(self, library: str, missing: str) -> None:
+        try:
+            version = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            version = "(version unknown)"
+        super().__init__(
+            f"{library} {version} is not one chatapp can enforce its limits with: {missing}; "
+            "install the versions .ci/constraints.txt lists"
+        )
 
 
 class Sessions(Generic[ManagerT]):
@@ -108,17 +124,23 @@ class Sessions(Generic[ManagerT]):
         )
         self.sio = sio
         self._eio = sio.eio
-        driver = self._eio._async
-        self._translate = driver["translate_request"]
+        try:
+            driver = self._eio._async
+            self._translate = driver["translate_request"]
+            # The limits need each request's address and body, and each websocket frame,
+            # before engine.io reads them: the public API has no place for that.
+            if "websocket" not in driver or not callable(self._translate):
+                raise KeyError("websocket")
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise LibraryMismatch(
+                "python-engineio", f"its aiohttp driver table (AsyncServer._async) has no {exc}"
+            ) from None
         # A copy: the driver table is a module-level dict of engine.io's, shared by servers.
         self._eio._async = {
             **driver,
             "translate_request": self._translate_request,
             "websocket": self._websocket,
         }
-        # python-socketio's own path for what goes to one client (acks, CONNECT, ...):
-        # the ``direct`` fast path puts _send_packet in its place (use_fast_paths).
-        self._library_send_packet = sio._send_packet
         # chatapp's session walk, in place of engine.io's with the heartbeat fast path.
         self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
@@ -143,6 +165,7 @@ class Sessions(Generic[ManagerT]):
         if self.direct:
             # Every Socket.IO packet sent to one client (acks, CONNECT, ...) takes the same
             # path as room frames, so it neither wakes a writer nor overtakes them.
+            self._library_send_packet = self.sio._send_packet
             self.sio._send_packet = self._send_packet
 
     def _create_queue(self) -> SendQueue:
@@ -186,7 +209,12 @@ class Sessions(Generic[ManagerT]):
     def intercept(self, event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
         """Put ``handler`` in place of python-socketio's handler of engine.io ``event``
         (connect, message, disconnect); returns that handler, for ``handler`` to call."""
-        previous: Callable[..., Any] = self._eio.handlers[event]
+        try:
+            previous: Callable[..., Any] = self._eio.handlers[event]
+        except (AttributeError, KeyError):
+            raise LibraryMismatch(
+                "python-socketio", f"it handles no engine.io {event} event"
+            ) from None
         self._eio.on(event, handler)
         return previous
 

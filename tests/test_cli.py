@@ -107,6 +107,33 @@ def test_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path)
     assert not_a_database.read_bytes() == b"this is not a database"
 
 
+def test_a_library_without_the_hooks_the_limits_need_is_one_line_and_leaves_nothing(
+    tmp_path,
+) -> None:
+    """A python-engineio whose aiohttp driver table lacks what chatapp checks requests
+    through: the server refuses to start (it has no safe stock path for its limits)."""
+    changed = (
+        "import sys, engineio.async_drivers.aiohttp as driver; "
+        "del driver._async['translate_request']; "
+        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", changed, "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    version = importlib.metadata.version("python-engineio")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: python-engineio {version} is not one chatapp can enforce its limits "
+        "with: its aiohttp driver table (AsyncServer._async) has no 'translate_request'; "
+        "install the versions .ci/constraints.txt lists"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_version_is_the_installed_distributions() -> None:
     for command in ([sys.executable, "-m", "chatapp"], [str(CONSOLE_SCRIPT)]):
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)
