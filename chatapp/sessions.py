@@ -445,7 +445,9 @@ async def check_direct() -> None:
     app.router.add_get("/frames", frames)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    client = socketio.AsyncClient()
+    # handle_sigint=False: engine.io's client would put its own SIGINT handler (cancel every
+    # task) on the loop, in place of the server's clean stop.
+    client = socketio.AsyncClient(handle_sigint=False)
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from chatapp.heartbeat import ChatSocket
 from chatapp.keys import fast_paths_key, sessions_key, sio_key
 from chatapp.settings import load_settings
 
-from .support import Client
+from .support import ROOT, Client
 
 
 @dataclass
@@ -242,3 +244,30 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
         else:
             assert not server.sends_directly()
         await client.close()
+
+
+def test_the_self_checks_leave_the_servers_signal_handling_alone() -> None:
+    """A self-check's loopback client must not take SIGINT over: python-engineio's client
+    puts a handler of its own on the loop, which cancels every task, so Ctrl-C would kill
+    the server instead of stopping it cleanly. A fresh interpreter (the library does it
+    once per process) sets a handler, runs the checks, and sends itself SIGINT."""
+    script = (
+        "import asyncio, os, signal\n"
+        "from chatapp.heartbeat import check_heartbeat\n"
+        "from chatapp.sessions import check_direct\n"
+        "from chatapp.websocket import check_detach\n"
+        "async def main():\n"
+        "    stop = asyncio.Event()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)\n"
+        "    for check in (check_detach, check_heartbeat, check_direct):\n"
+        "        await check()\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    await asyncio.wait_for(stop.wait(), 10)\n"
+        "    print('stopped')\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "stopped"
