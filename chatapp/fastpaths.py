@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +87,32 @@ class FastPaths:
         self._on = frozenset(on)
         if on:
             log.info("fast paths on: %s", ", ".join(n for n in self.names if n in on))
+
+
+class StartedTasks:
+    """The background tasks an engine.io server starts while a self-check runs it.
+
+    A check's loopback server must not leave tasks behind (a session's ping task sleeps
+    ``ping_interval``), and some checks ask which tasks it started.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.started: list[tuple[str, asyncio.Future[Any]]] = []
+        self._start = server.start_background_task
+        server.start_background_task = self._record
+
+    def _record(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        task = self._start(target, *args, **kwargs)
+        self.started.append((getattr(target, "__name__", ""), task))
+        return task
+
+    def names(self) -> list[str]:
+        """The names of the functions the started tasks run, in order."""
+        return [name for name, _ in self.started]
+
+    async def cancel(self) -> None:
+        """Cancel every started task and wait for them to end."""
+        tasks = [task for _, task in self.started]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import Any
 
 import aiohttp
 import engineio
@@ -15,7 +14,7 @@ from aiohttp import web
 from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 
-from .fastpaths import SelfCheckFailed
+from .fastpaths import SelfCheckFailed, StartedTasks
 
 #: engine.io's session walk (``monitor_clients``), as the task it starts is named.
 SERVICE_TASK = "_service_task"
@@ -93,15 +92,7 @@ async def _walks_sessions(*, replaced: bool) -> bool:
     server = engineio.AsyncServer(async_mode="aiohttp")
     if replaced:
         server.start_service_task = False
-    started: list[tuple[str, asyncio.Future[Any]]] = []
-    start_task = server.start_background_task
-
-    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
-        task = start_task(target, *args, **kwargs)
-        started.append((getattr(target, "__name__", ""), task))
-        return task
-
-    server.start_background_task = start_background_task
+    tasks = StartedTasks(server)
     app = web.Application()
     server.attach(app)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -113,10 +104,8 @@ async def _walks_sessions(*, replaced: bool) -> bool:
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             if response.status != 200 or not (await response.text()).startswith("0"):
                 raise SelfCheckFailed("engine.io did not open a long-polling session")
-        return any(name == SERVICE_TASK for name, _ in started)
+        return SERVICE_TASK in tasks.names()
     finally:
         await server.shutdown()
         await runner.cleanup()
-        for _, task in started:
-            task.cancel()
-        await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+        await tasks.cancel()

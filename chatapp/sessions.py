@@ -56,7 +56,7 @@ from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .fastpaths import FastPaths, SelfCheckFailed
+from .fastpaths import FastPaths, SelfCheckFailed, StartedTasks
 from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
@@ -412,16 +412,7 @@ async def check_direct() -> None:
 
     sio._send_packet = send_packet
     sio.on("echo", lambda sid, data: data)
-    # The check's sessions' timers (a ping task sleeps ping_interval) end with it.
-    started: list[asyncio.Future[Any]] = []
-    start_task = sio.eio.start_background_task
-
-    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
-        task = start_task(target, *args, **kwargs)
-        started.append(task)
-        return task
-
-    sio.eio.start_background_task = start_background_task
+    tasks = StartedTasks(sio.eio)
     written: asyncio.Future[None] = loop.create_future()
 
     async def frames(request: web.Request) -> web.WebSocketResponse:
@@ -469,6 +460,4 @@ async def check_direct() -> None:
         await client.disconnect()
         await sio.shutdown()
         await runner.cleanup()
-        for task in started:
-            task.cancel()
-        await asyncio.gather(*started, return_exceptions=True)
+        await tasks.cancel()

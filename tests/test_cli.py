@@ -134,6 +134,36 @@ def test_a_library_without_the_hooks_the_limits_need_is_one_line_and_leaves_noth
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_socketio_that_handles_no_engineio_event_is_one_line_and_leaves_nothing(
+    tmp_path,
+) -> None:
+    """A python-socketio that handles engine.io's events other than through
+    ``eio.handlers`` (what chatapp puts its connect, message and disconnect checks in
+    front of): the server refuses to start."""
+    changed = (
+        "import sys, socketio; init = socketio.AsyncServer.__init__\n"
+        "def without(self, *a, **k):\n"
+        "    init(self, *a, **k); del self.eio.handlers['message']\n"
+        "socketio.AsyncServer.__init__ = without\n"
+        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", changed, "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    version = importlib.metadata.version("python-socketio")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: python-socketio {version} is not one chatapp can enforce its limits "
+        "with: it handles no engine.io message event; "
+        "install the versions .ci/constraints.txt lists"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_version_is_the_installed_distributions() -> None:
     for command in ([sys.executable, "-m", "chatapp"], [str(CONSOLE_SCRIPT)]):
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)

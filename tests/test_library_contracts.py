@@ -280,6 +280,19 @@ def test_a_framed_packet_keeps_only_its_frame() -> None:
     assert [k for k in vars(emoji) if isinstance(vars(emoji)[k], str | bytes)] == ["frame"]
 
 
+def test_engineio_sends_a_framed_packet_as_its_own_packet() -> None:
+    """A :class:`FramedPacket` needs only what engine.io reads of any packet it sends
+    (``packet_type``, ``data`` in its log, ``encode(b64)`` for long-polling and its
+    websocket writer): on the installed engine.io it goes out as the stock packet would."""
+    for data in ['2["x",1]', '2["x","\U0001f600"]']:
+        framed = frames.FramedPacket(data)
+        stock = engineio.packet.Packet(engineio.packet.MESSAGE, data)
+        assert framed.packet_type == stock.packet_type and framed.data == stock.data
+        assert framed.encode() == stock.encode()
+        both = engineio.payload.Payload(packets=[framed, stock]).encode()
+        assert both == engineio.payload.Payload(packets=[stock, stock]).encode()
+
+
 # -- the send queue engine.io is given -------------------------------------------------------
 
 
