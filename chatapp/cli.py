@@ -1,5 +1,6 @@
 """``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly;
-``python -m chatapp migrate``: bring the database's schema up to date and exit."""
+``python -m chatapp migrate``: bring the database's schema up to date and exit;
+``python -m chatapp users``: manage accounts (:mod:`chatapp.users_cli`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
 from .connections import raise_open_file_limit, runner_options
+from .handles import ConfusablesMismatch, check_confusables
 from .keys import connections_key
 from .sessions import LibraryMismatch
 from .settings import Settings, load_settings, redacted
@@ -96,8 +98,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     # created, and the operator gets one line.
     sockets = await listen(settings.host, settings.port)
     try:
+        check_confusables()
         app = create_app(settings)
-    except LibraryMismatch as exc:
+    except (LibraryMismatch, ConfusablesMismatch) as exc:
         for sock in sockets:
             sock.close()
         raise StartupError(str(exc)) from None
@@ -188,6 +191,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     prog = prog or os.path.basename(sys.argv[0])
     if args[:1] == ["migrate"]:
         return run_migrate(args[1:], f"{prog} migrate")
+    if args[:1] == ["users"]:
+        from . import users_cli
+
+        return users_cli.main(args[1:], f"{prog} users")
     settings = load_settings(args, prog=prog)
     configure_logging(settings.log_level)
     try:

@@ -404,6 +404,12 @@ def build_parser(
         "(--db as CHATAPP_DB); a flag wins over its variable.",
     )
     parser.add_argument("--version", action="version", version=f"chatapp {version()}")
+    add_flags(parser, only)
+    return parser
+
+
+def add_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """Add a flag per setting (or per setting in ``only``) to ``parser``."""
     for name, spec, default in specs():
         if only is not None and name not in only:
             continue
@@ -412,7 +418,6 @@ def build_parser(
             parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text)
         else:
             parser.add_argument(flag(name), metavar="VALUE", help=text)
-    return parser
 
 
 def load_settings(
@@ -428,9 +433,20 @@ def load_settings(
     A bad value, from a flag or a variable, exits through argparse with a usage line naming
     it and status 2. A variable is not read when its flag is given.
     """
-    environ = os.environ if environ is None else environ
     parser = build_parser(prog, only, description)
-    given = vars(parser.parse_args(argv))
+    return settings_from(parser, parser.parse_args(argv), environ, only)
+
+
+def settings_from(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    only: Sequence[str] | None = None,
+) -> Settings:
+    """The Settings of flags ``parser`` parsed into ``args`` (see :func:`add_flags`), over
+    ``CHATAPP_*`` variables, over the defaults; a bad value exits through ``parser``."""
+    environ = os.environ if environ is None else environ
+    given = vars(args)
     values: dict[str, object] = {}
     for name, spec, _ in specs():
         if only is not None and name not in only:

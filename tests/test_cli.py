@@ -164,6 +164,33 @@ def test_a_socketio_that_handles_no_engineio_event_is_one_line_and_leaves_nothin
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_confusables_data_that_would_let_look_alikes_in_is_one_line_and_leaves_nothing(
+    tmp_path,
+) -> None:
+    """A release of the confusables data that no longer tells "ann" from a look-alike
+    apart: the server refuses to start (its handles would let impostors in)."""
+    changed = (
+        "import sys; from confusable_homoglyphs import confusables; "
+        "confusables.confusables_data = {}; "
+        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", changed, "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    version = importlib.metadata.version("confusable-homoglyphs")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"chatapp: error: confusable-homoglyphs {version} does not tell look-alike handles "
+        "together as chatapp needs ('ann' and '\u0430nn' are two handles); "
+        "install the versions .ci/constraints.txt lists"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_version_is_the_installed_distributions() -> None:
     for command in ([sys.executable, "-m", "chatapp"], [str(CONSOLE_SCRIPT)]):
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30)

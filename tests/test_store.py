@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from chatapp.store import MessageStore, StoreError, open_store
+from chatapp.store import Account, MessageStore, Store, StoreError, open_store
 from chatapp.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 from .services import TcpProxy
@@ -378,3 +378,92 @@ async def test_retries_are_recognised_by_sender_id_whatever_the_name(store: Mess
     # Messages without a sender id (stored before ids existed) are matched by name.
     old, _ = await store.add("a", "bo", "x", "c-1")
     assert (await store.add("a", "bo", "x", "c-1")) == (old, False)
+
+
+RELEASE_2026_12_03 = Path(__file__).parent / "data" / "release-2026-12-03.db"
+#: What the release of 2026-12-03 (commit 867aa46, schema version 2) stored, in tests/data/:
+#: (room, id, name, text, client_id, user_id).
+RELEASE_2026_12_03_MESSAGES = [
+    ("lobby", 1, "Ann", "hello 👋", "c1", "g:aaaa"),
+    ("lobby", 2, "Bo", "hi Ann", "c1", "g:bbbb"),
+    ("lobby", 3, "Ann", "<b>not bold</b>", None, "g:aaaa"),
+    ("team", 1, "Bo", "first", "c2", "g:bbbb"),
+    ("team", 2, "n-guest", "keyless", None, "n:cccc"),
+]
+
+
+async def check_release_2026_12_03(store: Store) -> None:
+    for room in ("lobby", "team"):
+        expected = [
+            (i, name, text, user)
+            for r, i, name, text, _, user in RELEASE_2026_12_03_MESSAGES
+            if r == room
+        ]
+        page = await store.recent(room, 50)
+        assert [(m.id, m.name, m.text, m.user_id) for m in page.messages] == expected
+        assert await store.last_id(room) == expected[-1][0]
+    again, created = await store.add("lobby", "Annie", "retry", "c1", "g:aaaa")
+    assert (again.id, created) == (1, False)
+    assert (await store.add("team", "Bo", "third", None, "g:bbbb"))[0].id == 3
+    # The schema change of this version: accounts.
+    account = Account("u:1", "ann", "Ann", "admin", 1)
+    await store.add_account(account, ["ann"], None)
+    assert await store.find_account("ann") == (account, None)
+
+
+async def test_sqlite_opens_a_database_of_the_2026_12_03_release(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    shutil.copyfile(RELEASE_2026_12_03, path)
+    store = open_store(str(path))
+    await store.open()
+    try:
+        await check_release_2026_12_03(store)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_SCHEMA_VERSION
+
+
+#: The PostgreSQL schema version 2 migration, as the 2026-12-03 release ran it.
+_RELEASE_2026_12_03_POSTGRES_V2 = """
+ALTER TABLE messages ADD COLUMN user_id TEXT;
+DROP INDEX messages_client_id;
+CREATE UNIQUE INDEX messages_client_id
+    ON messages (room, name, client_id) WHERE client_id IS NOT NULL AND user_id IS NULL;
+CREATE UNIQUE INDEX messages_retry
+    ON messages (room, user_id, client_id) WHERE client_id IS NOT NULL AND user_id IS NOT NULL;
+ALTER TABLE rooms ADD COLUMN last_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE rooms r SET last_ts = m.ts FROM messages m WHERE m.room = r.room AND m.id = r.last_id;
+CREATE INDEX rooms_recent ON rooms (last_ts DESC, room);
+UPDATE chatapp_schema SET version = 2;
+"""
+
+
+async def test_postgres_opens_a_database_of_the_2026_12_03_release(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{await conn.fetchval("SHOW search_path")}"')
+        await conn.execute(_RELEASE_2026_11_25_POSTGRES)
+        await conn.execute("DELETE FROM chatapp_schema")
+        await conn.execute("INSERT INTO chatapp_schema VALUES (1)")
+        await conn.execute(_RELEASE_2026_12_03_POSTGRES_V2)
+        for room, msg_id, name, text, client_id, user_id in RELEASE_2026_12_03_MESSAGES:
+            await conn.execute(
+                "INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                *(room, msg_id, name, text, 1_796_298_704_589, client_id, user_id),
+            )
+            await conn.execute(
+                "INSERT INTO rooms VALUES ($1, $2, $3) ON CONFLICT (room) DO UPDATE "
+                "SET last_id = EXCLUDED.last_id",
+                room,
+                msg_id,
+                1_796_298_704_589,
+            )
+    finally:
+        await conn.close()
+    store = open_store(pg_url)
+    await store.open()
+    try:
+        await check_release_2026_12_03(store)
+    finally:
+        await store.close()

@@ -1,10 +1,20 @@
-"""Message storage: pick the backend from the ``--db`` setting."""
+"""Storage (history and accounts): pick the backend from the ``--db`` setting."""
 
 from __future__ import annotations
 
 import asyncio
 
-from .base import Message, MessageStore, Page, StoreError
+from .base import (
+    ROLES,
+    Account,
+    AccountStore,
+    HandleTaken,
+    Message,
+    MessageStore,
+    Page,
+    Store,
+    StoreError,
+)
 
 
 def _is_postgres(db: str) -> bool:
@@ -15,7 +25,7 @@ def _sqlite_path(db: str) -> str:
     return db.removeprefix("sqlite:///")
 
 
-def open_store(db: str) -> MessageStore:
+def open_store(db: str) -> Store:
     """A store for ``db``: a ``postgresql://`` URL, ``sqlite:///path``, or a plain file path."""
     if _is_postgres(db):
         from .postgres import PostgresStore
@@ -42,4 +52,16 @@ async def migrate(db: str) -> tuple[int, int]:
     return await asyncio.to_thread(sqlite.migrate, _sqlite_path(db))
 
 
-__all__ = ["Message", "MessageStore", "Page", "StoreError", "migrate", "open_store"]
+__all__ = [
+    "ROLES",
+    "Account",
+    "AccountStore",
+    "HandleTaken",
+    "Message",
+    "MessageStore",
+    "Page",
+    "Store",
+    "StoreError",
+    "migrate",
+    "open_store",
+]

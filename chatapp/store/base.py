@@ -1,9 +1,9 @@
-"""The message store interface: what the handlers and views need from history."""
+"""The store interfaces: history (what the handlers and views need) and accounts."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +49,34 @@ class Room:
 
     room: str
     last_ts: int
+
+
+#: Account roles: an admin manages the server, a member chats, a bot posts with a token.
+ROLES = ("admin", "member", "bot")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered identity. ``id`` (``u:`` and hex) never changes and is never reused."""
+
+    id: str
+    handle: str
+    display_name: str
+    role: str
+    created: int  # epoch milliseconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "handle": self.handle,
+            "display_name": self.display_name,
+            "role": self.role,
+            "created": self.created,
+        }
+
+
+class HandleTaken(Exception):
+    """The handle, or one that looks like it, belongs to another account."""
 
 
 def now_ms() -> int:
@@ -108,3 +136,34 @@ class MessageStore(Protocol):
 
     async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
         """For each of ``rooms`` that has history, the ``ts`` of its newest message."""
+
+
+class AccountStore(Protocol):
+    """Accounts and the keys their handles are known by (``handles.handle_keys``): a key
+    belongs to one account at most, which is what makes a handle (and its look-alikes)
+    one person's."""
+
+    async def add_account(
+        self, account: Account, keys: Sequence[str], password_hash: str | None
+    ) -> None:
+        """Store a new account; HandleTaken if any of ``keys`` is another account's."""
+
+    async def find_account(self, key: str) -> tuple[Account, str | None] | None:
+        """The account a handle key belongs to, with its password hash (None: it has none)."""
+
+    async def list_accounts(self) -> list[Account]:
+        """Every account, by handle."""
+
+    async def set_password(self, account_id: str, password_hash: str | None) -> bool:
+        """Replace the account's password hash; False if there is no such account."""
+
+    async def set_role(self, account_id: str, role: str) -> bool:
+        """Change the account's role; False if there is no such account."""
+
+    async def remove_account(self, account_id: str) -> bool:
+        """Delete the account and free its handle; False if there was none. Its messages
+        stay, under the id and name they were sent with."""
+
+
+class Store(MessageStore, AccountStore, Protocol):
+    """Everything one database holds."""

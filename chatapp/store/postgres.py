@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
 from ..settings import redacted
-from .base import Message, Page, Room, StoreError, now_ms
+from .base import Account, HandleTaken, Message, Page, Room, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Connections per process: handlers await one query at a time, so a few suffice.
 POOL_MAX = 10
 #: Seconds a query or a wait for a pooled connection may take before it fails.
@@ -65,6 +65,23 @@ ALTER TABLE rooms ADD COLUMN last_ts BIGINT NOT NULL DEFAULT 0;
 UPDATE rooms r SET last_ts = m.ts FROM messages m WHERE m.room = r.room AND m.id = r.last_id;
 CREATE INDEX rooms_recent ON rooms (last_ts DESC, room);
 """,
+    # Accounts, and the keys their handles are known by: a key (a handle case-folded, or
+    # its confusable skeleton) belongs to one account, so nobody registers a look-alike.
+    3: """
+CREATE TABLE accounts (
+    id           TEXT   PRIMARY KEY,
+    handle       TEXT   NOT NULL,
+    display_name TEXT   NOT NULL,
+    role         TEXT   NOT NULL,
+    password     TEXT,
+    created      BIGINT NOT NULL
+);
+CREATE TABLE handle_keys (
+    key        TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE
+);
+CREATE INDEX handle_keys_account ON handle_keys (account_id);
+""",
 }
 
 _COLUMNS = "id, room, name, text, ts, user_id"
@@ -85,6 +102,13 @@ _BY_CLIENT_ID = (
 _BY_SENDER_CLIENT_ID = (
     f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND user_id=$2 AND client_id=$3"
 )
+
+
+_ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(id=row[0], handle=row[1], display_name=row[2], role=row[3], created=row[4])
 
 
 def _message(row: asyncpg.Record) -> Message:
@@ -242,6 +266,59 @@ class PostgresStore:
             wanted,
         )
         return {row[0]: row[1] for row in rows}
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    async def add_account(
+        self, account: Account, keys: Sequence[str], password_hash: str | None
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    account.id,
+                    account.handle,
+                    account.display_name,
+                    account.role,
+                    account.created,
+                    password_hash,
+                )
+                await conn.executemany(
+                    "INSERT INTO handle_keys (key, account_id) VALUES ($1, $2)",
+                    [(key, account.id) for key in keys],
+                )
+            except asyncpg.UniqueViolationError:
+                raise HandleTaken(account.handle) from None
+
+    async def find_account(self, key: str) -> tuple[Account, str | None] | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_ACCOUNT_COLUMNS}, password FROM accounts "
+            "WHERE id = (SELECT account_id FROM handle_keys WHERE key=$1)",
+            key,
+        )
+        return None if row is None else (_account(row), row[5])
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self.pool.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts")
+        return sorted(map(_account, rows), key=lambda a: (a.handle.casefold(), a.handle))
+
+    async def set_password(self, account_id: str, password_hash: str | None) -> bool:
+        status = await self.pool.execute(
+            "UPDATE accounts SET password=$1 WHERE id=$2", password_hash, account_id
+        )
+        return bool(status != "UPDATE 0")
+
+    async def set_role(self, account_id: str, role: str) -> bool:
+        status = await self.pool.execute(
+            "UPDATE accounts SET role=$1 WHERE id=$2", role, account_id
+        )
+        return bool(status != "UPDATE 0")
+
+    async def remove_account(self, account_id: str) -> bool:
+        # handle_keys rows go with it (ON DELETE CASCADE).
+        status = await self.pool.execute("DELETE FROM accounts WHERE id=$1", account_id)
+        return bool(status != "DELETE 0")
 
 
 async def _migrate(conn: asyncpg.Connection) -> tuple[str, int]:

@@ -6,20 +6,20 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .base import Message, Page, Room, StoreError, now_ms
+from .base import Account, HandleTaken, Message, Page, Room, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The schema this code writes; each version's migration takes the file from the one
 #: before. A file at a later version (a newer chatapp) is refused, never written to.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE messages (
@@ -56,6 +56,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             ON m.room = last.room AND m.id = last.id""",
         "CREATE INDEX rooms_recent ON rooms (last_ts DESC, room)",
     ),
+    # Accounts, and the keys their handles are known by: a key (a handle case-folded, or
+    # its confusable skeleton) belongs to one account, so nobody registers a look-alike.
+    3: (
+        """CREATE TABLE accounts (
+            id           TEXT    PRIMARY KEY,
+            handle       TEXT    NOT NULL,
+            display_name TEXT    NOT NULL,
+            role         TEXT    NOT NULL,
+            password     TEXT,
+            created      INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE handle_keys (
+            key        TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX handle_keys_account ON handle_keys (account_id)",
+    ),
 }
 _COLUMNS = "id, room, name, text, ts, user_id"
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
@@ -63,6 +80,13 @@ _COLUMNS = "id, room, name, text, ts, user_id"
 CHECKPOINT_EVERY = 1000
 #: Names per ``IN (...)`` list (SQLite allows 32766 parameters since 3.32, 999 before).
 _IN_CHUNK = 500
+
+
+_ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    return Account(id=row[0], handle=row[1], display_name=row[2], role=row[3], created=row[4])
 
 
 def _row(row: tuple[Any, ...]) -> Message:
@@ -518,3 +542,86 @@ class SQLiteStore:
             return found
 
         return await self._run(times) if wanted else {}
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    async def add_account(
+        self, account: Account, keys: Sequence[str], password_hash: str | None
+    ) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                marks = ",".join("?" * len(keys))
+                taken = conn.execute(
+                    f"SELECT 1 FROM handle_keys WHERE key IN ({marks})", list(keys)
+                ).fetchone()
+                if taken is not None:
+                    raise HandleTaken(account.handle)
+                conn.execute(
+                    f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        account.id,
+                        account.handle,
+                        account.display_name,
+                        account.role,
+                        account.created,
+                        password_hash,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO handle_keys (key, account_id) VALUES (?, ?)",
+                    [(key, account.id) for key in keys],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(add)
+
+    async def find_account(self, key: str) -> tuple[Account, str | None] | None:
+        def find(conn: sqlite3.Connection) -> tuple[Account, str | None] | None:
+            row = conn.execute(
+                f"SELECT {_ACCOUNT_COLUMNS}, password FROM accounts "
+                "WHERE id = (SELECT account_id FROM handle_keys WHERE key=?)",
+                (key,),
+            ).fetchone()
+            return None if row is None else (_account(row), row[5])
+
+        return await self._run(find)
+
+    async def list_accounts(self) -> list[Account]:
+        def accounts(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts").fetchall()
+            return sorted(map(_account, rows), key=lambda a: (a.handle.casefold(), a.handle))
+
+        return await self._run(accounts)
+
+    async def _update(self, sql: str, args: tuple[Any, ...]) -> bool:
+        def update(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, args).rowcount > 0
+
+        return await self._run(update)
+
+    async def set_password(self, account_id: str, password_hash: str | None) -> bool:
+        return await self._update(
+            "UPDATE accounts SET password=? WHERE id=?", (password_hash, account_id)
+        )
+
+    async def set_role(self, account_id: str, role: str) -> bool:
+        return await self._update("UPDATE accounts SET role=? WHERE id=?", (role, account_id))
+
+    async def remove_account(self, account_id: str) -> bool:
+        def remove(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM handle_keys WHERE account_id=?", (account_id,))
+                removed = conn.execute("DELETE FROM accounts WHERE id=?", (account_id,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return removed > 0
+
+        return await self._run(remove)

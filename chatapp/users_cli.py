@@ -1,0 +1,145 @@
+"""``python -m chatapp users ...``: manage accounts from the command line, on the database
+the server uses (``--db``/``CHATAPP_DB``), with the server stopped or running.
+
+A password is never taken from the command line (other users of the machine see it in the
+process list, and it stays in shell history): it is asked for twice on a terminal, or read
+as the first line of standard input when that is not a terminal (a script, a pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from .accounts import AccountError, Accounts
+from .handles import ConfusablesMismatch, check_confusables
+from .passwords import PasswordError, Passwords, check_password
+from .settings import add_flags, redacted, settings_from
+from .store import Account, StoreError, open_store
+
+#: Exit statuses: the request was refused (a taken handle, a wrong password twice...);
+#: the database or the command line could not be used.
+EXIT_REFUSED = 1
+EXIT_ERROR = 2
+
+
+class _Refused(Exception):
+    pass
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        argument_default=argparse.SUPPRESS,
+        description="Manage accounts in the database of --db (or CHATAPP_DB), whether the "
+        "server is running or not. Passwords are asked for on the terminal, or read as "
+        "the first line of standard input when it is not a terminal; never from the "
+        "command line.",
+    )
+    add_flags(parser, ("db",))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, handle: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help, description=help, argument_default=argparse.SUPPRESS
+        )
+        add_flags(sub, ("db",))
+        if handle:
+            sub.add_argument("handle", metavar="HANDLE")
+        return sub
+
+    add = command("add", "Create an account; its password is asked for.")
+    add.add_argument("--admin", action="store_true", help="make it an admin")
+    add.add_argument("--display-name", metavar="NAME", help="shown name (default: the handle)")
+    command("list", "List the accounts: handle, role, display name, id, created.", False)
+    command("set-password", "Set an account's password; it is asked for.")
+    command("remove", "Delete an account and free its handle (its messages stay).")
+    command("promote", "Make an account an admin.")
+    command("demote", "Make an admin a member.")
+    return parser
+
+
+def read_password(prompt: str, stdin: TextIO | None = None) -> str:
+    """A new password: asked twice on a terminal, else the first line of ``stdin``."""
+    stdin = sys.stdin if stdin is None else stdin
+    if stdin.isatty():
+        password = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != password:
+            raise _Refused("the two passwords differ")
+    else:
+        password = stdin.readline().removesuffix("\n").removesuffix("\r")
+    try:
+        return check_password(password)
+    except PasswordError as exc:
+        raise _Refused(str(exc)) from None
+
+
+def _shown(account: Account) -> str:
+    created = datetime.fromtimestamp(account.created / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return "\t".join(
+        [account.handle, account.role, account.display_name, account.id, created + " UTC"]
+    )
+
+
+async def _run(
+    args: argparse.Namespace, db: str, out: Callable[[str], None], passwords: Passwords
+) -> None:
+    store = open_store(db)
+    await store.open()
+    try:
+        accounts = Accounts(store, passwords)
+        command = args.command
+        if command == "list":
+            listed = await accounts.all()
+            for account in listed:
+                out(_shown(account))
+            if not listed:
+                out(f"no accounts in {redacted(db)}")
+            return
+        handle: str = args.handle
+        if command == "add":
+            role = "admin" if getattr(args, "admin", False) else "member"
+            display_name = getattr(args, "display_name", None)
+            handle = await accounts.check_available(handle, display_name)
+            hashed = await passwords.hash(read_password(f"Password for {handle}: "))
+            account = await accounts.add(handle, hashed, role=role, display_name=display_name)
+            out(f"added {account.handle} ({account.role}, {account.id})")
+        elif command == "set-password":
+            account = await accounts.get(handle)
+            hashed = await passwords.hash(read_password(f"New password for {account.handle}: "))
+            await accounts.set_password(account.handle, hashed)
+            out(f"password of {account.handle} changed")
+        elif command == "remove":
+            account = await accounts.remove(handle)
+            out(f"removed {account.handle} ({account.id})")
+        elif command in ("promote", "demote"):
+            account = await accounts.get(handle)
+            if account.role == "bot":
+                raise _Refused(f"{account.handle} is a bot: bots are not members or admins")
+            role = "admin" if command == "promote" else "member"
+            await accounts.set_role(account.handle, role)
+            out(f"{account.handle} is now {'an admin' if role == 'admin' else 'a member'}")
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str], prog: str) -> int:
+    """``users``: the exit status."""
+    parser = _parser(prog)
+    args = parser.parse_args(argv)
+    settings = settings_from(parser, args, only=("db",))
+    try:
+        check_confusables()
+        asyncio.run(_run(args, settings.db, print, Passwords()))
+    except (AccountError, _Refused) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (StoreError, ConfusablesMismatch) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
