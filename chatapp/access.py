@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from .failures import FailureLimiter, TooManyFailures
 from .origins import client_ip
 
 log = logging.getLogger(__name__)
@@ -52,40 +53,6 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
-class TooManyFailures(Exception):
-    """This address failed too often; ``str(exc)`` is the reason shown to it."""
-
-
-class _FailureLimiter:
-    """Counts failed token checks per client address in fixed windows."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[float, int]] = {}
-
-    def check(self, ip: str) -> None:
-        start, count = self._windows.get(ip, (0.0, 0))
-        left = start + FAILURE_WINDOW - time.monotonic()
-        if count >= MAX_FAILURES and left > 0:
-            raise TooManyFailures(f"too many failed attempts, retry in {int(left) + 1} s")
-
-    def failed(self, ip: str) -> None:
-        now = time.monotonic()
-        start, count = self._windows.get(ip, (now, 0))
-        if now - start >= FAILURE_WINDOW:
-            start, count = now, 0
-        self._windows[ip] = (start, count + 1)
-        if count + 1 == MAX_FAILURES:
-            log.warning(
-                "%s failed the access token %d times; refusing it for %.0f s",
-                ip,
-                MAX_FAILURES,
-                FAILURE_WINDOW,
-            )
-        if len(self._windows) > 4096:
-            # Forget finished windows so that many addresses cannot grow this forever.
-            self._windows = {k: v for k, v in self._windows.items() if now - v[0] < FAILURE_WINDOW}
-
-
 class AccessControl:
     """Checks the shared token and the cookies that vouch for it."""
 
@@ -94,7 +61,7 @@ class AccessControl:
         self.trust_proxy = trust_proxy
         self._token_digest = _digest(token)
         self._key = hmac.new(b"chatapp access cookie v1", token.encode(), hashlib.sha256).digest()
-        self._failures = _FailureLimiter()
+        self._failures = FailureLimiter(MAX_FAILURES, FAILURE_WINDOW, "the access token")
 
     # -- the token ----------------------------------------------------------------------
 
@@ -183,7 +150,7 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def _is_https(request: web.BaseRequest, trust_proxy: bool) -> bool:
+def is_https(request: web.BaseRequest, trust_proxy: bool) -> bool:
     if trust_proxy:
         proto = request.headers.get("X-Forwarded-Proto", "")
         if proto:
@@ -265,7 +232,7 @@ def setup_login(app: web.Application, access: AccessControl) -> None:
             path="/",
             httponly=True,
             samesite="Lax",
-            secure=_is_https(request, access.trust_proxy),
+            secure=is_https(request, access.trust_proxy),
         )
         raise response
 

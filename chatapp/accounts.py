@@ -73,6 +73,14 @@ class Accounts:
         except ProtocolError as exc:
             raise AccountError(str(exc)) from None
 
+    async def owner_of(self, name: str) -> Account | None:
+        """The account whose handle ``name`` is, or looks like (a guest may not use it)."""
+        for key in handle_keys(name):
+            found = await self._store.find_account(key)
+            if found is not None:
+                return found[0]
+        return None
+
     async def find(self, handle: str) -> tuple[Account, str | None] | None:
         """The account ``handle`` names, written in any case, with its password hash; None
         if there is none (a look-alike of a handle does not name it)."""
@@ -95,6 +103,8 @@ class Accounts:
         account = await self.get(handle)
         if not await self._store.set_password(account.id, password_hash):
             raise AccountError(f"no account with the handle {handle!r}")
+        # Whoever signed in with the old password is signed out.
+        await self._store.remove_sign_ins(account.id, None, now_ms())
         return account
 
     async def set_role(self, handle: str, role: str) -> Account:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
+from .accounts import Accounts
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
@@ -30,16 +32,19 @@ from .keys import (
     resources_key,
     sessions_key,
     settings_key,
+    sign_ins_key,
     sio_key,
     store_key,
 )
 from .liblog import library_logger
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
+from .passwords import Passwords
 from .presence import Presence, open_presence
 from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
-from .store import MessageStore, open_store
+from .signin import SignIns, setup_sign_in
+from .store import Store, open_store
 from .transport import TransportGuard
 from .views import api_errors, engineio_errors, setup_routes
 from .websocket import check_detach
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings,
     *,
-    store: MessageStore | None = None,
+    store: Store | None = None,
     presence: Presence | None = None,
 ) -> web.Application:
     """Build the chat application: pages, JSON API and Socket.IO on one aiohttp app.
@@ -143,8 +148,20 @@ def create_app(
     # requests together.
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
+    accounts = Accounts(store, Passwords())
+    sign_ins = app[sign_ins_key] = SignIns(store, accounts)
     app[handlers_key] = ChatHandlers(
-        sio, settings, store, presence, manager.feed, manager, sessions, access, budget
+        sio,
+        settings,
+        store,
+        presence,
+        manager.feed,
+        manager,
+        sessions,
+        access,
+        budget,
+        accounts=accounts,
+        sign_ins=sign_ins,
     )
 
     aiohttp_jinja2.setup(
@@ -154,6 +171,7 @@ def create_app(
     )
     setup_routes(app)
     setup_login(app, access)
+    setup_sign_in(app, sign_ins, settings.trust_proxy)
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_disconnect_clients)
     return app
@@ -176,7 +194,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
             try:
                 await app[fast_paths_key].start()  # before the first connection is served
                 app[sessions_key].use_fast_paths()
-                yield
+                watch = asyncio.ensure_future(app[handlers_key].watch_sign_ins())
+                try:
+                    yield
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
             finally:
                 await fanout.stop()
         finally:

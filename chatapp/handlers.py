@@ -19,6 +19,7 @@ import socketio
 
 from . import protocol
 from .access import AccessControl
+from .accounts import Accounts
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .fanout import FeedManager
 from .feed import RoomFeed
@@ -28,6 +29,7 @@ from .protocol import ProtocolError
 from .ratelimit import TokenBucket
 from .sessions import Sessions
 from .settings import Settings
+from .signin import SignIns, session_cookie
 from .store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,14 @@ Ack = dict[str, Any]
 #: While someone keeps typing, ``typing: true`` is repeated to the room at most this often,
 #: so that clients can expire an indicator whose sender vanished.
 TYPING_RENEW = 3.0
+#: Seconds between checks that the sign-ins of open connections have not ended.
+SIGN_IN_CHECK = 1.0
+#: Why a connection whose sign-in ended (signed out, revoked, expired) is refused.
+SIGNED_OUT = "signed out: sign in again, or reload the page to chat as a guest"
+
+
+def handle_taken(name: str) -> str:
+    return f"the name {name!r} belongs to an account: sign in to use it"
 
 
 @dataclass(eq=False, slots=True)
@@ -45,8 +55,12 @@ class Connection:
     sid: str
     room: str
     name: str
-    user_id: str  # who: see protocol.user_id_for
+    user_id: str  # who: an account's id, or see protocol.user_id_for
     keyed: bool  # the id comes from the client's key (else from its name, and follows it)
+    #: The account's handle when signed in (its name is then the account's display name),
+    #: and the sign-in it came with (its end disconnects the connection).
+    handle: str | None
+    sign_in: str | None
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
@@ -85,8 +99,13 @@ class ChatHandlers:
         sessions: Sessions[Any],
         access: AccessControl | None = None,
         budget: AddressBudget | None = None,
+        *,
+        accounts: Accounts,
+        sign_ins: SignIns,
     ) -> None:
         self.sio = sio
+        self.accounts = accounts
+        self.sign_ins = sign_ins
         self.access = access if access is not None else AccessControl("")
         self.budget = (
             budget if budget is not None else AddressBudget(settings.ip_burst, settings.ip_rate)
@@ -215,6 +234,17 @@ class ChatHandlers:
             req = protocol.parse_connect(auth)
         except ProtocolError as exc:
             raise self._refuse(sid, ip, str(exc)) from None
+        signed_in = sign_in = None
+        cookie = session_cookie(environ.get("HTTP_COOKIE", ""))
+        if cookie is not None:
+            found = await self.sign_ins.find(cookie)
+            if found is None:
+                raise self._refuse(sid, ip, SIGNED_OUT)
+            sign_in, signed_in = found
+        elif isinstance(auth, dict) and auth.get("name") is not None:
+            owner = await self.accounts.owner_of(req.name)
+            if owner is not None:
+                raise self._refuse(sid, ip, handle_taken(req.name))
         limit = self.settings.max_connections_per_ip
         if limit and self.per_ip[ip] >= limit:
             log.warning(
@@ -233,9 +263,11 @@ class ChatHandlers:
         conn = Connection(
             sid=sid,
             room=req.room,
-            name=req.name,
-            user_id=protocol.user_id_for(req.key, req.name),
-            keyed=req.key is not None,
+            name=signed_in.display_name if signed_in else req.name,
+            user_id=signed_in.id if signed_in else protocol.user_id_for(req.key, req.name),
+            keyed=signed_in is not None or req.key is not None,
+            handle=signed_in.handle if signed_in else None,
+            sign_in=sign_in.id if sign_in else None,
             bucket=TokenBucket(s.message_burst, s.message_rate),
             events=TokenBucket(s.event_burst, s.event_rate),
             ip=ip,
@@ -265,8 +297,28 @@ class ChatHandlers:
         )
         if newly_online:
             await self._announce(req.room, users, joined=me)
-        log.info("%s joined %s as %r from %s", sid, req.room, req.name, ip)
+        log.info("%s joined %s as %r from %s", sid, req.room, conn.handle or conn.name, ip)
         return None
+
+    async def watch_sign_ins(self) -> None:
+        """Disconnect, within :data:`SIGN_IN_CHECK` seconds, every connection whose sign-in
+        ended: signed out, revoked, its password changed or its account removed, by this
+        process, another one, or the ``users`` command."""
+        while True:
+            await asyncio.sleep(SIGN_IN_CHECK)
+            ids = {c.sign_in for c in self.connections.values() if c.sign_in is not None}
+            if not ids:
+                continue
+            try:
+                live = await self.sign_ins.live(ids)
+            except Exception:
+                log.exception("could not check the sign-ins of open connections")
+                continue
+            for conn in list(self.connections.values()):
+                if conn.sign_in is not None and conn.sign_in not in live:
+                    log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
+                    conn.sign_in = None  # once
+                    self._spawn(self.sio.disconnect(conn.sid))
 
     def _release(self, conn: Connection) -> bool:
         """Stop counting ``conn``; False if it was already released."""
@@ -309,6 +361,7 @@ class ChatHandlers:
             "room": conn.room,
             "name": conn.name,
             "user_id": conn.user_id,
+            "handle": conn.handle,
             "users": [p["name"] for p in online],
             "people": online,
             "history": history,
@@ -428,8 +481,12 @@ class ChatHandlers:
 
     async def on_rename(self, conn: Connection, data: Any) -> Ack:
         name = protocol.parse_rename(data)
+        if conn.handle is not None:
+            return error("signed in: your name is your account's display name")
         if name == conn.name:
             return ok(name=name, user_id=conn.user_id)
+        if await self.accounts.owner_of(name) is not None:
+            return error(handle_taken(name))
         old = conn.name
         await self._stop_typing(conn)
         conn.name = name

@@ -14,6 +14,7 @@ from .presence import Presence
 from .resources import Resources
 from .sessions import Sessions
 from .settings import Settings
+from .signin import SignIns
 from .store import MessageStore
 from .transport import TransportGuard
 
@@ -29,3 +30,4 @@ connections_key = web.AppKey("connections", ConnectionLimit)
 handlers_key = web.AppKey("handlers", ChatHandlers)
 budget_key = web.AppKey("budget", AddressBudget)
 fast_paths_key = web.AppKey("fast_paths", FastPaths)
+sign_ins_key = web.AppKey("sign_ins", SignIns)

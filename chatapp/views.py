@@ -16,10 +16,19 @@ from aiohttp import web
 from . import protocol
 from .budget import MAX_COST, page_cost_of
 from .jsoncodec import dumps_text
-from .keys import budget_key, fanout_key, presence_key, resources_key, settings_key, store_key
+from .keys import (
+    budget_key,
+    fanout_key,
+    presence_key,
+    resources_key,
+    settings_key,
+    sign_ins_key,
+    store_key,
+)
 from .origins import client_ip, responded
 from .paging import newest_within
 from .protocol import ProtocolError
+from .signin import COOKIE_NAME
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,21 +70,30 @@ def over_budget(request: web.Request, cost: int) -> web.Response | None:
     )
 
 
-def _page(request: web.Request, room: str) -> web.Response:
+async def _page(request: web.Request, room: str) -> web.Response:
     # The page's client must use the transports the server accepts (see docs/deploy.md),
     # and takes the limits it shows from here rather than keeping copies of its own.
+    cookie = request.cookies.get(COOKIE_NAME)
+    found = await request.app[sign_ins_key].find(cookie) if cookie else None
+    account = found[1] if found is not None else None
     context = {
         "room": room,
         "transports": ",".join(request.app[settings_key].transports),
         "max_text": protocol.MAX_TEXT,
         "max_name": protocol.MAX_NAME,
         "max_history": protocol.HISTORY_MAX,
+        "account": account,
+        "path": request.path,
     }
-    return aiohttp_jinja2.render_template("chat.html", request, context)
+    response = aiohttp_jinja2.render_template("chat.html", request, context)
+    if cookie and account is None:
+        # The sign-in ended (signed out elsewhere, revoked, expired): a guest from now on.
+        response.del_cookie(COOKIE_NAME, path="/")
+    return response
 
 
 async def lobby_page(request: web.Request) -> web.Response:
-    return _page(request, protocol.DEFAULT_ROOM)
+    return await _page(request, protocol.DEFAULT_ROOM)
 
 
 async def room_page(request: web.Request) -> web.Response:
@@ -86,7 +104,7 @@ async def room_page(request: web.Request) -> web.Response:
         return aiohttp_jinja2.render_template("404.html", request, {"reason": str(exc)}, status=404)
     if room != raw:
         raise web.HTTPFound(f"/r/{room}")  # one URL per room: /r/Team -> /r/team
-    return _page(request, room)
+    return await _page(request, room)
 
 
 async def client_library(request: web.Request) -> web.StreamResponse:

@@ -32,8 +32,13 @@ const GAP_PAGE = limits.history;
 /** The character counter shows from this length on. */
 const counterFrom = Math.floor(limits.text * 0.9);
 
+/** Signed in: the page says to which account (the server decides; the name is the account's). */
+const account = document.body.dataset.handle
+  ? { handle: document.body.dataset.handle, displayName: document.body.dataset.displayName }
+  : null;
+
 const state = {
-  name: storedName(),
+  name: account ? account.displayName : storedName(),
   key: browserKey(), // sent on every (re)connect: who we are, whatever our name
   userId: null, // the public id the server derives from it (the welcome says)
   keyReplaced: false,
@@ -149,7 +154,11 @@ function onConnectionState(connState, detail) {
       rooms.setStale(true);
     }
   }
-  if (connState === "refused" && detail.message.startsWith("invalid name")) {
+  if (
+    connState === "refused" &&
+    !account &&
+    (detail.message.startsWith("invalid name") || detail.message.includes("belongs to an account"))
+  ) {
     askNameAgain(detail.message);
   }
   if (connState === "refused" && detail.message.startsWith("invalid key") && !state.keyReplaced) {
@@ -353,7 +362,7 @@ textarea.addEventListener("blur", stopTyping);
 function setName(name) {
   if (!name) return;
   state.name = name;
-  storeName(name);
+  if (!account) storeName(name); // a guest's, for next time; an account's comes from the server
   $("my-name").textContent = name;
   paintAvatar($("my-avatar"), { name, user_id: state.userId });
 }
@@ -364,6 +373,12 @@ function setUserId(userId) {
   state.userId = userId;
   if (state.name) paintAvatar($("my-avatar"), { name: state.name, user_id: userId });
   timeline.refreshOwnership();
+}
+
+if (account) {
+  // An account's name is its display name: not changed from the chat.
+  $("change-name").disabled = true;
+  $("change-name").setAttribute("aria-label", `Signed in as @${account.handle}`);
 }
 
 $("change-name").addEventListener("click", async () => {

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import aiohttp_jinja2
@@ -229,6 +230,20 @@ def hostile(name: str) -> str:
     return f"\"'><script>{name}</script>&"
 
 
+class Hostile(str):
+    """A variable's hostile text, whose attributes (``account.handle``) are hostile too."""
+
+    def __new__(cls, name: str) -> Hostile:
+        made = super().__new__(cls, hostile(name))
+        made.name = name
+        return made
+
+    def __getattr__(self, attr: str) -> Hostile:
+        if attr.startswith("__"):  # not a template's: markupsafe asks for __html__
+            raise AttributeError(attr)
+        return Hostile(f"{self.name}.{attr}")
+
+
 def test_every_template_variable_is_escaped(tmp_path: Path, packet_json: None) -> None:
     """Each variable of each template, given markup and quotes, renders as text: with the
     application's own template environment, so this fails if autoescaping is off there."""
@@ -236,17 +251,26 @@ def test_every_template_variable_is_escaped(tmp_path: Path, packet_json: None) -
     env = aiohttp_jinja2.get_env(app)
     assert env.loader is not None
     templates = env.loader.list_templates()
-    assert {"chat.html", "404.html", "login.html"} <= set(templates)
+    assert {"chat.html", "404.html", "login.html", "signin.html"} <= set(templates)
     checked = 0
     for template in templates:
         source, _, _ = env.loader.get_source(env, template)
         names = jinja2.meta.find_undeclared_variables(env.parse(source)) - set(env.globals)
-        # Whatever a template prints is among the variables found.
-        assert set(re.findall(r"{{-?\s*(\w+)", source)) <= names, template
-        html = env.get_template(template).render({name: hostile(name) for name in names})
-        for name in names:
-            assert hostile(name) not in html, f"{template}: {{{{ {name} }}}} is not escaped"
-            assert str(escape(hostile(name))) in html, f"{template}: {{{{ {name} }}}} not shown"
+        # Whatever a template prints (a variable, or an attribute of one) is among the
+        # variables found.
+        printed = set(re.findall(r"{{-?\s*([\w.]+)", source))
+        assert {p.split(".")[0] for p in printed} <= names, template
+        # Rendered with every variable set, then with each one empty in turn, so that
+        # both sides of an ``{% if %}`` show what they print.
+        values = {name: Hostile(name) for name in names}
+        pages = [env.get_template(template).render(values)]
+        pages += [env.get_template(template).render({**values, n: ""}) for n in names]
+        for name in printed:
+            text = hostile(name)
+            assert all(text not in html for html in pages), f"{template}: {name} not escaped"
+            # HTML-escaped, or URL-encoded (``| urlencode``, in a link's query).
+            shown = (str(escape(text)), quote(text, safe="/"))
+            assert any(s in html for html in pages for s in shown), f"{template}: {name} not shown"
             checked += 1
     assert checked >= 8  # room, transports, the three limits, reason, next, error
 

@@ -12,6 +12,7 @@ from .base import (
     Message,
     MessageStore,
     Page,
+    SignIn,
     Store,
     StoreError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Message",
     "MessageStore",
     "Page",
+    "SignIn",
     "Store",
     "StoreError",
     "migrate",

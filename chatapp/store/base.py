@@ -75,6 +75,28 @@ class Account:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """A signed-in browser: a row the server can revoke. Its token is only in the cookie;
+    the store keeps its digest (``token_hash``) and a public ``id`` to name it by."""
+
+    id: str
+    account_id: str
+    created: int  # epoch milliseconds
+    expires: int  # epoch milliseconds
+    address: str  # where it signed in from
+    agent: str  # the browser's User-Agent, cut short
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created": self.created,
+            "expires": self.expires,
+            "address": self.address,
+            "agent": self.agent,
+        }
+
+
 class HandleTaken(Exception):
     """The handle, or one that looks like it, belongs to another account."""
 
@@ -161,8 +183,26 @@ class AccountStore(Protocol):
         """Change the account's role; False if there is no such account."""
 
     async def remove_account(self, account_id: str) -> bool:
-        """Delete the account and free its handle; False if there was none. Its messages
-        stay, under the id and name they were sent with."""
+        """Delete the account, its sign-ins, and free its handle; False if there was none.
+        Its messages stay, under the id and name they were sent with."""
+
+    async def add_sign_in(self, sign_in: SignIn, token_hash: str) -> None:
+        """Store a new sign-in of an existing account (StoreError if it is gone)."""
+
+    async def find_sign_in(self, token_hash: str, now: int) -> tuple[SignIn, Account] | None:
+        """The unexpired sign-in with this token digest, and its account."""
+
+    async def list_sign_ins(self, account_id: str, now: int) -> list[SignIn]:
+        """The account's unexpired sign-ins, newest first."""
+
+    async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
+        """Which of the sign-ins ``ids`` have not ended."""
+
+    async def remove_sign_ins(
+        self, account_id: str, ids: Sequence[str] | None = None, now: int = 0
+    ) -> int:
+        """Revoke the account's sign-ins named by ``ids`` (all when None), and delete
+        every sign-in that expired before ``now``; how many of the account's went."""
 
 
 class Store(MessageStore, AccountStore, Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from ..settings import redacted
-from .base import Account, HandleTaken, Message, Page, Room, StoreError, now_ms
+from .base import Account, HandleTaken, Message, Page, Room, SignIn, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,16 @@ CREATE TABLE handle_keys (
     account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE
 );
 CREATE INDEX handle_keys_account ON handle_keys (account_id);
+CREATE TABLE sessions (
+    token_hash TEXT   PRIMARY KEY,
+    id         TEXT   NOT NULL UNIQUE,
+    account_id TEXT   NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    created    BIGINT NOT NULL,
+    expires    BIGINT NOT NULL,
+    address    TEXT   NOT NULL,
+    agent      TEXT   NOT NULL
+);
+CREATE INDEX sessions_account ON sessions (account_id);
 """,
 }
 
@@ -105,10 +115,15 @@ _BY_SENDER_CLIENT_ID = (
 
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+_SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
 
 
 def _account(row: asyncpg.Record) -> Account:
     return Account(id=row[0], handle=row[1], display_name=row[2], role=row[3], created=row[4])
+
+
+def _sign_in(row: asyncpg.Record) -> SignIn:
+    return SignIn(*tuple(row)[:6])
 
 
 def _message(row: asyncpg.Record) -> Message:
@@ -319,6 +334,70 @@ class PostgresStore:
         # handle_keys rows go with it (ON DELETE CASCADE).
         status = await self.pool.execute("DELETE FROM accounts WHERE id=$1", account_id)
         return bool(status != "DELETE 0")
+
+    # -- sign-ins --------------------------------------------------------------------------------
+
+    async def add_sign_in(self, sign_in: SignIn, token_hash: str) -> None:
+        try:
+            await self.pool.execute(
+                f"INSERT INTO sessions (token_hash, {_SIGN_IN_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                token_hash,
+                sign_in.id,
+                sign_in.account_id,
+                sign_in.created,
+                sign_in.expires,
+                sign_in.address,
+                sign_in.agent,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise StoreError("the account is gone") from None
+
+    async def find_sign_in(self, token_hash: str, now: int) -> tuple[SignIn, Account] | None:
+        columns = ", ".join(f"s.{c.strip()}" for c in _SIGN_IN_COLUMNS.split(","))
+        account_columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+        row = await self.pool.fetchrow(
+            f"SELECT {columns}, {account_columns} FROM sessions s "
+            "JOIN accounts a ON a.id = s.account_id WHERE s.token_hash=$1 AND s.expires>$2",
+            token_hash,
+            now,
+        )
+        if row is None:
+            return None
+        values = tuple(row)
+        return SignIn(*values[:6]), Account(*values[6:])
+
+    async def list_sign_ins(self, account_id: str, now: int) -> list[SignIn]:
+        rows = await self.pool.fetch(
+            f"SELECT {_SIGN_IN_COLUMNS} FROM sessions WHERE account_id=$1 AND expires>$2 "
+            "ORDER BY created DESC, id",
+            account_id,
+            now,
+        )
+        return [_sign_in(r) for r in rows]
+
+    async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
+        if not ids:
+            return set()
+        rows = await self.pool.fetch(
+            "SELECT id FROM sessions WHERE id = ANY($1::text[]) AND expires>$2", list(ids), now
+        )
+        return {row[0] for row in rows}
+
+    async def remove_sign_ins(
+        self, account_id: str, ids: Sequence[str] | None = None, now: int = 0
+    ) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM sessions WHERE expires<=$1", now)
+            if ids is None:
+                status = await conn.execute("DELETE FROM sessions WHERE account_id=$1", account_id)
+            else:
+                status = await conn.execute(
+                    "DELETE FROM sessions WHERE account_id=$1 AND id = ANY($2::text[])",
+                    account_id,
+                    list(ids),
+                )
+        return int(status.rsplit(" ", 1)[1])
 
 
 async def _migrate(conn: asyncpg.Connection) -> tuple[str, int]:

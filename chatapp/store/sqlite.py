@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .base import Account, HandleTaken, Message, Page, Room, StoreError, now_ms
+from .base import Account, HandleTaken, Message, Page, Room, SignIn, StoreError, now_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +72,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             account_id TEXT NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX handle_keys_account ON handle_keys (account_id)",
+        # Signed-in browsers: the cookie holds a secret token, this table only its digest.
+        """CREATE TABLE sessions (
+            token_hash TEXT    PRIMARY KEY,
+            id         TEXT    NOT NULL UNIQUE,
+            account_id TEXT    NOT NULL,
+            created    INTEGER NOT NULL,
+            expires    INTEGER NOT NULL,
+            address    TEXT    NOT NULL,
+            agent      TEXT    NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX sessions_account ON sessions (account_id)",
     ),
 }
 _COLUMNS = "id, room, name, text, ts, user_id"
@@ -83,10 +94,15 @@ _IN_CHUNK = 500
 
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+_SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
 
 
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], handle=row[1], display_name=row[2], role=row[3], created=row[4])
+
+
+def _sign_in(row: tuple[Any, ...]) -> SignIn:
+    return SignIn(*row[:6])
 
 
 def _row(row: tuple[Any, ...]) -> Message:
@@ -616,6 +632,7 @@ class SQLiteStore:
         def remove(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("DELETE FROM sessions WHERE account_id=?", (account_id,))
                 conn.execute("DELETE FROM handle_keys WHERE account_id=?", (account_id,))
                 removed = conn.execute("DELETE FROM accounts WHERE id=?", (account_id,)).rowcount
                 conn.execute("COMMIT")
@@ -623,5 +640,97 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
                 raise
             return removed > 0
+
+        return await self._run(remove)
+
+    # -- sign-ins --------------------------------------------------------------------------------
+
+    async def add_sign_in(self, sign_in: SignIn, token_hash: str) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                exists = conn.execute(
+                    "SELECT 1 FROM accounts WHERE id=?", (sign_in.account_id,)
+                ).fetchone()
+                if exists is None:
+                    raise StoreError("the account is gone")
+                conn.execute(
+                    f"INSERT INTO sessions (token_hash, {_SIGN_IN_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token_hash,
+                        sign_in.id,
+                        sign_in.account_id,
+                        sign_in.created,
+                        sign_in.expires,
+                        sign_in.address,
+                        sign_in.agent,
+                    ),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(add)
+
+    async def find_sign_in(self, token_hash: str, now: int) -> tuple[SignIn, Account] | None:
+        columns = ", ".join(f"s.{c.strip()}" for c in _SIGN_IN_COLUMNS.split(","))
+        account_columns = ", ".join(f"a.{c.strip()}" for c in _ACCOUNT_COLUMNS.split(","))
+
+        def find(conn: sqlite3.Connection) -> tuple[SignIn, Account] | None:
+            row = conn.execute(
+                f"SELECT {columns}, {account_columns} FROM sessions s "
+                "JOIN accounts a ON a.id = s.account_id WHERE s.token_hash=? AND s.expires>?",
+                (token_hash, now),
+            ).fetchone()
+            return None if row is None else (_sign_in(row), _account(row[6:]))
+
+        return await self._run(find)
+
+    async def list_sign_ins(self, account_id: str, now: int) -> list[SignIn]:
+        def signed_in(conn: sqlite3.Connection) -> list[SignIn]:
+            rows = conn.execute(
+                f"SELECT {_SIGN_IN_COLUMNS} FROM sessions WHERE account_id=? AND expires>? "
+                "ORDER BY created DESC, id",
+                (account_id, now),
+            ).fetchall()
+            return [_sign_in(r) for r in rows]
+
+        return await self._run(signed_in)
+
+    async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
+        wanted = list(ids)
+
+        def live(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT id FROM sessions WHERE id IN ({marks}) AND expires>?", [*chunk, now]
+                ).fetchall()
+                found.update(row[0] for row in rows)
+            return found
+
+        return await self._run(live) if wanted else set()
+
+    async def remove_sign_ins(
+        self, account_id: str, ids: Sequence[str] | None = None, now: int = 0
+    ) -> int:
+        def remove(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM sessions WHERE expires<=?", (now,))
+            if ids is None:
+                cursor = conn.execute("DELETE FROM sessions WHERE account_id=?", (account_id,))
+                return cursor.rowcount
+            removed = 0
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = list(ids[start : start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                removed += conn.execute(
+                    f"DELETE FROM sessions WHERE account_id=? AND id IN ({marks})",
+                    [account_id, *chunk],
+                ).rowcount
+            return removed
 
         return await self._run(remove)

@@ -1,0 +1,224 @@
+"""Signing in to an account: server-side sign-ins (sessions) carried by a cookie.
+
+A browser that signs in gets a random token in an HttpOnly, SameSite=Lax cookie (Secure
+when the page came over HTTPS); the database keeps only the token's SHA-256 digest, with
+where and when it signed in, so a person can see their sign-ins and end any of them, and
+a copy of the database signs nobody in. Changing the password or removing the account
+ends them all. Failed sign-ins are throttled per client address and per account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from http.cookies import CookieError, SimpleCookie
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from .access import is_https, safe_next
+from .accounts import Accounts
+from .failures import FailureLimiter, TooManyFailures
+from .handles import handle_keys
+from .origins import client_ip
+from .store import Account, AccountStore, SignIn
+from .store.base import now_ms
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "chatapp_session"
+#: How long a sign-in lasts (a person signs in again after it).
+SIGN_IN_DAYS = 30
+#: Failed sign-ins allowed per client address, and per account, within their windows.
+MAX_FAILURES_PER_ADDRESS = 10
+ADDRESS_WINDOW = 60.0
+MAX_FAILURES_PER_ACCOUNT = 10
+ACCOUNT_WINDOW = 300.0
+#: Bytes of a User-Agent kept with a sign-in (enough to tell browsers apart).
+MAX_AGENT = 200
+#: The most bytes a sign-in form may have (a handle and a password).
+MAX_FORM_BYTES = 4096
+WRONG = "wrong handle or password"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def session_cookie(header: str) -> str | None:
+    """The sign-in token in a ``Cookie`` header, if any."""
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE_NAME)
+    return morsel.value if morsel is not None else None
+
+
+class SignInRefused(Exception):
+    """A sign-in that did not happen; ``str(exc)`` is what the person is told."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SignIns:
+    """Creates, finds and ends sign-ins."""
+
+    def __init__(self, store: AccountStore, accounts: Accounts) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._by_address = FailureLimiter(
+            MAX_FAILURES_PER_ADDRESS, ADDRESS_WINDOW, "to sign in (from this address)"
+        )
+        self._by_account = FailureLimiter(
+            MAX_FAILURES_PER_ACCOUNT, ACCOUNT_WINDOW, "to sign in (to this account)"
+        )
+
+    async def sign_in(
+        self, handle: str, password: str, address: str, agent: str
+    ) -> tuple[str, SignIn, Account]:
+        """Check the password and start a sign-in: (its token, the sign-in, the account);
+        SignInRefused if the password is wrong or too many attempts failed."""
+        # Throttled by the account's key, so its look-alikes and cases share one budget.
+        account_key = handle_keys(handle)[0] if handle else ""
+        try:
+            self._by_address.check(address)
+            self._by_account.check(account_key)
+        except TooManyFailures as exc:
+            raise SignInRefused(str(exc), 429) from None
+        account = await self._accounts.authenticate(handle, password)
+        if account is None:
+            self._by_address.failed(address)
+            self._by_account.failed(account_key)
+            log.info("%s failed to sign in as %r", address, handle[:64])
+            raise SignInRefused(WRONG, 401)
+        token = secrets.token_urlsafe(32)
+        now = now_ms()
+        sign_in = SignIn(
+            id=secrets.token_hex(8),
+            account_id=account.id,
+            created=now,
+            expires=now + SIGN_IN_DAYS * 86_400_000,
+            address=address,
+            agent=agent.encode("utf-8", "replace")[:MAX_AGENT].decode("utf-8", "ignore"),
+        )
+        await self._store.add_sign_in(sign_in, token_hash(token))
+        log.info("%s signed in as %s (sign-in %s)", address, account.handle, sign_in.id)
+        return token, sign_in, account
+
+    async def find(self, token: str | None) -> tuple[SignIn, Account] | None:
+        """The sign-in ``token`` belongs to, and its account, if it has not ended."""
+        if not token or len(token) > 100:
+            return None
+        return await self._store.find_sign_in(token_hash(token), now_ms())
+
+    async def sign_out(self, sign_in: SignIn, ids: list[str] | None = None) -> int:
+        """End ``sign_in``'s account's sign-ins named by ``ids`` (all when None)."""
+        return await self._store.remove_sign_ins(sign_in.account_id, ids, now_ms())
+
+    async def live(self, ids: set[str]) -> set[str]:
+        """Which of the sign-ins ``ids`` have not ended (by any process, or the CLI)."""
+        return await self._store.live_sign_ins(sorted(ids), now_ms())
+
+    async def of(self, account: Account) -> list[SignIn]:
+        return await self._store.list_sign_ins(account.id, now_ms())
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+def setup_sign_in(app: web.Application, sign_ins: SignIns, trust_proxy: bool) -> None:
+    """The sign-in routes:
+
+    - ``GET /signin`` the form, ``POST /signin`` (``handle``, ``password``, ``next``);
+    - ``POST /signout`` ends this browser's sign-in (``all=1``: every one of the account);
+    - ``GET /api/me`` the account and its sign-ins (401 when not signed in);
+    - ``POST /api/me/sign-ins/{id}/end`` ends one sign-in of the account.
+    """
+
+    async def current(request: web.Request) -> tuple[SignIn, Account] | None:
+        return await sign_ins.find(request.cookies.get(COOKIE_NAME))
+
+    def form(
+        request: web.Request, next_path: str, error: str | None = None, status: int = 200
+    ) -> web.Response:
+        context = {"next": next_path, "error": error}
+        return aiohttp_jinja2.render_template("signin.html", request, context, status=status)
+
+    async def sign_in_page(request: web.Request) -> web.Response:
+        next_path = safe_next(request.query.get("next"))
+        if await current(request) is not None:
+            raise web.HTTPSeeOther(next_path)
+        return form(request, next_path)
+
+    async def sign_in(request: web.Request) -> web.Response:
+        if (request.content_length or 0) > MAX_FORM_BYTES:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_FORM_BYTES, actual_size=request.content_length or 0
+            )
+        data = await request.post()
+        next_path = safe_next(str(data.get("next", "")))
+        handle, password = str(data.get("handle", "")).strip(), str(data.get("password", ""))
+        address = client_ip(request, trust_proxy)
+        try:
+            token, _, _ = await sign_ins.sign_in(
+                handle, password, address, request.headers.get("User-Agent", "")
+            )
+        except SignInRefused as exc:
+            return form(request, next_path, str(exc), status=exc.status)
+        response = web.HTTPSeeOther(next_path)
+        response.set_cookie(
+            COOKIE_NAME,
+            token,
+            max_age=SIGN_IN_DAYS * 86_400,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=is_https(request, trust_proxy),
+        )
+        raise response
+
+    async def sign_out(request: web.Request) -> web.Response:
+        data = await request.post()
+        found = await current(request)
+        if found is not None:
+            sign_in, account = found
+            everywhere = data.get("all") == "1"
+            await sign_ins.sign_out(sign_in, None if everywhere else [sign_in.id])
+            log.info("%s signed out%s", account.handle, " everywhere" if everywhere else "")
+        response = web.HTTPSeeOther("/")
+        response.del_cookie(COOKIE_NAME, path="/")
+        raise response
+
+    async def me(request: web.Request) -> web.Response:
+        found = await current(request)
+        if found is None:
+            return web.json_response({"error": "not signed in"}, status=401)
+        sign_in, account = found
+        listed = await sign_ins.of(account)
+        return web.json_response(
+            {
+                "account": account.to_dict(),
+                "sign_in": sign_in.id,
+                "sign_ins": [s.to_dict() for s in listed],
+            }
+        )
+
+    async def end(request: web.Request) -> web.Response:
+        found = await current(request)
+        if found is None:
+            return web.json_response({"error": "not signed in"}, status=401)
+        ended = await sign_ins.sign_out(found[0], [request.match_info["id"]])
+        if not ended:
+            return web.json_response({"error": "no such sign-in"}, status=404)
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/signin", sign_in_page, name="signin")
+    app.router.add_post("/signin", sign_in)
+    app.router.add_post("/signout", sign_out)
+    app.router.add_get("/api/me", me)
+    app.router.add_post("/api/me/sign-ins/{id}/end", end)

@@ -1,0 +1,295 @@
+"""Signing in: a browser's sign-in is a server-side row behind an HttpOnly cookie, its
+Socket.IO connection is the account's, nobody else may use the handle, and ending a
+sign-in (here, elsewhere, from the command line, on another process) ends its sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from http.cookies import SimpleCookie
+
+import aiohttp
+import pytest
+
+from chatapp.accounts import Accounts
+from chatapp.passwords import Passwords
+from chatapp.store import open_store
+
+from .support import Server
+from .test_users_cli import users
+
+PASSWORDS = Passwords()
+SIGNED_OUT = "signed out: sign in again, or reload the page to chat as a guest"
+
+
+async def add_account(db: str, handle: str, password: str, display_name: str | None = None):
+    store = open_store(db)
+    await store.open()
+    try:
+        return await Accounts(store, PASSWORDS).add(
+            handle, await PASSWORDS.hash(password), display_name=display_name
+        )
+    finally:
+        await store.close()
+
+
+async def post_sign_in(
+    server: Server, handle: str, password: str, headers: dict[str, str] | None = None
+) -> tuple[int, str | None, SimpleCookie, str]:
+    """(status, Location, the Set-Cookie headers, the body) of a sign-in form post."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + "/signin",
+            data={"handle": handle, "password": password, "next": "/r/team"},
+            headers={"Origin": server.url, **(headers or {})},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        jar: SimpleCookie = SimpleCookie()
+        for header in resp.headers.getall("Set-Cookie", []):
+            jar.load(header)
+        return resp.status, resp.headers.get("Location"), jar, await resp.text()
+
+
+async def sign_in(server: Server, handle: str, password: str) -> str:
+    status, _, jar, body = await post_sign_in(server, handle, password)
+    assert status == 303, body
+    return jar["chatapp_session"].value
+
+
+async def me(server: Server, token: str) -> tuple[int, dict]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/api/me", headers={"Cookie": f"chatapp_session={token}"}) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def post(server: Server, path: str, token: str, data: dict | None = None) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + path,
+            data=data or {},
+            headers={"Cookie": f"chatapp_session={token}", "Origin": server.url},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        return resp.status
+
+
+def cookie(token: str) -> dict[str, str]:
+    """Headers carrying the sign-in cookie (a new dict each time: engine.io's client takes
+    the Cookie header out of the dict it is given)."""
+    return {"Cookie": f"chatapp_session={token}"}
+
+
+async def test_a_signed_in_connection_is_the_account(make_client, start_server) -> None:
+    server: Server = await start_server()
+    ann = await add_account(server.db, "ann", "ann's password", "Ann A")
+    status, _, jar, body = await post_sign_in(server, "ann", "wrong password")
+    assert status == 401 and "wrong handle or password" in body and not jar
+    status, location, jar, _ = await post_sign_in(server, "ANN", "ann's password")
+    assert (status, location) == (303, "/r/team")
+    morsel = jar["chatapp_session"]
+    assert morsel["httponly"] and morsel["samesite"] == "Lax" and morsel["path"] == "/"
+    assert morsel["max-age"] == "2592000" and not morsel["secure"]  # plain HTTP here
+    token = morsel.value
+    status, body = await me(server, token)
+    assert status == 200 and body["account"]["handle"] == "ann"
+    assert [s["id"] for s in body["sign_ins"]] == [body["sign_in"]]
+    assert body["sign_ins"][0]["address"] == "127.0.0.1"
+
+    client = make_client(headers=cookie(token))
+    welcome = await client.connect(server.url, room="team", name="mallory")  # name ignored
+    assert (welcome["name"], welcome["user_id"], welcome["handle"]) == ("Ann A", ann.id, "ann")
+    ack = await client.send("hello")
+    assert (ack["message"]["name"], ack["message"]["user_id"]) == ("Ann A", ann.id)
+    assert await client.call("rename", {"name": "Annie"}) == {
+        "ok": False,
+        "error": "signed in: your name is your account's display name",
+    }
+    guest = make_client()
+    welcome = await guest.connect(server.url, room="team", name="Bo")
+    assert welcome["handle"] is None and welcome["user_id"].startswith("n:")
+    assert [(m["name"], m["user_id"]) for m in welcome["history"]] == [("Ann A", ann.id)]
+
+
+@pytest.mark.parametrize("name", ["ann", "ANN", "\u0430nn", "\uff41nn"])
+async def test_a_guest_cannot_use_an_accounts_handle_or_a_look_alike(
+    make_client, start_server, name: str
+) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    reason = await make_client().connect_refused(server.url, room="team", name=name)
+    assert reason == f"the name {name!r} belongs to an account: sign in to use it"
+    guest = make_client()
+    await guest.connect(server.url, room="team", name="anne")
+    assert await guest.call("rename", {"name": name}) == {
+        "ok": False,
+        "error": f"the name {name!r} belongs to an account: sign in to use it",
+    }
+
+
+async def test_signing_out_ends_that_sign_in_and_disconnects_its_sockets(
+    make_client, start_server
+) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    laptop, phone = (
+        await sign_in(server, "ann", "ann's password"),
+        await sign_in(server, "ann", "ann's password"),
+    )
+    on_laptop, on_phone = make_client(headers=cookie(laptop)), make_client(headers=cookie(phone))
+    await on_laptop.connect(server.url, room="team")
+    await on_phone.connect(server.url, room="team")
+    assert len((await me(server, laptop))[1]["sign_ins"]) == 2
+
+    assert await post(server, "/signout", laptop) == 303
+    assert (await me(server, laptop))[0] == 401
+    await on_laptop.wait_for("disconnect")
+    assert await make_client(headers=cookie(laptop)).connect_refused(server.url) == SIGNED_OUT
+    # The phone stays signed in and connected.
+    status, body = await me(server, phone)
+    assert status == 200 and len(body["sign_ins"]) == 1
+    assert (await on_phone.send("still here"))["ok"]
+
+    assert await post(server, "/signout", phone, {"all": "1"}) == 303
+    await on_phone.wait_for("disconnect")
+    assert (await me(server, phone))[0] == 401
+
+
+async def test_one_sign_in_ends_another(start_server) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    await add_account(server.db, "bob", "bob's password")
+    lost, kept = (
+        await sign_in(server, "ann", "ann's password"),
+        await sign_in(server, "ann", "ann's password"),
+    )
+    bob = await sign_in(server, "bob", "bob's password")
+    lost_id = (await me(server, lost))[1]["sign_in"]
+    # Another account cannot end it.
+    assert await post(server, f"/api/me/sign-ins/{lost_id}/end", bob) == 404
+    assert (await me(server, lost))[0] == 200
+    assert await post(server, f"/api/me/sign-ins/{lost_id}/end", kept) == 200
+    assert (await me(server, lost))[0] == 401
+    assert (await me(server, kept))[0] == 200
+    assert await post(server, f"/api/me/sign-ins/{lost_id}/end", "no-such-token") == 401
+
+
+async def test_a_password_set_from_the_command_line_signs_the_account_out(
+    make_client, start_server
+) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    token = await sign_in(server, "ann", "ann's password")
+    client = make_client(headers=cookie(token))
+    await client.connect(server.url, room="team")
+    changed = await asyncio.to_thread(
+        users, "set-password", "ann", "--db", server.db, stdin="a new password\n"
+    )
+    assert changed.returncode == 0, changed.stderr
+    await client.wait_for("disconnect")  # the server noticed, without being told
+    assert (await me(server, token))[0] == 401
+    assert (await post_sign_in(server, "ann", "ann's password"))[0] == 401
+    assert (await post_sign_in(server, "ann", "a new password"))[0] == 303
+
+
+async def test_an_account_removed_from_the_command_line_is_signed_out(
+    make_client, start_server
+) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    token = await sign_in(server, "ann", "ann's password")
+    client = make_client(headers=cookie(token))
+    await client.connect(server.url, room="team")
+    removed = await asyncio.to_thread(users, "remove", "ann", "--db", server.db)
+    assert removed.returncode == 0, removed.stderr
+    await client.wait_for("disconnect")
+    assert (await me(server, token))[0] == 401
+
+
+async def test_failed_sign_ins_are_throttled_per_address_and_per_account(start_server) -> None:
+    server: Server = await start_server("--trust-proxy")
+    await add_account(server.db, "ann", "ann's password")
+    await add_account(server.db, "bob", "bob's password")
+
+    def from_(address: str) -> dict[str, str]:
+        return {"X-Forwarded-For": address}
+
+    # Ten wrong guesses from one address: the eleventh attempt is refused, right or wrong.
+    for i in range(10):
+        assert (await post_sign_in(server, f"nobody{i}", "guess", from_("10.0.0.1")))[0] == 401
+    status, _, _, body = await post_sign_in(server, "ann", "ann's password", from_("10.0.0.1"))
+    assert status == 429 and "too many failed attempts, retry in" in body
+    # Ten wrong guesses at one account, each from another address: that account is refused
+    # (whatever case or look-alike its handle is written in), others are not.
+    for i in range(10):
+        assert (await post_sign_in(server, "bob", "guess", from_(f"10.0.1.{i}")))[0] == 401
+    for handle in ("bob", "BOB"):
+        status, _, _, _ = await post_sign_in(server, handle, "bob's password", from_("10.0.2.1"))
+        assert status == 429
+    assert (await post_sign_in(server, "ann", "ann's password", from_("10.0.2.1")))[0] == 303
+    assert "failed to sign in (from this address) 10 times" in server.log()
+
+
+async def test_the_cookie_is_secure_behind_an_https_proxy(start_server) -> None:
+    server: Server = await start_server("--trust-proxy")
+    await add_account(server.db, "ann", "ann's password")
+    status, _, jar, _ = await post_sign_in(
+        server, "ann", "ann's password", {"X-Forwarded-Proto": "https"}
+    )
+    assert status == 303 and jar["chatapp_session"]["secure"]
+
+
+async def test_a_sign_in_from_another_origin_is_refused(start_server) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    status, _, jar, _ = await post_sign_in(
+        server, "ann", "ann's password", {"Origin": "http://evil.example"}
+    )
+    assert status == 403 and not jar
+
+
+async def test_the_page_shows_who_is_signed_in_and_forgets_an_ended_sign_in(
+    start_server,
+) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password", "Ann A")
+    token = await sign_in(server, "ann", "ann's password")
+
+    async def page(cookie: str | None) -> tuple[str, list[str]]:
+        headers = {"Cookie": f"chatapp_session={cookie}"} if cookie else {}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.url + "/r/team", headers=headers) as resp,
+        ):
+            return await resp.text(), resp.headers.getall("Set-Cookie", [])
+
+    html, cookies = await page(token)
+    assert 'data-handle="ann" data-display-name="Ann A"' in html
+    assert 'action="/signout"' in html and "/signin?next" not in html and not cookies
+    html, _ = await page(None)
+    assert 'href="/signin?next=/r/team"' in html and "data-handle" not in html
+    assert await post(server, "/signout", token) == 303
+    html, cookies = await page(token)
+    assert "data-handle" not in html
+    assert any(re.match(r'chatapp_session=""?;.*Max-Age=0', c) for c in cookies), cookies
+
+
+async def test_a_sign_out_reaches_a_socket_on_another_process(
+    cluster, make_client, pg_url: str
+) -> None:
+    """Two processes sharing PostgreSQL and Redis: a sign-out on one ends the sign-in's
+    socket on the other."""
+    one, two = await cluster(2)
+    await add_account(pg_url, "ann", "ann's password")
+    token = await sign_in(one, "ann", "ann's password")
+    client = make_client(headers=cookie(token))
+    welcome = await client.connect(two.url, room="team")
+    assert welcome["handle"] == "ann"
+    assert await post(one, "/signout", token) == 303
+    await client.wait_for("disconnect")
+    assert await make_client(headers=cookie(token)).connect_refused(two.url) == SIGNED_OUT
