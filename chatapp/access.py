@@ -38,7 +38,9 @@ COOKIE_MAX_AGE = 30 * 24 * 3600
 MAX_FAILURES = 10
 FAILURE_WINDOW = 60.0
 #: Paths served without the token: what the login page itself needs, and health checks.
-PUBLIC_PATHS = frozenset({"/login", "/static/login.css", "/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset(
+    {"/login", "/static/login.css", "/static/favicon.svg", "/healthz", "/readyz"}
+)
 
 #: The cookie's expiry: seconds since the epoch, as ASCII digits.
 _EXPIRY_RE = re.compile(r"[0-9]{1,12}")

@@ -5,6 +5,8 @@ import { io } from "/static/vendor/socket.io.esm.min.js";
 
 const BASE_DELAY = 1000;
 const MAX_DELAY = 20000;
+/** Refusals (docs/protocol.md) that connecting again as it is cannot change. */
+const FINAL = [/^invalid /, /^the name .* belongs to an account/, /^signed out/];
 
 /**
  * Wraps a socket.io-client socket. `auth()` is called before every (re)connect.
@@ -30,8 +32,9 @@ export class Connection {
       this.onState("connected");
     });
     this.socket.on("connect_error", (err) => {
-      // A refusal by the server (bad name...) carries its reason; retrying won't help.
-      if (err && err.message && err.message.startsWith("invalid ")) {
+      // A refusal by the server (bad name, a name that is an account's, a sign-in that
+      // ended...) carries its reason; retrying won't help.
+      if (err && err.message && FINAL.some((re) => re.test(err.message))) {
         this.onState("refused", { message: err.message });
         return;
       }

@@ -1,0 +1,66 @@
+"""Accounts on the page: signing in and out, and a guest who tries to be someone."""
+
+from __future__ import annotations
+
+from tests.conftest import ClientFactory
+from tests.support import Server
+from tests.test_sign_in import add_account
+
+from .conftest import OpenChat, expect
+from .test_chat_page import send, shown
+
+
+async def sign_in_on_page(page, handle: str, password: str) -> None:
+    # The first visit asks for a name; the dialog offers to sign in instead.
+    await page.locator("#name-sign-in").click()
+    await page.locator("#handle").fill(handle)
+    await page.locator("#password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def test_sign_in_chat_as_the_account_and_sign_out(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    await add_account(server.db, "ann", "ann's password", "Ann A")
+    chat = await open_chat(server.url, "/r/team", name=None, wait_connected=False)
+    page = chat.page
+    await sign_in_on_page(page, "ann", "wrong password")
+    await expect(page.locator("#signin-error")).to_have_text("wrong handle or password")
+    # The refusal is a 401, which Chromium logs; nothing else may be.
+    chat.errors.remove(next(e for e in chat.errors if "status of 401" in e))
+    await page.locator("#handle").fill("ANN")
+    await page.locator("#password").fill("ann's password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(server.url + "/r/team")
+    # No name to choose: the account's display name is used.
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#my-name")).to_have_text("Ann A")
+    await expect(page.locator("#sign-out")).to_contain_text("@ann")
+    await expect(page.locator("#change-name")).to_be_disabled()
+    await send(page, "signed in and chatting")
+    (mine,) = await shown(page)
+    assert (mine["name"], mine["text"], mine["mine"]) == ("Ann A", "signed in and chatting", True)
+
+    bo = make_client()
+    welcome = await bo.connect(server.url, room="team", name="Bo")
+    (seen,) = welcome["history"]
+    assert (seen["name"], seen["user_id"].startswith("u:")) == ("Ann A", True)
+
+    await page.locator("#sign-out").click()
+    await expect(page.locator("#sign-in")).to_be_visible()  # a guest again
+    assert "chatapp_session" not in {c["name"] for c in await chat.context.cookies()}
+
+
+async def test_a_guest_who_takes_an_accounts_handle_is_asked_for_another_name(
+    server: Server, open_chat: OpenChat
+) -> None:
+    await add_account(server.db, "ann", "ann's password")
+    chat = await open_chat(server.url, "/r/team", name="\u0430nn", wait_connected=False)
+    page = chat.page
+    await expect(page.locator("#name-error")).to_have_text(
+        "the name '\u0430nn' belongs to an account: sign in to use it"
+    )
+    await page.locator("#name-input").fill("Ann the guest")
+    await page.locator("#name-input").press("Enter")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await send(page, "hello as a guest")
