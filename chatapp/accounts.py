@@ -8,12 +8,15 @@ import secrets
 from .handles import handle_keys, parse_handle
 from .passwords import Passwords
 from .protocol import ProtocolError, parse_name
-from .store import ROLES, Account, AccountStore, HandleTaken
+from .store import ROLES, Account, AccountStore, HandleTaken, InviteInvalid
 from .store.base import now_ms
 
 
 class AccountError(ValueError):
     """A request about accounts that cannot be done; ``str(exc)`` says why."""
+
+
+INVITE_INVALID = "this invite link was used already, or has expired"
 
 
 def _taken(handle: str) -> AccountError:
@@ -41,9 +44,12 @@ class Accounts:
         *,
         role: str = "member",
         display_name: str | None = None,
+        invite_hash: str | None = None,
     ) -> Account:
         """Register ``handle``; AccountError if it is invalid or taken (it, or one that
-        looks like it: :func:`handles.handle_keys`)."""
+        looks like it: :func:`handles.handle_keys`). With ``invite_hash`` the invite of
+        that token digest is used up by it (``role`` must be the invite's), or, if it
+        cannot be used, nothing is registered."""
         handle, display = self._parse(handle, display_name)
         if role not in ROLES:
             raise AccountError(f"invalid role: must be one of {', '.join(ROLES)}")
@@ -51,9 +57,16 @@ class Accounts:
             id=new_account_id(), handle=handle, display_name=display, role=role, created=now_ms()
         )
         try:
-            await self._store.add_account(account, handle_keys(handle), password_hash)
+            if invite_hash is None:
+                await self._store.add_account(account, handle_keys(handle), password_hash)
+            else:
+                await self._store.redeem_invite(
+                    invite_hash, now_ms(), account, handle_keys(handle), password_hash
+                )
         except HandleTaken:
             raise _taken(handle) from None
+        except InviteInvalid:
+            raise AccountError(INVITE_INVALID) from None
         return account
 
     async def check_available(self, handle: str, display_name: str | None = None) -> str:

@@ -28,6 +28,7 @@ from .keys import (
     fast_paths_key,
     guard_key,
     handlers_key,
+    invites_key,
     presence_key,
     resources_key,
     sessions_key,
@@ -44,6 +45,7 @@ from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
 from .signin import SignIns, setup_sign_in
+from .signup import Invites, setup_sign_up
 from .store import Store, open_store
 from .transport import TransportGuard
 from .views import api_errors, engineio_errors, setup_routes
@@ -148,8 +150,10 @@ def create_app(
     # requests together.
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
-    accounts = Accounts(store, Passwords())
+    passwords = Passwords()
+    accounts = Accounts(store, passwords)
     sign_ins = app[sign_ins_key] = SignIns(store, accounts)
+    invites = app[invites_key] = Invites(store)
     app[handlers_key] = ChatHandlers(
         sio,
         settings,
@@ -171,7 +175,18 @@ def create_app(
     )
     setup_routes(app)
     setup_login(app, access)
-    setup_sign_in(app, sign_ins, settings.trust_proxy)
+    setup_sign_in(
+        app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
+    )
+    setup_sign_up(
+        app,
+        policy=settings.sign_up,
+        accounts=accounts,
+        passwords=passwords,
+        invites=invites,
+        sign_ins=sign_ins,
+        trust_proxy=settings.trust_proxy,
+    )
     app.cleanup_ctx.append(_backends)
     app.on_shutdown.append(_disconnect_clients)
     return app
@@ -188,6 +203,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         )
     await store.open()
     try:
+        await app[invites_key].make_claim()  # if the server has no admin yet
         await presence.start()
         try:
             await fanout.start()

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .app import create_app
 from .connections import raise_open_file_limit, runner_options
 from .handles import ConfusablesMismatch, check_confusables
-from .keys import connections_key
+from .keys import connections_key, invites_key
 from .sessions import LibraryMismatch
 from .settings import Settings, load_settings, redacted
 from .store import StoreError, migrate
@@ -136,6 +136,15 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         sys.stdout.write(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)\n")
         sys.stdout.flush()
         log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
+        claim = app[invites_key].claim_path
+        if claim is not None:
+            log.warning(
+                "no admin yet: whoever opens http://%s:%s%s first creates the admin account "
+                "(or run: python -m chatapp users add HANDLE --admin)",
+                shown,
+                port,
+                claim,
+            )
         # What start-up built lives as long as the process: out of the collector's way. Chat
         # traffic makes many short-lived objects and few cycles, so the youngest generation is
         # collected less often than CPython's default (every 700 allocations).

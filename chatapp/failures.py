@@ -19,12 +19,16 @@ class TooManyFailures(Exception):
 
 class FailureLimiter:
     """Allows ``limit`` failures per key within ``window`` seconds; ``what`` names the
-    check in the log line written when a key reaches the limit."""
+    check in the log line written when a key reaches the limit, ``refusal`` starts the
+    reason given past it."""
 
-    def __init__(self, limit: int, window: float, what: str) -> None:
+    def __init__(
+        self, limit: int, window: float, what: str, refusal: str = "too many failed attempts"
+    ) -> None:
         self.limit = limit
         self.window = window
         self.what = what
+        self.refusal = refusal
         self._windows: dict[str, tuple[float, int]] = {}
 
     def check(self, key: str) -> None:
@@ -32,7 +36,7 @@ class FailureLimiter:
         start, count = self._windows.get(key, (0.0, 0))
         left = start + self.window - time.monotonic()
         if count >= self.limit and left > 0:
-            raise TooManyFailures(f"too many failed attempts, retry in {int(left) + 1} s")
+            raise TooManyFailures(f"{self.refusal}, retry in {int(left) + 1} s")
 
     def failed(self, key: str) -> None:
         now = time.monotonic()

@@ -44,6 +44,10 @@ SIGN_IN_CHECK = 1.0
 SIGNED_OUT = "signed out: sign in again, or reload the page to chat as a guest"
 
 
+#: Why a connection without a sign-in is refused on a server without guests.
+NO_GUESTS = "sign in to chat: this server has no guests"
+
+
 def handle_taken(name: str) -> str:
     return f"the name {name!r} belongs to an account: sign in to use it"
 
@@ -241,6 +245,8 @@ class ChatHandlers:
             if found is None:
                 raise self._refuse(sid, ip, SIGNED_OUT)
             sign_in, signed_in = found
+        elif not self.settings.guests:
+            raise self._refuse(sid, ip, NO_GUESTS)
         elif isinstance(auth, dict) and auth.get("name") is not None:
             owner = await self.accounts.owner_of(req.name)
             if owner is not None:

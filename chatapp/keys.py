@@ -15,6 +15,7 @@ from .resources import Resources
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns
+from .signup import Invites
 from .store import MessageStore
 from .transport import TransportGuard
 
@@ -31,3 +32,4 @@ handlers_key = web.AppKey("handlers", ChatHandlers)
 budget_key = web.AppKey("budget", AddressBudget)
 fast_paths_key = web.AppKey("fast_paths", FastPaths)
 sign_ins_key = web.AppKey("sign_ins", SignIns)
+invites_key = web.AppKey("invites", Invites)

@@ -100,11 +100,25 @@ def _rate(low: float, above: bool = False) -> Callable[[str], float]:
     return _number(float, low, above=above)
 
 
+#: Who may create an account on the page (``--sign-up``).
+SIGN_UP_POLICIES = ("open", "invite", "closed")
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in LOG_LEVELS:
         raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
     return level
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}, not {text!r}")
+        return word
+
+    return parse
 
 
 def _items(text: str) -> tuple[str, ...]:
@@ -258,6 +272,18 @@ class Settings:
         False,
         "behind a reverse proxy: client address from `X-Forwarded-For`, public origin from "
         "`X-Forwarded-Proto`/`-Host`",
+        _boolean,
+    )
+    sign_up: str = setting(
+        "invite",
+        "who may create an account on the page: `open` (anyone), `invite` (whoever has an "
+        "admin's single-use invite link) or `closed` (only the `users add` command)",
+        _choice(SIGN_UP_POLICIES),
+    )
+    guests: bool = setting(
+        True,
+        "let people chat without an account, under a name of their choosing (never a "
+        "handle or its look-alike); `false`: everyone signs in",
         _boolean,
     )
     fast_paths: tuple[str, ...] = setting(

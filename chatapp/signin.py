@@ -80,8 +80,8 @@ class SignIns:
 
     async def sign_in(
         self, handle: str, password: str, address: str, agent: str
-    ) -> tuple[str, SignIn, Account]:
-        """Check the password and start a sign-in: (its token, the sign-in, the account);
+    ) -> tuple[str, Account]:
+        """Check the password and start a sign-in: (its token, the account);
         SignInRefused if the password is wrong or too many attempts failed."""
         # Throttled by the account's key, so its look-alikes and cases share one budget.
         account_key = handle_keys(handle)[0] if handle else ""
@@ -96,6 +96,12 @@ class SignIns:
             self._by_account.failed(account_key)
             log.info("%s failed to sign in as %r", address, handle[:64])
             raise SignInRefused(WRONG, 401)
+        token, _ = await self.start(account, address, agent)
+        return token, account
+
+    async def start(self, account: Account, address: str, agent: str) -> tuple[str, SignIn]:
+        """A new sign-in of ``account`` (whose password was checked, or which was just
+        made): its token, for the cookie, and the sign-in."""
         token = secrets.token_urlsafe(32)
         now = now_ms()
         sign_in = SignIn(
@@ -108,7 +114,7 @@ class SignIns:
         )
         await self._store.add_sign_in(sign_in, token_hash(token))
         log.info("%s signed in as %s (sign-in %s)", address, account.handle, sign_in.id)
-        return token, sign_in, account
+        return token, sign_in
 
     async def find(self, token: str | None) -> tuple[SignIn, Account] | None:
         """The sign-in ``token`` belongs to, and its account, if it has not ended."""
@@ -131,7 +137,30 @@ class SignIns:
 # -- HTTP -------------------------------------------------------------------------------------
 
 
-def setup_sign_in(app: web.Application, sign_ins: SignIns, trust_proxy: bool) -> None:
+def set_cookie(
+    response: web.StreamResponse, token: str, request: web.Request, trust_proxy: bool
+) -> None:
+    """Give the browser its sign-in: HttpOnly (no script reads it), SameSite=Lax (no
+    other site's form or script sends it), Secure when the page came over HTTPS."""
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=SIGN_IN_DAYS * 86_400,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=is_https(request, trust_proxy),
+    )
+
+
+def setup_sign_in(
+    app: web.Application,
+    sign_ins: SignIns,
+    trust_proxy: bool,
+    *,
+    sign_up: str = "invite",
+    guests: bool = True,
+) -> None:
     """The sign-in routes:
 
     - ``GET /signin`` the form, ``POST /signin`` (``handle``, ``password``, ``next``);
@@ -146,7 +175,12 @@ def setup_sign_in(app: web.Application, sign_ins: SignIns, trust_proxy: bool) ->
     def form(
         request: web.Request, next_path: str, error: str | None = None, status: int = 200
     ) -> web.Response:
-        context = {"next": next_path, "error": error}
+        context = {
+            "next": next_path,
+            "error": error,
+            "open": sign_up == "open",
+            "guests": guests,
+        }
         return aiohttp_jinja2.render_template("signin.html", request, context, status=status)
 
     async def sign_in_page(request: web.Request) -> web.Response:
@@ -165,21 +199,13 @@ def setup_sign_in(app: web.Application, sign_ins: SignIns, trust_proxy: bool) ->
         handle, password = str(data.get("handle", "")).strip(), str(data.get("password", ""))
         address = client_ip(request, trust_proxy)
         try:
-            token, _, _ = await sign_ins.sign_in(
+            token, _ = await sign_ins.sign_in(
                 handle, password, address, request.headers.get("User-Agent", "")
             )
         except SignInRefused as exc:
             return form(request, next_path, str(exc), status=exc.status)
         response = web.HTTPSeeOther(next_path)
-        response.set_cookie(
-            COOKIE_NAME,
-            token,
-            max_age=SIGN_IN_DAYS * 86_400,
-            path="/",
-            httponly=True,
-            samesite="Lax",
-            secure=is_https(request, trust_proxy),
-        )
+        set_cookie(response, token, request, trust_proxy)
         raise response
 
     async def sign_out(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from .accounts import AccountError, Accounts
 from .handles import ConfusablesMismatch, check_confusables
 from .passwords import PasswordError, Passwords, check_password
 from .settings import add_flags, redacted, settings_from
+from .signup import INVITE_DAYS, Invites
 from .store import Account, StoreError, open_store
 
 #: Exit statuses: the request was refused (a taken handle, a wrong password twice...);
@@ -59,6 +60,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     command("list", "List the accounts: handle, role, display name, id, created.", False)
     command("set-password", "Set an account's password; it is asked for.")
     command("remove", "Delete an account and free its handle (its messages stay).")
+    invite = command(
+        "invite",
+        "Make a single-use invite link (a path: open it at the server's address) to create "
+        "an account on the page, whatever --sign-up says.",
+        False,
+    )
+    invite.add_argument("--admin", action="store_true", help="the account will be an admin")
+    invite.add_argument(
+        "--days", type=float, default=INVITE_DAYS, help=f"good for (default {INVITE_DAYS})"
+    )
     command("promote", "Make an account an admin.")
     command("demote", "Make an admin a member.")
     return parser
@@ -100,6 +111,15 @@ async def _run(
                 out(_shown(account))
             if not listed:
                 out(f"no accounts in {redacted(db)}")
+            return
+        if command == "invite":
+            days: float = args.days
+            if not 0 < days <= 365:
+                raise _Refused("--days must be more than 0 and at most 365")
+            role = "admin" if getattr(args, "admin", False) else "member"
+            path, _ = await Invites(store).create(role, days=days)
+            out(f"an invite for one {role} account, good for {days:g} days:")
+            out(path)
             return
         handle: str = args.handle
         if command == "add":

@@ -76,6 +76,8 @@ async def _page(request: web.Request, room: str) -> web.Response:
     cookie = request.cookies.get(COOKIE_NAME)
     found = await request.app[sign_ins_key].find(cookie) if cookie else None
     account = found[1] if found is not None else None
+    if account is None and not request.app[settings_key].guests:
+        raise web.HTTPSeeOther("/signin?" + urlencode({"next": request.path}))
     context = {
         "room": room,
         "transports": ",".join(request.app[settings_key].transports),

@@ -40,6 +40,8 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "typing_timeout": ("2", 2.0),
     "access_token": ("s3cret", "s3cret"),
     "trust_proxy": ("on", True),
+    "sign_up": ("Open", "open"),
+    "guests": ("off", False),
     "fast_paths": ("heartbeat", ("heartbeat",)),
     "max_connections_per_ip": ("0", 0),
     "event_burst": ("5", 5.0),

@@ -97,6 +97,32 @@ class SignIn:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """A single-use link to create an account with ``role``. Its token is only in the
+    link; the store keeps its digest. A ``claim`` (the first admin's, printed at start-up)
+    is good only while the server has no admin."""
+
+    id: str
+    role: str
+    claim: bool
+    created: int  # epoch milliseconds
+    expires: int  # epoch milliseconds
+    created_by: str | None  # the admin's account id; None from the command line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "created": self.created,
+            "expires": self.expires,
+        }
+
+
+class InviteInvalid(Exception):
+    """The invite was used, expired, or (a claim) an admin exists already."""
+
+
 class HandleTaken(Exception):
     """The handle, or one that looks like it, belongs to another account."""
 
@@ -194,6 +220,27 @@ class AccountStore(Protocol):
 
     async def list_sign_ins(self, account_id: str, now: int) -> list[SignIn]:
         """The account's unexpired sign-ins, newest first."""
+
+    async def has_admin(self) -> bool:
+        """Whether any account is an admin."""
+
+    async def add_invite(self, invite: Invite, token_hash: str) -> None:
+        """Store a new invite."""
+
+    async def find_invite(self, token_hash: str, now: int) -> Invite | None:
+        """The invite with this token digest, if it can still be used."""
+
+    async def redeem_invite(
+        self,
+        token_hash: str,
+        now: int,
+        account: Account,
+        keys: Sequence[str],
+        password_hash: str | None,
+    ) -> None:
+        """Create ``account`` (with the invite's role: the caller set it) and use the
+        invite up, together or not at all: InviteInvalid if it cannot be used,
+        HandleTaken if a key is another account's."""
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         """Which of the sign-ins ``ids`` have not ended."""

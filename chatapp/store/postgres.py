@@ -21,7 +21,18 @@ from typing import Any
 import asyncpg
 
 from ..settings import redacted
-from .base import Account, HandleTaken, Message, Page, Room, SignIn, StoreError, now_ms
+from .base import (
+    Account,
+    HandleTaken,
+    Invite,
+    InviteInvalid,
+    Message,
+    Page,
+    Room,
+    SignIn,
+    StoreError,
+    now_ms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +102,16 @@ CREATE TABLE sessions (
     agent      TEXT   NOT NULL
 );
 CREATE INDEX sessions_account ON sessions (account_id);
+CREATE TABLE invites (
+    token_hash TEXT    PRIMARY KEY,
+    id         TEXT    NOT NULL UNIQUE,
+    role       TEXT    NOT NULL,
+    claim      BOOLEAN NOT NULL,
+    created    BIGINT  NOT NULL,
+    expires    BIGINT  NOT NULL,
+    created_by TEXT,
+    used_by    TEXT
+);
 """,
 }
 
@@ -116,6 +137,12 @@ _BY_SENDER_CLIENT_ID = (
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
 _SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
+_INVITE_COLUMNS = "id, role, claim, created, expires, created_by"
+_USABLE_INVITE = f"""
+SELECT {_INVITE_COLUMNS} FROM invites
+WHERE token_hash=$1 AND used_by IS NULL AND expires>$2
+  AND NOT (claim AND EXISTS (SELECT 1 FROM accounts WHERE role='admin'))
+"""
 
 
 def _account(row: asyncpg.Record) -> Account:
@@ -288,23 +315,7 @@ class PostgresStore:
         self, account: Account, keys: Sequence[str], password_hash: str | None
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                await conn.execute(
-                    f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    account.id,
-                    account.handle,
-                    account.display_name,
-                    account.role,
-                    account.created,
-                    password_hash,
-                )
-                await conn.executemany(
-                    "INSERT INTO handle_keys (key, account_id) VALUES ($1, $2)",
-                    [(key, account.id) for key in keys],
-                )
-            except asyncpg.UniqueViolationError:
-                raise HandleTaken(account.handle) from None
+            await _insert_account(conn, account, keys, password_hash)
 
     async def find_account(self, key: str) -> tuple[Account, str | None] | None:
         row = await self.pool.fetchrow(
@@ -398,6 +409,73 @@ class PostgresStore:
                     list(ids),
                 )
         return int(status.rsplit(" ", 1)[1])
+
+    # -- invites ---------------------------------------------------------------------------------
+
+    async def has_admin(self) -> bool:
+        found = await self.pool.fetchval("SELECT 1 FROM accounts WHERE role='admin' LIMIT 1")
+        return found is not None
+
+    async def add_invite(self, invite: Invite, token_hash: str) -> None:
+        await self.pool.execute("DELETE FROM invites WHERE expires<=$1", invite.created)
+        await self.pool.execute(
+            f"INSERT INTO invites (token_hash, {_INVITE_COLUMNS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            token_hash,
+            invite.id,
+            invite.role,
+            invite.claim,
+            invite.created,
+            invite.expires,
+            invite.created_by,
+        )
+
+    async def find_invite(self, token_hash: str, now: int) -> Invite | None:
+        row = await self.pool.fetchrow(_USABLE_INVITE, token_hash, now)
+        return None if row is None else Invite(*tuple(row))
+
+    async def redeem_invite(
+        self,
+        token_hash: str,
+        now: int,
+        account: Account,
+        keys: Sequence[str],
+        password_hash: str | None,
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # FOR UPDATE: two people redeeming one invite at once queue here; the second
+            # finds it used.
+            row = await conn.fetchrow(_USABLE_INVITE + " FOR UPDATE", token_hash, now)
+            if row is None:
+                raise InviteInvalid()
+            await _insert_account(conn, account, keys, password_hash)
+            await conn.execute(
+                "UPDATE invites SET used_by=$1 WHERE token_hash=$2", account.id, token_hash
+            )
+
+
+async def _insert_account(
+    conn: asyncpg.Connection, account: Account, keys: Sequence[str], password_hash: str | None
+) -> None:
+    """Inside the caller's transaction; HandleTaken if a key is another account's."""
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction goes on
+            await conn.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                account.id,
+                account.handle,
+                account.display_name,
+                account.role,
+                account.created,
+                password_hash,
+            )
+            await conn.executemany(
+                "INSERT INTO handle_keys (key, account_id) VALUES ($1, $2)",
+                [(key, account.id) for key in keys],
+            )
+    except asyncpg.UniqueViolationError:
+        raise HandleTaken(account.handle) from None
 
 
 async def _migrate(conn: asyncpg.Connection) -> tuple[str, int]:

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .base import Account, HandleTaken, Message, Page, Room, SignIn, StoreError, now_ms
+from .base import (
+    Account,
+    HandleTaken,
+    Invite,
+    InviteInvalid,
+    Message,
+    Page,
+    Room,
+    SignIn,
+    StoreError,
+    now_ms,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +94,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             agent      TEXT    NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX sessions_account ON sessions (account_id)",
+        # Single-use links to create an account; only the token's digest is kept.
+        """CREATE TABLE invites (
+            token_hash TEXT    PRIMARY KEY,
+            id         TEXT    NOT NULL UNIQUE,
+            role       TEXT    NOT NULL,
+            claim      INTEGER NOT NULL,
+            created    INTEGER NOT NULL,
+            expires    INTEGER NOT NULL,
+            created_by TEXT,
+            used_by    TEXT
+        ) WITHOUT ROWID""",
     ),
 }
 _COLUMNS = "id, room, name, text, ts, user_id"
@@ -95,10 +117,54 @@ _IN_CHUNK = 500
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
 _SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
+_INVITE_COLUMNS = "id, role, claim, created, expires, created_by"
 
 
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], handle=row[1], display_name=row[2], role=row[3], created=row[4])
+
+
+def _invite(row: tuple[Any, ...]) -> Invite:
+    return Invite(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+
+
+def _usable_invite(conn: sqlite3.Connection, token_hash: str, now: int) -> Invite | None:
+    row = conn.execute(
+        f"SELECT {_INVITE_COLUMNS} FROM invites "
+        "WHERE token_hash=? AND used_by IS NULL AND expires>?",
+        (token_hash, now),
+    ).fetchone()
+    if row is None:
+        return None
+    invite = _invite(row)
+    if invite.claim and conn.execute("SELECT 1 FROM accounts WHERE role='admin'").fetchone():
+        return None
+    return invite
+
+
+def _insert_account(
+    conn: sqlite3.Connection, account: Account, keys: Sequence[str], password_hash: str | None
+) -> None:
+    """Inside the caller's write transaction."""
+    marks = ",".join("?" * len(keys))
+    taken = conn.execute(f"SELECT 1 FROM handle_keys WHERE key IN ({marks})", list(keys)).fetchone()
+    if taken is not None:
+        raise HandleTaken(account.handle)
+    conn.execute(
+        f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            account.id,
+            account.handle,
+            account.display_name,
+            account.role,
+            account.created,
+            password_hash,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO handle_keys (key, account_id) VALUES (?, ?)",
+        [(key, account.id) for key in keys],
+    )
 
 
 def _sign_in(row: tuple[Any, ...]) -> SignIn:
@@ -567,28 +633,7 @@ class SQLiteStore:
         def add(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                marks = ",".join("?" * len(keys))
-                taken = conn.execute(
-                    f"SELECT 1 FROM handle_keys WHERE key IN ({marks})", list(keys)
-                ).fetchone()
-                if taken is not None:
-                    raise HandleTaken(account.handle)
-                conn.execute(
-                    f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}, password) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        account.id,
-                        account.handle,
-                        account.display_name,
-                        account.role,
-                        account.created,
-                        password_hash,
-                    ),
-                )
-                conn.executemany(
-                    "INSERT INTO handle_keys (key, account_id) VALUES (?, ?)",
-                    [(key, account.id) for key in keys],
-                )
+                _insert_account(conn, account, keys, password_hash)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -698,6 +743,59 @@ class SQLiteStore:
             return [_sign_in(r) for r in rows]
 
         return await self._run(signed_in)
+
+    # -- invites ---------------------------------------------------------------------------------
+
+    async def has_admin(self) -> bool:
+        def admin(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM accounts WHERE role='admin'").fetchone() is not None
+
+        return await self._run(admin)
+
+    async def add_invite(self, invite: Invite, token_hash: str) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM invites WHERE expires<=?", (invite.created,))
+            conn.execute(
+                f"INSERT INTO invites (token_hash, {_INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token_hash,
+                    invite.id,
+                    invite.role,
+                    int(invite.claim),
+                    invite.created,
+                    invite.expires,
+                    invite.created_by,
+                ),
+            )
+
+        await self._run(add)
+
+    async def find_invite(self, token_hash: str, now: int) -> Invite | None:
+        return await self._run(lambda conn: _usable_invite(conn, token_hash, now))
+
+    async def redeem_invite(
+        self,
+        token_hash: str,
+        now: int,
+        account: Account,
+        keys: Sequence[str],
+        password_hash: str | None,
+    ) -> None:
+        def redeem(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if _usable_invite(conn, token_hash, now) is None:
+                    raise InviteInvalid()
+                _insert_account(conn, account, keys, password_hash)
+                conn.execute(
+                    "UPDATE invites SET used_by=? WHERE token_hash=?", (account.id, token_hash)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(redeem)
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         wanted = list(ids)

@@ -6,7 +6,7 @@ import { io } from "/static/vendor/socket.io.esm.min.js";
 const BASE_DELAY = 1000;
 const MAX_DELAY = 20000;
 /** Refusals (docs/protocol.md) that connecting again as it is cannot change. */
-const FINAL = [/^invalid /, /^the name .* belongs to an account/, /^signed out/];
+const FINAL = [/^invalid /, /^the name .* belongs to an account/, /^signed out/, /^sign in to chat/];
 
 /**
  * Wraps a socket.io-client socket. `auth()` is called before every (re)connect.

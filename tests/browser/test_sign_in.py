@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import ClientFactory
 from tests.support import Server
 from tests.test_sign_in import add_account
+from tests.test_users_cli import users
 
 from .conftest import OpenChat, expect
 from .test_chat_page import send, shown
@@ -64,3 +67,22 @@ async def test_a_guest_who_takes_an_accounts_handle_is_asked_for_another_name(
     await page.locator("#name-input").press("Enter")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     await send(page, "hello as a guest")
+
+
+async def test_sign_up_by_invite_lands_in_the_chat_signed_in(
+    server: Server, open_chat: OpenChat
+) -> None:
+    made = await asyncio.to_thread(users, "invite", "--db", server.db)
+    path = made.stdout.splitlines()[1]
+    chat = await open_chat(server.url, path, name=None, wait_connected=False)
+    page = chat.page
+    await page.locator("#handle").fill("zoe")
+    await page.locator("#display_name").fill("Zoë Z")
+    await page.locator("#password").fill("zoe's password")
+    await page.locator("#password_again").fill("zoe's password")
+    await page.get_by_role("button", name="Create the account").click()
+    await expect(page).to_have_url(server.url + "/")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#my-name")).to_have_text("Zoë Z")
+    await expect(page.locator("#sign-out")).to_contain_text("@zoe")
+    await send(page, "hello, I was invited")
