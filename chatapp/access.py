@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp_jinja2
 from aiohttp import web
 
+from .bots import is_bot_token
 from .failures import FailureLimiter, TooManyFailures
 from .origins import client_ip
 
@@ -106,6 +107,8 @@ class AccessControl:
         if not self.enabled:
             return None
         token = auth.get("token") if isinstance(auth, dict) else None
+        if is_bot_token(token):
+            return None  # a bot's own token passes: the connect handler checks it
         if token is None:
             if self.check_cookie(_cookie_from_header(environ.get("HTTP_COOKIE", ""))):
                 return None
@@ -122,8 +125,8 @@ class AccessControl:
         if self.check_cookie(request.cookies.get(COOKIE_NAME)):
             return True
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
+        if scheme.lower() != "bearer" or not token or is_bot_token(token.strip()):
+            return False  # a bot's token is not a failed guess at the access token
         try:
             return self.check_token(token.strip(), client_ip(request, self.trust_proxy))
         except TooManyFailures:
@@ -160,8 +163,11 @@ def is_https(request: web.BaseRequest, trust_proxy: bool) -> bool:
     return request.secure
 
 
-def access_middleware(access: AccessControl) -> Any:
-    """Pages redirect to the login form, the API answers 401, unless access is granted."""
+def access_middleware(
+    access: AccessControl, is_bot: Callable[[str], Awaitable[bool]] | None = None
+) -> Any:
+    """Pages redirect to the login form, the API answers 401, unless access is granted:
+    by the cookie, the access token, or (``is_bot``) a bot's own token."""
 
     # Not a coroutine: it returns the handler's awaitable (aiohttp awaits it), so that no
     # frame of it stays suspended for as long as a websocket lives.
@@ -176,9 +182,26 @@ def access_middleware(access: AccessControl) -> Any:
             or access.request_allowed(request)
         ):
             return handler(request)
+        token = _bearer(request)
+        if is_bot is not None and token is not None and is_bot_token(token):
+            return _bot_gate(request, handler, is_bot, token)
         return _refuse(request, path)
 
     return require_access
+
+
+def _bearer(request: web.BaseRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _bot_gate(
+    request: web.Request, handler: Handler, is_bot: Callable[[str], Awaitable[bool]], token: str
+) -> web.StreamResponse:
+    """A request with a bot's token passes a private server's gate, once checked."""
+    if await is_bot(token):
+        return await handler(request)
+    return await _refuse(request, request.path)
 
 
 async def _refuse(request: web.Request, path: str) -> web.StreamResponse:

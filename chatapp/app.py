@@ -73,12 +73,19 @@ def create_app(
     if not is_loopback(settings.host):
         log.info("answering to %s", hosts.describe())
     access = AccessControl(settings.access_token, settings.trust_proxy)
+    passwords = Passwords()
+    accounts = Accounts(store, passwords)
+    sign_ins = SignIns(store, accounts)
+
+    async def is_bot(token: str) -> bool:
+        return await sign_ins.bot(token) is not None
+
     app = web.Application(
         middlewares=[
             body_timeout_middleware(settings.body_timeout, settings.trust_proxy),
             host_middleware(hosts),
             origin_middleware(origins),
-            access_middleware(access),
+            access_middleware(access, is_bot),
             api_errors,
             engineio_errors,
         ],
@@ -150,9 +157,7 @@ def create_app(
     # requests together.
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
-    passwords = Passwords()
-    accounts = Accounts(store, passwords)
-    sign_ins = app[sign_ins_key] = SignIns(store, accounts)
+    app[sign_ins_key] = sign_ins
     invites = app[invites_key] = Invites(store)
     app[handlers_key] = ChatHandlers(
         sio,

@@ -1,6 +1,7 @@
 """``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly;
 ``python -m chatapp migrate``: bring the database's schema up to date and exit;
-``python -m chatapp users``: manage accounts (:mod:`chatapp.users_cli`)."""
+``python -m chatapp users``: manage accounts (:mod:`chatapp.users_cli`);
+``python -m chatapp bots``: bot accounts and their tokens (:mod:`chatapp.bots_cli`)."""
 
 from __future__ import annotations
 
@@ -204,6 +205,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from . import users_cli
 
         return users_cli.main(args[1:], f"{prog} users")
+    if args[:1] == ["bots"]:
+        from . import bots_cli
+
+        return bots_cli.main(args[1:], f"{prog} bots")
     settings = load_settings(args, prog=prog)
     configure_logging(settings.log_level)
     try:

@@ -20,6 +20,7 @@ import socketio
 from . import protocol
 from .access import AccessControl
 from .accounts import Accounts
+from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .fanout import FeedManager
 from .feed import RoomFeed
@@ -30,7 +31,7 @@ from .ratelimit import TokenBucket
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns, session_cookie
-from .store import MessageStore
+from .store import Account, Message, MessageStore, SignIn
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ SIGN_IN_CHECK = 1.0
 SIGNED_OUT = "signed out: sign in again, or reload the page to chat as a guest"
 
 
+#: Bots whose API message rate is kept at once (far more than a team has).
+MAX_BOT_BUCKETS = 10_000
+#: Why a connection with a bot token that is not (or no longer) one is refused.
+BOT_TOKEN_INVALID = "invalid bot token"
 #: Why a connection without a sign-in is refused on a server without guests.
 NO_GUESTS = "sign in to chat: this server has no guests"
 
@@ -121,6 +126,8 @@ class ChatHandlers:
         self.fanout = fanout
         self.sessions = sessions
         self.connections: dict[str, Connection] = {}
+        #: The message rate of each bot posting through the API (per bot, not per request).
+        self._bot_buckets: dict[str, TokenBucket] = {}
         self.per_ip: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Set when the server stops: everyone is being disconnected at once.
@@ -238,19 +245,10 @@ class ChatHandlers:
             req = protocol.parse_connect(auth)
         except ProtocolError as exc:
             raise self._refuse(sid, ip, str(exc)) from None
-        signed_in = sign_in = None
-        cookie = session_cookie(environ.get("HTTP_COOKIE", ""))
-        if cookie is not None:
-            found = await self.sign_ins.find(cookie)
-            if found is None:
-                raise self._refuse(sid, ip, SIGNED_OUT)
-            sign_in, signed_in = found
-        elif not self.settings.guests:
-            raise self._refuse(sid, ip, NO_GUESTS)
-        elif isinstance(auth, dict) and auth.get("name") is not None:
-            owner = await self.accounts.owner_of(req.name)
-            if owner is not None:
-                raise self._refuse(sid, ip, handle_taken(req.name))
+        try:
+            sign_in, signed_in = await self._identity(environ, auth, req.name)
+        except ProtocolError as exc:
+            raise self._refuse(sid, ip, str(exc)) from None
         limit = self.settings.max_connections_per_ip
         if limit and self.per_ip[ip] >= limit:
             log.warning(
@@ -305,6 +303,30 @@ class ChatHandlers:
             await self._announce(req.room, users, joined=me)
         log.info("%s joined %s as %r from %s", sid, req.room, conn.handle or conn.name, ip)
         return None
+
+    async def _identity(
+        self, environ: dict[str, Any], auth: Any, name: str
+    ) -> tuple[SignIn | None, Account | None]:
+        """Who connects: a bot (its token), a signed-in browser (its cookie), or a guest
+        (neither: ``(None, None)``); ProtocolError with the refusal otherwise."""
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if is_bot_token(token):
+            found = await self.sign_ins.bot(token)
+            if found is None:
+                raise ProtocolError(BOT_TOKEN_INVALID)
+            return found
+        cookie = session_cookie(environ.get("HTTP_COOKIE", ""))
+        if cookie is not None:
+            found = await self.sign_ins.find(cookie)
+            if found is None:
+                raise ProtocolError(SIGNED_OUT)
+            return found
+        if not self.settings.guests:
+            raise ProtocolError(NO_GUESTS)
+        named = isinstance(auth, dict) and auth.get("name") is not None
+        if named and await self.accounts.owner_of(name) is not None:
+            raise ProtocolError(handle_taken(name))
+        return None, None
 
     async def watch_sign_ins(self) -> None:
         """Disconnect, within :data:`SIGN_IN_CHECK` seconds, every connection whose sign-in
@@ -439,13 +461,31 @@ class ChatHandlers:
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
         req = protocol.parse_message(data)
-        msg, created = await self.store.add(
-            conn.room, conn.name, req.text, req.client_id, conn.user_id
-        )
+        msg, created = await self.post(conn.room, conn.name, conn.user_id, req)
         if created:
             await self._stop_typing(conn)
-            await self.fanout.publish(conn.room, msg.to_dict())
         return ok(message=msg.to_dict())
+
+    def bot_wait(self, account_id: str) -> float:
+        """Charge one API message to bot ``account_id``'s rate (``--message-burst`` /
+        ``--message-rate``, as a connection's): 0 if allowed, else the seconds to wait."""
+        bucket = self._bot_buckets.get(account_id)
+        if bucket is None:
+            if len(self._bot_buckets) >= MAX_BOT_BUCKETS:
+                self._bot_buckets.clear()  # revoked bots' buckets must not pile up
+            bucket = TokenBucket(self.settings.message_burst, self.settings.message_rate)
+            self._bot_buckets[account_id] = bucket
+        return bucket.take()
+
+    async def post(
+        self, room: str, name: str, user_id: str, req: protocol.MessageRequest
+    ) -> tuple[Message, bool]:
+        """Store a validated message, then publish it to its room (unless it is a retry
+        of one stored before): the path of every message, from Socket.IO or the API."""
+        msg, created = await self.store.add(room, name, req.text, req.client_id, user_id)
+        if created:
+            await self.fanout.publish(room, msg.to_dict())
+        return msg, created
 
     async def on_typing(self, conn: Connection, data: Any) -> Ack:
         if not protocol.parse_typing(data):

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .access import is_https, safe_next
 from .accounts import Accounts
+from .bots import BOT_PREFIX, BOT_TOKEN_YEARS, is_bot_token
 from .failures import FailureLimiter, TooManyFailures
 from .handles import handle_keys
 from .origins import client_ip
@@ -115,6 +116,29 @@ class SignIns:
         await self._store.add_sign_in(sign_in, token_hash(token))
         log.info("%s signed in as %s (sign-in %s)", address, account.handle, sign_in.id)
         return token, sign_in
+
+    async def start_bot(self, account: Account) -> str:
+        """A new token for bot ``account``: a sign-in that lasts until revoked."""
+        token = BOT_PREFIX + secrets.token_urlsafe(32)
+        now = now_ms()
+        sign_in = SignIn(
+            id=secrets.token_hex(8),
+            account_id=account.id,
+            created=now,
+            expires=now + BOT_TOKEN_YEARS * 365 * 86_400_000,
+            address="-",
+            agent="bot token",
+        )
+        await self._store.add_sign_in(sign_in, token_hash(token))
+        return token
+
+    async def bot(self, token: object) -> tuple[SignIn, Account] | None:
+        """The bot a bot token belongs to, if it has not been revoked."""
+        if not is_bot_token(token):
+            return None
+        assert isinstance(token, str)
+        found = await self.find(token)
+        return found if found is not None and found[1].role == "bot" else None
 
     async def find(self, token: str | None) -> tuple[SignIn, Account] | None:
         """The sign-in ``token`` belongs to, and its account, if it has not ended."""

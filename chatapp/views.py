@@ -11,14 +11,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
+import orjson
 from aiohttp import web
 
 from . import protocol
-from .budget import MAX_COST, page_cost_of
+from .budget import EVENT_COST, MAX_COST, page_cost_of
 from .jsoncodec import dumps_text
 from .keys import (
     budget_key,
     fanout_key,
+    handlers_key,
     presence_key,
     resources_key,
     settings_key,
@@ -219,6 +221,47 @@ async def api_messages(request: web.Request) -> web.Response:
     return json_response({"messages": messages, "has_more": page.has_more or cut})
 
 
+async def api_post_message(request: web.Request) -> web.Response:
+    """``POST /api/rooms/{room}/messages`` with ``Authorization: Bearer <bot token>`` and
+    ``{text, client_id?}``: the bot posts to the room, as over Socket.IO (an incoming
+    webhook). 201 and ``{ok, message}``; 200 for a retry of a ``client_id`` already used."""
+    if (limited := over_budget(request, EVENT_COST)) is not None:
+        return limited
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    found = (
+        await request.app[sign_ins_key].bot(token.strip()) if scheme.lower() == "bearer" else None
+    )
+    if found is None:
+        return json_response(
+            {"error": "bot token required"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="chatapp"'},
+        )
+    bot = found[1]
+    try:
+        room = protocol.parse_room(request.match_info["room"])
+    except ProtocolError as exc:
+        return json_error(404, str(exc))
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return json_error(400, "invalid JSON: send {text, client_id?}")
+    try:
+        req = protocol.parse_message(data)
+    except ProtocolError as exc:
+        return json_error(400, str(exc))
+    handlers = request.app[handlers_key]
+    wait = handlers.bot_wait(bot.id)
+    if wait:
+        return json_response(
+            {"error": "rate limited", "retry_after": round(wait, 3)},
+            status=429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    msg, created = await handlers.post(room, bot.display_name, bot.id, req)
+    return json_response({"ok": True, "message": msg.to_dict()}, status=201 if created else 200)
+
+
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[store_key].ping()
@@ -309,6 +352,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/static/vendor/{filename}", client_library)
     app.router.add_get("/api/rooms", api_rooms)
     app.router.add_get("/api/rooms/{room}/messages", api_messages)
+    app.router.add_post("/api/rooms/{room}/messages", api_post_message)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_static("/static/", app[resources_key].static, name="static")
