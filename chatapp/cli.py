@@ -131,12 +131,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 "open server: anyone who can reach it can read and post "
                 "(set CHATAPP_ACCESS_TOKEN to make it private)"
             )
-        # The URL on stdout is the operator's (and the test harness's) cue that we are up. One
-        # write: processes of `python -m chatapp.cluster` share a stdout, and print() writes
-        # the newline apart when Python runs unbuffered, so two lines could interleave.
-        sys.stdout.write(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)\n")
-        sys.stdout.flush()
-        log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
+        # Before the URL, like every start-up line.
         claim = app[invites_key].claim_path
         if claim is not None:
             log.warning(
@@ -146,6 +141,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 port,
                 claim,
             )
+        # The URL on stdout is the operator's (and the test harness's) cue that we are up. One
+        # write: processes of `python -m chatapp.cluster` share a stdout, and print() writes
+        # the newline apart when Python runs unbuffered, so two lines could interleave.
+        sys.stdout.write(f"chatapp is running at http://{shown}:{port}/ (Ctrl-C to stop)\n")
+        sys.stdout.flush()
+        log.info("serving http://%s:%s/ with history in %s", shown, port, redacted(settings.db))
         # What start-up built lives as long as the process: out of the collector's way. Chat
         # traffic makes many short-lived objects and few cycles, so the youngest generation is
         # collected less often than CPython's default (every 700 allocations).

@@ -70,6 +70,7 @@ class Connection:
     #: and the sign-in it came with (its end disconnects the connection).
     handle: str | None
     sign_in: str | None
+    bot: bool  # a bot account's connection
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
@@ -79,6 +80,20 @@ class Connection:
     join_waiter: asyncio.Event | None = None
     typing_since: float | None = None  # when typing: true was last sent to the room
     typing_timer: asyncio.TimerHandle | None = None
+
+    def member(self) -> str:
+        """This connection's presence key: who it is, as the room is shown it."""
+        return member(self.user_id, self.name, self.handle, self.bot)
+
+    def identity(self) -> dict[str, Any]:
+        """Who sends what this connection sends, as events carry it."""
+        return {
+            "name": self.name,
+            "user_id": self.user_id,
+            "handle": self.handle,
+            "guest": self.handle is None,
+            "bot": self.bot,
+        }
 
     def set_joined(self) -> None:
         self.joined = True
@@ -272,6 +287,7 @@ class ChatHandlers:
             keyed=signed_in is not None or req.key is not None,
             handle=signed_in.handle if signed_in else None,
             sign_in=sign_in.id if sign_in else None,
+            bot=signed_in is not None and signed_in.role == "bot",
             bucket=TokenBucket(s.message_burst, s.message_rate),
             events=TokenBucket(s.event_burst, s.event_rate),
             ip=ip,
@@ -281,7 +297,7 @@ class ChatHandlers:
         # Buffer the room's messages from now on, before history is read, so that
         # nothing committed meanwhile can fall between the welcome and the live stream.
         self.feed.begin_join(sid, req.room)
-        me = member(conn.user_id, conn.name)
+        me = conn.member()
         try:
             newly_online = await self.presence.join(req.room, sid, me)
             users = await self.presence.users(req.room)
@@ -387,9 +403,7 @@ class ChatHandlers:
         online = people(users)
         welcome = {
             "room": conn.room,
-            "name": conn.name,
-            "user_id": conn.user_id,
-            "handle": conn.handle,
+            **conn.identity(),
             "users": [p["name"] for p in online],
             "people": online,
             "history": history,
@@ -422,9 +436,9 @@ class ChatHandlers:
         self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
         try:
-            gone = await self.presence.leave(conn.room, sid, member(conn.user_id, conn.name))
+            gone = await self.presence.leave(conn.room, sid, conn.member())
             if gone and not (self._stopping and not self.settings.redis_url):
-                await self._announce(conn.room, left=member(conn.user_id, conn.name))
+                await self._announce(conn.room, left=conn.member())
         except Exception:
             log.exception("presence update for %s leaving %s failed", sid, conn.room)
         log.info("%s left %s (%s)", sid, conn.room, reason)
@@ -461,9 +475,16 @@ class ChatHandlers:
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
         req = protocol.parse_message(data)
-        msg, created = await self.post(conn.room, conn.name, conn.user_id, req)
-        if created:
-            await self._stop_typing(conn)
+        msg, _ = await self.post(
+            conn.room,
+            conn.name,
+            conn.user_id,
+            req,
+            conn.handle,
+            conn.bot,
+            # The room hears the typing stop before the message it was typing.
+            before_publish=lambda: self._stop_typing(conn),
+        )
         return ok(message=msg.to_dict())
 
     def bot_wait(self, account_id: str) -> float:
@@ -478,12 +499,23 @@ class ChatHandlers:
         return bucket.take()
 
     async def post(
-        self, room: str, name: str, user_id: str, req: protocol.MessageRequest
+        self,
+        room: str,
+        name: str,
+        user_id: str,
+        req: protocol.MessageRequest,
+        handle: str | None = None,
+        bot: bool = False,
+        before_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[Message, bool]:
         """Store a validated message, then publish it to its room (unless it is a retry
         of one stored before): the path of every message, from Socket.IO or the API."""
-        msg, created = await self.store.add(room, name, req.text, req.client_id, user_id)
+        msg, created = await self.store.add(
+            room, name, req.text, req.client_id, user_id, handle, bot
+        )
         if created:
+            if before_publish is not None:
+                await before_publish()
             await self.fanout.publish(room, msg.to_dict())
         return msg, created
 
@@ -514,7 +546,7 @@ class ChatHandlers:
     async def _emit_typing(self, conn: Connection, typing: bool) -> None:
         await self.sio.emit(
             "typing",
-            {"name": conn.name, "user_id": conn.user_id, "typing": typing},
+            {**conn.identity(), "typing": typing},
             room=conn.room,
             skip_sid=conn.sid,
         )

@@ -222,7 +222,7 @@ def setup_sign_up(
     async def invite_page(request: web.Request) -> web.Response:
         status, error, path, _ = await make_invite(request)
         url = absolute(request, path) if path is not None else None
-        context = {"error": error, "url": url, "days": INVITE_DAYS}
+        context = {"error": error, "link": url, "days": INVITE_DAYS}
         return aiohttp_jinja2.render_template("invite.html", request, context, status=status)
 
     app.router.add_get("/join/{token}", join_page)

@@ -61,11 +61,18 @@ async def test_typing_crosses_processes(cluster: StartCluster, make_client: Clie
     await ann.connect(one.url, room="team", name="ann")
     bob_id = (await bob.connect(two.url, room="team", name="bob"))["user_id"]
     assert (await bob.call("typing", {"typing": True}))["ok"]
-    assert await ann.wait_for("typing") == {"name": "bob", "user_id": bob_id, "typing": True}
+    guest = {"handle": None, "guest": True, "bot": False}
+    assert await ann.wait_for("typing") == {
+        "name": "bob",
+        "user_id": bob_id,
+        **guest,
+        "typing": True,
+    }
     await bob.send("done")
     assert await ann.wait_for("typing", lambda t: not t["typing"]) == {
         "name": "bob",
         "user_id": bob_id,
+        **guest,
         "typing": False,
     }
     assert bob.of("typing") == []
@@ -80,7 +87,11 @@ async def test_presence_and_head_counts_are_cluster_wide(
     ann_id = (await ann.connect(one.url, room="team", name="ann", key=ann_key))["user_id"]
     welcome = await bob.connect(two.url, room="team", name="bob")
     assert welcome["users"] == ["ann", "bob"]
-    people = [{"user_id": ann_id, "name": "ann"}, {"user_id": welcome["user_id"], "name": "bob"}]
+    guest = {"handle": None, "guest": True, "bot": False}
+    people = [
+        {"user_id": ann_id, "name": "ann", **guest},
+        {"user_id": welcome["user_id"], "name": "bob", **guest},
+    ]
     assert welcome["people"] == people
     joined = await ann.wait_for("presence", lambda p: p.get("joined") == "bob")
     assert joined == {"room": "team", "users": ["ann", "bob"], "people": people, "joined": "bob"}

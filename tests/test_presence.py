@@ -11,8 +11,9 @@ ANN_KEY = "ann-browser-key-0001"
 ANN_ID = "g:" + hashlib.sha256(b"chatapp guest id\0" + ANN_KEY.encode()).hexdigest()[:24]
 
 
-def person(user_id: str, name: str) -> dict[str, str]:
-    return {"user_id": user_id, "name": name}
+def person(user_id: str, name: str) -> dict[str, object]:
+    """A guest, as presence shows one."""
+    return {"user_id": user_id, "name": name, "handle": None, "guest": True, "bot": False}
 
 
 async def test_join_and_leave_are_announced(server: Server, make_client) -> None:
@@ -79,7 +80,7 @@ async def test_two_people_with_one_name_are_two(server: Server, make_client) -> 
     # Typing says who too.
     await impostor.call("typing", {"typing": True})
     typing = await watcher.wait_for("typing")
-    assert typing == {"name": "ann", "user_id": welcome["user_id"], "typing": True}
+    assert typing == {**person(welcome["user_id"], "ann"), "typing": True}
     await impostor.close()
     left = await watcher.wait_for("presence", lambda p: p.get("left") == "ann")
     assert left["people"] == [person(ANN_ID, "ann"), person(watcher_id(watcher), "watcher")]

@@ -467,3 +467,19 @@ async def test_postgres_opens_a_database_of_the_2026_12_03_release(pg_url: str) 
         await check_release_2026_12_03(store)
     finally:
         await store.close()
+
+
+async def test_who_sent_a_message_is_kept(store: MessageStore) -> None:
+    """An account's handle and whether it is a bot come back as they were stored."""
+    guest, _ = await store.add("a", "Bo", "hi", None, "g:bo")
+    member, _ = await store.add("a", "Ann A", "hello", None, "u:ann", "ann", False)
+    bot, _ = await store.add("a", "CI", "built", "c-1", "u:ci", "ci", True)
+    page = await store.recent("a", 10)
+    assert page.messages == [guest, member, bot]
+    assert [(m.handle, m.bot) for m in page.messages] == [
+        (None, False),
+        ("ann", False),
+        ("ci", True),
+    ]
+    assert [m.to_dict()["guest"] for m in page.messages] == [True, False, False]
+    assert (await store.add("a", "CI", "built", "c-1", "u:ci", "ci", True)) == (bot, False)

@@ -18,22 +18,34 @@ ChangeCallback = Callable[[str, str | None, str | None], Coroutine[Any, Any, Non
 _SEPARATOR = "\x1f"
 
 
-def member(user_id: str, name: str) -> str:
-    """The presence key of ``user_id`` shown as ``name``."""
-    return f"{user_id}{_SEPARATOR}{name}"
+def member(user_id: str, name: str, handle: str | None = None, bot: bool = False) -> str:
+    """The presence key of ``user_id`` shown as ``name`` (an account's: with its
+    ``handle``, and whether it is a bot)."""
+    if handle is None:
+        return f"{user_id}{_SEPARATOR}{name}"
+    return f"{user_id}{_SEPARATOR}{name}{_SEPARATOR}{handle}{_SEPARATOR}{int(bot)}"
 
 
-def person(key: str) -> dict[str, str | None]:
-    """``{"user_id", "name"}`` of a member (``user_id`` None for a bare name, as the
-    previous release stored them)."""
-    user_id, separator, name = key.partition(_SEPARATOR)
-    if not separator:
-        return {"user_id": None, "name": key}
-    return {"user_id": user_id, "name": name}
+def person(key: str) -> dict[str, Any]:
+    """``{"user_id", "name", "handle", "guest", "bot"}`` of a member (``user_id`` None for
+    a bare name, as an earlier release stored them)."""
+    parts = key.split(_SEPARATOR)
+    if len(parts) == 1:
+        return {"user_id": None, "name": key, "handle": None, "guest": True, "bot": False}
+    if len(parts) == 4:
+        user_id, name, handle, bot = parts
+        return {
+            "user_id": user_id,
+            "name": name,
+            "handle": handle,
+            "guest": False,
+            "bot": bot == "1",
+        }
+    return {"user_id": parts[0], "name": parts[1], "handle": None, "guest": True, "bot": False}
 
 
-def people(keys: list[str]) -> list[dict[str, str | None]]:
-    """The members ``keys`` as ``{"user_id", "name"}``, sorted by name case-insensitively."""
+def people(keys: list[str]) -> list[dict[str, Any]]:
+    """The members ``keys`` as :func:`person` dicts, sorted by name case-insensitively."""
     found = [person(key) for key in keys]
     found.sort(key=lambda p: (str(p["name"]).casefold(), str(p["name"]), str(p["user_id"])))
     return found

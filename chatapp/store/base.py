@@ -21,8 +21,13 @@ class Message:
     name: str
     text: str
     ts: int  # epoch milliseconds, set by the server
-    #: Who sent it (``protocol.user_id_for``); None for messages stored before ids existed.
+    #: Who sent it (an account's id, or ``protocol.user_id_for``); None for messages
+    #: stored before ids existed.
     user_id: str | None = None
+    #: The account's handle when an account sent it; None from a guest.
+    handle: str | None = None
+    #: Whether a bot sent it.
+    bot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +37,9 @@ class Message:
             "text": self.text,
             "ts": self.ts,
             "user_id": self.user_id,
+            "handle": self.handle,
+            "guest": self.handle is None,
+            "bot": self.bot,
         }
 
 
@@ -154,8 +162,11 @@ class MessageStore(Protocol):
         text: str,
         client_id: str | None = None,
         user_id: str | None = None,
+        handle: str | None = None,
+        bot: bool = False,
     ) -> tuple[Message, bool]:
-        """Commit a message from ``user_id`` under ``name``; return it and whether it is new.
+        """Commit a message from ``user_id`` under ``name`` (an account's: its ``handle``,
+        and whether it is a bot); return it and whether it is new.
 
         A ``client_id`` already used by the same sender in the same room (the same
         ``user_id``; without one, the same name) returns the stored message and ``False``

@@ -102,6 +102,7 @@ CREATE TABLE sessions (
     agent      TEXT   NOT NULL
 );
 CREATE INDEX sessions_account ON sessions (account_id);
+ALTER TABLE messages ADD COLUMN handle TEXT, ADD COLUMN bot BOOLEAN NOT NULL DEFAULT false;
 CREATE TABLE invites (
     token_hash TEXT    PRIMARY KEY,
     id         TEXT    NOT NULL UNIQUE,
@@ -115,15 +116,15 @@ CREATE TABLE invites (
 """,
 }
 
-_COLUMNS = "id, room, name, text, ts, user_id"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot"
 _ADD = f"""
 WITH counter AS (
     INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
     ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1, last_ts = EXCLUDED.last_ts
     RETURNING last_id
 )
-INSERT INTO messages (room, id, name, text, ts, client_id, user_id)
-SELECT $1, last_id, $2, $3, $4, $5, $6 FROM counter
+INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot)
+SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8 FROM counter
 RETURNING {_COLUMNS}
 """
 _BY_CLIENT_ID = (
@@ -154,7 +155,7 @@ def _sign_in(row: asyncpg.Record) -> SignIn:
 
 
 def _message(row: asyncpg.Record) -> Message:
-    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4], user_id=row[5])
+    return Message(*tuple(row))
 
 
 class PostgresStore:
@@ -223,13 +224,22 @@ class PostgresStore:
         text: str,
         client_id: str | None = None,
         user_id: str | None = None,
+        handle: str | None = None,
+        bot: bool = False,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
-        return await asyncio.shield(self._add(room, name, text, client_id, user_id))
+        return await asyncio.shield(self._add(room, name, text, client_id, user_id, handle, bot))
 
     async def _add(
-        self, room: str, name: str, text: str, client_id: str | None, user_id: str | None
+        self,
+        room: str,
+        name: str,
+        text: str,
+        client_id: str | None,
+        user_id: str | None,
+        handle: str | None,
+        bot: bool,
     ) -> tuple[Message, bool]:
         pool = self.pool
         retry = (
@@ -242,7 +252,9 @@ class PostgresStore:
             if row is not None:
                 return _message(row), False
         try:
-            row = await pool.fetchrow(_ADD, room, name, text, now_ms(), client_id, user_id)
+            row = await pool.fetchrow(
+                _ADD, room, name, text, now_ms(), client_id, user_id, handle, bot
+            )
         except asyncpg.UniqueViolationError:
             # The same client_id committed meanwhile (a retry raced the original, maybe
             # through another process); the failed statement rolled the counter back.

@@ -94,6 +94,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             agent      TEXT    NOT NULL
         ) WITHOUT ROWID""",
         "CREATE INDEX sessions_account ON sessions (account_id)",
+        # Who sent a message, as everyone is shown it: the account's handle, a bot or not.
+        "ALTER TABLE messages ADD COLUMN handle TEXT",
+        "ALTER TABLE messages ADD COLUMN bot INTEGER NOT NULL DEFAULT 0",
         # Single-use links to create an account; only the token's digest is kept.
         """CREATE TABLE invites (
             token_hash TEXT    PRIMARY KEY,
@@ -107,7 +110,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
     ),
 }
-_COLUMNS = "id, room, name, text, ts, user_id"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot"
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
 CHECKPOINT_EVERY = 1000
@@ -172,7 +175,16 @@ def _sign_in(row: tuple[Any, ...]) -> SignIn:
 
 
 def _row(row: tuple[Any, ...]) -> Message:
-    return Message(id=row[0], room=row[1], name=row[2], text=row[3], ts=row[4], user_id=row[5])
+    return Message(
+        id=row[0],
+        room=row[1],
+        name=row[2],
+        text=row[3],
+        ts=row[4],
+        user_id=row[5],
+        handle=row[6],
+        bot=bool(row[7]),
+    )
 
 
 def _too_new(path: str, version: int) -> StoreError:
@@ -280,6 +292,8 @@ class _Add:
     text: str
     client_id: str | None
     user_id: str | None
+    handle: str | None
+    bot: bool
     done: asyncio.Future[tuple[Message, bool]]
 
 
@@ -316,12 +330,29 @@ def _insert(
         row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (add.room,)).fetchone()
         last = row[0] if row is not None else 0
     msg = Message(
-        id=last + 1, room=add.room, name=add.name, text=add.text, ts=now_ms(), user_id=add.user_id
+        id=last + 1,
+        room=add.room,
+        name=add.name,
+        text=add.text,
+        ts=now_ms(),
+        user_id=add.user_id,
+        handle=add.handle,
+        bot=add.bot,
     )
     conn.execute(
-        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (add.room, msg.id, add.name, add.text, msg.ts, add.client_id, add.user_id),
+        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            add.room,
+            msg.id,
+            add.name,
+            add.text,
+            msg.ts,
+            add.client_id,
+            add.user_id,
+            add.handle,
+            int(add.bot),
+        ),
     )
     newest[add.room] = msg
     return msg, True
@@ -458,12 +489,14 @@ class SQLiteStore:
         text: str,
         client_id: str | None = None,
         user_id: str | None = None,
+        handle: str | None = None,
+        bot: bool = False,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Message, bool]] = loop.create_future()
-        self._batch.append(_Add(room, name, text, client_id, user_id, done))
+        self._batch.append(_Add(room, name, text, client_id, user_id, handle, bot, done))
         if self._writing is None and not self._flushing:
             # Adds of this turn of the loop are written together, at its end.
             self._flushing = True

@@ -1,6 +1,7 @@
 // Who is online in this room, and who is typing.
 
 import { avatar, personOf } from "./avatar.js";
+import { identityTag } from "./identity.js";
 import { el } from "./dom.js";
 
 /** An indicator not renewed within this time is dropped (the server renews every 3 s). */
@@ -93,7 +94,7 @@ export class PeopleView {
     this.list.replaceChildren(
       ...sorted.map((p) => {
         const li = el("li", "person");
-        li.append(avatar(p, "avatar-small"), el("span", "person-name", p.name));
+        li.append(avatar(p, "avatar-small"), el("span", "person-name", p.name), identityTag(p));
         if (p.user_id && uses.get(nameKey(p.name)) > 1) {
           // The end of the id: enough to tell namesakes apart, the same in every page.
           const id = el("span", "person-id", `#${p.user_id.slice(-4)}`);

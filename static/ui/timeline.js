@@ -4,6 +4,7 @@
 
 import { avatar, hueClass } from "./avatar.js";
 import { el, quietly } from "./dom.js";
+import { identityTag } from "./identity.js";
 import { renderText } from "./text.js";
 import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
 
@@ -180,6 +181,7 @@ export class Timeline {
     const bubble = el("div", "bubble");
     const meta = el("div", "meta");
     meta.append(el("span", "author", msg.name));
+    if (msg.user_id !== undefined) meta.append(identityTag(msg));
     const time = el("time", "time", shortTime(msg.ts));
     time.dateTime = new Date(msg.ts).toISOString();
     time.title = exactTime(msg.ts);
