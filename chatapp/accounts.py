@@ -69,6 +69,10 @@ class Accounts:
             raise AccountError(INVITE_INVALID) from None
         return account
 
+    async def hash(self, password: str) -> str:
+        """The hash to store for a new ``password`` (PasswordError if it may not be set)."""
+        return await self._passwords.hash(password)
+
     async def check_available(self, handle: str, display_name: str | None = None) -> str:
         """``handle`` as it would be registered, if it is valid and free now (to check
         before asking for a password); AccountError otherwise."""

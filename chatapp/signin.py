@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from http.cookies import CookieError, SimpleCookie
 
 import aiohttp_jinja2
@@ -23,6 +24,7 @@ from .bots import BOT_PREFIX, BOT_TOKEN_YEARS, is_bot_token
 from .failures import FailureLimiter, TooManyFailures
 from .handles import handle_keys
 from .origins import client_ip
+from .passwords import PasswordError, check_password
 from .store import Account, AccountStore, SignIn
 from .store.base import now_ms
 
@@ -84,6 +86,13 @@ class SignIns:
     ) -> tuple[str, Account]:
         """Check the password and start a sign-in: (its token, the account);
         SignInRefused if the password is wrong or too many attempts failed."""
+        account = await self.check(handle, password, address)
+        token, _ = await self.start(account, address, agent)
+        return token, account
+
+    async def check(self, handle: str, password: str, address: str) -> Account:
+        """The account if ``password`` is its password; SignInRefused if it is not or too
+        many attempts failed (from this address, or at this account)."""
         # Throttled by the account's key, so its look-alikes and cases share one budget.
         account_key = handle_keys(handle)[0] if handle else ""
         try:
@@ -97,8 +106,7 @@ class SignIns:
             self._by_account.failed(account_key)
             log.info("%s failed to sign in as %r", address, handle[:64])
             raise SignInRefused(WRONG, 401)
-        token, _ = await self.start(account, address, agent)
-        return token, account
+        return account
 
     async def start(self, account: Account, address: str, agent: str) -> tuple[str, SignIn]:
         """A new sign-in of ``account`` (whose password was checked, or which was just
@@ -116,6 +124,16 @@ class SignIns:
         await self._store.add_sign_in(sign_in, token_hash(token))
         log.info("%s signed in as %s (sign-in %s)", address, account.handle, sign_in.id)
         return token, sign_in
+
+    async def change_password(
+        self, account: Account, current: str, new: str, address: str, agent: str
+    ) -> str:
+        """Replace ``account``'s password if ``current`` is it (throttled as signing in):
+        every sign-in of the account ends, and this browser gets a new one (its token)."""
+        await self.check(account.handle, current, address)
+        await self._accounts.set_password(account.handle, await self._accounts.hash(new))
+        token, _ = await self.start(account, address, agent)
+        return token
 
     async def start_bot(self, account: Account) -> str:
         """A new token for bot ``account``: a sign-in that lasts until revoked."""
@@ -267,6 +285,83 @@ def setup_sign_in(
             return web.json_response({"error": "no such sign-in"}, status=404)
         return web.json_response({"ok": True})
 
+    def account_page(
+        request: web.Request,
+        found: tuple[SignIn, Account],
+        listed: list[SignIn],
+        *,
+        notice: str | None = None,
+        error: str | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        sign_in, account = found
+        shown = [
+            {
+                "id": s.id,
+                "agent": s.agent or "unknown browser",
+                "address": s.address,
+                "since": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(s.created / 1000)),
+            }
+            for s in listed
+        ]
+        context = {
+            "account": account,
+            "sign_ins": shown,
+            "current": sign_in.id,
+            "notice": notice,
+            "error": error,
+        }
+        return aiohttp_jinja2.render_template("account.html", request, context, status=status)
+
+    async def account(request: web.Request) -> web.Response:
+        found = await current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin?next=/account")
+        return account_page(request, found, await sign_ins.of(found[1]))
+
+    async def end_from_page(request: web.Request) -> web.Response:
+        found = await current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin?next=/account")
+        ended = request.match_info["id"]
+        await sign_ins.sign_out(found[0], [ended])
+        if ended == found[0].id:  # this browser's own
+            response = web.HTTPSeeOther("/")
+            response.del_cookie(COOKIE_NAME, path="/")
+            raise response
+        raise web.HTTPSeeOther("/account")
+
+    async def change_password(request: web.Request) -> web.Response:
+        found = await current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin?next=/account")
+        if (request.content_length or 0) > MAX_FORM_BYTES:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_FORM_BYTES, actual_size=request.content_length or 0
+            )
+        data = await request.post()
+        account = found[1]
+        new = str(data.get("password", ""))
+        try:
+            if new != str(data.get("password_again", "")):
+                raise PasswordError("the two new passwords differ")
+            check_password(new)
+            address = client_ip(request, trust_proxy)
+            agent = request.headers.get("User-Agent", "")
+            token = await sign_ins.change_password(
+                account, str(data.get("current", "")), new, address, agent
+            )
+        except (PasswordError, SignInRefused) as exc:
+            status = exc.status if isinstance(exc, SignInRefused) else 400
+            listed = await sign_ins.of(account)
+            return account_page(request, found, listed, error=str(exc), status=status)
+        response = web.HTTPSeeOther("/account")
+        set_cookie(response, token, request, trust_proxy)
+        raise response
+
+    app.router.add_get("/account", account)
+    app.router.add_post("/account/sign-ins/{id}/end", end_from_page)
+    app.router.add_post("/account/password", change_password)
     app.router.add_get("/signin", sign_in_page, name="signin")
     app.router.add_post("/signin", sign_in)
     app.router.add_post("/signout", sign_out)

@@ -259,10 +259,13 @@ def test_every_template_variable_is_escaped(tmp_path: Path, packet_json: None) -
         # Whatever a template prints (a variable, or an attribute of one) is among the
         # variables found.
         printed = set(re.findall(r"{{-?\s*([\w.]+)", source))
-        assert {p.split(".")[0] for p in printed} <= names, template
+        # A loop's variable (``{% for s in sign_ins %}``) is given one hostile item.
+        loops = dict(re.findall(r"{%-?\s*for\s+(\w+)\s+in\s+(\w+)", source))
+        assert {p.split(".")[0] for p in printed} <= names | set(loops), template
         # Rendered with every variable set, then with each one empty in turn, so that
         # both sides of an ``{% if %}`` show what they print.
-        values = {name: Hostile(name) for name in names}
+        values: dict[str, object] = {name: Hostile(name) for name in names}
+        values.update({seq: [Hostile(var)] for var, seq in loops.items()})
         pages = [env.get_template(template).render(values)]
         pages += [env.get_template(template).render({**values, n: ""}) for n in names]
         for name in printed:

@@ -309,3 +309,90 @@ async def test_a_sign_out_reaches_a_socket_on_another_process(
     assert await post(one, "/signout", token) == 303
     await client.wait_for("disconnect")
     assert await make_client(headers=cookie(token)).connect_refused(two.url) == SIGNED_OUT
+
+
+async def account_page(server: Server, token: str | None) -> tuple[int, str, str | None]:
+    headers = cookie(token) if token else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/account", headers=headers, allow_redirects=False) as resp,
+    ):
+        return resp.status, await resp.text(), resp.headers.get("Location")
+
+
+async def post_form(
+    server: Server, path: str, token: str, data: dict[str, str]
+) -> tuple[int, str | None, SimpleCookie, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + path,
+            data=data,
+            headers={**cookie(token), "Origin": server.url},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        jar: SimpleCookie = SimpleCookie()
+        for header in resp.headers.getall("Set-Cookie", []):
+            jar.load(header)
+        return resp.status, resp.headers.get("Location"), jar, await resp.text()
+
+
+async def test_the_account_page_lists_sign_ins_and_ends_any(start_server) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    assert (await account_page(server, None))[::2] == (303, "/signin?next=/account")
+    laptop, phone = (
+        await sign_in(server, "ann", "ann's password"),
+        await sign_in(server, "ann", "ann's password"),
+    )
+    status, html, _ = await account_page(server, laptop)
+    assert status == 200 and "@ann" in html
+    assert html.count('action="/account/sign-ins/') == 2 and html.count("this browser") == 1
+    phone_id = (await me(server, phone))[1]["sign_in"]
+    status, location, _, _ = await post_form(
+        server, f"/account/sign-ins/{phone_id}/end", laptop, {}
+    )
+    assert (status, location) == (303, "/account")
+    assert (await me(server, phone))[0] == 401 and (await me(server, laptop))[0] == 200
+    laptop_id = (await me(server, laptop))[1]["sign_in"]
+    status, location, jar, _ = await post_form(
+        server, f"/account/sign-ins/{laptop_id}/end", laptop, {}
+    )
+    assert (status, location) == (303, "/") and jar["chatapp_session"]["max-age"] == "0"
+    assert (await me(server, laptop))[0] == 401
+
+
+async def test_changing_the_password_signs_out_everywhere_else(start_server) -> None:
+    server: Server = await start_server()
+    await add_account(server.db, "ann", "ann's password")
+    here, elsewhere = (
+        await sign_in(server, "ann", "ann's password"),
+        await sign_in(server, "ann", "ann's password"),
+    )
+
+    def form(current: str, new: str, again: str | None = None) -> dict[str, str]:
+        return {"current": current, "password": new, "password_again": again or new}
+
+    status, _, _, html = await post_form(
+        server, "/account/password", here, form("wrong password", "a new password")
+    )
+    assert status == 401 and "wrong handle or password" in html
+    status, _, _, html = await post_form(
+        server, "/account/password", here, form("ann's password", "a new password", "typo")
+    )
+    assert status == 400 and "the two new passwords differ" in html
+    status, _, _, html = await post_form(
+        server, "/account/password", here, form("ann's password", "short")
+    )
+    assert status == 400 and "invalid password" in html
+    assert (await me(server, elsewhere))[0] == 200  # nothing changed yet
+    status, location, jar, _ = await post_form(
+        server, "/account/password", here, form("ann's password", "a new password")
+    )
+    assert (status, location) == (303, "/account")
+    renewed = jar["chatapp_session"].value
+    assert (await me(server, renewed))[0] == 200
+    assert (await me(server, here))[0] == 401 and (await me(server, elsewhere))[0] == 401
+    assert (await post_sign_in(server, "ann", "ann's password"))[0] == 401
+    assert (await post_sign_in(server, "ann", "a new password"))[0] == 303
