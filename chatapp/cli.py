@@ -1,7 +1,8 @@
 """``python -m chatapp``: parse settings, serve until Ctrl-C or SIGTERM, exit cleanly;
 ``python -m chatapp migrate``: bring the database's schema up to date and exit;
 ``python -m chatapp users``: manage accounts (:mod:`chatapp.users_cli`);
-``python -m chatapp bots``: bot accounts and their tokens (:mod:`chatapp.bots_cli`)."""
+``python -m chatapp bots``: bot accounts and their tokens (:mod:`chatapp.bots_cli`);
+``python -m chatapp backup PATH``: a consistent copy of a SQLite database (:mod:`.backup`)."""
 
 from __future__ import annotations
 
@@ -206,6 +207,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from . import users_cli
 
         return users_cli.main(args[1:], f"{prog} users")
+    if args[:1] == ["backup"]:
+        from . import backup
+
+        return backup.main(args[1:], f"{prog} backup")
     if args[:1] == ["bots"]:
         from . import bots_cli
 
