@@ -38,6 +38,7 @@ from .keys import (
     store_key,
 )
 from .liblog import library_logger
+from .moderation import Moderation, setup_moderation
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .passwords import Passwords
 from .presence import Presence, open_presence
@@ -75,7 +76,8 @@ def create_app(
     access = AccessControl(settings.access_token, settings.trust_proxy)
     passwords = Passwords()
     accounts = Accounts(store, passwords)
-    sign_ins = SignIns(store, accounts)
+    moderation = Moderation(store, accounts)
+    sign_ins = SignIns(store, accounts, moderation.refusal)
 
     async def is_bot(token: str) -> bool:
         return await sign_ins.bot(token) is not None
@@ -171,6 +173,7 @@ def create_app(
         budget,
         accounts=accounts,
         sign_ins=sign_ins,
+        moderation=moderation,
     )
 
     aiohttp_jinja2.setup(
@@ -183,6 +186,7 @@ def create_app(
     setup_sign_in(
         app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
     )
+    setup_moderation(app, moderation, sign_ins)
     setup_sign_up(
         app,
         policy=settings.sign_up,
@@ -209,6 +213,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     try:
         await app[invites_key].make_claim()  # if the server has no admin yet
+        await app[handlers_key].moderation.refresh()  # the bans in force, before anyone comes
         await presence.start()
         try:
             await fanout.start()

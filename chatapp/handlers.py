@@ -24,6 +24,7 @@ from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .fanout import FeedManager
 from .feed import RoomFeed
+from .moderation import Moderation
 from .paging import newest_within
 from .presence import Presence, member, people, person
 from .protocol import ProtocolError
@@ -126,10 +127,12 @@ class ChatHandlers:
         *,
         accounts: Accounts,
         sign_ins: SignIns,
+        moderation: Moderation,
     ) -> None:
         self.sio = sio
         self.accounts = accounts
         self.sign_ins = sign_ins
+        self.moderation = moderation
         self.access = access if access is not None else AccessControl("")
         self.budget = (
             budget if budget is not None else AddressBudget(settings.ip_burst, settings.ip_rate)
@@ -264,6 +267,9 @@ class ChatHandlers:
             sign_in, signed_in = await self._identity(environ, auth, req.name)
         except ProtocolError as exc:
             raise self._refuse(sid, ip, str(exc)) from None
+        banned = self.moderation.refusal(signed_in.id if signed_in else None, ip)
+        if banned is not None:
+            raise self._refuse(sid, ip, banned)
         limit = self.settings.max_connections_per_ip
         if limit and self.per_ip[ip] >= limit:
             log.warning(
@@ -350,19 +356,22 @@ class ChatHandlers:
         process, another one, or the ``users`` command."""
         while True:
             await asyncio.sleep(SIGN_IN_CHECK)
-            ids = {c.sign_in for c in self.connections.values() if c.sign_in is not None}
-            if not ids:
-                continue
             try:
-                live = await self.sign_ins.live(ids)
+                await self.moderation.refresh()
+                ids = {c.sign_in for c in self.connections.values() if c.sign_in is not None}
+                live = await self.sign_ins.live(ids) if ids else set()
             except Exception:
-                log.exception("could not check the sign-ins of open connections")
+                log.exception("could not check the sign-ins and bans of open connections")
                 continue
             for conn in list(self.connections.values()):
                 if conn.sign_in is not None and conn.sign_in not in live:
                     log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
-                    conn.sign_in = None  # once
-                    self._spawn(self.sio.disconnect(conn.sid))
+                elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
+                    log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)
+                else:
+                    continue
+                conn.sign_in = None
+                self._spawn(self.sio.disconnect(conn.sid))
 
     def _release(self, conn: Connection) -> bool:
         """Stop counting ``conn``; False if it was already released."""

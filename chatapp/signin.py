@@ -13,6 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 
 import aiohttp_jinja2
@@ -71,9 +72,16 @@ class SignInRefused(Exception):
 class SignIns:
     """Creates, finds and ends sign-ins."""
 
-    def __init__(self, store: AccountStore, accounts: Accounts) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        accounts: Accounts,
+        banned: Callable[[str | None, str | None], str | None] | None = None,
+    ) -> None:
         self._store = store
         self._accounts = accounts
+        #: Why an account (by id) or an address may not sign in now; None if it may.
+        self._banned = banned
         self._by_address = FailureLimiter(
             MAX_FAILURES_PER_ADDRESS, ADDRESS_WINDOW, "to sign in (from this address)"
         )
@@ -106,6 +114,9 @@ class SignIns:
             self._by_account.failed(account_key)
             log.info("%s failed to sign in as %r", address, handle[:64])
             raise SignInRefused(WRONG, 401)
+        refusal = self._banned(account.id, address) if self._banned is not None else None
+        if refusal is not None:
+            raise SignInRefused(refusal, 403)
         return account
 
     async def start(self, account: Account, address: str, agent: str) -> tuple[str, SignIn]:

@@ -238,6 +238,10 @@ async def api_post_message(request: web.Request) -> web.Response:
             headers={"WWW-Authenticate": 'Bearer realm="chatapp"'},
         )
     bot = found[1]
+    handlers = request.app[handlers_key]
+    banned = handlers.moderation.refusal(bot.id, None)
+    if banned is not None:
+        return json_error(403, banned)
     try:
         room = protocol.parse_room(request.match_info["room"])
     except ProtocolError as exc:
@@ -250,7 +254,6 @@ async def api_post_message(request: web.Request) -> web.Response:
         req = protocol.parse_message(data)
     except ProtocolError as exc:
         return json_error(400, str(exc))
-    handlers = request.app[handlers_key]
     wait = handlers.bot_wait(bot.id)
     if wait:
         return json_response(

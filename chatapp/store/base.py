@@ -127,6 +127,51 @@ class Invite:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """An account (``kind`` "account", ``target`` its id) or a client address (``kind``
+    "address") kept out until ``until`` (epoch milliseconds; 0: until lifted)."""
+
+    id: str
+    kind: str
+    target: str
+    until: int
+    reason: str
+    created: int
+    created_by: str  # the admin's account id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "target": self.target,
+            "until": self.until or None,
+            "reason": self.reason,
+            "created": self.created,
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the moderation log: who did what to whom, when."""
+
+    ts: int
+    actor: str  # the admin's handle
+    action: str  # "ban", "unban", ...
+    target: str  # a handle, an address, a ban id
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        }
+
+
 class InviteInvalid(Exception):
     """The invite was used, expired, or (a claim) an admin exists already."""
 
@@ -252,6 +297,18 @@ class AccountStore(Protocol):
         """Create ``account`` (with the invite's role: the caller set it) and use the
         invite up, together or not at all: InviteInvalid if it cannot be used,
         HandleTaken if a key is another account's."""
+
+    async def add_ban(self, ban: Ban, entry: LogEntry) -> None:
+        """Store a ban, and its line of the moderation log, together."""
+
+    async def remove_ban(self, ban_id: str, entry: LogEntry) -> bool:
+        """Lift a ban (and log it); False if there was no such ban."""
+
+    async def bans(self, now: int) -> list[Ban]:
+        """The bans in force at ``now``, newest first."""
+
+    async def mod_log(self, limit: int, before: int | None = None) -> list[LogEntry]:
+        """The newest ``limit`` log lines (older than ``before``, a ``ts``), newest first."""
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         """Which of the sign-ins ``ids`` have not ended."""

@@ -23,9 +23,11 @@ import asyncpg
 from ..settings import redacted
 from .base import (
     Account,
+    Ban,
     HandleTaken,
     Invite,
     InviteInvalid,
+    LogEntry,
     Message,
     Page,
     Room,
@@ -112,6 +114,23 @@ CREATE TABLE invites (
     expires    BIGINT  NOT NULL,
     created_by TEXT,
     used_by    TEXT
+);
+CREATE TABLE bans (
+    id         TEXT   PRIMARY KEY,
+    kind       TEXT   NOT NULL,
+    target     TEXT   NOT NULL,
+    until      BIGINT NOT NULL,
+    reason     TEXT   NOT NULL,
+    created    BIGINT NOT NULL,
+    created_by TEXT   NOT NULL
+);
+CREATE TABLE mod_log (
+    seq    BIGSERIAL PRIMARY KEY,
+    ts     BIGINT NOT NULL,
+    actor  TEXT   NOT NULL,
+    action TEXT   NOT NULL,
+    target TEXT   NOT NULL,
+    detail TEXT   NOT NULL
 );
 """,
 }
@@ -464,6 +483,59 @@ class PostgresStore:
             await conn.execute(
                 "UPDATE invites SET used_by=$1 WHERE token_hash=$2", account.id, token_hash
             )
+
+    # -- moderation ------------------------------------------------------------------------------
+
+    async def add_ban(self, ban: Ban, entry: LogEntry) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO bans (id, kind, target, until, reason, created, created_by) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ban.id,
+                ban.kind,
+                ban.target,
+                ban.until,
+                ban.reason,
+                ban.created,
+                ban.created_by,
+            )
+            await _log(conn, entry)
+
+    async def remove_ban(self, ban_id: str, entry: LogEntry) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute("DELETE FROM bans WHERE id=$1", ban_id)
+            removed = bool(status != "DELETE 0")
+            if removed:
+                await _log(conn, entry)
+        return removed
+
+    async def bans(self, now: int) -> list[Ban]:
+        rows = await self.pool.fetch(
+            "SELECT id, kind, target, until, reason, created, created_by FROM bans "
+            "WHERE until=0 OR until>$1 ORDER BY created DESC, id",
+            now,
+        )
+        return [Ban(*tuple(row)) for row in rows]
+
+    async def mod_log(self, limit: int, before: int | None = None) -> list[LogEntry]:
+        rows = await self.pool.fetch(
+            "SELECT ts, actor, action, target, detail FROM mod_log WHERE ts<$1 "
+            "ORDER BY seq DESC LIMIT $2",
+            before if before is not None else 2**62,
+            limit,
+        )
+        return [LogEntry(*tuple(row)) for row in rows]
+
+
+async def _log(conn: asyncpg.Connection, entry: LogEntry) -> None:
+    await conn.execute(
+        "INSERT INTO mod_log (ts, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+        entry.ts,
+        entry.actor,
+        entry.action,
+        entry.target,
+        entry.detail,
+    )
 
 
 async def _insert_account(

@@ -14,9 +14,11 @@ from typing import Any, TypeVar, cast
 
 from .base import (
     Account,
+    Ban,
     HandleTaken,
     Invite,
     InviteInvalid,
+    LogEntry,
     Message,
     Page,
     Room,
@@ -108,6 +110,24 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             created_by TEXT,
             used_by    TEXT
         ) WITHOUT ROWID""",
+        # Who is kept out, and the moderation log (who did what to whom, when).
+        """CREATE TABLE bans (
+            id         TEXT    PRIMARY KEY,
+            kind       TEXT    NOT NULL,
+            target     TEXT    NOT NULL,
+            until      INTEGER NOT NULL,
+            reason     TEXT    NOT NULL,
+            created    INTEGER NOT NULL,
+            created_by TEXT    NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE mod_log (
+            seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts     INTEGER NOT NULL,
+            actor  TEXT    NOT NULL,
+            action TEXT    NOT NULL,
+            target TEXT    NOT NULL,
+            detail TEXT    NOT NULL
+        )""",
     ),
 }
 _COLUMNS = "id, room, name, text, ts, user_id, handle, bot"
@@ -167,6 +187,13 @@ def _insert_account(
     conn.executemany(
         "INSERT INTO handle_keys (key, account_id) VALUES (?, ?)",
         [(key, account.id) for key in keys],
+    )
+
+
+def _log(conn: sqlite3.Connection, entry: LogEntry) -> None:
+    conn.execute(
+        "INSERT INTO mod_log (ts, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (entry.ts, entry.actor, entry.action, entry.target, entry.detail),
     )
 
 
@@ -829,6 +856,70 @@ class SQLiteStore:
                 raise
 
         await self._run(redeem)
+
+    # -- moderation ------------------------------------------------------------------------------
+
+    async def add_ban(self, ban: Ban, entry: LogEntry) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO bans (id, kind, target, until, reason, created, created_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ban.id,
+                        ban.kind,
+                        ban.target,
+                        ban.until,
+                        ban.reason,
+                        ban.created,
+                        ban.created_by,
+                    ),
+                )
+                _log(conn, entry)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(add)
+
+    async def remove_ban(self, ban_id: str, entry: LogEntry) -> bool:
+        def remove(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = conn.execute("DELETE FROM bans WHERE id=?", (ban_id,)).rowcount > 0
+                if removed:
+                    _log(conn, entry)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return removed
+
+        return await self._run(remove)
+
+    async def bans(self, now: int) -> list[Ban]:
+        def bans(conn: sqlite3.Connection) -> list[Ban]:
+            rows = conn.execute(
+                "SELECT id, kind, target, until, reason, created, created_by FROM bans "
+                "WHERE until=0 OR until>? ORDER BY created DESC, id",
+                (now,),
+            ).fetchall()
+            return [Ban(*row) for row in rows]
+
+        return await self._run(bans)
+
+    async def mod_log(self, limit: int, before: int | None = None) -> list[LogEntry]:
+        def entries(conn: sqlite3.Connection) -> list[LogEntry]:
+            rows = conn.execute(
+                "SELECT ts, actor, action, target, detail FROM mod_log WHERE ts<? "
+                "ORDER BY seq DESC LIMIT ?",
+                (before if before is not None else 2**62, limit),
+            ).fetchall()
+            return [LogEntry(*row) for row in rows]
+
+        return await self._run(entries)
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         wanted = list(ids)
