@@ -42,6 +42,7 @@ from .moderation import Moderation, setup_moderation
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .passwords import Passwords
 from .presence import Presence, open_presence
+from .private_rooms import PrivateRooms, setup_private_rooms
 from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
@@ -77,6 +78,7 @@ def create_app(
     passwords = Passwords()
     accounts = Accounts(store, passwords)
     moderation = Moderation(store, accounts)
+    private_rooms = PrivateRooms(store, accounts)
     sign_ins = SignIns(store, accounts, moderation.refusal)
 
     async def is_bot(token: str) -> bool:
@@ -174,6 +176,7 @@ def create_app(
         accounts=accounts,
         sign_ins=sign_ins,
         moderation=moderation,
+        private_rooms=private_rooms,
     )
 
     aiohttp_jinja2.setup(
@@ -187,6 +190,7 @@ def create_app(
         app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
     )
     setup_moderation(app, moderation, sign_ins)
+    setup_private_rooms(app, private_rooms, sign_ins)
     setup_sign_up(
         app,
         policy=settings.sign_up,
@@ -213,7 +217,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     try:
         await app[invites_key].make_claim()  # if the server has no admin yet
-        await app[handlers_key].moderation.refresh()  # the bans in force, before anyone comes
+        # The bans in force and the private rooms, before anyone comes.
+        await app[handlers_key].moderation.refresh()
+        await app[handlers_key].private_rooms.refresh()
         await presence.start()
         try:
             await fanout.start()

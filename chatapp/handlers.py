@@ -27,6 +27,7 @@ from .feed import RoomFeed
 from .moderation import Moderation
 from .paging import newest_within
 from .presence import Presence, member, people, person
+from .private_rooms import NOT_A_MEMBER, PrivateRooms
 from .protocol import ProtocolError
 from .ratelimit import TokenBucket
 from .sessions import Sessions
@@ -82,6 +83,11 @@ class Connection:
     typing_since: float | None = None  # when typing: true was last sent to the room
     typing_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def account_id(self) -> str | None:
+        """The account's id when signed in (a bot's too); None for a guest."""
+        return self.user_id if self.handle is not None else None
+
     def member(self) -> str:
         """This connection's presence key: who it is, as the room is shown it."""
         return member(self.user_id, self.name, self.handle, self.bot)
@@ -128,8 +134,10 @@ class ChatHandlers:
         accounts: Accounts,
         sign_ins: SignIns,
         moderation: Moderation,
+        private_rooms: PrivateRooms,
     ) -> None:
         self.sio = sio
+        self.private_rooms = private_rooms
         self.accounts = accounts
         self.sign_ins = sign_ins
         self.moderation = moderation
@@ -270,6 +278,8 @@ class ChatHandlers:
         banned = self.moderation.refusal(signed_in.id if signed_in else None, ip)
         if banned is not None:
             raise self._refuse(sid, ip, banned)
+        if not self.private_rooms.allows(req.room, signed_in.id if signed_in else None):
+            raise self._refuse(sid, ip, NOT_A_MEMBER)
         limit = self.settings.max_connections_per_ip
         if limit and self.per_ip[ip] >= limit:
             log.warning(
@@ -358,6 +368,7 @@ class ChatHandlers:
             await asyncio.sleep(SIGN_IN_CHECK)
             try:
                 await self.moderation.refresh()
+                await self.private_rooms.refresh()
                 ids = {c.sign_in for c in self.connections.values() if c.sign_in is not None}
                 live = await self.sign_ins.live(ids) if ids else set()
             except Exception:
@@ -368,6 +379,10 @@ class ChatHandlers:
                     log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
                 elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
                     log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)
+                elif not self.private_rooms.allows(conn.room, conn.account_id):
+                    log.info(
+                        "%s may not be in #%s: disconnecting %s", conn.name, conn.room, conn.sid
+                    )
                 else:
                     continue
                 conn.sign_in = None

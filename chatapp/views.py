@@ -29,6 +29,7 @@ from .keys import (
 )
 from .origins import client_ip, responded
 from .paging import newest_within
+from .private_rooms import NOT_A_MEMBER
 from .protocol import ProtocolError
 from .signin import COOKIE_NAME
 
@@ -139,7 +140,13 @@ async def api_rooms(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(400, str(exc))
     store = request.app[store_key]
-    online = await request.app[presence_key].counts()
+    reader = await _reader(request)
+    private = request.app[handlers_key].private_rooms
+    online = {
+        room: n
+        for room, n in (await request.app[presence_key].counts()).items()
+        if private.allows(room, reader)
+    }
     times = await store.last_message_times(online)
     found: dict[str, tuple[int, int | None]] = {
         room: (users, times.get(room)) for room, users in online.items()
@@ -151,7 +158,7 @@ async def api_rooms(request: web.Request) -> web.Response:
     while quiet < limit:
         batch = await store.active_rooms(limit, quiet_after)
         for r in batch:
-            if r.room not in found:
+            if r.room not in found and private.allows(r.room, reader):
                 found[r.room] = (0, r.last_ts)
                 quiet += 1
         if len(batch) < limit:
@@ -203,6 +210,19 @@ def _rooms_cursor(raw: str | None) -> tuple[int, int, str] | None:
     return int(match[1]), int(match[2]), match[3]
 
 
+async def _reader(request: web.Request) -> str | None:
+    """The account reading (signed in, or a bot's token), None for a guest: what private
+    rooms it may see."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    sign_ins = request.app[sign_ins_key]
+    found = await sign_ins.find(cookie) if cookie else None
+    if found is None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            found = await sign_ins.bot(token.strip())
+    return found[1].id if found is not None else None
+
+
 async def api_messages(request: web.Request) -> web.Response:
     """``GET /api/rooms/{room}/messages?before=&limit=`` -> ``{messages, has_more}``."""
     if (limited := over_budget(request, page_cost_of(request.query.get("limit")))) is not None:
@@ -216,6 +236,8 @@ async def api_messages(request: web.Request) -> web.Response:
         limit = protocol.parse_limit(_int_query(request, "limit"))
     except ProtocolError as exc:
         return json_error(400, str(exc))
+    if not request.app[handlers_key].private_rooms.allows(room, await _reader(request)):
+        return json_error(404, NOT_A_MEMBER)
     page = await request.app[store_key].before(room, before, limit)
     messages, cut = newest_within([m.to_dict() for m in page.messages])
     return json_response({"messages": messages, "has_more": page.has_more or cut})
@@ -254,6 +276,8 @@ async def api_post_message(request: web.Request) -> web.Response:
         req = protocol.parse_message(data)
     except ProtocolError as exc:
         return json_error(400, str(exc))
+    if not handlers.private_rooms.allows(room, bot.id):
+        return json_error(404, NOT_A_MEMBER)
     wait = handlers.bot_wait(bot.id)
     if wait:
         return json_response(

@@ -310,6 +310,17 @@ class AccountStore(Protocol):
     async def mod_log(self, limit: int, before: int | None = None) -> list[LogEntry]:
         """The newest ``limit`` log lines (older than ``before``, a ``ts``), newest first."""
 
+    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+        """Make ``room`` private (or public again; its member list is dropped) and log it;
+        False if it already was."""
+
+    async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
+        """Add the account to a private room's members (or remove it) and log it; False if
+        nothing changed."""
+
+    async def private_rooms(self) -> dict[str, set[str]]:
+        """Every private room, with the ids of its members."""
+
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         """Which of the sign-ins ``ids`` have not ended."""
 

@@ -124,6 +124,14 @@ CREATE TABLE bans (
     created    BIGINT NOT NULL,
     created_by TEXT   NOT NULL
 );
+CREATE TABLE private_rooms (
+    room TEXT PRIMARY KEY
+);
+CREATE TABLE room_members (
+    room       TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    PRIMARY KEY (room, account_id)
+);
 CREATE TABLE mod_log (
     seq    BIGSERIAL PRIMARY KEY,
     ts     BIGINT NOT NULL,
@@ -525,6 +533,50 @@ class PostgresStore:
             limit,
         )
         return [LogEntry(*tuple(row)) for row in rows]
+
+    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if private:
+                status = await conn.execute(
+                    "INSERT INTO private_rooms (room) VALUES ($1) ON CONFLICT DO NOTHING", room
+                )
+                changed = status != "INSERT 0 0"
+            else:
+                status = await conn.execute("DELETE FROM private_rooms WHERE room=$1", room)
+                changed = status != "DELETE 0"
+                await conn.execute("DELETE FROM room_members WHERE room=$1", room)
+            if changed:
+                await _log(conn, entry)
+        return bool(changed)
+
+    async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if member:
+                status = await conn.execute(
+                    "INSERT INTO room_members (room, account_id) VALUES ($1, $2) "
+                    "ON CONFLICT DO NOTHING",
+                    room,
+                    account_id,
+                )
+                changed = status != "INSERT 0 0"
+            else:
+                status = await conn.execute(
+                    "DELETE FROM room_members WHERE room=$1 AND account_id=$2", room, account_id
+                )
+                changed = status != "DELETE 0"
+            if changed:
+                await _log(conn, entry)
+        return bool(changed)
+
+    async def private_rooms(self) -> dict[str, set[str]]:
+        async with self.pool.acquire() as conn:
+            found: dict[str, set[str]] = {
+                row[0]: set() for row in await conn.fetch("SELECT room FROM private_rooms")
+            }
+            for row in await conn.fetch("SELECT room, account_id FROM room_members"):
+                if row[0] in found:
+                    found[row[0]].add(row[1])
+        return found
 
 
 async def _log(conn: asyncpg.Connection, entry: LogEntry) -> None:

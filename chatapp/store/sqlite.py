@@ -120,6 +120,15 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             created    INTEGER NOT NULL,
             created_by TEXT    NOT NULL
         ) WITHOUT ROWID""",
+        # Private rooms and their members (accounts): nobody else sees or joins them.
+        """CREATE TABLE private_rooms (
+            room TEXT PRIMARY KEY
+        ) WITHOUT ROWID""",
+        """CREATE TABLE room_members (
+            room       TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            PRIMARY KEY (room, account_id)
+        ) WITHOUT ROWID""",
         """CREATE TABLE mod_log (
             seq    INTEGER PRIMARY KEY AUTOINCREMENT,
             ts     INTEGER NOT NULL,
@@ -920,6 +929,76 @@ class SQLiteStore:
             return [LogEntry(*row) for row in rows]
 
         return await self._run(entries)
+
+    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+        def change(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if private:
+                    changed = (
+                        conn.execute(
+                            "INSERT INTO private_rooms (room) VALUES (?) ON CONFLICT DO NOTHING",
+                            (room,),
+                        ).rowcount
+                        > 0
+                    )
+                else:
+                    changed = (
+                        conn.execute("DELETE FROM private_rooms WHERE room=?", (room,)).rowcount > 0
+                    )
+                    conn.execute("DELETE FROM room_members WHERE room=?", (room,))
+                if changed:
+                    _log(conn, entry)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return changed
+
+        return await self._run(change)
+
+    async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
+        def change(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if member:
+                    changed = (
+                        conn.execute(
+                            "INSERT INTO room_members (room, account_id) VALUES (?, ?) "
+                            "ON CONFLICT DO NOTHING",
+                            (room, account_id),
+                        ).rowcount
+                        > 0
+                    )
+                else:
+                    changed = (
+                        conn.execute(
+                            "DELETE FROM room_members WHERE room=? AND account_id=?",
+                            (room, account_id),
+                        ).rowcount
+                        > 0
+                    )
+                if changed:
+                    _log(conn, entry)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return changed
+
+        return await self._run(change)
+
+    async def private_rooms(self) -> dict[str, set[str]]:
+        def rooms(conn: sqlite3.Connection) -> dict[str, set[str]]:
+            found: dict[str, set[str]] = {
+                room: set() for (room,) in conn.execute("SELECT room FROM private_rooms")
+            }
+            for room, account_id in conn.execute("SELECT room, account_id FROM room_members"):
+                if room in found:
+                    found[room].add(account_id)
+            return found
+
+        return await self._run(rooms)
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         wanted = list(ids)

@@ -1,0 +1,169 @@
+"""Private rooms: only their members (accounts an admin added) join them, read their
+history, post to them or see them in the room list.
+
+The private rooms and their members live in the database; each process keeps a copy,
+refreshed once a second (with the sign-in and ban check), so a room made private or a
+member removed on one process takes effect on all of them within a second: connections
+that may no longer be there are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from . import protocol
+from .accounts import AccountError, Accounts
+from .protocol import ProtocolError
+from .signin import COOKIE_NAME, SignIns
+from .store import Account, AccountStore, LogEntry
+from .store.base import now_ms
+
+log = logging.getLogger(__name__)
+
+#: Why a connection to a private room is refused (the same whether the room is private or
+#: the person is not a member: the refusal does not tell which rooms exist).
+NOT_A_MEMBER = "no such room, or you are not one of its members"
+
+
+class PrivateRooms:
+    """Which rooms are private, and who may be in each."""
+
+    def __init__(self, store: AccountStore, accounts: Accounts) -> None:
+        self._store = store
+        self._accounts = accounts
+        self._rooms: dict[str, set[str]] = {}
+
+    async def refresh(self) -> None:
+        self._rooms = await self._store.private_rooms()
+
+    def allows(self, room: str, account_id: str | None) -> bool:
+        """Whether ``account_id`` (None: a guest) may be in ``room``."""
+        members = self._rooms.get(room)
+        return members is None or (account_id is not None and account_id in members)
+
+    def members(self, room: str) -> set[str] | None:
+        """The member ids of a private room; None for a room open to all."""
+        members = self._rooms.get(room)
+        return set(members) if members is not None else None
+
+    async def member_handles(self, room: str) -> list[str]:
+        """The handles of a private room's members, sorted."""
+        members = self._rooms.get(room, set())
+        return sorted(a.handle for a in await self._accounts.all() if a.id in members)
+
+    async def make_private(self, actor: Account, room: str, handles: list[str]) -> None:
+        """Make ``room`` private, with ``actor`` and the accounts ``handles`` as members."""
+        found = [actor] + [await self._accounts.get(h) for h in handles]
+        entry = LogEntry(now_ms(), actor.handle, "private", room, "")
+        await self._store.set_private(room, True, entry)
+        for account in found:
+            await self._set(actor, room, account, True)
+        await self.refresh()
+
+    async def make_public(self, actor: Account, room: str) -> bool:
+        entry = LogEntry(now_ms(), actor.handle, "public", room, "")
+        changed = await self._store.set_private(room, False, entry)
+        await self.refresh()
+        return changed
+
+    async def set_member(self, actor: Account, room: str, handle: str, member: bool) -> bool:
+        if room not in self._rooms:
+            raise AccountError(f"#{room} is not private")
+        changed = await self._set(actor, room, await self._accounts.get(handle), member)
+        await self.refresh()
+        return changed
+
+    async def _set(self, actor: Account, room: str, account: Account, member: bool) -> bool:
+        action = "add member" if member else "remove member"
+        entry = LogEntry(now_ms(), actor.handle, action, account.handle, f"#{room}")
+        return await self._store.set_member(room, account.id, member, entry)
+
+
+def setup_private_rooms(app: web.Application, rooms: PrivateRooms, sign_ins: SignIns) -> None:
+    """The admins' API: ``PUT``/``DELETE /api/rooms/{room}/private`` (with ``{members:
+    [handles]}``), ``PUT``/``DELETE /api/rooms/{room}/members/{handle}``, and ``GET
+    /api/rooms/{room}/members`` (admins and members)."""
+
+    async def signed_in(request: web.Request) -> Account | web.Response:
+        found = await sign_ins.find(request.cookies.get(COOKIE_NAME))
+        if found is None:
+            return web.json_response({"error": "not signed in"}, status=401)
+        return found[1]
+
+    async def admin(request: web.Request) -> tuple[Account, str] | web.Response:
+        actor = await signed_in(request)
+        if isinstance(actor, web.Response):
+            return actor
+        if actor.role != "admin":
+            return web.json_response({"error": "only admins manage private rooms"}, status=403)
+        try:
+            return actor, protocol.parse_room(request.match_info["room"])
+        except ProtocolError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+
+    async def make_private(request: web.Request) -> web.Response:
+        checked = await admin(request)
+        if isinstance(checked, web.Response):
+            return checked
+        actor, room = checked
+        try:
+            data = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return web.json_response({"error": "invalid JSON"}, status=400)
+        handles = data.get("members", []) if isinstance(data, dict) else None
+        if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
+            return web.json_response({"error": "send {members?: [handles]}"}, status=400)
+        try:
+            await rooms.make_private(actor, room, handles[:1000])
+        except AccountError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        log.info("%s made #%s private", actor.handle, room)
+        return web.json_response({"ok": True})
+
+    async def make_public(request: web.Request) -> web.Response:
+        checked = await admin(request)
+        if isinstance(checked, web.Response):
+            return checked
+        actor, room = checked
+        if not await rooms.make_public(actor, room):
+            return web.json_response({"error": f"#{room} is not private"}, status=404)
+        log.info("%s made #%s public", actor.handle, room)
+        return web.json_response({"ok": True})
+
+    async def member(request: web.Request, add: bool) -> web.Response:
+        checked = await admin(request)
+        if isinstance(checked, web.Response):
+            return checked
+        actor, room = checked
+        try:
+            await rooms.set_member(actor, room, request.match_info["handle"], add)
+        except AccountError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response({"ok": True})
+
+    async def add_member(request: web.Request) -> web.Response:
+        return await member(request, True)
+
+    async def remove_member(request: web.Request) -> web.Response:
+        return await member(request, False)
+
+    async def list_members(request: web.Request) -> web.Response:
+        actor = await signed_in(request)
+        if isinstance(actor, web.Response):
+            return actor
+        try:
+            room = protocol.parse_room(request.match_info["room"])
+        except ProtocolError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        members = rooms.members(room)
+        if members is None or (actor.role != "admin" and actor.id not in members):
+            return web.json_response({"error": NOT_A_MEMBER}, status=404)
+        return web.json_response({"room": room, "members": await rooms.member_handles(room)})
+
+    app.router.add_put("/api/rooms/{room}/private", make_private)
+    app.router.add_delete("/api/rooms/{room}/private", make_public)
+    app.router.add_get("/api/rooms/{room}/members", list_members)
+    app.router.add_put("/api/rooms/{room}/members/{handle}", add_member)
+    app.router.add_delete("/api/rooms/{room}/members/{handle}", remove_member)
