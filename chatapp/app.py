@@ -46,7 +46,7 @@ from .private_rooms import PrivateRooms, setup_private_rooms
 from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
-from .signin import SignIns, setup_sign_in
+from .signin import SignIns, proxy_sign_in, setup_sign_in
 from .signup import Invites, setup_sign_up
 from .store import Store, open_store
 from .transport import TransportGuard
@@ -81,6 +81,13 @@ def create_app(
     private_rooms = PrivateRooms(store, accounts)
     sign_ins = SignIns(store, accounts, moderation.refusal)
 
+    single_sign_on = []
+    if settings.sso_header and settings.trust_proxy:
+        log.info("single sign-on: the proxy names the user in %s", settings.sso_header)
+        single_sign_on.append(proxy_sign_in(sign_ins, settings.sso_header))
+    elif settings.sso_header:
+        log.warning("--sso-header is ignored without --trust-proxy: anyone could send it")
+
     async def is_bot(token: str) -> bool:
         return await sign_ins.bot(token) is not None
 
@@ -90,6 +97,7 @@ def create_app(
             host_middleware(hosts),
             origin_middleware(origins),
             access_middleware(access, is_bot),
+            *single_sign_on,
             api_errors,
             engineio_errors,
         ],

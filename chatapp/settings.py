@@ -100,6 +100,8 @@ def _rate(low: float, above: bool = False) -> Callable[[str], float]:
     return _number(float, low, above=above)
 
 
+#: An HTTP header name (RFC 9110 token characters).
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 #: Who may create an account on the page (``--sign-up``).
 SIGN_UP_POLICIES = ("open", "invite", "closed")
 
@@ -109,6 +111,13 @@ def _log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
     return level
+
+
+def _header_name(text: str) -> str:
+    name = text.strip()
+    if name and not HEADER_NAME_RE.fullmatch(name):
+        raise Invalid(f"must be an HTTP header name, e.g. X-Forwarded-User, not {text!r}")
+    return name
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -273,6 +282,14 @@ class Settings:
         "behind a reverse proxy: client address from `X-Forwarded-For`, public origin from "
         "`X-Forwarded-Proto`/`-Host`",
         _boolean,
+    )
+    sso_header: str = setting(
+        "",
+        "behind `--trust-proxy` only: the request header in which the authenticating proxy "
+        "(oauth2-proxy, Authelia, Authentik...) names the signed-in user, e.g. "
+        "`X-Forwarded-User`; that person is signed in, their account made on first sight. "
+        "The proxy must set it on every request, replacing what the client sent",
+        _header_name,
     )
     sign_up: str = setting(
         "invite",

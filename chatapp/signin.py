@@ -13,14 +13,16 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .access import is_https, safe_next
-from .accounts import Accounts
+from .accounts import AccountError, Accounts
 from .bots import BOT_PREFIX, BOT_TOKEN_YEARS, is_bot_token
 from .failures import FailureLimiter, TooManyFailures
 from .handles import handle_keys
@@ -30,6 +32,8 @@ from .store import Account, AccountStore, SignIn
 from .store.base import now_ms
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 COOKIE_NAME = "chatapp_session"
 #: How long a sign-in lasts (a person signs in again after it).
@@ -146,6 +150,23 @@ class SignIns:
         token, _ = await self.start(account, address, agent)
         return token
 
+    async def proxy_account(self, value: str) -> Account | None:
+        """The account an authenticating proxy names (single sign-on), made on first
+        sight; None if the name cannot be a handle or looks like another account's."""
+        try:
+            found = await self._accounts.find(value)
+            if found is not None:
+                return found[0]
+            account = await self._accounts.add(value, None)
+        except AccountError as exc:
+            found = await self._accounts.find(value)  # made meanwhile by another process?
+            if found is not None:
+                return found[0]
+            log.warning("the proxy named %r, who cannot be signed in: %s", value[:64], exc)
+            return None
+        log.info("%s signed in through the proxy for the first time", account.handle)
+        return account
+
     async def start_bot(self, account: Account) -> str:
         """A new token for bot ``account``: a sign-in that lasts until revoked."""
         token = BOT_PREFIX + secrets.token_urlsafe(32)
@@ -204,6 +225,39 @@ def set_cookie(
         samesite="Lax",
         secure=is_https(request, trust_proxy),
     )
+
+
+def proxy_sign_in(sign_ins: SignIns, header: str) -> Any:
+    """Single sign-on behind a trusted proxy: a request whose ``header`` names a user (and
+    only one) is that user's; the browser gets a sign-in cookie for the account unless it
+    has one (its Socket.IO connection and every page then use it)."""
+
+    @web.middleware
+    async def signed_in_by_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        values = request.headers.getall(header, [])
+        if len(values) != 1 or not values[0].strip() or request.path.startswith("/socket.io/"):
+            return await handler(request)
+        account = await sign_ins.proxy_account(values[0].strip())
+        if account is None:
+            return await handler(request)
+        found = await sign_ins.find(request.cookies.get(COOKIE_NAME))
+        if found is not None and found[1].id == account.id:
+            return await handler(request)
+        address = client_ip(request, True)
+        token, _ = await sign_ins.start(account, address, request.headers.get("User-Agent", ""))
+        # This request already counts as signed in: the page it renders shows the account.
+        headers = CIMultiDict(request.headers)
+        headers["Cookie"] = f"{COOKIE_NAME}={token}"
+        request = request.clone(headers=headers)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            set_cookie(exc, token, request, trust_proxy=True)
+            raise
+        set_cookie(response, token, request, trust_proxy=True)
+        return response
+
+    return signed_in_by_proxy
 
 
 def setup_sign_in(

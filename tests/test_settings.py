@@ -41,6 +41,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "access_token": ("s3cret", "s3cret"),
     "trust_proxy": ("on", True),
     "sign_up": ("Open", "open"),
+    "sso_header": ("X-Forwarded-User", "X-Forwarded-User"),
     "guests": ("off", False),
     "fast_paths": ("heartbeat", ("heartbeat",)),
     "max_connections_per_ip": ("0", 0),
@@ -62,7 +63,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
 }
 NAMES = [name for name, _, _ in specs()]
 #: Settings whose empty value means "none" (their default); every other refuses it.
-EMPTY_MEANS_NONE = {"allowed_hosts", "allowed_origins", "redis_url"}
+EMPTY_MEANS_NONE = {"allowed_hosts", "allowed_origins", "redis_url", "sso_header"}
 NUMBERS = [name for name, _, default in specs() if type(default) in (int, float)]
 
 
