@@ -2,7 +2,8 @@
 ``python -m chatapp migrate``: bring the database's schema up to date and exit;
 ``python -m chatapp users``: manage accounts (:mod:`chatapp.users_cli`);
 ``python -m chatapp bots``: bot accounts and their tokens (:mod:`chatapp.bots_cli`);
-``python -m chatapp backup PATH``: a consistent copy of a SQLite database (:mod:`.backup`)."""
+``python -m chatapp backup PATH``: a consistent copy of a SQLite database (:mod:`.backup`);
+``python -m chatapp export``/``import``: history as JSON Lines (:mod:`chatapp.export`)."""
 
 from __future__ import annotations
 
@@ -207,6 +208,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         from . import users_cli
 
         return users_cli.main(args[1:], f"{prog} users")
+    if args[:1] in (["export"], ["import"]):
+        from . import export
+
+        return export.main(args[1:], f"{prog} {args[0]}", args[0])
     if args[:1] == ["backup"]:
         from . import backup
 

@@ -241,6 +241,10 @@ class MessageStore(Protocol):
     async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
         """For each of ``rooms`` that has history, the ``ts`` of its newest message."""
 
+    async def restore(self, room: str, messages: Sequence[Message]) -> None:
+        """Put back a room's history as exported (ids 1, 2, 3... and their ``ts``), in one
+        transaction; StoreError if the room has history already."""
+
 
 class AccountStore(Protocol):
     """Accounts and the keys their handles are known by (``handles.handle_keys``): a key

@@ -348,6 +348,26 @@ class PostgresStore:
         )
         return {row[0]: row[1] for row in rows}
 
+    async def restore(self, room: str, messages: Sequence[Message]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if messages:
+                try:
+                    await conn.execute(
+                        "INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, $2, $3)",
+                        room,
+                        messages[-1].id,
+                        messages[-1].ts,
+                    )
+                except asyncpg.UniqueViolationError:
+                    raise StoreError(f"#{room} has history already") from None
+            elif await conn.fetchval("SELECT 1 FROM rooms WHERE room=$1", room):
+                raise StoreError(f"#{room} has history already")
+            await conn.executemany(
+                "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                [(room, m.id, m.name, m.text, m.ts, m.user_id, m.handle, m.bot) for m in messages],
+            )
+
     # -- accounts --------------------------------------------------------------------------------
 
     async def add_account(

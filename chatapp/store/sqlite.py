@@ -694,6 +694,32 @@ class SQLiteStore:
 
         return await self._run(times) if wanted else {}
 
+    async def restore(self, room: str, messages: Sequence[Message]) -> None:
+        def restore(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM rooms WHERE room=?", (room,)).fetchone():
+                    raise StoreError(f"#{room} has history already")
+                conn.executemany(
+                    "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (room, m.id, m.name, m.text, m.ts, m.user_id, m.handle, int(m.bot))
+                        for m in messages
+                    ],
+                )
+                if messages:
+                    conn.execute(
+                        "INSERT INTO rooms (room, last_id, last_ts) VALUES (?, ?, ?)",
+                        (room, messages[-1].id, messages[-1].ts),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(restore)
+
     # -- accounts --------------------------------------------------------------------------------
 
     async def add_account(

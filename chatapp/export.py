@@ -1,0 +1,184 @@
+"""``python -m chatapp export`` and ``import``: history as JSON Lines, one message a line.
+
+Export writes a room's history, or every room's, oldest first per room:
+``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot"}``. Import puts such a file
+back into rooms that have no history yet (a new database, or another server's), keeping
+every id and time, one transaction per room: a room is imported whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import IO
+
+import orjson
+
+from . import protocol
+from .protocol import ProtocolError
+from .settings import add_flags, settings_from
+from .store import Message, MessageStore, StoreError, open_store
+
+EXIT_REFUSED = 1
+EXIT_ERROR = 2
+#: Messages read from the store at a time.
+CHUNK = 1000
+#: Rooms listed from the store at a time.
+ROOMS_PAGE = 100
+
+
+class BadImport(ValueError):
+    """A line of an import file that is not a message; ``str(exc)`` says where and why."""
+
+
+async def all_rooms(store: MessageStore) -> list[str]:
+    rooms: list[str] = []
+    after: tuple[int, str] | None = None
+    while True:
+        page = await store.active_rooms(ROOMS_PAGE, after)
+        rooms.extend(r.room for r in page)
+        if len(page) < ROOMS_PAGE:
+            return sorted(rooms)
+        after = (page[-1].last_ts, page[-1].room)
+
+
+async def messages_of(store: MessageStore, room: str) -> AsyncIterator[Message]:
+    last = await store.last_id(room)
+    after = 0
+    while after < last:
+        chunk = await store.range(room, after, min(after + CHUNK, last))
+        for msg in chunk:
+            yield msg
+        after += CHUNK
+
+
+def _line(msg: Message) -> bytes:
+    data = msg.to_dict()
+    del data["guest"]  # said by handle
+    return orjson.dumps(data) + b"\n"
+
+
+async def export(store: MessageStore, rooms: Sequence[str], out: IO[bytes]) -> int:
+    """Write the history of ``rooms``; the number of messages written."""
+    count = 0
+    for room in rooms:
+        async for msg in messages_of(store, room):
+            out.write(_line(msg))
+            count += 1
+    out.flush()
+    return count
+
+
+def parse_line(raw: bytes, number: int) -> Message:
+    """A message of an import file; BadImport naming the line otherwise."""
+    try:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ProtocolError("not a JSON object")
+        room = protocol.parse_room(data.get("room"))
+        name = protocol.parse_name(data.get("name"))
+        text = data.get("text")
+        if not isinstance(text, str) or not 1 <= len(text) <= protocol.MAX_TEXT:
+            raise ProtocolError(f"text must be 1-{protocol.MAX_TEXT} characters")
+        ident, ts = data.get("id"), data.get("ts")
+        if not (isinstance(ident, int) and 1 <= ident <= protocol.MAX_ID):
+            raise ProtocolError("id must be a message id")
+        if not (isinstance(ts, int) and 0 <= ts < 2**53):
+            raise ProtocolError("ts must be epoch milliseconds")
+        user_id, handle, bot = data.get("user_id"), data.get("handle"), data.get("bot", False)
+        if not (user_id is None or (isinstance(user_id, str) and len(user_id) <= 64)):
+            raise ProtocolError("user_id must be a string or null")
+        if not (handle is None or (isinstance(handle, str) and len(handle) <= 64)):
+            raise ProtocolError("handle must be a string or null")
+        if not isinstance(bot, bool):
+            raise ProtocolError("bot must be true or false")
+    except (orjson.JSONDecodeError, ProtocolError) as exc:
+        raise BadImport(f"line {number}: {exc}") from None
+    return Message(ident, room, name, text, ts, user_id, handle, bot)
+
+
+async def import_(store: MessageStore, lines: IO[bytes], say: Callable[[str], None]) -> int:
+    """Read a whole export, check it, then restore room after room; messages imported."""
+    rooms: dict[str, list[Message]] = {}
+    for number, raw in enumerate(lines, 1):
+        if raw.strip():
+            msg = parse_line(raw, number)
+            rooms.setdefault(msg.room, []).append(msg)
+    for room, messages in rooms.items():
+        ids = [m.id for m in messages]
+        if ids != list(range(1, len(ids) + 1)):
+            raise BadImport(f"#{room}: ids must count 1, 2, 3... in the file's order")
+    busy = [room for room in rooms if await store.last_id(room)]
+    if busy:
+        raise BadImport(f"rooms with history already: {', '.join(sorted(busy))}")
+    count = 0
+    for room, messages in sorted(rooms.items()):
+        await store.restore(room, messages)
+        say(f"#{room}: {len(messages)} messages")
+        count += len(messages)
+    return count
+
+
+def main(argv: Sequence[str], prog: str, command: str) -> int:
+    """``export`` or ``import``: the exit status."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        argument_default=argparse.SUPPRESS,
+        description=(
+            "Write the history of --db (or CHATAPP_DB) as JSON Lines, to PATH or standard "
+            "output: every room's, or --room's."
+            if command == "export"
+            else "Put back history exported as JSON Lines (PATH, or - for standard input) "
+            "into rooms that have none yet, keeping ids and times."
+        ),
+    )
+    add_flags(parser, ("db",))
+    if command == "export":
+        parser.add_argument("--room", action="append", help="only this room (repeatable)")
+        parser.add_argument("path", metavar="PATH", nargs="?", default="-")
+    else:
+        parser.add_argument("path", metavar="PATH")
+    args = parser.parse_args(argv)
+    settings = settings_from(parser, args, only=("db",))
+
+    async def run(stream: IO[bytes]) -> str:
+        store = open_store(settings.db)
+        await store.open()
+        try:
+            if command == "export":
+                try:
+                    wanted = [protocol.parse_room(r) for r in getattr(args, "room", None) or []]
+                except ProtocolError as exc:
+                    raise BadImport(str(exc)) from None
+                rooms = wanted or await all_rooms(store)
+                count = await export(store, rooms, stream)
+                return f"exported {count} messages of {len(rooms)} rooms"
+            count = await import_(store, stream, print)
+            return f"imported {count} messages"
+        finally:
+            await store.close()
+
+    try:
+        if args.path == "-":
+            stream = sys.stdout.buffer if command == "export" else sys.stdin.buffer
+            summary = asyncio.run(run(stream))
+        else:
+            with open(args.path, "xb" if command == "export" else "rb") as file:
+                try:
+                    summary = asyncio.run(run(file))
+                except BaseException:
+                    if command == "export":  # no half-written export left behind
+                        os.unlink(args.path)
+                    raise
+    except (BadImport, FileExistsError, FileNotFoundError) as exc:
+        reason = f"{exc.filename!r} exists already" if isinstance(exc, FileExistsError) else exc
+        print(f"{prog}: error: {reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    except StoreError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(summary, file=sys.stderr)
+    return 0
