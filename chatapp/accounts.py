@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 
 from .handles import handle_keys, parse_handle
 from .passwords import Passwords
@@ -101,6 +102,8 @@ class Accounts:
     async def find(self, handle: str) -> tuple[Account, str | None] | None:
         """The account ``handle`` names, written in any case, with its password hash; None
         if there is none (a look-alike of a handle does not name it)."""
+        # As a handle is registered: trimmed, NFC ("Zoë" typed decomposed is still Zoë).
+        handle = unicodedata.normalize("NFC", handle.strip())
         found = await self._store.find_account(handle_keys(handle)[0])
         if found is None or found[0].handle.casefold() != handle.casefold():
             return None

@@ -57,7 +57,8 @@ async def messages_of(store: MessageStore, room: str) -> AsyncIterator[Message]:
 
 def _line(msg: Message) -> bytes:
     data = msg.to_dict()
-    del data["guest"]  # said by handle
+    data.setdefault("handle", None)
+    data.setdefault("bot", False)
     return orjson.dumps(data) + b"\n"
 
 

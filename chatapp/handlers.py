@@ -93,14 +93,14 @@ class Connection:
         return member(self.user_id, self.name, self.handle, self.bot)
 
     def identity(self) -> dict[str, Any]:
-        """Who sends what this connection sends, as events carry it."""
-        return {
-            "name": self.name,
-            "user_id": self.user_id,
-            "handle": self.handle,
-            "guest": self.handle is None,
-            "bot": self.bot,
-        }
+        """Who sends what this connection sends, as its typing events carry it: like a
+        message's sender (``handle``, and ``bot: true``, only for an account's)."""
+        who: dict[str, Any] = {"name": self.name, "user_id": self.user_id}
+        if self.handle is not None:
+            who["handle"] = self.handle
+            if self.bot:
+                who["bot"] = True
+        return who
 
     def set_joined(self) -> None:
         self.joined = True
@@ -427,7 +427,11 @@ class ChatHandlers:
         online = people(users)
         welcome = {
             "room": conn.room,
-            **conn.identity(),
+            "name": conn.name,
+            "user_id": conn.user_id,
+            "handle": conn.handle,
+            "guest": conn.handle is None,
+            "bot": conn.bot,
             "users": [p["name"] for p in online],
             "people": online,
             "history": history,

@@ -101,6 +101,11 @@ async def test_two_processes_registering_look_alikes_at_once_make_one_account(
     assert len(await first.all()) == 5
 
 
+async def test_a_handle_is_found_however_its_letters_are_composed(accounts: Accounts) -> None:
+    zoe = await accounts.add("Zo\u00eb", None)
+    assert await accounts.get(" zoe\u0308 ") == zoe  # decomposed, lower case, spaces around
+
+
 async def test_only_the_password_logs_in(accounts: Accounts) -> None:
     ann = await accounts.add("ann", await PASSWORDS.hash("correct horse"))
     assert await accounts.authenticate("ann", "correct horse") == ann

@@ -13,7 +13,7 @@ ANN_ID = "g:" + hashlib.sha256(b"chatapp guest id\0" + ANN_KEY.encode()).hexdige
 
 def person(user_id: str, name: str) -> dict[str, object]:
     """A guest, as presence shows one."""
-    return {"user_id": user_id, "name": name, "handle": None, "guest": True, "bot": False}
+    return {"user_id": user_id, "name": name}
 
 
 async def test_join_and_leave_are_announced(server: Server, make_client) -> None:

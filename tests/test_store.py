@@ -481,5 +481,6 @@ async def test_who_sent_a_message_is_kept(store: MessageStore) -> None:
         ("ann", False),
         ("ci", True),
     ]
-    assert [m.to_dict()["guest"] for m in page.messages] == [True, False, False]
+    assert [m.to_dict().get("handle") for m in page.messages] == [None, "ann", "ci"]
+    assert [m.to_dict().get("bot") for m in page.messages] == [None, None, True]
     assert (await store.add("a", "CI", "built", "c-1", "u:ci", "ci", True)) == (bot, False)

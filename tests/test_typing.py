@@ -15,14 +15,7 @@ async def _pair(server: Server, make_client, room: str = "t"):
 def typing(client, state: bool) -> dict:
     """The ``typing`` event others get from ``client``."""
     user_id = client.of("welcome")[0]["user_id"]
-    return {
-        "name": "ann",
-        "user_id": user_id,
-        "handle": None,
-        "guest": True,
-        "bot": False,
-        "typing": state,
-    }
+    return {"name": "ann", "user_id": user_id, "typing": state}
 
 
 async def test_typing_reaches_others_not_the_sender(server: Server, make_client) -> None:

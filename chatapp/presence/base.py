@@ -27,21 +27,17 @@ def member(user_id: str, name: str, handle: str | None = None, bot: bool = False
 
 
 def person(key: str) -> dict[str, Any]:
-    """``{"user_id", "name", "handle", "guest", "bot"}`` of a member (``user_id`` None for
-    a bare name, as an earlier release stored them)."""
+    """``{"user_id", "name"}`` of a member, with ``"handle"`` (and ``"bot": true``) for an
+    account's (``user_id`` None for a bare name, as an earlier release stored them)."""
     parts = key.split(_SEPARATOR)
     if len(parts) == 1:
-        return {"user_id": None, "name": key, "handle": None, "guest": True, "bot": False}
+        return {"user_id": None, "name": key}
+    found: dict[str, Any] = {"user_id": parts[0], "name": parts[1]}
     if len(parts) == 4:
-        user_id, name, handle, bot = parts
-        return {
-            "user_id": user_id,
-            "name": name,
-            "handle": handle,
-            "guest": False,
-            "bot": bot == "1",
-        }
-    return {"user_id": parts[0], "name": parts[1], "handle": None, "guest": True, "bot": False}
+        found["handle"] = parts[2]
+        if parts[3] == "1":
+            found["bot"] = True
+    return found
 
 
 def people(keys: list[str]) -> list[dict[str, Any]]:

@@ -30,17 +30,21 @@ class Message:
     bot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "room": self.room,
             "name": self.name,
             "text": self.text,
             "ts": self.ts,
             "user_id": self.user_id,
-            "handle": self.handle,
-            "guest": self.handle is None,
-            "bot": self.bot,
         }
+        # Only an account's message says more (every message is sent to every member: a
+        # guest's carries no fields that say "nothing").
+        if self.handle is not None:
+            data["handle"] = self.handle
+            if self.bot:
+                data["bot"] = True
+        return data
 
 
 @dataclass(frozen=True, slots=True)
