@@ -6,7 +6,14 @@ import { io } from "/static/vendor/socket.io.esm.min.js";
 const BASE_DELAY = 1000;
 const MAX_DELAY = 20000;
 /** Refusals (docs/protocol.md) that connecting again as it is cannot change. */
-const FINAL = [/^invalid /, /^the name .* belongs to an account/, /^signed out/, /^sign in to chat/];
+const FINAL = [
+  /^invalid /,
+  /^the name .* belongs to an account/,
+  /^signed out/,
+  /^sign in to chat/,
+  /^no such room, or you are not/,
+  /^banned from this server/,
+];
 
 /**
  * Wraps a socket.io-client socket. `auth()` is called before every (re)connect.

@@ -6,7 +6,8 @@ import asyncio
 
 from tests.conftest import ClientFactory
 from tests.support import Server
-from tests.test_sign_in import add_account
+from tests.test_moderation import admin_and_ann, api
+from tests.test_sign_in import add_account, cookie
 from tests.test_users_cli import users
 
 from .conftest import OpenChat, expect
@@ -86,3 +87,37 @@ async def test_sign_up_by_invite_lands_in_the_chat_signed_in(
     await expect(page.locator("#my-name")).to_have_text("Zoë Z")
     await expect(page.locator("#sign-out")).to_contain_text("@zoe")
     await send(page, "hello, I was invited")
+
+
+async def test_a_private_room_is_invisible_to_a_non_member(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    boss, ann = await admin_and_ann(server)
+    member = make_client(headers=cookie(ann))
+    await member.connect(server.url, room="secret")
+    assert (await member.send("members only"))["ok"]
+    assert (await api(server, "PUT", "/api/rooms/secret/private", boss, {"members": ["ann"]}))[
+        0
+    ] == 200
+    visitor = make_client()
+    await visitor.connect(server.url, room="open-room", name="visitor")
+    assert (await visitor.send("anyone can read this"))["ok"]
+    chat = await open_chat(server.url, "/r/open-room", "Bo")
+    page = chat.page
+    await expect(page.locator('#rooms a[data-room="open-room"]')).to_have_count(1)
+    await expect(page.locator('#rooms a[data-room="secret"]')).to_have_count(0)
+    # Going there by its address: refused, told nothing, shown nothing.
+    await page.goto(server.url + "/r/secret")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "refused")
+    await expect(page.locator("#status-text")).to_have_text(
+        "Not connected: no such room, or you are not one of its members"
+    )
+    await expect(page.locator("#messages .msg")).to_have_count(0)
+    # The "go to a room" form says the same.
+    await page.locator("#room-input").fill("secret")
+    await page.locator("#room-input").press("Enter")
+    await expect(page.locator("#room-error")).to_have_text(
+        "no such room, or you are not one of its members"
+    )
+    # The form asked the history API, whose 404 Chromium logs; nothing else may be.
+    chat.errors.remove(next(e for e in chat.errors if "status of 404" in e))
