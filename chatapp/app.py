@@ -31,6 +31,7 @@ from .keys import (
     invites_key,
     presence_key,
     resources_key,
+    retention_key,
     sessions_key,
     settings_key,
     sign_ins_key,
@@ -43,6 +44,7 @@ from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, ori
 from .passwords import Passwords
 from .presence import Presence, open_presence
 from .private_rooms import PrivateRooms, setup_private_rooms
+from .retention import Retention, setup_retention
 from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
@@ -170,6 +172,7 @@ def create_app(
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
     app[sign_ins_key] = sign_ins
+    app[retention_key] = Retention(store, settings.retention_days)
     invites = app[invites_key] = Invites(store)
     app[handlers_key] = ChatHandlers(
         sio,
@@ -198,6 +201,7 @@ def create_app(
         app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
     )
     setup_moderation(app, moderation, sign_ins)
+    setup_retention(app, app[retention_key], sign_ins)
     setup_private_rooms(app, private_rooms, sign_ins)
     setup_sign_up(
         app,
@@ -228,18 +232,23 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         # The bans in force and the private rooms, before anyone comes.
         await app[handlers_key].moderation.refresh()
         await app[handlers_key].private_rooms.refresh()
+        await app[retention_key].sweep()  # what expired while the server was stopped
         await presence.start()
         try:
             await fanout.start()
             try:
                 await app[fast_paths_key].start()  # before the first connection is served
                 app[sessions_key].use_fast_paths()
-                watch = asyncio.ensure_future(app[handlers_key].watch_sign_ins())
+                tasks = [
+                    asyncio.ensure_future(app[handlers_key].watch_sign_ins()),
+                    asyncio.ensure_future(app[retention_key].run()),
+                ]
                 try:
                     yield
                 finally:
-                    watch.cancel()
-                    await asyncio.gather(watch, return_exceptions=True)
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 await fanout.stop()
         finally:

@@ -12,6 +12,7 @@ from .fastpaths import FastPaths
 from .handlers import ChatHandlers
 from .presence import Presence
 from .resources import Resources
+from .retention import Retention
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns
@@ -33,3 +34,4 @@ budget_key = web.AppKey("budget", AddressBudget)
 fast_paths_key = web.AppKey("fast_paths", FastPaths)
 sign_ins_key = web.AppKey("sign_ins", SignIns)
 invites_key = web.AppKey("invites", Invites)
+retention_key = web.AppKey("retention", Retention)

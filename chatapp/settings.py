@@ -283,6 +283,13 @@ class Settings:
         "`X-Forwarded-Proto`/`-Host`",
         _boolean,
     )
+    retention_days: float = setting(
+        0.0,
+        "days of history kept (`0`: all of it); older messages are deleted from the database, "
+        "and so from every API and catch-up, at start and hourly. An admin can set a room's "
+        "own (`PUT /api/rooms/{room}/retention`)",
+        _number(float, 0, 36_500),
+    )
     sso_header: str = setting(
         "",
         "behind `--trust-proxy` only: the request header in which the authenticating proxy "

@@ -42,6 +42,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "trust_proxy": ("on", True),
     "sign_up": ("Open", "open"),
     "sso_header": ("X-Forwarded-User", "X-Forwarded-User"),
+    "retention_days": ("30", 30.0),
     "guests": ("off", False),
     "fast_paths": ("heartbeat", ("heartbeat",)),
     "max_connections_per_ip": ("0", 0),

@@ -245,6 +245,10 @@ class MessageStore(Protocol):
     async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
         """For each of ``rooms`` that has history, the ``ts`` of its newest message."""
 
+    async def expire(self, room: str, before_ts: int) -> int:
+        """Delete ``room``'s messages stored before ``before_ts``; how many went. Ids are
+        never reused: the room's counter stays."""
+
     async def restore(self, room: str, messages: Sequence[Message]) -> None:
         """Put back a room's history as exported (ids 1, 2, 3... and their ``ts``), in one
         transaction; StoreError if the room has history already."""
@@ -328,6 +332,12 @@ class AccountStore(Protocol):
 
     async def private_rooms(self) -> dict[str, set[str]]:
         """Every private room, with the ids of its members."""
+
+    async def retention(self) -> dict[str, float]:
+        """The rooms with a retention of their own: days (0: all history kept)."""
+
+    async def set_retention(self, room: str, days: float | None, entry: LogEntry) -> None:
+        """Give ``room`` a retention of its own (None: the server's again), and log it."""
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         """Which of the sign-ins ``ids`` have not ended."""

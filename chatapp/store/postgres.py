@@ -132,6 +132,10 @@ CREATE TABLE room_members (
     account_id TEXT NOT NULL,
     PRIMARY KEY (room, account_id)
 );
+CREATE TABLE room_retention (
+    room TEXT             PRIMARY KEY,
+    days DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE mod_log (
     seq    BIGSERIAL PRIMARY KEY,
     ts     BIGINT NOT NULL,
@@ -347,6 +351,29 @@ class PostgresStore:
             wanted,
         )
         return {row[0]: row[1] for row in rows}
+
+    async def expire(self, room: str, before_ts: int) -> int:
+        status = await self.pool.execute(
+            "DELETE FROM messages WHERE room=$1 AND ts<$2", room, before_ts
+        )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def retention(self) -> dict[str, float]:
+        rows = await self.pool.fetch("SELECT room, days FROM room_retention")
+        return {row[0]: float(row[1]) for row in rows}
+
+    async def set_retention(self, room: str, days: float | None, entry: LogEntry) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if days is None:
+                await conn.execute("DELETE FROM room_retention WHERE room=$1", room)
+            else:
+                await conn.execute(
+                    "INSERT INTO room_retention (room, days) VALUES ($1, $2) "
+                    "ON CONFLICT (room) DO UPDATE SET days=EXCLUDED.days",
+                    room,
+                    days,
+                )
+            await _log(conn, entry)
 
     async def restore(self, room: str, messages: Sequence[Message]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -129,6 +129,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             account_id TEXT NOT NULL,
             PRIMARY KEY (room, account_id)
         ) WITHOUT ROWID""",
+        # Rooms whose history is kept longer or shorter than the server's --retention-days.
+        """CREATE TABLE room_retention (
+            room TEXT PRIMARY KEY,
+            days REAL NOT NULL
+        ) WITHOUT ROWID""",
         """CREATE TABLE mod_log (
             seq    INTEGER PRIMARY KEY AUTOINCREMENT,
             ts     INTEGER NOT NULL,
@@ -693,6 +698,42 @@ class SQLiteStore:
             return found
 
         return await self._run(times) if wanted else {}
+
+    async def expire(self, room: str, before_ts: int) -> int:
+        def expire(conn: sqlite3.Connection) -> int:
+            # The room's rows only (its primary key range), one transaction per room: the
+            # write lock is never held for long.
+            return conn.execute(
+                "DELETE FROM messages WHERE room=? AND ts<?", (room, before_ts)
+            ).rowcount
+
+        return await self._run(expire)
+
+    async def retention(self) -> dict[str, float]:
+        def rooms(conn: sqlite3.Connection) -> dict[str, float]:
+            return dict(conn.execute("SELECT room, days FROM room_retention").fetchall())
+
+        return await self._run(rooms)
+
+    async def set_retention(self, room: str, days: float | None, entry: LogEntry) -> None:
+        def change(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if days is None:
+                    conn.execute("DELETE FROM room_retention WHERE room=?", (room,))
+                else:
+                    conn.execute(
+                        "INSERT INTO room_retention (room, days) VALUES (?, ?) "
+                        "ON CONFLICT (room) DO UPDATE SET days=excluded.days",
+                        (room, days),
+                    )
+                _log(conn, entry)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(change)
 
     async def restore(self, room: str, messages: Sequence[Message]) -> None:
         def restore(conn: sqlite3.Connection) -> None:
