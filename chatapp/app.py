@@ -13,6 +13,7 @@ from aiohttp import web
 from . import resources as resources_mod
 from .access import AccessControl, access_middleware, setup_login
 from .accounts import Accounts
+from .admin import setup_admin
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
@@ -201,6 +202,7 @@ def create_app(
         app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
     )
     setup_moderation(app, moderation, sign_ins)
+    setup_admin(app, store=store, accounts=accounts, sign_ins=sign_ins, moderation=moderation)
     setup_retention(app, app[retention_key], sign_ins)
     setup_private_rooms(app, private_rooms, sign_ins)
     setup_sign_up(

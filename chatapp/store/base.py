@@ -316,6 +316,9 @@ class AccountStore(Protocol):
     async def remove_ban(self, ban_id: str, entry: LogEntry) -> bool:
         """Lift a ban (and log it); False if there was no such ban."""
 
+    async def log_action(self, entry: LogEntry) -> None:
+        """Write a line of the moderation log."""
+
     async def bans(self, now: int) -> list[Ban]:
         """The bans in force at ``now``, newest first."""
 

@@ -564,6 +564,10 @@ class PostgresStore:
                 await _log(conn, entry)
         return removed
 
+    async def log_action(self, entry: LogEntry) -> None:
+        async with self.pool.acquire() as conn:
+            await _log(conn, entry)
+
     async def bans(self, now: int) -> list[Ban]:
         rows = await self.pool.fetch(
             "SELECT id, kind, target, until, reason, created, created_by FROM bans "

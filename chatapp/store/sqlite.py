@@ -975,6 +975,9 @@ class SQLiteStore:
 
         return await self._run(remove)
 
+    async def log_action(self, entry: LogEntry) -> None:
+        await self._run(lambda conn: _log(conn, entry))
+
     async def bans(self, now: int) -> list[Ban]:
         def bans(conn: sqlite3.Connection) -> list[Ban]:
             rows = conn.execute(

@@ -1,0 +1,93 @@
+"""The admins' page: bots and their tokens, bans and the moderation log from the browser's
+forms (the services of the API and the command line)."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+
+from .support import Server
+from .test_bots import webhook
+from .test_moderation import admin_and_ann
+from .test_sign_in import cookie, me, post_sign_in
+
+
+async def get(server: Server, token: str | None) -> tuple[int, str, str | None]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            server.url + "/admin", headers=cookie(token) if token else {}, allow_redirects=False
+        ) as resp,
+    ):
+        return resp.status, await resp.text(), resp.headers.get("Location")
+
+
+async def post(server: Server, path: str, token: str, data: dict[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + path,
+            data=data,
+            headers={**cookie(token), "Origin": server.url},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        return resp.status, await resp.text()
+
+
+async def test_only_admins_see_the_admin_page(start_server) -> None:
+    server: Server = await start_server()
+    boss, ann = await admin_and_ann(server)
+    assert (await get(server, None))[::2] == (303, "/signin?next=/admin")
+    assert (await get(server, ann))[0] == 403
+    assert (await post(server, "/admin/bans", ann, {"target": "boss"}))[0] == 403
+    status, html, _ = await get(server, boss)
+    assert status == 200 and "<h2>Bots</h2>" in html
+
+
+async def test_an_admin_makes_and_revokes_a_bot_from_the_page(start_server) -> None:
+    server: Server = await start_server()
+    boss, _ = await admin_and_ann(server)
+    status, html = await post(server, "/admin/bots", boss, {"name": "ci-bot"})
+    assert status == 200 and "made the bot @ci-bot" in html
+    (token,) = re.findall(r'id="bot-token" type="text" readonly value="([^"]+)"', html)
+    assert (await webhook(server, "builds", {"text": "hi"}, token))[0] == 201
+    status, html = await post(server, "/admin/bots", boss, {"name": "CI-BOT"})
+    assert status == 400 and "is taken" in html
+    status, html = await post(server, "/admin/bots/ci-bot/revoke", boss, {})
+    assert status == 200 and "revoked 1 token(s) of @ci-bot" in html
+    assert (await webhook(server, "builds", {"text": "hi"}, token))[0] == 401
+    assert (await post(server, "/admin/bots/ann/revoke", boss, {}))[0] == 400  # not a bot
+    _, html, _ = await get(server, boss)
+    assert "@boss · revoke bot ci-bot" in html and "@boss · add bot ci-bot" in html
+
+
+async def test_an_admin_bans_and_lifts_from_the_page(start_server, make_client) -> None:
+    server: Server = await start_server("--trust-proxy")
+    boss, ann = await admin_and_ann(server)
+    client = make_client(headers=cookie(ann))
+    await client.connect(server.url, room="team")
+    status, html = await post(
+        server, "/admin/bans", boss, {"target": "@ann", "minutes": "", "reason": "spam"}
+    )
+    assert status == 200 and "banned ann" in html and "@ann · until lifted · spam" in html
+    await client.wait_for("disconnect")
+    assert (await me(server, ann))[0] == 401
+    assert (await post_sign_in(server, "ann", "ann's password"))[0] == 403
+    status, html = await post(
+        server, "/admin/bans", boss, {"target": "203.0.113.5", "minutes": "30", "reason": ""}
+    )
+    assert status == 200 and "203.0.113.5 · until " in html
+    for data, error in [
+        ({"target": "nobody"}, "no account with the handle"),
+        ({"target": "ann", "minutes": "soon"}, "minutes must be a number"),
+    ]:
+        status, html = await post(server, "/admin/bans", boss, data)
+        assert status == 400 and error in html
+    ids = re.findall(r'action="/admin/bans/([0-9a-f]+)/lift"', html)
+    assert len(ids) == 2  # ann's and the address's
+    for ban_id in ids:
+        assert (await post(server, f"/admin/bans/{ban_id}/lift", boss, {}))[0] == 200
+    assert (await post_sign_in(server, "ann", "ann's password"))[0] == 303
+    assert (await post(server, f"/admin/bans/{ids[0]}/lift", boss, {}))[0] == 404
