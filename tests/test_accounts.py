@@ -13,7 +13,8 @@ import pytest
 
 from chatapp.accounts import AccountError, Accounts
 from chatapp.passwords import MAX_PASSWORD_BYTES, PasswordError, Passwords, check_password
-from chatapp.store import Store, open_store
+from chatapp.store import Ban, LogEntry, SignIn, Store, open_store
+from chatapp.store.base import now_ms
 
 OpenAccounts = Callable[[], Awaitable[Accounts]]
 
@@ -174,3 +175,52 @@ def test_a_hash_verifies_its_password_only() -> None:
     assert not PASSWORDS.verify_now(stored, "x" * 2000)  # not hashed at all
     assert not PASSWORDS.needs_rehash(stored)
     assert PASSWORDS.needs_rehash("not a hash")
+
+
+async def test_sign_ins_bans_private_rooms_and_the_log_on_every_store(db: str) -> None:
+    """The store side of sign-ins, bans, private rooms and the moderation log, the same
+    on SQLite and PostgreSQL."""
+    store = open_store(db)
+    await store.open()
+    try:
+        accounts = Accounts(store, PASSWORDS)
+        ann = await accounts.add("ann", None)
+        now = now_ms()
+        one = SignIn("s1", ann.id, now, now + 1000, "10.0.0.1", "browser")
+        two = SignIn("s2", ann.id, now + 1, now + 5000, "10.0.0.2", "phone")
+        await store.add_sign_in(one, "hash-1")
+        await store.add_sign_in(two, "hash-2")
+        assert await store.find_sign_in("hash-1", now) == (one, ann)
+        assert await store.find_sign_in("hash-1", now + 1000) is None  # expired
+        assert await store.list_sign_ins(ann.id, now) == [two, one]
+        assert await store.live_sign_ins(["s1", "s2", "nope"], now + 2000) == {"s2"}
+        assert await store.remove_sign_ins(ann.id, ["s2"], now) == 1
+        assert await store.live_sign_ins(["s1", "s2"], now) == {"s1"}
+
+        entry = LogEntry(now, "boss", "ban", "ann", "")
+        forever = Ban("b1", "account", ann.id, 0, "spam", now, "u:boss")
+        brief = Ban("b2", "address", "10.0.0.9", now + 10, "", now + 1, "u:boss")
+        await store.add_ban(forever, entry)
+        await store.add_ban(brief, LogEntry(now + 1, "boss", "ban", "10.0.0.9", "1 minutes"))
+        assert await store.bans(now) == [brief, forever]
+        assert await store.bans(now + 10) == [forever]  # the brief one is over
+        assert await store.remove_ban("b1", LogEntry(now + 2, "boss", "unban", "b1", ""))
+        assert not await store.remove_ban("b1", LogEntry(now + 3, "boss", "unban", "b1", ""))
+        assert [e.action for e in await store.mod_log(10)] == ["unban", "ban", "ban"]
+        assert [e.action for e in await store.mod_log(1, before=now + 2)] == ["ban"]
+
+        assert await store.set_private(
+            "secret", True, LogEntry(now, "boss", "private", "secret", "")
+        )
+        assert not await store.set_private("secret", True, entry)
+        assert await store.set_member("secret", ann.id, True, entry)
+        assert not await store.set_member("secret", ann.id, True, entry)
+        assert await store.private_rooms() == {"secret": {ann.id}}
+        assert await store.set_private("secret", False, entry)
+        assert await store.private_rooms() == {}
+
+        # Removing the account ends its sign-ins with it.
+        await accounts.remove("ann")
+        assert await store.find_sign_in("hash-1", now) is None
+    finally:
+        await store.close()
