@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,14 +266,27 @@ def _file_version(path: str) -> int:
         conn.close()
 
 
+@contextlib.contextmanager
+def _locked(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: BEGIN IMMEDIATE (the file's write lock from the start, so two
+    processes' checks and writes do not interleave), committed at the end of the block,
+    rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _migrate(conn: sqlite3.Connection, path: str) -> int:
     """Bring the file's schema to :data:`SCHEMA_VERSION`; return the version it had.
 
     One write transaction: several processes opening the file at once migrate it once,
     and a failed migration leaves the file as it was.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _locked(conn):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise _too_new(path, version)
@@ -280,10 +294,6 @@ def _migrate(conn: sqlite3.Connection, path: str) -> int:
             for statement in _MIGRATIONS[target]:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return int(version)
 
 
@@ -400,8 +410,7 @@ def _insert(
 
 
 def _transaction(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _locked(conn):
         newest: dict[str, Message] = {}
         outcomes: list[_Outcome] = [_insert(conn, add, newest) for add in batch]
         # One row per room, written once per transaction however many messages it got.
@@ -410,10 +419,6 @@ def _transaction(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
             "ON CONFLICT (room) DO UPDATE SET last_id=excluded.last_id, last_ts=excluded.last_ts",
             [(m.room, m.id, m.ts) for m in newest.values()],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return outcomes
 
 
@@ -717,8 +722,7 @@ class SQLiteStore:
 
     async def set_retention(self, room: str, days: float | None, entry: LogEntry) -> None:
         def change(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 if days is None:
                     conn.execute("DELETE FROM room_retention WHERE room=?", (room,))
                 else:
@@ -728,17 +732,12 @@ class SQLiteStore:
                         (room, days),
                     )
                 _log(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(change)
 
     async def restore(self, room: str, messages: Sequence[Message]) -> None:
         def restore(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 if conn.execute("SELECT 1 FROM rooms WHERE room=?", (room,)).fetchone():
                     raise StoreError(f"#{room} has history already")
                 conn.executemany(
@@ -754,10 +753,6 @@ class SQLiteStore:
                         "INSERT INTO rooms (room, last_id, last_ts) VALUES (?, ?, ?)",
                         (room, messages[-1].id, messages[-1].ts),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(restore)
 
@@ -767,13 +762,8 @@ class SQLiteStore:
         self, account: Account, keys: Sequence[str], password_hash: str | None
     ) -> None:
         def add(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 _insert_account(conn, account, keys, password_hash)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(add)
 
@@ -811,15 +801,10 @@ class SQLiteStore:
 
     async def remove_account(self, account_id: str) -> bool:
         def remove(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 conn.execute("DELETE FROM sessions WHERE account_id=?", (account_id,))
                 conn.execute("DELETE FROM handle_keys WHERE account_id=?", (account_id,))
                 removed = conn.execute("DELETE FROM accounts WHERE id=?", (account_id,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return removed > 0
 
         return await self._run(remove)
@@ -828,8 +813,7 @@ class SQLiteStore:
 
     async def add_sign_in(self, sign_in: SignIn, token_hash: str) -> None:
         def add(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 exists = conn.execute(
                     "SELECT 1 FROM accounts WHERE id=?", (sign_in.account_id,)
                 ).fetchone()
@@ -848,10 +832,6 @@ class SQLiteStore:
                         sign_in.agent,
                     ),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(add)
 
@@ -918,18 +898,13 @@ class SQLiteStore:
         password_hash: str | None,
     ) -> None:
         def redeem(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 if _usable_invite(conn, token_hash, now) is None:
                     raise InviteInvalid()
                 _insert_account(conn, account, keys, password_hash)
                 conn.execute(
                     "UPDATE invites SET used_by=? WHERE token_hash=?", (account.id, token_hash)
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(redeem)
 
@@ -937,8 +912,7 @@ class SQLiteStore:
 
     async def add_ban(self, ban: Ban, entry: LogEntry) -> None:
         def add(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 conn.execute(
                     "INSERT INTO bans (id, kind, target, until, reason, created, created_by) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -953,24 +927,15 @@ class SQLiteStore:
                     ),
                 )
                 _log(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(add)
 
     async def remove_ban(self, ban_id: str, entry: LogEntry) -> bool:
         def remove(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 removed = conn.execute("DELETE FROM bans WHERE id=?", (ban_id,)).rowcount > 0
                 if removed:
                     _log(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return removed
 
         return await self._run(remove)
@@ -1002,8 +967,7 @@ class SQLiteStore:
 
     async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 if private:
                     changed = (
                         conn.execute(
@@ -1019,18 +983,13 @@ class SQLiteStore:
                     conn.execute("DELETE FROM room_members WHERE room=?", (room,))
                 if changed:
                     _log(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return changed
 
         return await self._run(change)
 
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _locked(conn):
                 if member:
                     changed = (
                         conn.execute(
@@ -1050,10 +1009,6 @@ class SQLiteStore:
                     )
                 if changed:
                     _log(conn, entry)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return changed
 
         return await self._run(change)
