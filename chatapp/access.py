@@ -110,7 +110,7 @@ class AccessControl:
         if is_bot_token(token):
             return None  # a bot's own token passes: the connect handler checks it
         if token is None:
-            if self.check_cookie(_cookie_from_header(environ.get("HTTP_COOKIE", ""))):
+            if self.check_cookie(cookie_from_header(environ.get("HTTP_COOKIE", ""), COOKIE_NAME)):
                 return None
             return TOKEN_REQUIRED
         try:
@@ -133,13 +133,15 @@ class AccessControl:
             return False
 
 
-def _cookie_from_header(header: str) -> str | None:
+def cookie_from_header(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header (Socket.IO's handshake has no
+    parsed cookies), if any."""
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(header)
     except CookieError:
         return None
-    morsel = jar.get(COOKIE_NAME)
+    morsel = jar.get(name)
     return morsel.value if morsel is not None else None
 
 

@@ -9,45 +9,31 @@ open connections within a second.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections.abc import Callable, Sequence
 
 from .accounts import AccountError, Accounts
-from .handles import ConfusablesMismatch, check_confusables
+from .commands import Commands
 from .passwords import Passwords
-from .settings import add_flags, redacted, settings_from
+from .settings import redacted
 from .signin import SignIns
-from .store import StoreError, open_store
+from .store import open_store
 from .store.base import now_ms
-from .users_cli import EXIT_ERROR, EXIT_REFUSED
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        argument_default=argparse.SUPPRESS,
-        description="Manage bot accounts and their tokens in the database of --db (or "
-        "CHATAPP_DB), whether the server is running or not.",
+def _commands(prog: str) -> Commands:
+    commands = Commands(
+        prog,
+        "Manage bot accounts and their tokens in the database of --db (or CHATAPP_DB), "
+        "whether the server is running or not.",
     )
-    add_flags(parser, ("db",))
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help: str, named: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name, help=help, description=help, argument_default=argparse.SUPPRESS
-        )
-        add_flags(sub, ("db",))
-        if named:
-            sub.add_argument("name", metavar="NAME", help="the bot's handle")
-        return sub
-
-    add = command("add", "Create a bot; prints its token as the last line.")
+    add = commands.add("add", "Create a bot; prints its token as the last line.", "name")
     add.add_argument("--display-name", metavar="NAME", help="shown name (default: NAME)")
-    command("list", "List the bots: handle, display name, id, tokens.", False)
-    command("token", "Give a bot another token; prints it as the last line.")
-    command("revoke", "End every token of a bot (its open connections are disconnected).")
-    return parser
+    commands.add("list", "List the bots: handle, display name, id, tokens.")
+    commands.add("token", "Give a bot another token; prints it as the last line.", "name")
+    commands.add(
+        "revoke", "End every token of a bot (its open connections are disconnected).", "name"
+    )
+    return commands
 
 
 async def _run(args: argparse.Namespace, db: str, out: Callable[[str], None]) -> None:
@@ -87,16 +73,8 @@ async def _run(args: argparse.Namespace, db: str, out: Callable[[str], None]) ->
 
 def main(argv: Sequence[str], prog: str) -> int:
     """``bots``: the exit status."""
-    parser = _parser(prog)
-    args = parser.parse_args(argv)
-    settings = settings_from(parser, args, only=("db",))
-    try:
-        check_confusables()
-        asyncio.run(_run(args, settings.db, print))
-    except AccountError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (StoreError, ConfusablesMismatch) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+
+    async def job(args: argparse.Namespace, db: str) -> None:
+        await _run(args, db, print)
+
+    return _commands(prog).run(argv, job)

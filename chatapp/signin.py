@@ -14,14 +14,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .access import is_https, safe_next
+from .access import cookie_from_header, is_https, safe_next
 from .accounts import AccountError, Accounts
 from .bots import BOT_PREFIX, BOT_TOKEN_YEARS, is_bot_token
 from .failures import FailureLimiter, TooManyFailures
@@ -56,13 +55,7 @@ def token_hash(token: str) -> str:
 
 def session_cookie(header: str) -> str | None:
     """The sign-in token in a ``Cookie`` header, if any."""
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(COOKIE_NAME)
-    return morsel.value if morsel is not None else None
+    return cookie_from_header(header, COOKIE_NAME)
 
 
 class SignInRefused(Exception):

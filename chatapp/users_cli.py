@@ -9,70 +9,45 @@ as the first line of standard input when that is not a terminal (a script, a pip
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .accounts import AccountError, Accounts
-from .handles import ConfusablesMismatch, check_confusables
+from .accounts import Accounts
+from .commands import Commands, Refused
 from .passwords import PasswordError, Passwords, check_password
-from .settings import add_flags, redacted, settings_from
+from .settings import redacted
 from .signup import INVITE_DAYS, Invites
-from .store import Account, StoreError, open_store
-
-#: Exit statuses: the request was refused (a taken handle, a wrong password twice...);
-#: the database or the command line could not be used.
-EXIT_REFUSED = 1
-EXIT_ERROR = 2
+from .store import Account, open_store
 
 
-class _Refused(Exception):
-    pass
-
-
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        argument_default=argparse.SUPPRESS,
-        description="Manage accounts in the database of --db (or CHATAPP_DB), whether the "
-        "server is running or not. Passwords are asked for on the terminal, or read as "
-        "the first line of standard input when it is not a terminal; never from the "
-        "command line.",
+def _commands(prog: str) -> Commands:
+    commands = Commands(
+        prog,
+        "Manage accounts in the database of --db (or CHATAPP_DB), whether the server is "
+        "running or not. Passwords are asked for on the terminal, or read as the first line "
+        "of standard input when it is not a terminal; never from the command line.",
     )
-    add_flags(parser, ("db",))
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help: str, handle: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name, help=help, description=help, argument_default=argparse.SUPPRESS
-        )
-        add_flags(sub, ("db",))
-        if handle:
-            sub.add_argument("handle", metavar="HANDLE")
-        return sub
-
-    add = command("add", "Create an account; its password is asked for.")
+    add = commands.add("add", "Create an account; its password is asked for.", "handle")
     add.add_argument("--admin", action="store_true", help="make it an admin")
     add.add_argument("--display-name", metavar="NAME", help="shown name (default: the handle)")
-    command("list", "List the accounts: handle, role, display name, id, created.", False)
-    command("set-password", "Set an account's password; it is asked for.")
-    command("remove", "Delete an account and free its handle (its messages stay).")
-    invite = command(
+    commands.add("list", "List the accounts: handle, role, display name, id, created.")
+    commands.add("set-password", "Set an account's password; it is asked for.", "handle")
+    commands.add("remove", "Delete an account and free its handle (its messages stay).", "handle")
+    invite = commands.add(
         "invite",
         "Make a single-use invite link (a path: open it at the server's address) to create "
         "an account on the page, whatever --sign-up says.",
-        False,
     )
     invite.add_argument("--admin", action="store_true", help="the account will be an admin")
     invite.add_argument(
         "--days", type=float, default=INVITE_DAYS, help=f"good for (default {INVITE_DAYS})"
     )
-    command("promote", "Make an account an admin.")
-    command("demote", "Make an admin a member.")
-    return parser
+    commands.add("promote", "Make an account an admin.", "handle")
+    commands.add("demote", "Make an admin a member.", "handle")
+    return commands
 
 
 def read_password(prompt: str, stdin: TextIO | None = None) -> str:
@@ -81,13 +56,13 @@ def read_password(prompt: str, stdin: TextIO | None = None) -> str:
     if stdin.isatty():
         password = getpass.getpass(prompt)
         if getpass.getpass("Again: ") != password:
-            raise _Refused("the two passwords differ")
+            raise Refused("the two passwords differ")
     else:
         password = stdin.readline().removesuffix("\n").removesuffix("\r")
     try:
         return check_password(password)
     except PasswordError as exc:
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
 
 
 def _shown(account: Account) -> str:
@@ -115,7 +90,7 @@ async def _run(
         if command == "invite":
             days: float = args.days
             if not 0 < days <= 365:
-                raise _Refused("--days must be more than 0 and at most 365")
+                raise Refused("--days must be more than 0 and at most 365")
             role = "admin" if getattr(args, "admin", False) else "member"
             path, _ = await Invites(store).create(role, days=days)
             out(f"an invite for one {role} account, good for {days:g} days:")
@@ -140,7 +115,7 @@ async def _run(
         elif command in ("promote", "demote"):
             account = await accounts.get(handle)
             if account.role == "bot":
-                raise _Refused(f"{account.handle} is a bot: bots are not members or admins")
+                raise Refused(f"{account.handle} is a bot: bots are not members or admins")
             role = "admin" if command == "promote" else "member"
             await accounts.set_role(account.handle, role)
             out(f"{account.handle} is now {'an admin' if role == 'admin' else 'a member'}")
@@ -150,16 +125,8 @@ async def _run(
 
 def main(argv: Sequence[str], prog: str) -> int:
     """``users``: the exit status."""
-    parser = _parser(prog)
-    args = parser.parse_args(argv)
-    settings = settings_from(parser, args, only=("db",))
-    try:
-        check_confusables()
-        asyncio.run(_run(args, settings.db, print, Passwords()))
-    except (AccountError, _Refused) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (StoreError, ConfusablesMismatch) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+
+    async def job(args: argparse.Namespace, db: str) -> None:
+        await _run(args, db, print, Passwords())
+
+    return _commands(prog).run(argv, job)
