@@ -9,7 +9,7 @@ import engineio
 import pytest
 import socketio
 
-from .services import cluster, pg_url, redis_prefix, tcp_proxy
+from .services import cluster, db, pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
@@ -30,7 +30,7 @@ NO_RATE_LIMITS = (
     "10000000",
 )
 # Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
-__all__ = ["cluster", "pg_url", "redis_prefix", "tcp_proxy"]
+__all__ = ["cluster", "db", "pg_url", "redis_prefix", "tcp_proxy"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -111,6 +112,16 @@ def redis_prefix() -> Iterator[str]:
     prefix = f"chatapp-test-{uuid.uuid4().hex[:12]}"
     yield prefix
     _run(_delete_keys(prefix))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ``--db`` of each backend, not created yet: a SQLite file, a PostgreSQL schema
+    (for the tests that every store must pass)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "chat.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,14 +19,6 @@ OpenAccounts = Callable[[], Awaitable[Accounts]]
 
 #: One hasher for the module: argon2id at its real cost is what is tested.
 PASSWORDS = Passwords()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "chat.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture

@@ -14,14 +14,6 @@ import pytest
 from chatapp.store import open_store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "chat.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def chatapp(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "chatapp", *args],
@@ -55,8 +47,7 @@ async def history(db: str) -> dict[str, list[dict]]:
         await store.close()
 
 
-async def test_export_then_import_gives_the_same_history(database: str, tmp_path: Path) -> None:
-    db = database
+async def test_export_then_import_gives_the_same_history(db: str, tmp_path: Path) -> None:
     await fill(db)
     out = tmp_path / "history.jsonl"
     exported = chatapp("export", "--db", db, str(out))

@@ -26,15 +26,6 @@ from .test_store import (
 CONSOLE_SCRIPT = Path(sys.executable).with_name("chatapp")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A ``--db`` of each backend, not created yet: a SQLite file, a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return str(tmp_path / "chat.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def migrate(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
     return subprocess.Popen(
         [sys.executable, "-m", "chatapp", "migrate", *args],

@@ -10,7 +10,6 @@ from chatapp.store.base import now_ms
 
 from .support import Server
 from .test_cli import run_cli
-from .test_export import database  # noqa: F401
 from .test_moderation import admin_and_ann, api
 from .test_sign_in import sign_in
 
@@ -32,9 +31,9 @@ async def seed(db: str, room: str, ages_in_days: list[float]) -> None:
         await store.close()
 
 
-async def test_expire_deletes_a_rooms_old_messages_and_keeps_its_ids(database: str) -> None:  # noqa: F811
-    await seed(database, "team", [90, 40, 10, 1])
-    store = open_store(database)
+async def test_expire_deletes_a_rooms_old_messages_and_keeps_its_ids(db: str) -> None:
+    await seed(db, "team", [90, 40, 10, 1])
+    store = open_store(db)
     await store.open()
     try:
         assert await store.expire("team", now_ms() - 30 * DAY) == 2

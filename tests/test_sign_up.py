@@ -16,7 +16,7 @@ from chatapp.store import Account, InviteInvalid, open_store
 from chatapp.store.base import now_ms
 
 from .support import Server
-from .test_accounts import PASSWORDS, OpenAccounts, accounts, db, open_accounts  # noqa: F401
+from .test_accounts import PASSWORDS, OpenAccounts, accounts, open_accounts  # noqa: F401
 from .test_sign_in import add_account, cookie, me, sign_in
 from .test_users_cli import users
 
@@ -188,7 +188,7 @@ async def test_without_guests_everyone_signs_in(make_client, start_server) -> No
 
 async def test_an_invite_is_good_until_it_expires_and_for_one_account(
     open_accounts: OpenAccounts,  # noqa: F811
-    db: str,  # noqa: F811
+    db: str,
 ) -> None:
     first, second = await open_accounts(), await open_accounts()
     store = open_store(db)
@@ -219,7 +219,7 @@ async def test_an_invite_is_good_until_it_expires_and_for_one_account(
 
 async def test_a_claim_is_good_only_while_there_is_no_admin(
     accounts: Accounts,  # noqa: F811
-    db: str,  # noqa: F811
+    db: str,
 ) -> None:
     store = open_store(db)
     await store.open()

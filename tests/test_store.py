@@ -19,15 +19,6 @@ from .services import TcpProxy
 OpenStore = Callable[[], Awaitable[MessageStore]]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The ``--db`` value of each backend: a SQLite file, a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return str(tmp_path / "chat.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 async def open_db(db: str) -> AsyncIterator[OpenStore]:
     """Opens stores on one database (as separate processes would); closes them after."""

@@ -20,14 +20,6 @@ from chatapp.store import open_store
 from .support import Client, Server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "chat.db")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def users(*args: str, stdin: str = "", env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, "-m", "chatapp", "users", *args],
