@@ -228,7 +228,13 @@ def proxy_sign_in(sign_ins: SignIns, header: str) -> Any:
     @web.middleware
     async def signed_in_by_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
         values = request.headers.getall(header, [])
-        if len(values) != 1 or not values[0].strip() or request.path.startswith("/socket.io/"):
+        # Not for the static files a page loads beside it (each would start a sign-in of
+        # its own before the page's cookie arrives), nor Socket.IO (the cookie is there).
+        if (
+            len(values) != 1
+            or not values[0].strip()
+            or request.path.startswith(("/socket.io/", "/static/"))
+        ):
             return await handler(request)
         account = await sign_ins.proxy_account(values[0].strip())
         if account is None:

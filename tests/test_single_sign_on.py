@@ -39,6 +39,12 @@ async def test_the_proxy_signs_people_in_and_makes_their_accounts(
     # Again with its cookie: the same sign-in, no new one.
     html, again = await page(server, {HEADER: "zoe", "Cookie": f"chatapp_session={token}"})
     assert again is None and len((await me(server, token))[1]["sign_ins"]) == 1
+    # The files a page loads make no sign-ins of their own.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.url + "/static/chat.css", headers={HEADER: "zoe"}) as resp,
+    ):
+        assert resp.status == 200 and "chatapp_session" not in resp.cookies
     # Another person through the same browser: their own account.
     html, other = await page(server, {HEADER: "yann", "Cookie": f"chatapp_session={token}"})
     assert other is not None and (await me(server, other))[1]["account"]["handle"] == "yann"
