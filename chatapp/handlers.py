@@ -280,6 +280,8 @@ class ChatHandlers:
             raise self._refuse(sid, ip, banned)
         if not self.private_rooms.allows(req.room, signed_in.id if signed_in else None):
             raise self._refuse(sid, ip, NOT_A_MEMBER)
+        # Counted and checked with no await between (identity lookups are above): many
+        # connections at once from one address cannot all pass the check.
         limit = self.settings.max_connections_per_ip
         if limit and self.per_ip[ip] >= limit:
             log.warning(
