@@ -1,7 +1,8 @@
 """``python -m chatapp export`` and ``import``: history as JSON Lines, one message a line.
 
 Export writes a room's history, or every room's, oldest first per room:
-``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot"}``. Import puts such a file
+``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot", "rev", "deleted"}``
+(a deleted message is a tombstone: no text, ``deleted: true``). Import puts such a file
 back into rooms that have no history yet (a new database, or another server's), keeping
 every id and time, one transaction per room: a room is imported whole or not at all.
 """
@@ -59,6 +60,8 @@ def _line(msg: Message) -> bytes:
     data = msg.to_dict()
     data.setdefault("handle", None)
     data.setdefault("bot", False)
+    data.setdefault("rev", 0)
+    data.setdefault("deleted", False)
     return orjson.dumps(data) + b"\n"
 
 
@@ -81,9 +84,18 @@ def parse_line(raw: bytes, number: int) -> Message:
             raise ProtocolError("not a JSON object")
         room = protocol.parse_room(data.get("room"))
         name = protocol.parse_name(data.get("name"))
-        text = data.get("text")
-        if not isinstance(text, str) or not 1 <= len(text) <= protocol.MAX_TEXT:
+        text, deleted = data.get("text"), data.get("deleted", False)
+        if not isinstance(deleted, bool):
+            raise ProtocolError("deleted must be true or false")
+        if not isinstance(text, str):
+            raise ProtocolError("text must be a string")
+        if deleted and text:
+            raise ProtocolError("a deleted message has no text")
+        if not deleted and not 1 <= len(text) <= protocol.MAX_TEXT:
             raise ProtocolError(f"text must be 1-{protocol.MAX_TEXT} characters")
+        rev = data.get("rev", 0)
+        if not (isinstance(rev, int) and 0 <= rev <= protocol.MAX_ID) or (deleted and not rev):
+            raise ProtocolError("rev must be a change number (a deleted message has one)")
         ident, ts = data.get("id"), data.get("ts")
         if not (isinstance(ident, int) and 1 <= ident <= protocol.MAX_ID):
             raise ProtocolError("id must be a message id")
@@ -98,7 +110,7 @@ def parse_line(raw: bytes, number: int) -> Message:
             raise ProtocolError("bot must be true or false")
     except (orjson.JSONDecodeError, ProtocolError) as exc:
         raise BadImport(f"line {number}: {exc}") from None
-    return Message(ident, room, name, text, ts, user_id, handle, bot)
+    return Message(ident, room, name, text, ts, user_id, handle, bot, rev, deleted)
 
 
 async def import_(store: MessageStore, lines: IO[bytes], say: Callable[[str], None]) -> int:

@@ -42,7 +42,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import redisconn
-from .feed import MESSAGE_EVENT, RoomFeed
+from .feed import CHANGED_EVENT, MESSAGE_EVENT, RoomFeed
 from .managers import LocalManager, RedisManager
 from .sessions import Sessions
 
@@ -73,6 +73,11 @@ class FeedManager(LocalManager):
         """Hand a stored message to the feed of every process, for ``room``'s members."""
         await self.emit(MESSAGE_EVENT, msg, namespace="/", room=room)
 
+    async def publish_change(self, room: str, msg: dict[str, Any]) -> None:
+        """Hand a committed change (the message's new state, with its ``rev``) to the
+        feed of every process, for ``room``'s members."""
+        await self.emit(CHANGED_EVENT, msg, namespace="/", room=room)
+
     async def start(self) -> None:
         """Start background work; one process has none."""
 
@@ -84,13 +89,13 @@ class FeedManager(LocalManager):
         return {}
 
     def route(self, event: str, data: Any, namespace: str, room: Any) -> bool:
-        if (
-            event == MESSAGE_EVENT
-            and namespace == "/"
-            and isinstance(room, str)
-            and isinstance(data, dict)
-        ):
+        if namespace != "/" or not isinstance(room, str) or not isinstance(data, dict):
+            return False
+        if event == MESSAGE_EVENT:
             self.feed.receive(room, data)
+            return True
+        if event == CHANGED_EVENT:
+            self.feed.receive_change(room, data)
             return True
         return False
 
@@ -119,9 +124,10 @@ class FeedRedisManager(RedisManager, FeedManager):
         self._ping_id = uuid.uuid4().hex
         self._publisher = redisconn.connect(url)
         self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PUBLISH_BACKLOG)
-        # Per room, the newest message that could not be published: re-sent once Redis is
-        # back, so that the other processes notice the gap and fill it from the store.
-        self._unsent: dict[str, dict[str, Any]] = {}
+        # Per room and event (message, changed), the newest that could not be published:
+        # re-sent once Redis is back, so that the other processes notice the gap and fill
+        # it from the store.
+        self._unsent: dict[tuple[str, str], dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._subscriptions = 0
         self._expected = b""
@@ -207,9 +213,9 @@ class FeedRedisManager(RedisManager, FeedManager):
             self._resend_unsent()
 
     def _dropped(self, data: dict[str, Any]) -> None:
-        room = data.get("room")
-        if data.get("method") == "emit" and data.get("event") == MESSAGE_EVENT and room:
-            self._unsent[str(room)] = data
+        room, event = data.get("room"), data.get("event")
+        if data.get("method") == "emit" and event in (MESSAGE_EVENT, CHANGED_EVENT) and room:
+            self._unsent[(str(event), str(room))] = data
 
     def _resend_unsent(self) -> None:
         unsent, self._unsent = self._unsent, {}

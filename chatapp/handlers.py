@@ -23,7 +23,7 @@ from .accounts import Accounts
 from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .fanout import FeedManager
-from .feed import RoomFeed
+from .feed import CHANGED_EVENT, RoomFeed
 from .moderation import Moderation
 from .paging import newest_within
 from .presence import Presence, member, people, person
@@ -33,7 +33,7 @@ from .ratelimit import TokenBucket
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns, session_cookie
-from .store import Account, Message, MessageStore, SignIn
+from .store import Account, Message, MessageStore, Page, SignIn
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,25 @@ MAX_BOT_BUCKETS = 10_000
 BOT_TOKEN_INVALID = "invalid bot token"
 #: Why a connection without a sign-in is refused on a server without guests.
 NO_GUESTS = "sign in to chat: this server has no guests"
+NO_SUCH_MESSAGE = "no such message"
+NOT_YOURS = "you can only delete your own messages"
 
 
 def handle_taken(name: str) -> str:
     return f"the name {name!r} belongs to an account: sign in to use it"
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    """What a connection's welcome is made of, read while it was admitted."""
+
+    page: Page
+    head: int  # the room's newest id at the read
+    since: int | None  # the client's, or None when it starts over
+    limit: int
+    rev: int  # the room's newest change number, read before the page
+    changed: list[dict[str, Any]] | None  # changes to the messages up to since
+    reset: bool  # too much changed: the client starts over from the newest
 
 
 @dataclass(eq=False, slots=True)
@@ -73,6 +88,7 @@ class Connection:
     handle: str | None
     sign_in: str | None
     bot: bool  # a bot account's connection
+    admin: bool  # signed in as an admin (when it connected; checked again when it matters)
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
@@ -166,6 +182,7 @@ class ChatHandlers:
             "typing": self.on_typing,
             "history": self.on_history,
             "rename": self.on_rename,
+            "delete": self.on_delete,
         }.items():
             sio.on(event, self._guarded(event, handler))
         sio.on("*", self.on_unknown)
@@ -306,6 +323,7 @@ class ChatHandlers:
             handle=signed_in.handle if signed_in else None,
             sign_in=sign_in.id if sign_in else None,
             bot=signed_in is not None and signed_in.role == "bot",
+            admin=signed_in is not None and signed_in.role == "admin",
             bucket=TokenBucket(s.message_burst, s.message_rate),
             events=TokenBucket(s.event_burst, s.event_rate),
             ip=ip,
@@ -319,8 +337,18 @@ class ChatHandlers:
         try:
             newly_online = await self.presence.join(req.room, sid, me)
             users = await self.presence.users(req.room)
-            limit = protocol.CATCH_UP_LIMIT if req.since is not None else protocol.WELCOME_HISTORY
-            page = await self.store.recent(req.room, limit, after=req.since)
+            # The change number first: the history read after it shows every change to it.
+            rev = await self.store.last_rev(req.room)
+            since = req.since
+            limit = protocol.CATCH_UP_LIMIT if since is not None else protocol.WELCOME_HISTORY
+            page = await self.store.recent(req.room, limit, after=since)
+            changed = None
+            if since is not None and req.rev is not None:
+                changed = await self._changed(req.room, since, req.rev)
+                if changed is None:
+                    # Too much changed to send: the client starts over from the newest.
+                    since, limit = None, protocol.WELCOME_HISTORY
+                    page = await self.store.recent(req.room, limit)
             head = page.messages[-1].id if page.messages else await self.store.last_id(req.room)
         except Exception:
             log.exception("could not admit connection %s to room %s", sid, req.room)
@@ -330,13 +358,23 @@ class ChatHandlers:
             raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
         # The welcome may only be sent once Socket.IO has sent CONNECT, which happens right
         # after this handler returns, without yielding to the event loop.
-        asyncio.get_running_loop().call_soon(
-            self._finish_join, conn, page, head, req.since, limit, users, 0
-        )
+        join = _Join(page, head, since, limit, rev, changed, reset=since != req.since)
+        asyncio.get_running_loop().call_soon(self._finish_join, conn, join, users, 0)
         if newly_online:
             await self._announce(req.room, users, joined=me)
         log.info("%s joined %s as %r from %s", sid, req.room, conn.handle or conn.name, ip)
         return None
+
+    async def _changed(self, room: str, since: int, rev: int) -> list[dict[str, Any]] | None:
+        """What changed after change ``rev`` in the messages up to ``since`` (a
+        reconnecting client's), as they are now; None if more than one welcome carries."""
+        found = await self.store.changes(
+            room, rev, protocol.MAX_ID, protocol.CHANGES_CATCH_UP_LIMIT + 1
+        )
+        if len(found) > protocol.CHANGES_CATCH_UP_LIMIT:
+            return None
+        changed, cut = newest_within([m.to_dict() for m in found if m.id <= since])
+        return None if cut else changed
 
     async def _identity(
         self, environ: dict[str, Any], auth: Any, name: str
@@ -400,32 +438,23 @@ class ChatHandlers:
             del self.per_ip[conn.ip]
         return True
 
-    def _finish_join(
-        self,
-        conn: Connection,
-        page: Any,
-        head: int,
-        since: int | None,
-        limit: int,
-        users: list[str],
-        attempt: int,
-    ) -> None:
+    def _finish_join(self, conn: Connection, join: _Join, users: list[str], attempt: int) -> None:
         if self.connections.get(conn.sid) is not conn:
             return  # disconnected before it finished joining
         if not self.sessions.is_connected(conn.sid) and attempt < 100:
-            asyncio.get_running_loop().call_soon(
-                self._finish_join, conn, page, head, since, limit, users, attempt + 1
-            )
+            asyncio.get_running_loop().call_soon(self._finish_join, conn, join, users, attempt + 1)
             return
         if not self.sessions.is_open(conn.sid):
             # The transport closed while the connect handler ran. Socket.IO does not call
             # the disconnect handler for a connection it had not yet accepted, so clean up.
             self._spawn(self._drop_unjoined(conn))
             return
-        joined = self.feed.complete_join(conn.sid, conn.room, page, head, since, limit)
+        joined = self.feed.complete_join(
+            conn.sid, conn.room, join.page, join.head, join.since, join.limit, join.rev
+        )
         if joined is None:
             return
-        history, has_more = joined
+        history, has_more, changes = joined
         online = people(users)
         welcome = {
             "room": conn.room,
@@ -434,14 +463,22 @@ class ChatHandlers:
             "handle": conn.handle,
             "guest": conn.handle is None,
             "bot": conn.bot,
+            "admin": conn.admin,
             "users": [p["name"] for p in online],
             "people": online,
             "history": history,
             "has_more": has_more,
+            "rev": join.rev,
         }
+        if join.reset:
+            welcome["reset"] = True
+        elif join.changed is not None:
+            welcome["changed"] = join.changed
         eio_sid = self.sessions.eio_sid(conn.sid)
         if eio_sid is not None:
             self.sessions.put(eio_sid, self.sessions.packet("welcome", welcome))
+            for change in changes:
+                self.sessions.put(eio_sid, self.sessions.packet(CHANGED_EVENT, change))
         # Room membership for presence and typing; synchronous for a local connection.
         self.sessions.enter_room(conn.sid, conn.room)
         conn.set_joined()
@@ -586,6 +623,42 @@ class ChatHandlers:
         page = await self.store.before(conn.room, before, limit)
         messages, cut = newest_within([m.to_dict() for m in page.messages])
         return ok(messages=messages, has_more=page.has_more or cut)
+
+    async def on_delete(self, conn: Connection, data: Any) -> Ack:
+        msg_id = protocol.parse_delete(data, conn.room)
+        found = await self.store.get(conn.room, msg_id)
+        if found is None:
+            return error(NO_SUCH_MESSAGE)
+        # A guest without a key shares its id with everyone of its name: not proof.
+        mine = conn.keyed and found.user_id == conn.user_id
+        if not mine and not await self.is_admin(conn.account_id, conn.handle):
+            return error(NOT_YOURS)
+        msg = await self.delete(conn.room, found, conn.handle or conn.name, mine)
+        return ok(message=msg.to_dict())
+
+    async def is_admin(self, account_id: str | None, handle: str | None) -> bool:
+        """Whether the account is an admin now (a demotion takes effect at once)."""
+        if account_id is None or handle is None:
+            return False
+        found = await self.accounts.find(handle)
+        return found is not None and found[0].id == account_id and found[0].role == "admin"
+
+    async def delete(self, room: str, msg: Message, actor: str, mine: bool) -> Message:
+        """Delete ``msg`` for everyone (its text gone from the store), then publish the
+        tombstone to its room: the path of every deletion. An admin's deletion of
+        someone else's message goes in the moderation log."""
+        deleted = await self.store.delete(room, msg.id)
+        if deleted is None:
+            raise ProtocolError(NO_SUCH_MESSAGE)  # expired meanwhile
+        tombstone, changed = deleted
+        if changed:
+            await self.fanout.publish_change(room, tombstone.to_dict())
+            if not mine:
+                await self.moderation.record(
+                    actor, "delete", f"#{room}/{msg.id}", f"a message from {msg.name}"
+                )
+            log.info("%s deleted message %d of #%s", actor, msg.id, room)
+        return tombstone
 
     async def on_rename(self, conn: Connection, data: Any) -> Ack:
         name = protocol.parse_rename(data)

@@ -128,6 +128,10 @@ class Moderation:
         await self.refresh()
         log.info("%s lifted ban %s", actor.handle, ban_id)
 
+    async def record(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        """Write a line of the moderation log (an admin's ``action`` on ``target``)."""
+        await self._store.log_action(LogEntry(now_ms(), actor, action, target, detail))
+
     async def bans(self) -> list[Ban]:
         return await self._store.bans(now_ms())
 

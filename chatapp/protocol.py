@@ -19,6 +19,9 @@ MAX_TEXT = 2000
 MAX_CLIENT_ID = 64
 WELCOME_HISTORY = 50
 CATCH_UP_LIMIT = 500
+#: Changes to earlier messages a reconnecting client's welcome carries; past this (or
+#: past MAX_PAGE_BYTES) the client is told to start over from the newest messages.
+CHANGES_CATCH_UP_LIMIT = 500
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
 #: The most bytes of messages (as JSON) one ``welcome``, ``history`` answer or API page
@@ -48,6 +51,8 @@ class ConnectRequest:
     since: int | None
     #: The secret ``auth.key``, if any: who is connecting (see :func:`user_id_for`).
     key: str | None
+    #: The room's change number the client has seen (``auth.rev``), with ``since``.
+    rev: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,14 @@ def parse_since(value: Any) -> int | None:
     return min(value, MAX_ID)
 
 
+def parse_rev(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or value < 0:
+        raise ProtocolError("invalid rev: must be a change number (an integer >= 0)")
+    return min(value, MAX_ID)
+
+
 def parse_key(value: Any) -> str | None:
     if value is None:
         return None
@@ -169,7 +182,7 @@ def user_id_for(key: str | None, name: str) -> str:
 
 
 def parse_connect(auth: Any) -> ConnectRequest:
-    """The ``auth`` object of a connection: ``{room?, name?, since?, key?}``."""
+    """The ``auth`` object of a connection: ``{room?, name?, since?, rev?, key?}``."""
     if auth is None:
         auth = {}
     if not isinstance(auth, dict):
@@ -181,6 +194,7 @@ def parse_connect(auth: Any) -> ConnectRequest:
         name=name,
         since=parse_since(auth.get("since")),
         key=parse_key(auth.get("key")),
+        rev=parse_rev(auth.get("rev")),
     )
 
 
@@ -245,3 +259,17 @@ def parse_history(data: Any) -> tuple[int | None, int]:
 def parse_rename(data: Any) -> str:
     data = _payload(data, "{name}")
     return parse_name(data.get("name"))
+
+
+def parse_message_id(value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= MAX_ID:
+        raise ProtocolError("invalid id: must be a message id (an integer >= 1)")
+    return value
+
+
+def parse_delete(data: Any, room: str) -> int:
+    """``delete {id, room?}`` -> the id. ``room``, when given, must be the connection's."""
+    data = _payload(data, "{id, room?}")
+    if data.get("room") is not None and data["room"] != room:
+        raise ProtocolError(f"not in that room: this connection is in #{room}")
+    return parse_message_id(data.get("id"))

@@ -50,6 +50,16 @@ class Served:
         published to (its own)."""
         self.feed.receive(msg["room"], msg)
 
+    def receive_change(self, change: dict[str, Any]) -> None:
+        """Hand a change to the feed as the client manager does."""
+        self.feed.receive_change(change["room"], change)
+
+    async def delete(self, room: str, msg_id: int) -> dict[str, Any]:
+        """Delete a message in the store without handing the change to the feed."""
+        deleted = await self.store.delete(room, msg_id)
+        assert deleted is not None and deleted[1]
+        return deleted[0].to_dict()
+
     async def commit(self, room: str, count: int = 1) -> list[dict[str, Any]]:
         """Store ``count`` messages in ``room`` without handing them to the feed (as when
         another process stored them and their fan-out has not arrived yet)."""
@@ -164,6 +174,106 @@ async def test_other_rooms_messages_do_not_reach_a_member(served: Served) -> Non
     assert [m["room"] for m in here.of("message")] == ["here"]
 
 
+# -- changes -------------------------------------------------------------------------------------
+
+
+def timeline(client: Client, room: str) -> list[tuple[str, int, int]]:
+    """(event, message id, rev) of every message and change ``client`` got in ``room``."""
+    return [
+        (name, data["id"], data.get("rev", 0))
+        for name, data in client.events
+        if name in ("message", "changed") and data["room"] == room
+    ]
+
+
+async def changed(client: Client, room: str, rev: int) -> list[tuple[str, int, int]]:
+    """Wait for change ``rev`` of ``room``; everything received in the room by then."""
+    await client.wait_for("changed", lambda c: c["room"] == room and c["rev"] == rev)
+    return timeline(client, room)
+
+
+async def test_changes_arriving_out_of_order_are_delivered_in_rev_order_once(
+    served: Served,
+) -> None:
+    member = await served.member("edits")
+    for msg in await served.commit("edits", 3):
+        served.receive(msg)
+    c1, c2, c3 = [await served.delete("edits", i) for i in (2, 1, 3)]
+    for change in (c3, c2, c2, c1, c3):  # as several processes may publish them
+        served.receive_change(change)
+    assert await changed(member, "edits", 3) == [
+        ("message", 1, 0),
+        ("message", 2, 0),
+        ("message", 3, 0),
+        ("changed", 2, 1),
+        ("changed", 1, 2),
+        ("changed", 3, 3),
+    ]
+
+
+async def test_a_lost_change_is_filled_from_the_store(served: Served) -> None:
+    member = await served.member("lost")
+    for msg in await served.commit("lost", 2):
+        served.receive(msg)
+    await served.delete("lost", 1)  # its fan-out never arrives
+    served.receive_change(await served.delete("lost", 2))
+    assert await changed(member, "lost", 2) == [
+        ("message", 1, 0),
+        ("message", 2, 0),
+        ("changed", 1, 1),
+        ("changed", 2, 2),
+    ]
+    deleted = member.of("changed")[0]
+    assert deleted["deleted"] is True and deleted["text"] == ""
+
+
+async def test_a_change_waits_for_its_message(served: Served) -> None:
+    """A deletion that overtakes its message (through another process) is delivered
+    after the message, never before: a client cannot apply a change to what it has not got."""
+    member = await served.member("early")
+    m1, m2 = await served.commit("early", 2)
+    served.receive(m1)
+    served.receive_change(await served.delete("early", 2))
+    served.receive(m2)  # the original, as published when it was sent
+    assert await changed(member, "early", 1) == [
+        ("message", 1, 0),
+        ("message", 2, 0),
+        ("changed", 2, 1),
+    ]
+
+
+async def test_resync_delivers_changes_the_store_has_beyond_the_feed(served: Served) -> None:
+    member = await served.member("deaf-changes")
+    for msg in await served.commit("deaf-changes", 2):
+        served.receive(msg)
+    await served.delete("deaf-changes", 2)  # published while this process heard nothing
+    served.feed.resync()
+    assert (await changed(member, "deaf-changes", 1))[-1] == ("changed", 2, 1)
+
+
+async def test_a_member_joining_while_changes_flow_misses_none(served: Served) -> None:
+    """The page shows the changes up to the rev read before it; those delivered during the
+    join follow the welcome; a change whose fan-out is late comes live."""
+    newcomer, sid = await joining(served, "home")
+    for msg in await served.commit("flow", 4):
+        served.receive(msg)  # nobody live in the room yet: nothing delivered
+    served.feed.begin_join(sid, "flow")
+    served.receive_change(await served.delete("flow", 1))  # before the reads: in the page
+    rev = await served.store.last_rev("flow")
+    page = await served.store.recent("flow", 50)
+    c2 = await served.delete("flow", 2)  # after the reads: buffered, follows the welcome
+    served.receive_change(c2)
+    c3 = await served.delete("flow", 3)  # its fan-out still on the way
+    joined = served.feed.complete_join(sid, "flow", page, 4, None, 50, rev)
+    assert joined is not None
+    history, _, follow = joined
+    assert rev == 1 and history[0]["deleted"] is True and history[1].get("deleted") is None
+    assert follow == [c2]
+    served.receive_change(c3)
+    assert (await changed(newcomer, "flow", 3))[-1] == ("changed", 3, 3)
+    served.feed.leave(sid, "flow")
+
+
 # -- the join gate -----------------------------------------------------------------------------
 
 
@@ -194,7 +304,7 @@ async def test_a_member_joining_while_messages_flow_gets_history_then_each_later
     (m6,) = await served.commit("gate")  # committed, its fan-out still on the way
     joined = served.feed.complete_join(sid, "gate", page, page.messages[-1].id, None, 50)
     assert joined is not None
-    history, has_more = joined
+    history, has_more, _ = joined
     assert [m["id"] for m in history] == [1, 2, 3, 4, 5]
     assert history[3:] == [m4, m5] and has_more is False
     served.receive(m6)

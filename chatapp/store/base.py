@@ -28,6 +28,11 @@ class Message:
     handle: str | None = None
     #: Whether a bot sent it.
     bot: bool = False
+    #: The room's change number (see ``MessageStore.changes``) of the message's newest
+    #: change; 0 for a message never changed since it was sent.
+    rev: int = 0
+    #: Deleted: a tombstone that keeps its place (id, sender, time) without its text.
+    deleted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -44,6 +49,10 @@ class Message:
             data["handle"] = self.handle
             if self.bot:
                 data["bot"] = True
+        if self.rev:
+            data["rev"] = self.rev
+        if self.deleted:
+            data["deleted"] = True
         return data
 
 
@@ -244,6 +253,29 @@ class MessageStore(Protocol):
 
     async def last_message_times(self, rooms: Iterable[str]) -> dict[str, int]:
         """For each of ``rooms`` that has history, the ``ts`` of its newest message."""
+
+    async def get(self, room: str, msg_id: int) -> Message | None:
+        """One message (a tombstone if deleted), or None."""
+
+    async def delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
+        """Delete a message's text for good, keeping a tombstone in its place; return the
+        tombstone and whether this call deleted it (False: it was already), or None if the
+        room has no such message.
+
+        A deletion is a change: it takes the room's next change number (``rev``).
+        """
+
+    async def last_rev(self, room: str) -> int:
+        """The room's newest change number, 0 when nothing in it was ever changed."""
+
+    async def changes(self, room: str, after: int, upto: int, limit: int) -> list[Message]:
+        """The messages whose newest change has a number in ``(after, upto]``, in change
+        order, at most ``limit``: each as it is now.
+
+        Change numbers count 1, 2, 3... within a room and are committed in order, like
+        ids. A message changed twice is listed once, at its newest change: a number
+        missing from the answer was overtaken by a later change of the same message.
+        """
 
     async def expire(self, room: str, before_ts: int) -> int:
         """Delete ``room``'s messages stored before ``before_ts``; how many went. Ids are

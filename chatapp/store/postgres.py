@@ -38,7 +38,7 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Connections per process: handlers await one query at a time, so a few suffice.
 POOL_MAX = 10
 #: Seconds a query or a wait for a pooled connection may take before it fails.
@@ -145,9 +145,17 @@ CREATE TABLE mod_log (
     detail TEXT   NOT NULL
 );
 """,
+    # Changes to sent messages: each takes the room's next change number (rev), which the
+    # message keeps, so a client catches up on changes by number, as on messages by id.
+    4: """
+ALTER TABLE messages ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX messages_changes ON messages (room, rev) WHERE rev > 0;
+ALTER TABLE rooms ADD COLUMN last_rev BIGINT NOT NULL DEFAULT 0;
+""",
 }
 
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted"
 _ADD = f"""
 WITH counter AS (
     INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
@@ -352,6 +360,58 @@ class PostgresStore:
         )
         return {row[0]: row[1] for row in rows}
 
+    async def get(self, room: str, msg_id: int) -> Message | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id=$2", room, msg_id
+        )
+        return _message(row) if row is not None else None
+
+    async def delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
+        # shield: a deletion once sent is seen through, like an add.
+        return await asyncio.shield(self._delete(room, msg_id))
+
+    async def _delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The message's row first, then the room's counter (as every change takes
+            # them): a deletion racing another change of the message waits for it.
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id=$2 FOR UPDATE",
+                room,
+                msg_id,
+            )
+            if row is None:
+                return None
+            if row["deleted"]:
+                return _message(row), False
+            row = await conn.fetchrow(
+                f"""
+                WITH counter AS (
+                    UPDATE rooms SET last_rev = last_rev + 1 WHERE room=$1 RETURNING last_rev
+                )
+                UPDATE messages SET text='', deleted=TRUE, rev=counter.last_rev
+                FROM counter WHERE room=$1 AND id=$2
+                RETURNING {", ".join("messages." + c.strip() for c in _COLUMNS.split(","))}
+                """,
+                room,
+                msg_id,
+            )
+            return _message(row), True
+
+    async def last_rev(self, room: str) -> int:
+        last: Any = await self.pool.fetchval("SELECT last_rev FROM rooms WHERE room=$1", room)
+        return int(last or 0)
+
+    async def changes(self, room: str, after: int, upto: int, limit: int) -> list[Message]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND rev>$2 AND rev<=$3 "
+            "ORDER BY rev LIMIT $4",
+            room,
+            after,
+            upto,
+            limit,
+        )
+        return [_message(r) for r in rows]
+
     async def expire(self, room: str, before_ts: int) -> int:
         status = await self.pool.execute(
             "DELETE FROM messages WHERE room=$1 AND ts<$2", room, before_ts
@@ -380,19 +440,36 @@ class PostgresStore:
             if messages:
                 try:
                     await conn.execute(
-                        "INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, $2, $3)",
+                        "INSERT INTO rooms (room, last_id, last_ts, last_rev) "
+                        "VALUES ($1, $2, $3, $4)",
                         room,
                         messages[-1].id,
                         messages[-1].ts,
+                        max(m.rev for m in messages),
                     )
                 except asyncpg.UniqueViolationError:
                     raise StoreError(f"#{room} has history already") from None
             elif await conn.fetchval("SELECT 1 FROM rooms WHERE room=$1", room):
                 raise StoreError(f"#{room} has history already")
             await conn.executemany(
-                "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                [(room, m.id, m.name, m.text, m.ts, m.user_id, m.handle, m.bot) for m in messages],
+                "INSERT INTO messages "
+                "(room, id, name, text, ts, user_id, handle, bot, rev, deleted) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                [
+                    (
+                        room,
+                        m.id,
+                        m.name,
+                        m.text,
+                        m.ts,
+                        m.user_id,
+                        m.handle,
+                        m.bot,
+                        m.rev,
+                        m.deleted,
+                    )
+                    for m in messages
+                ],
             )
 
     # -- accounts --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 #: The schema this code writes; each version's migration takes the file from the one
 #: before. A file at a later version (a newer chatapp) is refused, never written to.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE messages (
@@ -144,8 +144,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             detail TEXT    NOT NULL
         )""",
     ),
+    # Changes to sent messages: each takes the room's next change number (rev), which the
+    # message keeps, so a client catches up on changes by number, as on messages by id.
+    4: (
+        "ALTER TABLE messages ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX messages_changes ON messages (room, rev) WHERE rev > 0",
+        "ALTER TABLE rooms ADD COLUMN last_rev INTEGER NOT NULL DEFAULT 0",
+    ),
 }
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted"
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
 CHECKPOINT_EVERY = 1000
@@ -226,6 +234,8 @@ def _row(row: tuple[Any, ...]) -> Message:
         user_id=row[5],
         handle=row[6],
         bot=bool(row[7]),
+        rev=row[8],
+        deleted=bool(row[9]),
     )
 
 
@@ -314,6 +324,9 @@ def _connect(path: str) -> tuple[sqlite3.Connection, int]:
         # NORMAL in WAL mode survives a process crash; only an OS crash can lose the
         # last commits, which is the documented trade-off for write speed.
         conn.execute("PRAGMA synchronous=NORMAL")
+        # A deleted message's text, and expired history, are overwritten, not left in the
+        # file's free pages. (Deletes and updates all go through this connection.)
+        conn.execute("PRAGMA secure_delete=ON")
         version = _migrate(conn, path)
     except BaseException:
         conn.close()
@@ -704,6 +717,58 @@ class SQLiteStore:
 
         return await self._run(times) if wanted else {}
 
+    async def get(self, room: str, msg_id: int) -> Message | None:
+        def get(conn: sqlite3.Connection) -> Message | None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (room, msg_id)
+            ).fetchone()
+            return _row(row) if row is not None else None
+
+        return await self._run(get)
+
+    async def delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
+        def delete(conn: sqlite3.Connection) -> tuple[Message, bool] | None:
+            with _locked(conn):
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (room, msg_id)
+                ).fetchone()
+                if row is None:
+                    return None
+                msg = _row(row)
+                if msg.deleted:
+                    return msg, False
+                conn.execute("UPDATE rooms SET last_rev=last_rev+1 WHERE room=?", (room,))
+                (rev,) = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
+                conn.execute(
+                    "UPDATE messages SET text='', deleted=1, rev=? WHERE room=? AND id=?",
+                    (rev, room, msg_id),
+                )
+            # The write-ahead log still holds the page as it was: copy it into the file
+            # (secure_delete overwrote the text there) and empty the log. If a reader
+            # holds it back, the next checkpoint does it.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return replace(msg, text="", deleted=True, rev=rev), True
+
+        return await self._run(delete)
+
+    async def last_rev(self, room: str) -> int:
+        def last(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._run(last)
+
+    async def changes(self, room: str, after: int, upto: int, limit: int) -> list[Message]:
+        def changed(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND rev>? AND rev<=? "
+                "ORDER BY rev LIMIT ?",
+                (room, after, upto, limit),
+            ).fetchall()
+            return [_row(r) for r in rows]
+
+        return await self._run(changed)
+
     async def expire(self, room: str, before_ts: int) -> int:
         def expire(conn: sqlite3.Connection) -> int:
             # The room's rows only (its primary key range), one transaction per room: the
@@ -741,17 +806,29 @@ class SQLiteStore:
                 if conn.execute("SELECT 1 FROM rooms WHERE room=?", (room,)).fetchone():
                     raise StoreError(f"#{room} has history already")
                 conn.executemany(
-                    "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO messages "
+                    "(room, id, name, text, ts, user_id, handle, bot, rev, deleted) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (room, m.id, m.name, m.text, m.ts, m.user_id, m.handle, int(m.bot))
+                        (
+                            room,
+                            m.id,
+                            m.name,
+                            m.text,
+                            m.ts,
+                            m.user_id,
+                            m.handle,
+                            int(m.bot),
+                            m.rev,
+                            int(m.deleted),
+                        )
                         for m in messages
                     ],
                 )
                 if messages:
                     conn.execute(
-                        "INSERT INTO rooms (room, last_id, last_ts) VALUES (?, ?, ?)",
-                        (room, messages[-1].id, messages[-1].ts),
+                        "INSERT INTO rooms (room, last_id, last_ts, last_rev) VALUES (?, ?, ?, ?)",
+                        (room, messages[-1].id, messages[-1].ts, max(m.rev for m in messages)),
                     )
 
         await self._run(restore)
