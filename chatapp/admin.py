@@ -1,5 +1,6 @@
-"""The admins' page (``/admin``): bots and their tokens, bans, and the moderation log,
-from the browser; the same services as the JSON API and the command line."""
+"""The admins' page (``/admin``): bots and their tokens, bans, private rooms and their
+members, rooms' retention, and the moderation log, from the browser; the same services
+as the JSON API and the command line."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from . import protocol
 from .accounts import AccountError, Accounts
 from .moderation import Moderation, ModerationError
+from .private_rooms import PrivateRooms
+from .protocol import ProtocolError
+from .retention import MAX_DAYS, Retention
 from .signin import COOKIE_NAME, SignIns
 from .store import Account, AccountStore, LogEntry
 from .store.base import now_ms
@@ -40,9 +45,12 @@ def setup_admin(
     accounts: Accounts,
     sign_ins: SignIns,
     moderation: Moderation,
+    private_rooms: PrivateRooms,
+    retention: Retention,
 ) -> None:
     """``GET /admin`` and its forms: ``POST /admin/bots``, ``/admin/bots/{handle}/revoke``,
-    ``/admin/bans``, ``/admin/bans/{id}/lift``."""
+    ``/admin/bans``, ``/admin/bans/{id}/lift``, ``/admin/private``,
+    ``/admin/private/{room}/public``, ``/admin/members``, ``/admin/retention``."""
 
     async def admin(request: web.Request) -> Account:
         found = await sign_ins.find(request.cookies.get(COOKIE_NAME))
@@ -75,6 +83,9 @@ def setup_admin(
         context = {
             "bots": [a for a in everyone if a.role == "bot"],
             "bans": bans,
+            "private_rooms": await private_rooms.all(),
+            "retention": sorted((await store.retention()).items()),
+            "default_days": retention.default_days,
             "log": log,
             "notice": notice,
             "error": error,
@@ -143,8 +154,69 @@ def setup_admin(
             return await page(request, error=str(exc), status=404)
         return await page(request, notice="ban lifted")
 
+    def room_of(data: dict[str, str]) -> str:
+        return protocol.parse_room(data.get("room", "").strip().removeprefix("#"))
+
+    async def make_private(request: web.Request) -> web.Response:
+        actor = await admin(request)
+        data = await form(request)
+        try:
+            room = room_of(data)
+            handles = [
+                h.removeprefix("@") for h in data.get("members", "").replace(",", " ").split()
+            ]
+            await private_rooms.make_private(actor, room, handles)
+        except (ProtocolError, AccountError) as exc:
+            return await page(request, error=str(exc), status=400)
+        return await page(request, notice=f"#{room} is private")
+
+    async def make_public(request: web.Request) -> web.Response:
+        actor = await admin(request)
+        try:
+            room = protocol.parse_room(request.match_info["room"])
+        except ProtocolError as exc:
+            return await page(request, error=str(exc), status=404)
+        if not await private_rooms.make_public(actor, room):
+            return await page(request, error=f"#{room} is not private", status=404)
+        return await page(request, notice=f"#{room} is open to everyone")
+
+    async def member(request: web.Request) -> web.Response:
+        actor = await admin(request)
+        data = await form(request)
+        adding = data.get("action") != "remove"
+        handle = data.get("handle", "").strip().removeprefix("@")
+        try:
+            room = room_of(data)
+            await private_rooms.set_member(actor, room, handle, adding)
+        except (ProtocolError, AccountError) as exc:
+            return await page(request, error=str(exc), status=400)
+        done = f"added @{handle} to" if adding else f"removed @{handle} from"
+        return await page(request, notice=f"{done} #{room}")
+
+    async def set_retention(request: web.Request) -> web.Response:
+        actor = await admin(request)
+        data = await form(request)
+        text = data.get("days", "").strip()
+        try:
+            room = room_of(data)
+            days = float(text) if text else None
+        except ProtocolError as exc:
+            return await page(request, error=str(exc), status=400)
+        except ValueError:
+            days = -1.0
+        if days is not None and not 0 <= days <= MAX_DAYS:
+            error = f"days must be 0 (keep all) to {MAX_DAYS:g}, or empty (the server's)"
+            return await page(request, error=error, status=400)
+        await retention.set_room(actor.handle, room, days)
+        shown = "the server's retention" if days is None else f"{days:g} days"
+        return await page(request, notice=f"#{room} keeps {shown}")
+
     app.router.add_get("/admin", show)
     app.router.add_post("/admin/bots", add_bot)
     app.router.add_post("/admin/bots/{handle}/revoke", revoke_bot)
     app.router.add_post("/admin/bans", ban)
     app.router.add_post("/admin/bans/{id}/lift", lift)
+    app.router.add_post("/admin/private", make_private)
+    app.router.add_post("/admin/private/{room}/public", make_public)
+    app.router.add_post("/admin/members", member)
+    app.router.add_post("/admin/retention", set_retention)

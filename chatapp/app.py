@@ -202,7 +202,15 @@ def create_app(
         app, sign_ins, settings.trust_proxy, sign_up=settings.sign_up, guests=settings.guests
     )
     setup_moderation(app, moderation, sign_ins)
-    setup_admin(app, store=store, accounts=accounts, sign_ins=sign_ins, moderation=moderation)
+    setup_admin(
+        app,
+        store=store,
+        accounts=accounts,
+        sign_ins=sign_ins,
+        moderation=moderation,
+        private_rooms=private_rooms,
+        retention=app[retention_key],
+    )
     setup_retention(app, app[retention_key], sign_ins)
     setup_private_rooms(app, private_rooms, sign_ins)
     setup_sign_up(

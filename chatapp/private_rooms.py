@@ -53,6 +53,15 @@ class PrivateRooms:
         members = self._rooms.get(room, set())
         return sorted(a.handle for a in await self._accounts.all() if a.id in members)
 
+    async def all(self) -> dict[str, list[str]]:
+        """Every private room (as the database has them now), with its members' handles."""
+        rooms = await self._store.private_rooms()
+        handles = {a.id: a.handle for a in await self._accounts.all()}
+        return {
+            room: sorted(handles[i] for i in members if i in handles)
+            for room, members in sorted(rooms.items())
+        }
+
     async def make_private(self, actor: Account, room: str, handles: list[str]) -> None:
         """Make ``room`` private, with ``actor`` and the accounts ``handles`` as members."""
         found = [actor] + [await self._accounts.get(h) for h in handles]

@@ -7,6 +7,8 @@ import re
 
 import aiohttp
 
+from chatapp.private_rooms import NOT_A_MEMBER
+
 from .support import Server
 from .test_bots import webhook
 from .test_moderation import admin_and_ann
@@ -91,3 +93,57 @@ async def test_an_admin_bans_and_lifts_from_the_page(start_server, make_client) 
         assert (await post(server, f"/admin/bans/{ban_id}/lift", boss, {}))[0] == 200
     assert (await post_sign_in(server, "ann", "ann's password"))[0] == 303
     assert (await post(server, f"/admin/bans/{ids[0]}/lift", boss, {}))[0] == 404
+
+
+async def test_an_admin_makes_a_room_private_and_manages_its_members_from_the_page(
+    start_server, make_client
+) -> None:
+    server: Server = await start_server()
+    boss, ann = await admin_and_ann(server)
+    status, html = await post(server, "/admin/private", boss, {"room": "#Plans", "members": "@ann"})
+    assert status == 200 and "#plans is private" in html and "#plans · @ann, @boss" in html
+    assert await make_client().connect_refused(server.url, room="plans") == NOT_A_MEMBER
+    member = make_client(headers=cookie(ann))
+    await member.connect(server.url, room="plans")
+
+    data = {"room": "plans", "handle": "ann", "action": "remove"}
+    status, html = await post(server, "/admin/members", boss, data)
+    assert status == 200 and "removed @ann from #plans" in html and "#plans · @boss<" in html
+    await member.wait_for("disconnect")
+    status, html = await post(server, "/admin/members", boss, {**data, "action": "add"})
+    assert status == 200 and "#plans · @ann, @boss" in html
+    for path, data, error in [
+        ("/admin/members", {"room": "plans", "handle": "nobody"}, "no account with the handle"),
+        ("/admin/members", {"room": "open", "handle": "ann"}, "#open is not private"),
+        ("/admin/private", {"room": "no room!"}, "invalid room name"),
+    ]:
+        status, html = await post(server, path, boss, data)
+        assert status == 400 and error in html, (path, data)
+
+    status, html = await post(server, "/admin/private/plans/public", boss, {})
+    assert status == 200 and "#plans is open to everyone" in html
+    await make_client().connect(server.url, room="plans")
+    assert (await post(server, "/admin/private/plans/public", boss, {}))[0] == 404
+    assert (await post(server, "/admin/private", ann, {"room": "mine"}))[0] == 403
+    _, html, _ = await get(server, boss)
+    assert "@boss · private plans" in html and "@boss · public plans" in html
+
+
+async def test_an_admin_sets_a_rooms_retention_from_the_page(start_server) -> None:
+    server: Server = await start_server("--retention-days", "30")
+    boss, ann = await admin_and_ann(server)
+    _, html, _ = await get(server, boss)
+    assert "The server keeps 30 days" in html
+    status, html = await post(server, "/admin/retention", boss, {"room": "logs", "days": "7"})
+    assert status == 200 and "#logs keeps 7 days" in html and "#logs · 7 days" in html
+    status, html = await post(server, "/admin/retention", boss, {"room": "all", "days": "0"})
+    assert status == 200 and "#all · all history" in html
+    for days in ("-1", "soon", "40000"):
+        status, html = await post(server, "/admin/retention", boss, {"room": "logs", "days": days})
+        assert status == 400 and "days must be 0 (keep all)" in html
+    status, html = await post(server, "/admin/retention", boss, {"room": "logs", "days": ""})
+    assert status == 200 and "#logs keeps the server&#39;s retention" in html
+    assert "#logs ·" not in html
+    assert (await post(server, "/admin/retention", ann, {"room": "logs", "days": "1"}))[0] == 403
+    _, html, _ = await get(server, boss)
+    assert "@boss · retention logs (7 days)" in html
