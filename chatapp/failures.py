@@ -54,3 +54,10 @@ class FailureLimiter:
             )
         if len(self._windows) > MAX_KEYS:
             self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.window}
+
+    def forgive(self, key: str) -> None:
+        """Take back one counted failure of ``key`` (an attempt counted in advance that
+        turned out not to count)."""
+        found = self._windows.get(key)
+        if found is not None and found[1] > 0:
+            self._windows[key] = (found[0], found[1] - 1)

@@ -142,6 +142,9 @@ def setup_sign_up(
         try:
             if token is None:
                 limiter.check(address)
+                # Counted before the awaits below, so that many posts at once from one
+                # address cannot all pass the check; taken back if no account is made.
+                limiter.failed(address)
             password = str(data.get("password", ""))
             if password != str(data.get("password_again", "")):
                 raise AccountError("the two passwords differ")
@@ -157,9 +160,9 @@ def setup_sign_up(
         except TooManyFailures as exc:
             return form(request, action, invite=invite, error=str(exc), status=429, values=values)
         except (AccountError, PasswordError) as exc:
+            if token is None:
+                limiter.forgive(address)
             return form(request, action, invite=invite, error=str(exc), status=400, values=values)
-        if token is None:
-            limiter.failed(address)  # counts accounts made, not failures
         how = "the claim link" if invite and invite.claim else "an invite" if invite else "sign-up"
         log.info("%s created the account %s (%s) by %s", address, account.handle, account.role, how)
         if invite is not None and invite.claim:

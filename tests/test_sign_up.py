@@ -150,6 +150,18 @@ async def test_open_sign_up_is_throttled_per_address(start_server) -> None:
     assert "too many new accounts from your address, retry in" in page
 
 
+async def test_simultaneous_sign_ups_from_one_address_make_no_more_than_allowed(
+    start_server,
+) -> None:
+    """The sixth account is refused even when all are asked for at the same moment; an
+    attempt that makes no account does not count."""
+    server: Server = await start_server("--sign-up", "open")
+    status, _, page = await create(server, "/signup", "taken", password="short")
+    assert status == 400, page
+    outcomes = await asyncio.gather(*(create(server, "/signup", f"rush{i}") for i in range(8)))
+    assert sorted(status for status, _, _ in outcomes) == [303] * 5 + [429] * 3
+
+
 @pytest.mark.parametrize("policy", ["invite", "closed"])
 async def test_sign_up_is_only_by_invite_unless_open(start_server, policy: str) -> None:
     server: Server = await start_server("--sign-up", policy)
