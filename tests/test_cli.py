@@ -107,31 +107,42 @@ def test_database_that_cannot_be_opened_is_one_line_and_leaves_nothing(tmp_path)
     assert not_a_database.read_bytes() == b"this is not a database"
 
 
-def test_a_library_without_the_hooks_the_limits_need_is_one_line_and_leaves_nothing(
-    tmp_path,
-) -> None:
-    """A python-engineio whose aiohttp driver table lacks what chatapp checks requests
-    through: the server refuses to start (it has no safe stock path for its limits)."""
-    changed = (
-        "import sys, engineio.async_drivers.aiohttp as driver; "
-        "del driver._async['translate_request']; "
-        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
+def refuses_to_start_with(patch: str, tmp_path: Path) -> list[str]:
+    """Run the server after ``patch`` (Python run first, in the same process, standing in
+    for another release of a library); it must exit 2, leave no file, and say why: the
+    lines of its stderr."""
     result = subprocess.run(
-        [sys.executable, "-c", changed, "--port", "0"],
+        [
+            sys.executable,
+            "-c",
+            f"{patch}\nimport sys; from chatapp.cli import main; sys.exit(main(sys.argv[1:]))",
+            "--port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=30,
     )
-    version = importlib.metadata.version("python-engineio")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    return result.stderr.splitlines()
+
+
+def test_a_library_without_the_hooks_the_limits_need_is_one_line_and_leaves_nothing(
+    tmp_path,
+) -> None:
+    """A python-engineio whose aiohttp driver table lacks what chatapp checks requests
+    through: the server refuses to start (it has no safe stock path for its limits)."""
+    version = importlib.metadata.version("python-engineio")
+    patch = (
+        "import engineio.async_drivers.aiohttp as driver; del driver._async['translate_request']"
+    )
+    assert refuses_to_start_with(patch, tmp_path) == [
         f"chatapp: error: python-engineio {version} is not one chatapp can enforce its limits "
         "with: its aiohttp driver table (AsyncServer._async) has no 'translate_request'; "
         "install the versions .ci/constraints.txt lists"
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_socketio_that_handles_no_engineio_event_is_one_line_and_leaves_nothing(
@@ -140,28 +151,18 @@ def test_a_socketio_that_handles_no_engineio_event_is_one_line_and_leaves_nothin
     """A python-socketio that handles engine.io's events other than through
     ``eio.handlers`` (what chatapp puts its connect, message and disconnect checks in
     front of): the server refuses to start."""
-    changed = (
-        "import sys, socketio; init = socketio.AsyncServer.__init__\n"
+    patch = (
+        "import socketio; init = socketio.AsyncServer.__init__\n"
         "def without(self, *a, **k):\n"
         "    init(self, *a, **k); del self.eio.handlers['message']\n"
-        "socketio.AsyncServer.__init__ = without\n"
-        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", changed, "--port", "0"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=30,
+        "socketio.AsyncServer.__init__ = without"
     )
     version = importlib.metadata.version("python-socketio")
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
+    assert refuses_to_start_with(patch, tmp_path) == [
         f"chatapp: error: python-socketio {version} is not one chatapp can enforce its limits "
         "with: it handles no engine.io message event; "
         "install the versions .ci/constraints.txt lists"
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_confusables_data_that_would_let_look_alikes_in_is_one_line_and_leaves_nothing(
@@ -169,26 +170,13 @@ def test_confusables_data_that_would_let_look_alikes_in_is_one_line_and_leaves_n
 ) -> None:
     """A release of the confusables data that no longer tells "ann" from a look-alike
     apart: the server refuses to start (its handles would let impostors in)."""
-    changed = (
-        "import sys; from confusable_homoglyphs import confusables; "
-        "confusables.confusables_data = {}; "
-        "from chatapp.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", changed, "--port", "0"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=30,
-    )
+    patch = "from confusable_homoglyphs import confusables; confusables.confusables_data = {}"
     version = importlib.metadata.version("confusable-homoglyphs")
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
+    assert refuses_to_start_with(patch, tmp_path) == [
         f"chatapp: error: confusable-homoglyphs {version} does not tell look-alike handles "
         "together as chatapp needs ('ann' and '\u0430nn' are two handles); "
         "install the versions .ci/constraints.txt lists"
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_version_is_the_installed_distributions() -> None:
