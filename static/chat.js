@@ -41,12 +41,15 @@ const state = {
   name: account ? account.displayName : storedName(),
   key: browserKey(), // sent on every (re)connect: who we are, whatever our name
   userId: null, // the public id the server derives from it (the welcome says)
+  admin: false, // signed in as an admin (the welcome says): may delete any message
   keyReplaced: false,
   loaded: false, // the first welcome's history is shown
   live: false, // welcomed, and connected since: people and head counts are current
   streamMax: null, // newest id received through the ordered stream (welcome + message)
   gapFloor: null, // while filling a catch-up gap: the `since` to resume from
   sinceSent: null,
+  rev: null, // the room's newest change number seen (welcome + changed): sent with `since`
+  view: 0, // counts the times the timeline started over: answers for an older view are late
   loadingOlder: false,
   unread: 0,
   typingSentAt: 0,
@@ -82,6 +85,9 @@ const timeline = new Timeline(
       outbox.discard(pending);
       textarea.focus();
     },
+    // Offered where the server may agree; the server decides.
+    canDelete: (msg) => isMine(msg) || state.admin,
+    onDelete: (msg) => deleteMessage(msg),
   },
 );
 const people = new PeopleView(
@@ -137,7 +143,11 @@ function connectAuth() {
   const since = state.gapFloor ?? state.streamMax;
   state.sinceSent = since;
   const auth = { room, name: state.name, key: state.key };
-  if (since !== null) auth.since = since;
+  if (since !== null) {
+    auth.since = since;
+    // With it, the welcome also brings what changed in the messages we hold.
+    if (state.rev !== null) auth.rev = state.rev;
+  }
   return auth;
 }
 
@@ -181,19 +191,35 @@ function noteStream(messages) {
   for (const m of messages) if (state.streamMax === null || m.id > state.streamMax) state.streamMax = m.id;
 }
 
+/** The room's change numbers seen so far: the next connection asks for what came after. */
+function noteRev(rev) {
+  if (Number.isInteger(rev) && (state.rev === null || rev > state.rev)) state.rev = rev;
+}
+
 socket.on("welcome", (welcome) => {
   setUserId(welcome.user_id);
+  setAdmin(Boolean(welcome.admin));
   setName(welcome.name);
   state.live = true;
   people.show(welcome.people, state.userId);
   rooms.setStale(false);
   const history = welcome.history;
-  if (!state.loaded) {
+  noteRev(welcome.rev);
+  if (!state.loaded || welcome.reset) {
+    // The first load; or too much changed while we were away, and the history is the
+    // newest page, as for a fresh page: it replaces everything shown.
+    if (state.loaded) {
+      state.view += 1;
+      state.streamMax = null;
+      state.gapFloor = null;
+      timeline.clear();
+    }
     state.loaded = true;
     timeline.loadInitial(history, welcome.has_more);
     noteStream(history);
     fillScreen();
   } else {
+    for (const msg of welcome.changed ?? []) applyChange(msg);
     const wasEmpty = timeline.firstId === null;
     noteUnread(timeline.addLive(history));
     noteStream(history);
@@ -209,9 +235,11 @@ socket.on("welcome", (welcome) => {
 });
 
 async function fillGap(since, before) {
+  const view = state.view;
   try {
     while (before > since + 1) {
       const ack = await call("history", { before, limit: GAP_PAGE });
+      if (view !== state.view) return; // the view started over meanwhile
       if (!ack.ok) break;
       const missed = ack.messages.filter((m) => m.id > since);
       noteUnread(timeline.addLive(missed));
@@ -232,6 +260,17 @@ socket.on("message", (msg) => {
   if (added.length) typing.endFor(msg);
 });
 
+socket.on("changed", (msg) => {
+  if (msg.room !== room) return;
+  applyChange(msg);
+});
+
+/** A message's new state, from a `changed` event or a welcome's `changed`. */
+function applyChange(msg) {
+  noteRev(msg.rev);
+  timeline.applyChange(msg);
+}
+
 socket.on("presence", (event) => {
   if (event.room !== room) return;
   typing.keepOnly(event.people);
@@ -249,10 +288,11 @@ async function loadOlder() {
   const before = timeline.firstId;
   if (state.loadingOlder || !timeline.hasMore || before === null || !conn.connected) return;
   state.loadingOlder = true;
+  const view = state.view;
   $("scroller").setAttribute("aria-busy", "true");
   try {
     const ack = await call("history", { before, limit: HISTORY_PAGE });
-    if (ack.ok) timeline.prependOlder(ack.messages, ack.has_more);
+    if (ack.ok && view === state.view) timeline.prependOlder(ack.messages, ack.has_more);
   } catch {
     // Lost the connection: scrolling up again retries.
   } finally {
@@ -265,6 +305,22 @@ async function loadOlder() {
 /** Keep loading older pages until the list is taller than the screen (or all is loaded). */
 function fillScreen() {
   if (timeline.needsFill()) loadOlder();
+}
+
+// -- deleting -----------------------------------------------------------------------------------
+
+/** Ask the server to delete `msg` for everyone: null when it did, or the reason it did not. */
+async function deleteMessage(msg) {
+  if (!conn.connected) return "not connected, try again once the connection is back";
+  try {
+    const ack = await call("delete", { id: msg.id });
+    if (!ack.ok) return ack.error;
+    // Its rev is not noted: changes before it may still be on their way to us.
+    timeline.applyChange(ack.message);
+    return null;
+  } catch {
+    return "could not reach the server, please try again";
+  }
 }
 
 // -- sending ------------------------------------------------------------------------------------
@@ -372,6 +428,13 @@ function setUserId(userId) {
   if (!userId || userId === state.userId) return;
   state.userId = userId;
   if (state.name) paintAvatar($("my-avatar"), { name: state.name, user_id: userId });
+  timeline.refreshOwnership();
+}
+
+/** Whether we are an admin (the welcome says): may delete anyone's message. */
+function setAdmin(admin) {
+  if (admin === state.admin) return;
+  state.admin = admin;
   timeline.refreshOwnership();
 }
 

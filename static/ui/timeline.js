@@ -1,8 +1,9 @@
-// The message list: confirmed messages in id order, each once; the user's own messages
-// still waiting for their ack below them; day separators, grouping, and scrolling that
-// never jumps under the reader.
+// The message list: confirmed messages in id order, each once, in their newest state (a
+// deleted one as a tombstone); the user's own messages still waiting for their ack below
+// them; day separators, grouping, and scrolling that never jumps under the reader.
 
 import { avatar, hueClass } from "./avatar.js";
+import { deleteControl } from "./deletion.js";
 import { el, quietly } from "./dom.js";
 import { identityTag } from "./identity.js";
 import { renderText } from "./text.js";
@@ -21,16 +22,20 @@ const TOP_SLACK = 160;
  */
 const sameAuthor = (a, b) => a.name === b.name && (a.user_id ?? null) === (b.user_id ?? null);
 
+/** A message's change number: its newest change's, 0 if it never changed. */
+const revOf = (msg) => msg.rev ?? 0;
+
 export class Timeline {
   /**
    * @param {object} dom  scroller, log, list, pendingList, loadOlder, historyStart, jump, jumpLabel
    * @param {object} hooks  isMine(msg) -> bool (by its user_id); needOlder() -> void;
-   *   onRetry(pending); onDiscard(pending)
+   *   onRetry(pending); onDiscard(pending); canDelete(msg) -> bool (whether to offer a
+   *   Delete button); onDelete(msg) -> Promise of null (deleted) or the reason it was not
    */
   constructor(dom, hooks) {
     this.dom = dom;
     this.hooks = hooks;
-    this.entries = new Map(); // id -> {msg, el, sep}
+    this.entries = new Map(); // id -> {msg, el, sep, actions}
     this.ids = []; // sorted ascending
     this.pending = new Map(); // client_id -> pending record
     this.hasMore = false;
@@ -90,6 +95,14 @@ export class Timeline {
 
   // -- confirmed messages --------------------------------------------------------------
 
+  /** Forget every confirmed message (the view starts over; those on their way stay). */
+  clear() {
+    this.entries.clear();
+    this.ids = [];
+    this.dom.list.replaceChildren();
+    this.#setUnseen(0);
+  }
+
   /** First load: history that is not announced to screen readers. */
   loadInitial(messages, hasMore) {
     quietly(this.dom.log, () => {
@@ -130,10 +143,43 @@ export class Timeline {
     s.scrollTop = s.scrollHeight - fromBottom;
   }
 
-  /** Insert a confirmed message in id order; false if it was already there. */
+  /**
+   * A message's new state (a `changed` event, a deletion's answer): shown in place of the
+   * one held if it is newer. A message not held is not shown (it is not in view).
+   */
+  applyChange(msg) {
+    const entry = this.entries.get(msg.id);
+    if (!entry || revOf(msg) <= revOf(entry.msg)) return;
+    const wasAtBottom = this.stuckToBottom || this.isAtBottom();
+    const s = this.dom.scroller;
+    const old = entry.el;
+    const above =
+      !wasAtBottom && old.getBoundingClientRect().bottom <= s.getBoundingClientRect().top;
+    const height = old.offsetHeight;
+    const hadFocus = old.contains(document.activeElement);
+    entry.msg = msg;
+    entry.el = this.#renderMessage(msg);
+    entry.actions = null;
+    entry.el.classList.toggle("sent", old.classList.contains("sent"));
+    old.replaceWith(entry.el);
+    this.#decorate(this.#indexFor(msg.id));
+    this.#syncActions(entry);
+    if (hadFocus) s.focus({ preventScroll: true });
+    // Keep what the reader sees in place when a message above it changed height.
+    if (wasAtBottom) this.scrollToBottom();
+    else if (above) s.scrollTop += entry.el.offsetHeight - height;
+  }
+
+  /**
+   * Insert a confirmed message in id order; false if it was already there (a newer state
+   * of it, as history may bring, then replaces the one shown).
+   */
   #insert(msg) {
-    if (this.entries.has(msg.id)) return false;
-    const entry = { msg, el: this.#renderMessage(msg), sep: null };
+    if (this.entries.has(msg.id)) {
+      this.applyChange(msg);
+      return false;
+    }
+    const entry = { msg, el: this.#renderMessage(msg), sep: null, actions: null };
     const index = this.#indexFor(msg.id);
     const next = index < this.ids.length ? this.entries.get(this.ids[index]) : null;
     this.dom.list.insertBefore(entry.el, next ? (next.sep ?? next.el) : null);
@@ -141,7 +187,20 @@ export class Timeline {
     this.entries.set(msg.id, entry);
     this.#decorate(index);
     if (next) this.#decorate(index + 1);
+    this.#syncActions(entry);
     return true;
+  }
+
+  /** The Delete button: on a message the reader may delete, never on a tombstone. */
+  #syncActions(entry) {
+    const offer = !entry.msg.deleted && this.hooks.canDelete(entry.msg);
+    if (offer && !entry.actions) {
+      entry.actions = deleteControl(() => this.hooks.onDelete(entry.msg));
+      entry.el.querySelector(".bubble").append(entry.actions);
+    } else if (!offer && entry.actions) {
+      entry.actions.remove();
+      entry.actions = null;
+    }
   }
 
   #indexFor(id) {
@@ -175,7 +234,8 @@ export class Timeline {
   }
 
   #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "" } = {}) {
-    const li = el("li", `msg ${mine ? "mine" : "theirs"} ${hueClass(msg)} ${extraClass}`);
+    const kind = `${mine ? "mine" : "theirs"} ${msg.deleted ? "deleted" : ""}`;
+    const li = el("li", `msg ${kind} ${hueClass(msg)} ${extraClass}`);
     if (msg.id !== undefined) li.dataset.id = String(msg.id);
     li.append(avatar(msg));
     const bubble = el("div", "bubble");
@@ -186,19 +246,24 @@ export class Timeline {
     time.dateTime = new Date(msg.ts).toISOString();
     time.title = exactTime(msg.ts);
     meta.append(time);
-    const text = el("p", "text");
-    text.append(renderText(msg.text));
+    // A tombstone keeps who and when (for the grouping), never what it said.
+    const text = msg.deleted ? el("p", "text tombstone", "message deleted") : el("p", "text");
+    if (!msg.deleted) text.append(renderText(msg.text));
     bubble.append(meta, text);
     li.append(bubble);
     return li;
   }
 
-  /** Re-evaluate which messages are the reader's own (the reader's user_id changed). */
+  /**
+   * Re-evaluate which messages are the reader's own, and which they may delete (the
+   * reader's user_id, or whether they are an admin, changed).
+   */
   refreshOwnership() {
-    for (const { msg, el: li } of this.entries.values()) {
-      const mine = this.hooks.isMine(msg);
-      li.classList.toggle("mine", mine);
-      li.classList.toggle("theirs", !mine);
+    for (const entry of this.entries.values()) {
+      const mine = this.hooks.isMine(entry.msg);
+      entry.el.classList.toggle("mine", mine);
+      entry.el.classList.toggle("theirs", !mine);
+      this.#syncActions(entry);
     }
   }
 
