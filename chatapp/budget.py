@@ -56,6 +56,8 @@ def event_cost(event: str, args: tuple[Any, ...]) -> int:
     if event == "history":
         payload = args[0] if len(args) == 1 else None
         return page_cost_of(payload.get("limit") if isinstance(payload, dict) else None)
+    if event == "subscribe":
+        return page_cost_of(None)  # its answer carries a page of history
     return EVENT_COST
 
 

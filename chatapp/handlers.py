@@ -8,11 +8,12 @@ A message is received here (:meth:`ChatHandlers.on_message`), validated
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
@@ -54,6 +55,18 @@ BOT_TOKEN_INVALID = "invalid bot token"
 #: Why a connection without a sign-in is refused on a server without guests.
 NO_GUESTS = "sign in to chat: this server has no guests"
 NO_SUCH_MESSAGE = "no such message"
+#: Subscriptions one connection may make per second, after a burst of as many as it may
+#: hold (``--max-rooms-per-connection``): a page opening with all its rooms.
+SUBSCRIBE_RATE = 1.0
+#: Prefixes a chat room's name to make the Socket.IO room of its subscribers (a name no
+#: chat room has).
+SUBSCRIBED = "+"
+
+
+def not_in(room: str) -> str:
+    return f"not in #{room}: subscribe to it first"
+
+
 NOT_YOURS = "you can only delete your own messages"
 
 
@@ -63,8 +76,10 @@ def handle_taken(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Join:
-    """What a connection's welcome is made of, read while it was admitted."""
+    """What a connection's welcome (or subscribe answer) for a room is made of, read while
+    it joined."""
 
+    room: str
     page: Page
     head: int  # the room's newest id at the read
     since: int | None  # the client's, or None when it starts over
@@ -79,7 +94,7 @@ class Connection:
     """What the server knows about one Socket.IO connection."""
 
     sid: str
-    room: str
+    room: str  # the room it connected to: events that name no room are for it
     name: str
     user_id: str  # who: an account's id, or see protocol.user_id_for
     keyed: bool  # the id comes from the client's key (else from its name, and follows it)
@@ -92,10 +107,18 @@ class Connection:
     bucket: TokenBucket  # messages
     events: TokenBucket  # every event, messages included
     ip: str
+    #: Every room it is in: the one it connected to (until it unsubscribes) and those it
+    #: subscribed to, including one whose subscription is under way.
+    rooms: set[str] = field(default_factory=set)
+    subscribes: TokenBucket | None = None  # made at its first subscribe
+    #: In the room it connected to the way it did before subscriptions existed: its
+    #: events there (typing) do not name the room, as before.
+    home: bool = False
     limited: bool = False  # whether the event limit was hit (logged once per connection)
     joined: bool = False  # the welcome was sent: events may be handled
     # Made only for an event that arrives before the welcome (rare), to wait on.
     join_waiter: asyncio.Event | None = None
+    typing_room: str | None = None  # where it types (one room at a time)
     typing_since: float | None = None  # when typing: true was last sent to the room
     typing_timer: asyncio.TimerHandle | None = None
 
@@ -183,6 +206,8 @@ class ChatHandlers:
             "history": self.on_history,
             "rename": self.on_rename,
             "delete": self.on_delete,
+            "subscribe": self.on_subscribe,
+            "unsubscribe": self.on_unsubscribe,
         }.items():
             sio.on(event, self._guarded(event, handler))
         sio.on("*", self.on_unknown)
@@ -330,40 +355,57 @@ class ChatHandlers:
         )
         self.connections[sid] = conn
         self.per_ip[ip] += 1
-        # Buffer the room's messages from now on, before history is read, so that
-        # nothing committed meanwhile can fall between the welcome and the live stream.
-        self.feed.begin_join(sid, req.room)
-        me = conn.member()
         try:
-            newly_online = await self.presence.join(req.room, sid, me)
-            users = await self.presence.users(req.room)
-            # The change number first: the history read after it shows every change to it.
-            rev = await self.store.last_rev(req.room)
-            since = req.since
-            limit = protocol.CATCH_UP_LIMIT if since is not None else protocol.WELCOME_HISTORY
-            page = await self.store.recent(req.room, limit, after=since)
-            changed = None
-            if since is not None and req.rev is not None:
-                changed = await self._changed(req.room, since, req.rev)
-                if changed is None:
-                    # Too much changed to send: the client starts over from the newest.
-                    since, limit = None, protocol.WELCOME_HISTORY
-                    page = await self.store.recent(req.room, limit)
-            head = page.messages[-1].id if page.messages else await self.store.last_id(req.room)
+            join, users, newly_online = await self._read_join(conn, req.room, req.since, req.rev)
         except Exception:
             log.exception("could not admit connection %s to room %s", sid, req.room)
             self._release(conn)
-            self.feed.leave(sid, req.room)
-            await self.presence.leave(req.room, sid, me)
             raise socketio.exceptions.ConnectionRefusedError("server error, please retry") from None
         # The welcome may only be sent once Socket.IO has sent CONNECT, which happens right
         # after this handler returns, without yielding to the event loop.
-        join = _Join(page, head, since, limit, rev, changed, reset=since != req.since)
         asyncio.get_running_loop().call_soon(self._finish_join, conn, join, users, 0)
         if newly_online:
-            await self._announce(req.room, users, joined=me)
+            await self._announce(req.room, users, joined=conn.member())
         log.info("%s joined %s as %r from %s", sid, req.room, conn.handle or conn.name, ip)
         return None
+
+    async def _read_join(
+        self, conn: Connection, room: str, since: int | None, rev: int | None
+    ) -> tuple[_Join, list[str], bool]:
+        """Start ``conn``'s join of ``room`` and read what its welcome (or its subscribe
+        answer) carries: the join, who is online, and whether ``conn`` is newly so.
+
+        Undoes the join if a read fails (and raises).
+        """
+        sid, me = conn.sid, conn.member()
+        conn.rooms.add(room)
+        # Buffer the room's messages from now on, before history is read, so that
+        # nothing committed meanwhile can fall between the welcome and the live stream.
+        self.feed.begin_join(sid, room)
+        try:
+            newly_online = await self.presence.join(room, sid, me)
+            users = await self.presence.users(room)
+            # The change number first: the history read after it shows every change to it.
+            head_rev = await self.store.last_rev(room)
+            asked = since
+            limit = protocol.CATCH_UP_LIMIT if since is not None else protocol.WELCOME_HISTORY
+            page = await self.store.recent(room, limit, after=since)
+            changed = None
+            if since is not None and rev is not None:
+                changed = await self._changed(room, since, rev)
+                if changed is None:
+                    # Too much changed to send: the client starts over from the newest.
+                    since, limit = None, protocol.WELCOME_HISTORY
+                    page = await self.store.recent(room, limit)
+            head = page.messages[-1].id if page.messages else await self.store.last_id(room)
+        except BaseException:
+            conn.rooms.discard(room)
+            self.feed.leave(sid, room)
+            with contextlib.suppress(Exception):
+                await self.presence.leave(room, sid, me)
+            raise
+        join = _Join(room, page, head, since, limit, head_rev, changed, reset=since != asked)
+        return join, users, newly_online
 
     async def _changed(self, room: str, since: int, rev: int) -> list[dict[str, Any]] | None:
         """What changed after change ``rev`` in the messages up to ``since`` (a
@@ -419,10 +461,8 @@ class ChatHandlers:
                     log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
                 elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
                     log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)
-                elif not self.private_rooms.allows(conn.room, conn.account_id):
-                    log.info(
-                        "%s may not be in #%s: disconnecting %s", conn.name, conn.room, conn.sid
-                    )
+                elif not all(self.private_rooms.allows(r, conn.account_id) for r in conn.rooms):
+                    log.info("%s may not be in a room: disconnecting %s", conn.name, conn.sid)
                 else:
                     continue
                 conn.sign_in = None
@@ -449,13 +489,10 @@ class ChatHandlers:
             # the disconnect handler for a connection it had not yet accepted, so clean up.
             self._spawn(self._drop_unjoined(conn))
             return
-        joined = self.feed.complete_join(
-            conn.sid, conn.room, join.page, join.head, join.since, join.limit, join.rev
-        )
-        if joined is None:
+        room = self._complete_join(conn, join, users, subscribed=False)
+        if room is None:
             return
-        history, has_more, changes = joined
-        online = people(users)
+        fields, changes = room
         welcome = {
             "room": conn.room,
             "name": conn.name,
@@ -464,6 +501,31 @@ class ChatHandlers:
             "guest": conn.handle is None,
             "bot": conn.bot,
             "admin": conn.admin,
+            **fields,
+        }
+        eio_sid = self.sessions.eio_sid(conn.sid)
+        if eio_sid is not None:
+            self.sessions.put(eio_sid, self.sessions.packet("welcome", welcome))
+            self._send_changes(eio_sid, changes)
+        conn.set_joined()
+
+    def _complete_join(
+        self, conn: Connection, join: _Join, users: list[str], subscribed: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Make ``conn`` live in ``join.room``: what its welcome (or subscribe answer) says
+        of the room, and the changes to send right after it; None if it left meanwhile.
+
+        The caller must send the answer before its next ``await``: from here on the room's
+        messages are delivered to ``conn``.
+        """
+        joined = self.feed.complete_join(
+            conn.sid, join.room, join.page, join.head, join.since, join.limit, join.rev
+        )
+        if joined is None:
+            return None
+        history, has_more, changes = joined
+        online = people(users)
+        fields: dict[str, Any] = {
             "users": [p["name"] for p in online],
             "people": online,
             "history": history,
@@ -471,17 +533,23 @@ class ChatHandlers:
             "rev": join.rev,
         }
         if join.reset:
-            welcome["reset"] = True
+            fields["reset"] = True
         elif join.changed is not None:
-            welcome["changed"] = join.changed
-        eio_sid = self.sessions.eio_sid(conn.sid)
-        if eio_sid is not None:
-            self.sessions.put(eio_sid, self.sessions.packet("welcome", welcome))
-            for change in changes:
-                self.sessions.put(eio_sid, self.sessions.packet(CHANGED_EVENT, change))
+            fields["changed"] = join.changed
         # Room membership for presence and typing; synchronous for a local connection.
-        self.sessions.enter_room(conn.sid, conn.room)
-        conn.set_joined()
+        self.sessions.enter_room(conn.sid, self._channel(join.room, subscribed))
+        conn.home = conn.home or not subscribed
+        return fields, changes
+
+    @staticmethod
+    def _channel(room: str, subscribed: bool) -> str:
+        """The Socket.IO room of a chat room's members that joined it by connecting, or of
+        those that subscribed (who get its events in their newer shape)."""
+        return SUBSCRIBED + room if subscribed else room
+
+    def _send_changes(self, eio_sid: str, changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            self.sessions.put(eio_sid, self.sessions.packet(CHANGED_EVENT, change))
 
     async def on_disconnect(self, sid: str, reason: Any = None, *_: Any) -> Ack | None:
         if self.sessions.is_connected(sid):
@@ -498,17 +566,25 @@ class ChatHandlers:
         await self.sessions.forget(conn.sid)
 
     async def _forget(self, conn: Connection, reason: Any) -> None:
-        sid = conn.sid
         conn.set_joined()  # release any handler still waiting
-        self.feed.leave(sid, conn.room)
         await self._stop_typing(conn)
+        for room in list(conn.rooms):
+            await self._leave(
+                conn, room, announce=not (self._stopping and not self.settings.redis_url)
+            )
+        log.info("%s left %s (%s)", conn.sid, conn.room, reason)
+
+    async def _leave(self, conn: Connection, room: str, announce: bool = True) -> None:
+        """Take ``conn`` out of ``room``: its feed, its presence (telling the room if that
+        was the person's last connection there)."""
+        conn.rooms.discard(room)
+        self.feed.leave(conn.sid, room)
         try:
-            gone = await self.presence.leave(conn.room, sid, conn.member())
-            if gone and not (self._stopping and not self.settings.redis_url):
-                await self._announce(conn.room, left=conn.member())
+            gone = await self.presence.leave(room, conn.sid, conn.member())
+            if gone and announce:
+                await self._announce(room, left=conn.member())
         except Exception:
-            log.exception("presence update for %s leaving %s failed", sid, conn.room)
-        log.info("%s left %s (%s)", sid, conn.room, reason)
+            log.exception("presence update for %s leaving %s failed", conn.sid, room)
 
     async def _announce(
         self,
@@ -530,27 +606,81 @@ class ChatHandlers:
             event["joined"] = person(joined)["name"]
         if left is not None:
             event["left"] = person(left)["name"]
-        await self.sio.emit("presence", event, room=room)
+        await self.sio.emit("presence", event, room=[room, SUBSCRIBED + room])
 
     async def _presence_changed(self, room: str, joined: str | None, left: str | None) -> None:
         await self._announce(room, joined=joined, left=left)
 
     # -- events -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _room_in(conn: Connection, data: Any) -> str:
+        """The room an event is for (its ``room``, else the connection's); ProtocolError
+        unless the connection is in it."""
+        named = data.get("room") if isinstance(data, dict) else None
+        room = conn.room if named is None else protocol.parse_room(named)
+        if room not in conn.rooms:
+            raise ProtocolError(not_in(room))
+        return room
+
+    async def on_subscribe(self, conn: Connection, data: Any) -> Ack:
+        req = protocol.parse_subscribe(data)
+        if req.room in conn.rooms:
+            return error(f"already in #{req.room}")
+        limit = self.settings.max_rooms_per_connection
+        if len(conn.rooms) >= limit:
+            return error(f"too many rooms: a connection may be in {limit} (unsubscribe first)")
+        if conn.subscribes is None:
+            conn.subscribes = TokenBucket(limit, SUBSCRIBE_RATE)
+        wait = conn.subscribes.take()
+        if wait:
+            return error("rate limited", retry_after=round(wait, 3))
+        if not self.private_rooms.allows(req.room, conn.account_id):
+            return error(NOT_A_MEMBER)
+        join, users, newly_online = await self._read_join(conn, req.room, req.since, req.rev)
+        if self.connections.get(conn.sid) is not conn:
+            return error("not connected")  # it left meanwhile (and left the room)
+        room = self._complete_join(conn, join, users, subscribed=True)
+        if room is None:
+            return error("not connected")
+        fields, changes = room
+        eio_sid = self.sessions.eio_sid(conn.sid)
+        if changes and eio_sid is not None:
+            # After the answer, which python-socketio queues as this returns, unsuspended.
+            asyncio.get_running_loop().call_soon(self._send_changes, eio_sid, changes)
+        if newly_online:
+            self._spawn(self._announce(req.room, joined=conn.member()))
+        log.info("%s subscribed to %s", conn.sid, req.room)
+        return ok(room=req.room, **fields)
+
+    async def on_unsubscribe(self, conn: Connection, data: Any) -> Ack:
+        room = protocol.parse_unsubscribe(data)
+        if room not in conn.rooms:
+            return error(not_in(room))
+        await self._stop_typing(conn, room)
+        home = conn.home and room == conn.room
+        self.sessions.leave_room(conn.sid, self._channel(room, subscribed=not home))
+        if home:
+            conn.home = False
+        await self._leave(conn, room)
+        log.info("%s unsubscribed from %s", conn.sid, room)
+        return ok(room=room)
+
     async def on_message(self, conn: Connection, data: Any) -> Ack:
         wait = conn.bucket.take()
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
         req = protocol.parse_message(data)
+        room = self._room_in(conn, data)
         msg, _ = await self.post(
-            conn.room,
+            room,
             conn.name,
             conn.user_id,
             req,
             conn.handle,
             conn.bot,
             # The room hears the typing stop before the message it was typing.
-            before_publish=lambda: self._stop_typing(conn),
+            before_publish=lambda: self._stop_typing(conn, room),
         )
         return ok(message=msg.to_dict())
 
@@ -587,9 +717,14 @@ class ChatHandlers:
         return msg, created
 
     async def on_typing(self, conn: Connection, data: Any) -> Ack:
-        if not protocol.parse_typing(data):
-            await self._stop_typing(conn)
+        typing = protocol.parse_typing(data)
+        room = self._room_in(conn, data)
+        if not typing:
+            await self._stop_typing(conn, room)
             return ok()
+        if conn.typing_room != room:
+            await self._stop_typing(conn)  # one room at a time: typing here ends it there
+            conn.typing_room = room
         loop = asyncio.get_running_loop()
         if conn.typing_timer is not None:
             conn.typing_timer.cancel()
@@ -599,41 +734,51 @@ class ChatHandlers:
         now = time.monotonic()
         if conn.typing_since is None or now - conn.typing_since >= TYPING_RENEW:
             conn.typing_since = now
-            await self._emit_typing(conn, True)
+            await self._emit_typing(conn, room, True)
         return ok()
 
-    async def _stop_typing(self, conn: Connection) -> None:
+    async def _stop_typing(self, conn: Connection, room: str | None = None) -> None:
+        """End ``conn``'s typing (only if it is in ``room``, when given)."""
+        typing_room = conn.typing_room
+        if typing_room is None or (room is not None and room != typing_room):
+            return
         if conn.typing_timer is not None:
             conn.typing_timer.cancel()
             conn.typing_timer = None
+        conn.typing_room = None
         if conn.typing_since is not None:
             conn.typing_since = None
-            await self._emit_typing(conn, False)
+            await self._emit_typing(conn, typing_room, False)
 
-    async def _emit_typing(self, conn: Connection, typing: bool) -> None:
+    async def _emit_typing(self, conn: Connection, room: str, typing: bool) -> None:
+        who = conn.identity()
+        # As before subscriptions existed to the connections that joined by connecting;
+        # naming the room to those that subscribed.
+        await self.sio.emit("typing", {**who, "typing": typing}, room=room, skip_sid=conn.sid)
         await self.sio.emit(
             "typing",
-            {**conn.identity(), "typing": typing},
-            room=conn.room,
+            {**who, "room": room, "typing": typing},
+            room=SUBSCRIBED + room,
             skip_sid=conn.sid,
         )
 
     async def on_history(self, conn: Connection, data: Any) -> Ack:
         before, limit = protocol.parse_history(data)
-        page = await self.store.before(conn.room, before, limit)
+        page = await self.store.before(self._room_in(conn, data), before, limit)
         messages, cut = newest_within([m.to_dict() for m in page.messages])
         return ok(messages=messages, has_more=page.has_more or cut)
 
     async def on_delete(self, conn: Connection, data: Any) -> Ack:
-        msg_id = protocol.parse_delete(data, conn.room)
-        found = await self.store.get(conn.room, msg_id)
+        msg_id = protocol.parse_delete(data)
+        room = self._room_in(conn, data)
+        found = await self.store.get(room, msg_id)
         if found is None:
             return error(NO_SUCH_MESSAGE)
         # A guest without a key shares its id with everyone of its name: not proof.
         mine = conn.keyed and found.user_id == conn.user_id
         if not mine and not await self.is_admin(conn.account_id, conn.handle):
             return error(NOT_YOURS)
-        msg = await self.delete(conn.room, found, conn.handle or conn.name, mine)
+        msg = await self.delete(room, found, conn.handle or conn.name, mine)
         return ok(message=msg.to_dict())
 
     async def is_admin(self, account_id: str | None, handle: str | None) -> bool:
@@ -675,8 +820,9 @@ class ChatHandlers:
         if not conn.keyed:
             conn.user_id = protocol.user_id_for(None, name)
         now = member(conn.user_id, name)
-        left = await self.presence.leave(conn.room, conn.sid, was)
-        joined = await self.presence.join(conn.room, conn.sid, now)
-        await self._announce(conn.room, joined=now if joined else None, left=was if left else None)
-        log.info("%s in %s renamed %r -> %r", conn.sid, conn.room, old, name)
+        for room in list(conn.rooms):
+            left = await self.presence.leave(room, conn.sid, was)
+            joined = await self.presence.join(room, conn.sid, now)
+            await self._announce(room, joined=now if joined else None, left=was if left else None)
+        log.info("%s renamed %r -> %r", conn.sid, old, name)
         return ok(name=name, user_id=conn.user_id)

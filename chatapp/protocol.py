@@ -267,9 +267,29 @@ def parse_message_id(value: Any) -> int:
     return value
 
 
-def parse_delete(data: Any, room: str) -> int:
-    """``delete {id, room?}`` -> the id. ``room``, when given, must be the connection's."""
+def parse_delete(data: Any) -> int:
+    """``delete {id, room?}`` -> the id."""
     data = _payload(data, "{id, room?}")
-    if data.get("room") is not None and data["room"] != room:
-        raise ProtocolError(f"not in that room: this connection is in #{room}")
     return parse_message_id(data.get("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    room: str
+    since: int | None
+    rev: int | None
+
+
+def parse_subscribe(data: Any) -> SubscribeRequest:
+    """``subscribe {room, since?, rev?}``."""
+    data = _payload(data, "{room, since?, rev?}")
+    return SubscribeRequest(
+        room=parse_room(data.get("room")),
+        since=parse_since(data.get("since")),
+        rev=parse_rev(data.get("rev")),
+    )
+
+
+def parse_unsubscribe(data: Any) -> str:
+    """``unsubscribe {room}`` -> the room."""
+    return parse_room(_payload(data, "{room}").get("room"))

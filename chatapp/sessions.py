@@ -347,6 +347,10 @@ class Sessions(Generic[ManagerT]):
         and with Redis publishes the change to every process)."""
         self.sio.manager.basic_enter_room(sid, "/", room)
 
+    def leave_room(self, sid: str, room: str) -> None:
+        """Take local connection ``sid`` out of ``room`` now."""
+        self.sio.manager.basic_leave_room(sid, "/", room)
+
     async def forget(self, sid: str) -> None:
         """Drop python-socketio's record of ``sid`` without sending it anything (for a
         connection whose transport closed before its connect handler returned)."""

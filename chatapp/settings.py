@@ -320,6 +320,12 @@ class Settings:
     max_connections_per_ip: int = setting(
         20, "simultaneous Socket.IO connections from one address (`0`: no limit)", _count(0)
     )
+    max_rooms_per_connection: int = setting(
+        50,
+        "rooms one Socket.IO connection may be in at once (the one it connected to and those "
+        "it subscribed to); it may subscribe to that many at once, then one a second",
+        _count(1),
+    )
     event_burst: float = setting(
         40.0,
         "events of any kind (message, typing, history, rename...) one connection may send at once",
