@@ -37,6 +37,34 @@ class Accounts:
         #: What a login with no account to check against is checked against, so that it
         #: takes as long as one with an account (made when first needed).
         self._dummy_hash: str | None = None
+        #: Every account by each of its handle's keys, and by its handle case-folded, as
+        #: of the last :meth:`refresh` (the server's, once a second).
+        self._by_key: dict[str, Account] = {}
+        self._by_handle: dict[str, Account] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}
+
+    async def refresh(self) -> None:
+        """Take the accounts from the database (every process's, the CLI's) into memory,
+        for :meth:`known` and :meth:`handle_owner`."""
+        accounts = await self._store.list_accounts()
+        # A handle's keys cost a skeleton each: those of the last refresh are kept.
+        keys = {a.handle: self._keys.get(a.handle) or handle_keys(a.handle) for a in accounts}
+        self._keys = keys
+        self._by_handle = {a.handle.casefold(): a for a in accounts}
+        self._by_key = {key: a for a in accounts for key in keys[a.handle]}
+
+    def known(self, handle: str) -> Account | None:
+        """The account whose handle, case-folded, is ``handle`` (as of the last refresh)."""
+        return self._by_handle.get(handle)
+
+    def handle_owner(self, name: str) -> Account | None:
+        """The account whose handle ``name`` is, or looks like, as of the last refresh
+        (what :meth:`owner_of` asks the database, for the server's hot paths)."""
+        for key in handle_keys(name):
+            found = self._by_key.get(key)
+            if found is not None:
+                return found
+        return None
 
     async def add(
         self,
@@ -68,6 +96,7 @@ class Accounts:
             raise _taken(handle) from None
         except InviteInvalid:
             raise AccountError(INVITE_INVALID) from None
+        self._by_handle[account.handle.casefold()] = account
         return account
 
     async def hash(self, password: str) -> str:

@@ -41,6 +41,7 @@ from .keys import (
 )
 from .liblog import library_logger
 from .moderation import Moderation, setup_moderation
+from .my_rooms import setup_my_rooms
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
 from .passwords import Passwords
 from .presence import Presence, open_presence
@@ -213,6 +214,7 @@ def create_app(
     )
     setup_retention(app, app[retention_key], sign_ins)
     setup_private_rooms(app, private_rooms, sign_ins)
+    setup_my_rooms(app, store, sign_ins, private_rooms)
     setup_sign_up(
         app,
         policy=settings.sign_up,
@@ -242,6 +244,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         # The bans in force and the private rooms, before anyone comes.
         await app[handlers_key].moderation.refresh()
         await app[handlers_key].private_rooms.refresh()
+        await app[handlers_key].accounts.refresh()
         await app[retention_key].sweep()  # what expired while the server was stopped
         await presence.start()
         try:

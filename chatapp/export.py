@@ -2,6 +2,7 @@
 
 Export writes a room's history, or every room's, oldest first per room:
 ``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot", "rev", "deleted"}``
+and, when it has them, ``mentions`` and ``mention_all``
 (a deleted message is a tombstone: no text, ``deleted: true``). Import puts such a file
 back into rooms that have no history yet (a new database, or another server's), keeping
 every id and time, one transaction per room: a room is imported whole or not at all.
@@ -19,6 +20,7 @@ from typing import IO
 import orjson
 
 from . import protocol
+from .mentions import EVERYONE, MAX_MENTIONS
 from .protocol import ProtocolError
 from .settings import add_flags, settings_from
 from .store import Message, MessageStore, StoreError, open_store
@@ -108,9 +110,31 @@ def parse_line(raw: bytes, number: int) -> Message:
             raise ProtocolError("handle must be a string or null")
         if not isinstance(bot, bool):
             raise ProtocolError("bot must be true or false")
+        mentions, mention_all = data.get("mentions", []), data.get("mention_all")
+        if not (
+            isinstance(mentions, list)
+            and len(mentions) <= MAX_MENTIONS
+            and all(isinstance(m, str) and 0 < len(m) <= 64 and " " not in m for m in mentions)
+        ):
+            raise ProtocolError("mentions must be a list of account ids")
+        if mention_all not in (None, *EVERYONE):
+            raise ProtocolError("mention_all must be null, room or here")
     except (orjson.JSONDecodeError, ProtocolError) as exc:
         raise BadImport(f"line {number}: {exc}") from None
-    return Message(ident, room, name, text, ts, user_id, handle, bot, rev, deleted)
+    return Message(
+        ident,
+        room,
+        name,
+        text,
+        ts,
+        user_id,
+        handle,
+        bot,
+        rev,
+        deleted,
+        tuple(mentions),
+        mention_all,
+    )
 
 
 async def import_(store: MessageStore, lines: IO[bytes], say: Callable[[str], None]) -> int:

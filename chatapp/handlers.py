@@ -25,6 +25,7 @@ from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
+from .mentions import find_mentions
 from .moderation import Moderation
 from .paging import newest_within
 from .presence import Presence, member, people, person
@@ -34,7 +35,7 @@ from .ratelimit import TokenBucket
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns, session_cookie
-from .store import Account, Message, MessageStore, Page, SignIn
+from .store import Account, Message, Page, SignIn, Store
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ SUBSCRIBE_RATE = 1.0
 #: Prefixes a chat room's name to make the Socket.IO room of its subscribers (a name no
 #: chat room has).
 SUBSCRIBED = "+"
+#: Prefixes an account's id to make the Socket.IO room of its connections.
+ACCOUNT = "@"
 
 
 def not_in(room: str) -> str:
@@ -162,7 +165,7 @@ class ChatHandlers:
         self,
         sio: socketio.AsyncServer,
         settings: Settings,
-        store: MessageStore,
+        store: Store,
         presence: Presence,
         feed: RoomFeed,
         fanout: FeedManager,
@@ -206,6 +209,7 @@ class ChatHandlers:
             "history": self.on_history,
             "rename": self.on_rename,
             "delete": self.on_delete,
+            "read": self.on_read,
             "subscribe": self.on_subscribe,
             "unsubscribe": self.on_unsubscribe,
         }.items():
@@ -451,6 +455,7 @@ class ChatHandlers:
             try:
                 await self.moderation.refresh()
                 await self.private_rooms.refresh()
+                await self.accounts.refresh()
                 ids = {c.sign_in for c in self.connections.values() if c.sign_in is not None}
                 live = await self.sign_ins.live(ids) if ids else set()
             except Exception:
@@ -507,6 +512,8 @@ class ChatHandlers:
         if eio_sid is not None:
             self.sessions.put(eio_sid, self.sessions.packet("welcome", welcome))
             self._send_changes(eio_sid, changes)
+        if conn.account_id is not None:
+            self.sessions.enter_room(conn.sid, ACCOUNT + conn.account_id)
         conn.set_joined()
 
     def _complete_join(
@@ -681,6 +688,7 @@ class ChatHandlers:
             conn.bot,
             # The room hears the typing stop before the message it was typing.
             before_publish=lambda: self._stop_typing(conn, room),
+            admin=conn.admin,
         )
         return ok(message=msg.to_dict())
 
@@ -704,17 +712,54 @@ class ChatHandlers:
         handle: str | None = None,
         bot: bool = False,
         before_publish: Callable[[], Awaitable[None]] | None = None,
+        admin: bool = False,
     ) -> tuple[Message, bool]:
-        """Store a validated message, then publish it to its room (unless it is a retry
-        of one stored before): the path of every message, from Socket.IO or the API."""
+        """Resolve a validated message's mentions, store it, then publish it to its room
+        (unless it is a retry of one stored before): the path of every message, from
+        Socket.IO or the API. ProtocolError if it mentions everyone and its sender may not."""
+        mentions = find_mentions(req.text, self.accounts.known)
+        if mentions.everyone is not None and not self._may_mention_all(handle, bot, admin):
+            raise ProtocolError(
+                f"only {self.settings.mention_all} may mention @{mentions.everyone} here"
+            )
         msg, created = await self.store.add(
-            room, name, req.text, req.client_id, user_id, handle, bot
+            room,
+            name,
+            req.text,
+            req.client_id,
+            user_id,
+            handle,
+            bot,
+            mentions.user_ids,
+            mentions.everyone,
         )
         if created:
             if before_publish is not None:
                 await before_publish()
             await self.fanout.publish(room, msg.to_dict())
         return msg, created
+
+    def _may_mention_all(self, handle: str | None, bot: bool, admin: bool) -> bool:
+        """Whether a sender may mention everyone in a room (``--mention-all``)."""
+        who = self.settings.mention_all
+        return who == "everyone" or admin or (who == "members" and handle is not None)
+
+    async def on_read(self, conn: Connection, data: Any) -> Ack:
+        msg_id = protocol.parse_read(data)
+        room = self._room_in(conn, data)
+        account_id = conn.account_id
+        if account_id is None:
+            return ok(room=room, last_read=msg_id)  # a guest's browser keeps its own
+        last_read = await self.store.set_read(account_id, room, msg_id)
+        # The account's other connections, on every process: a read on the phone clears
+        # the badge on the laptop.
+        await self.sio.emit(
+            "read",
+            {"room": room, "last_read": last_read},
+            room=ACCOUNT + account_id,
+            skip_sid=conn.sid,
+        )
+        return ok(room=room, last_read=last_read)
 
     async def on_typing(self, conn: Connection, data: Any) -> Ack:
         typing = protocol.parse_typing(data)

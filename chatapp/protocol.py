@@ -293,3 +293,12 @@ def parse_subscribe(data: Any) -> SubscribeRequest:
 def parse_unsubscribe(data: Any) -> str:
     """``unsubscribe {room}`` -> the room."""
     return parse_room(_payload(data, "{room}").get("room"))
+
+
+def parse_read(data: Any) -> int:
+    """``read {room?, id}`` -> the id of the newest message read (0: none)."""
+    data = _payload(data, "{room, id}")
+    value = data.get("id")
+    if not _is_int(value) or not 0 <= value <= MAX_ID:
+        raise ProtocolError("invalid id: must be a message id (an integer >= 0)")
+    return value

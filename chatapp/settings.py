@@ -104,6 +104,8 @@ def _rate(low: float, above: bool = False) -> Callable[[str], float]:
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 #: Who may create an account on the page (``--sign-up``).
 SIGN_UP_POLICIES = ("open", "invite", "closed")
+#: Who may mention everyone in a room (``--mention-all``).
+MENTION_ALL = ("everyone", "members", "admins")
 
 
 def _log_level(text: str) -> str:
@@ -303,6 +305,12 @@ class Settings:
         "who may create an account on the page: `open` (anyone), `invite` (whoever has an "
         "admin's single-use invite link) or `closed` (only the `users add` command)",
         _choice(SIGN_UP_POLICIES),
+    )
+    mention_all: str = setting(
+        "everyone",
+        "who may mention everyone in a room (`@room`, `@here`): `everyone`, `members` "
+        "(accounts, not guests) or `admins`",
+        _choice(MENTION_ALL),
     )
     guests: bool = setting(
         True,

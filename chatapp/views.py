@@ -285,7 +285,10 @@ async def api_post_message(request: web.Request) -> web.Response:
             status=429,
             headers={"Retry-After": str(math.ceil(wait))},
         )
-    msg, created = await handlers.post(room, bot.display_name, bot.id, req, bot.handle, True)
+    try:
+        msg, created = await handlers.post(room, bot.display_name, bot.id, req, bot.handle, True)
+    except ProtocolError as exc:
+        return json_error(400, str(exc))
     return json_response({"ok": True, "message": msg.to_dict()}, status=201 if created else 200)
 
 

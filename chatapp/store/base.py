@@ -33,6 +33,10 @@ class Message:
     rev: int = 0
     #: Deleted: a tombstone that keeps its place (id, sender, time) without its text.
     deleted: bool = False
+    #: The accounts it mentions (``@handle``), by id, as resolved when it was stored.
+    mentions: tuple[str, ...] = ()
+    #: "room" or "here" when it mentions everyone in the room (``@room``, ``@here``).
+    mention_all: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -53,7 +57,32 @@ class Message:
             data["rev"] = self.rev
         if self.deleted:
             data["deleted"] = True
+        if self.mentions:
+            data["mentions"] = list(self.mentions)
+        if self.mention_all is not None:
+            data["mention_all"] = self.mention_all
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """One of an account's rooms: the newest message it has read there, the room's newest
+    id, and how many messages after the read one mention it (``@`` it, ``@room`` or
+    ``@here``, by someone else)."""
+
+    room: str
+    last_read: int
+    last_id: int
+    mentions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "room": self.room,
+            "last_read": self.last_read,
+            "last_id": self.last_id,
+            "unread": max(0, self.last_id - self.last_read),
+            "mentions": self.mentions,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +251,12 @@ class MessageStore(Protocol):
         user_id: str | None = None,
         handle: str | None = None,
         bot: bool = False,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
     ) -> tuple[Message, bool]:
         """Commit a message from ``user_id`` under ``name`` (an account's: its ``handle``,
-        and whether it is a bot); return it and whether it is new.
+        and whether it is a bot), mentioning the accounts ``mentions`` and, with
+        ``mention_all``, everyone; return it and whether it is new.
 
         A ``client_id`` already used by the same sender in the same room (the same
         ``user_id``; without one, the same name) returns the stored message and ``False``
@@ -373,6 +405,16 @@ class AccountStore(Protocol):
 
     async def set_retention(self, room: str, days: float | None, entry: LogEntry) -> None:
         """Give ``room`` a retention of its own (None: the server's again), and log it."""
+
+    async def set_read(self, account_id: str, room: str, msg_id: int) -> int:
+        """Note that the account has read ``room`` up to ``msg_id`` (never back, never past
+        the room's newest id) and make the room one of its rooms; the id read up to now."""
+
+    async def room_states(self, account_id: str) -> list[RoomState]:
+        """The account's rooms, by name, with their read state."""
+
+    async def remove_room_state(self, account_id: str, room: str) -> bool:
+        """Take ``room`` off the account's rooms; False if it was not one."""
 
     async def live_sign_ins(self, ids: Sequence[str], now: int) -> set[str]:
         """Which of the sign-ins ``ids`` have not ended."""

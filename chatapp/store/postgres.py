@@ -31,6 +31,7 @@ from .base import (
     Message,
     Page,
     Room,
+    RoomState,
     SignIn,
     StoreError,
     now_ms,
@@ -152,18 +153,37 @@ ALTER TABLE messages ADD COLUMN rev BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX messages_changes ON messages (room, rev) WHERE rev > 0;
 ALTER TABLE rooms ADD COLUMN last_rev BIGINT NOT NULL DEFAULT 0;
+-- Mentions as resolved when a message was stored: on the message (its account ids,
+-- space-separated; "room" or "here"), and a row per mentioned account, for counts.
+ALTER TABLE messages ADD COLUMN mentions TEXT;
+ALTER TABLE messages ADD COLUMN mention_all TEXT;
+CREATE INDEX messages_mention_all ON messages (room, id) WHERE mention_all IS NOT NULL;
+CREATE TABLE mentions (
+    account_id TEXT   NOT NULL,
+    room       TEXT   NOT NULL,
+    id         BIGINT NOT NULL,
+    PRIMARY KEY (account_id, room, id)
+);
+-- An account's rooms, and the newest message it read in each.
+CREATE TABLE room_state (
+    account_id TEXT   NOT NULL,
+    room       TEXT   NOT NULL,
+    last_read  BIGINT NOT NULL,
+    PRIMARY KEY (account_id, room)
+);
 """,
 }
 
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all"
 _ADD = f"""
 WITH counter AS (
     INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
     ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1, last_ts = EXCLUDED.last_ts
     RETURNING last_id
 )
-INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot)
-SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8 FROM counter
+INSERT INTO messages
+    (room, id, name, text, ts, client_id, user_id, handle, bot, mentions, mention_all)
+SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM counter
 RETURNING {_COLUMNS}
 """
 _BY_CLIENT_ID = (
@@ -176,6 +196,18 @@ _BY_SENDER_CLIENT_ID = (
 
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+#: An account's rooms with their read state: the mentions of it after the read message,
+#: and the messages to everyone (@room, @here) by others after it.
+_ROOM_STATES = """
+SELECT s.room, s.last_read, COALESCE(r.last_id, 0),
+    (SELECT COUNT(*) FROM mentions m
+        WHERE m.account_id = s.account_id AND m.room = s.room AND m.id > s.last_read)
+    + (SELECT COUNT(*) FROM messages g
+        WHERE g.room = s.room AND g.mention_all IS NOT NULL AND g.id > s.last_read
+        AND g.user_id IS DISTINCT FROM s.account_id)
+FROM room_state s LEFT JOIN rooms r ON r.room = s.room
+WHERE s.account_id = $1 ORDER BY s.room
+"""
 _SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
 _INVITE_COLUMNS = "id, role, claim, created, expires, created_by"
 _USABLE_INVITE = f"""
@@ -194,7 +226,20 @@ def _sign_in(row: asyncpg.Record) -> SignIn:
 
 
 def _message(row: asyncpg.Record) -> Message:
-    return Message(*tuple(row))
+    return Message(
+        id=row[0],
+        room=row[1],
+        name=row[2],
+        text=row[3],
+        ts=row[4],
+        user_id=row[5],
+        handle=row[6],
+        bot=row[7],
+        rev=row[8],
+        deleted=row[9],
+        mentions=tuple(row[10].split()) if row[10] else (),
+        mention_all=row[11],
+    )
 
 
 class PostgresStore:
@@ -265,10 +310,14 @@ class PostgresStore:
         user_id: str | None = None,
         handle: str | None = None,
         bot: bool = False,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
-        return await asyncio.shield(self._add(room, name, text, client_id, user_id, handle, bot))
+        return await asyncio.shield(
+            self._add(room, name, text, client_id, user_id, handle, bot, mentions, mention_all)
+        )
 
     async def _add(
         self,
@@ -279,6 +328,8 @@ class PostgresStore:
         user_id: str | None,
         handle: str | None,
         bot: bool,
+        mentions: tuple[str, ...],
+        mention_all: str | None,
     ) -> tuple[Message, bool]:
         pool = self.pool
         retry = (
@@ -290,10 +341,18 @@ class PostgresStore:
             row = await pool.fetchrow(*retry)
             if row is not None:
                 return _message(row), False
+        args = (room, name, text, now_ms(), client_id, user_id, handle, bot)
+        others = [a for a in mentions if a != user_id]
         try:
-            row = await pool.fetchrow(
-                _ADD, room, name, text, now_ms(), client_id, user_id, handle, bot
-            )
+            if not others:
+                row = await pool.fetchrow(_ADD, *args, " ".join(mentions) or None, mention_all)
+            else:
+                async with pool.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(_ADD, *args, " ".join(mentions), mention_all)
+                    await conn.executemany(
+                        "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
+                        [(a, room, row["id"]) for a in others],
+                    )
         except asyncpg.UniqueViolationError:
             # The same client_id committed meanwhile (a retry raced the original, maybe
             # through another process); the failed statement rolled the counter back.
@@ -383,12 +442,14 @@ class PostgresStore:
                 return None
             if row["deleted"]:
                 return _message(row), False
+            await conn.execute("DELETE FROM mentions WHERE room=$1 AND id=$2", room, msg_id)
             row = await conn.fetchrow(
                 f"""
                 WITH counter AS (
                     UPDATE rooms SET last_rev = last_rev + 1 WHERE room=$1 RETURNING last_rev
                 )
-                UPDATE messages SET text='', deleted=TRUE, rev=counter.last_rev
+                UPDATE messages
+                SET text='', deleted=TRUE, rev=counter.last_rev, mentions=NULL, mention_all=NULL
                 FROM counter WHERE room=$1 AND id=$2
                 RETURNING {", ".join("messages." + c.strip() for c in _COLUMNS.split(","))}
                 """,
@@ -413,10 +474,19 @@ class PostgresStore:
         return [_message(r) for r in rows]
 
     async def expire(self, room: str, before_ts: int) -> int:
-        status = await self.pool.execute(
-            "DELETE FROM messages WHERE room=$1 AND ts<$2", room, before_ts
-        )
-        return int(status.rsplit(" ", 1)[1])
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM messages WHERE room=$1 AND ts<$2", room, before_ts
+            )
+            gone = int(status.rsplit(" ", 1)[1])
+            if gone:
+                # Ids grow with time: what is left starts after the last one gone.
+                await conn.execute(
+                    "DELETE FROM mentions WHERE room=$1 AND id < "
+                    "(SELECT COALESCE(MIN(id), 1::bigint << 62) FROM messages WHERE room=$1)",
+                    room,
+                )
+        return gone
 
     async def retention(self) -> dict[str, float]:
         rows = await self.pool.fetch("SELECT room, days FROM room_retention")
@@ -452,9 +522,9 @@ class PostgresStore:
             elif await conn.fetchval("SELECT 1 FROM rooms WHERE room=$1", room):
                 raise StoreError(f"#{room} has history already")
             await conn.executemany(
-                "INSERT INTO messages "
-                "(room, id, name, text, ts, user_id, handle, bot, rev, deleted) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
+                "rev, deleted, mentions, mention_all) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 [
                     (
                         room,
@@ -467,10 +537,43 @@ class PostgresStore:
                         m.bot,
                         m.rev,
                         m.deleted,
+                        " ".join(m.mentions) or None,
+                        m.mention_all,
                     )
                     for m in messages
                 ],
             )
+            await conn.executemany(
+                "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
+                [(a, room, m.id) for m in messages for a in m.mentions if a != m.user_id],
+            )
+
+    # -- an account's rooms -------------------------------------------------------------------
+
+    async def set_read(self, account_id: str, room: str, msg_id: int) -> int:
+        read: Any = await self.pool.fetchval(
+            """
+            INSERT INTO room_state (account_id, room, last_read)
+            VALUES ($1, $2, LEAST($3, COALESCE((SELECT last_id FROM rooms WHERE room=$2), 0)))
+            ON CONFLICT (account_id, room) DO UPDATE
+            SET last_read = GREATEST(room_state.last_read, EXCLUDED.last_read)
+            RETURNING last_read
+            """,
+            account_id,
+            room,
+            msg_id,
+        )
+        return int(read)
+
+    async def room_states(self, account_id: str) -> list[RoomState]:
+        rows = await self.pool.fetch(_ROOM_STATES, account_id)
+        return [RoomState(*tuple(row)) for row in rows]
+
+    async def remove_room_state(self, account_id: str, room: str) -> bool:
+        status = await self.pool.execute(
+            "DELETE FROM room_state WHERE account_id=$1 AND room=$2", account_id, room
+        )
+        return bool(status != "DELETE 0")
 
     # -- accounts --------------------------------------------------------------------------------
 

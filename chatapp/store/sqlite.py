@@ -23,6 +23,7 @@ from .base import (
     Message,
     Page,
     Room,
+    RoomState,
     SignIn,
     StoreError,
     now_ms,
@@ -151,9 +152,28 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX messages_changes ON messages (room, rev) WHERE rev > 0",
         "ALTER TABLE rooms ADD COLUMN last_rev INTEGER NOT NULL DEFAULT 0",
+        # Mentions as resolved when a message was stored: on the message (its account ids,
+        # space-separated; "room" or "here"), and a row per mentioned account, for counts.
+        "ALTER TABLE messages ADD COLUMN mentions TEXT",
+        "ALTER TABLE messages ADD COLUMN mention_all TEXT",
+        """CREATE INDEX messages_mention_all ON messages (room, id)
+            WHERE mention_all IS NOT NULL""",
+        """CREATE TABLE mentions (
+            account_id TEXT    NOT NULL,
+            room       TEXT    NOT NULL,
+            id         INTEGER NOT NULL,
+            PRIMARY KEY (account_id, room, id)
+        ) WITHOUT ROWID""",
+        # An account's rooms, and the newest message it read in each.
+        """CREATE TABLE room_state (
+            account_id TEXT    NOT NULL,
+            room       TEXT    NOT NULL,
+            last_read  INTEGER NOT NULL,
+            PRIMARY KEY (account_id, room)
+        ) WITHOUT ROWID""",
     ),
 }
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted"
+_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all"
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
 CHECKPOINT_EVERY = 1000
@@ -162,6 +182,18 @@ _IN_CHUNK = 500
 
 
 _ACCOUNT_COLUMNS = "id, handle, display_name, role, created"
+#: An account's rooms with their read state: the mentions of it after the read message,
+#: and the messages to everyone (@room, @here) by others after it.
+_ROOM_STATES = """
+SELECT s.room, s.last_read, COALESCE(r.last_id, 0),
+    (SELECT COUNT(*) FROM mentions m
+        WHERE m.account_id = s.account_id AND m.room = s.room AND m.id > s.last_read)
+    + (SELECT COUNT(*) FROM messages g
+        WHERE g.room = s.room AND g.mention_all IS NOT NULL AND g.id > s.last_read
+        AND g.user_id IS NOT s.account_id)
+FROM room_state s LEFT JOIN rooms r ON r.room = s.room
+WHERE s.account_id = ? ORDER BY s.room
+"""
 _SIGN_IN_COLUMNS = "id, account_id, created, expires, address, agent"
 _INVITE_COLUMNS = "id, role, claim, created, expires, created_by"
 
@@ -236,6 +268,8 @@ def _row(row: tuple[Any, ...]) -> Message:
         bot=bool(row[7]),
         rev=row[8],
         deleted=bool(row[9]),
+        mentions=tuple(row[10].split()) if row[10] else (),
+        mention_all=row[11],
     )
 
 
@@ -358,6 +392,8 @@ class _Add:
     user_id: str | None
     handle: str | None
     bot: bool
+    mentions: tuple[str, ...]
+    mention_all: str | None
     done: asyncio.Future[tuple[Message, bool]]
 
 
@@ -402,10 +438,12 @@ def _insert(
         user_id=add.user_id,
         handle=add.handle,
         bot=add.bot,
+        mentions=add.mentions,
+        mention_all=add.mention_all,
     )
     conn.execute(
-        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot, "
+        "mentions, mention_all) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             add.room,
             msg.id,
@@ -416,8 +454,15 @@ def _insert(
             add.user_id,
             add.handle,
             int(add.bot),
+            " ".join(add.mentions) or None,
+            add.mention_all,
         ),
     )
+    if add.mentions:
+        conn.executemany(
+            "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
+            [(a, add.room, msg.id) for a in add.mentions if a != add.user_id],
+        )
     newest[add.room] = msg
     return msg, True
 
@@ -550,12 +595,16 @@ class SQLiteStore:
         user_id: str | None = None,
         handle: str | None = None,
         bot: bool = False,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Message, bool]] = loop.create_future()
-        self._batch.append(_Add(room, name, text, client_id, user_id, handle, bot, done))
+        self._batch.append(
+            _Add(room, name, text, client_id, user_id, handle, bot, mentions, mention_all, done)
+        )
         if self._writing is None and not self._flushing:
             # Adds of this turn of the loop are written together, at its end.
             self._flushing = True
@@ -740,14 +789,16 @@ class SQLiteStore:
                 conn.execute("UPDATE rooms SET last_rev=last_rev+1 WHERE room=?", (room,))
                 (rev,) = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
                 conn.execute(
-                    "UPDATE messages SET text='', deleted=1, rev=? WHERE room=? AND id=?",
+                    "UPDATE messages SET text='', deleted=1, rev=?, mentions=NULL, "
+                    "mention_all=NULL WHERE room=? AND id=?",
                     (rev, room, msg_id),
                 )
+                conn.execute("DELETE FROM mentions WHERE room=? AND id=?", (room, msg_id))
             # The write-ahead log still holds the page as it was: copy it into the file
             # (secure_delete overwrote the text there) and empty the log. If a reader
             # holds it back, the next checkpoint does it.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            return replace(msg, text="", deleted=True, rev=rev), True
+            return replace(msg, text="", deleted=True, rev=rev, mentions=(), mention_all=None), True
 
         return await self._run(delete)
 
@@ -773,9 +824,18 @@ class SQLiteStore:
         def expire(conn: sqlite3.Connection) -> int:
             # The room's rows only (its primary key range), one transaction per room: the
             # write lock is never held for long.
-            return conn.execute(
-                "DELETE FROM messages WHERE room=? AND ts<?", (room, before_ts)
-            ).rowcount
+            with _locked(conn):
+                gone = conn.execute(
+                    "DELETE FROM messages WHERE room=? AND ts<?", (room, before_ts)
+                ).rowcount
+                if gone:
+                    # Ids grow with time: what is left starts after the last one gone.
+                    conn.execute(
+                        "DELETE FROM mentions WHERE room=? AND id < "
+                        "(SELECT COALESCE(MIN(id), 1 << 62) FROM messages WHERE room=?)",
+                        (room, room),
+                    )
+            return int(gone)
 
         return await self._run(expire)
 
@@ -806,9 +866,9 @@ class SQLiteStore:
                 if conn.execute("SELECT 1 FROM rooms WHERE room=?", (room,)).fetchone():
                     raise StoreError(f"#{room} has history already")
                 conn.executemany(
-                    "INSERT INTO messages "
-                    "(room, id, name, text, ts, user_id, handle, bot, rev, deleted) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
+                    "rev, deleted, mentions, mention_all) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             room,
@@ -821,9 +881,15 @@ class SQLiteStore:
                             int(m.bot),
                             m.rev,
                             int(m.deleted),
+                            " ".join(m.mentions) or None,
+                            m.mention_all,
                         )
                         for m in messages
                     ],
+                )
+                conn.executemany(
+                    "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
+                    [(a, room, m.id) for m in messages for a in m.mentions if a != m.user_id],
                 )
                 if messages:
                     conn.execute(
@@ -832,6 +898,45 @@ class SQLiteStore:
                     )
 
         await self._run(restore)
+
+    # -- an account's rooms -------------------------------------------------------------------
+
+    async def set_read(self, account_id: str, room: str, msg_id: int) -> int:
+        def mark(conn: sqlite3.Connection) -> int:
+            with _locked(conn):
+                row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
+                upto = min(msg_id, row[0] if row is not None else 0)
+                conn.execute(
+                    "INSERT INTO room_state (account_id, room, last_read) VALUES (?, ?, ?) "
+                    "ON CONFLICT (account_id, room) DO UPDATE "
+                    "SET last_read=MAX(last_read, excluded.last_read)",
+                    (account_id, room, upto),
+                )
+                (read,) = conn.execute(
+                    "SELECT last_read FROM room_state WHERE account_id=? AND room=?",
+                    (account_id, room),
+                ).fetchone()
+            return int(read)
+
+        return await self._run(mark)
+
+    async def room_states(self, account_id: str) -> list[RoomState]:
+        def states(conn: sqlite3.Connection) -> list[RoomState]:
+            rows = conn.execute(_ROOM_STATES, (account_id,)).fetchall()
+            return [RoomState(*row) for row in rows]
+
+        return await self._run(states)
+
+    async def remove_room_state(self, account_id: str, room: str) -> bool:
+        def remove(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "DELETE FROM room_state WHERE account_id=? AND room=?", (account_id, room)
+                ).rowcount
+                > 0
+            )
+
+        return await self._run(remove)
 
     # -- accounts --------------------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""@mentions: whom a message names, decided once, when it is stored.
+
+``@handle`` names the account with that handle (written in any case); ``@room`` and
+``@here`` name everyone in the room (``@here``: those online there). The server resolves
+them as it stores the message and the message carries the result (``mentions``, the
+account ids, and ``mention_all``), so every client, bot and process agrees on who was
+mentioned, and a later rename or a new account with that handle changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .store import Account
+
+#: ``@`` that starts a word (not inside an address such as ann@example.com), then the
+#: handle: anything up to a space or another ``@``.
+_MENTION = re.compile(r"(?<![\w@])@([^\s@]+)")
+#: What may follow a handle in a sentence without being part of it.
+_TRAILING = ".,:;!?)]}'\"\u2019\u201d"
+#: The words that name everyone in the room.
+EVERYONE = ("room", "here")
+#: Accounts one message may name (the rest of its @words stay text).
+MAX_MENTIONS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Mentions:
+    """The accounts a message names, in order of first mention, and ``everyone``:
+    "room", "here" or None."""
+
+    user_ids: tuple[str, ...] = ()
+    everyone: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.user_ids) or self.everyone is not None
+
+
+NONE = Mentions()
+
+
+def find_mentions(text: str, account_of: Callable[[str], Account | None]) -> Mentions:
+    """Resolve the mentions in ``text``; ``account_of`` finds an account by its handle
+    case-folded (None if there is none)."""
+    if "@" not in text:
+        return NONE
+    ids: list[str] = []
+    everyone: str | None = None
+    for match in _MENTION.finditer(text):
+        word = unicodedata.normalize("NFC", match.group(1).rstrip(_TRAILING)).casefold()
+        if word in EVERYONE:
+            everyone = "room" if "room" in (word, everyone) else "here"
+            continue
+        account = account_of(word)
+        if account is not None and account.id not in ids and len(ids) < MAX_MENTIONS:
+            ids.append(account.id)
+    return Mentions(tuple(ids), everyone)
