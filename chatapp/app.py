@@ -16,6 +16,7 @@ from .accounts import Accounts
 from .admin import setup_admin
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
+from .dms import DirectMessages
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
 from .fastpaths import FastPath, FastPaths
 from .feed import RoomFeed
@@ -190,6 +191,7 @@ def create_app(
         sign_ins=sign_ins,
         moderation=moderation,
         private_rooms=private_rooms,
+        dms=DirectMessages(store, accounts, private_rooms),
     )
 
     aiohttp_jinja2.setup(

@@ -20,9 +20,10 @@ import socketio
 
 from . import protocol
 from .access import AccessControl
-from .accounts import Accounts
+from .accounts import AccountError, Accounts
 from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
+from .dms import DirectMessages, is_dm
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
 from .mentions import find_mentions
@@ -177,8 +178,10 @@ class ChatHandlers:
         sign_ins: SignIns,
         moderation: Moderation,
         private_rooms: PrivateRooms,
+        dms: DirectMessages,
     ) -> None:
         self.sio = sio
+        self.dms = dms
         self.private_rooms = private_rooms
         self.accounts = accounts
         self.sign_ins = sign_ins
@@ -210,6 +213,7 @@ class ChatHandlers:
             "rename": self.on_rename,
             "delete": self.on_delete,
             "read": self.on_read,
+            "dm": self.on_dm,
             "subscribe": self.on_subscribe,
             "unsubscribe": self.on_unsubscribe,
         }.items():
@@ -324,7 +328,7 @@ class ChatHandlers:
         banned = self.moderation.refusal(signed_in.id if signed_in else None, ip)
         if banned is not None:
             raise self._refuse(sid, ip, banned)
-        if not self.private_rooms.allows(req.room, signed_in.id if signed_in else None):
+        if not await self._may_enter(req.room, signed_in.id if signed_in else None):
             raise self._refuse(sid, ip, NOT_A_MEMBER)
         # Counted and checked with no await between (identity lookups are above): many
         # connections at once from one address cannot all pass the check.
@@ -410,6 +414,17 @@ class ChatHandlers:
             raise
         join = _Join(room, page, head, since, limit, head_rev, changed, reset=since != asked)
         return join, users, newly_online
+
+    async def _may_enter(self, room: str, account_id: str | None) -> bool:
+        """Whether ``account_id`` (None: a guest) may join ``room``. A direct conversation
+        this process has not heard of may have been started a moment ago on another one:
+        the database is asked again before refusing."""
+        if self.private_rooms.allows(room, account_id):
+            return True
+        if account_id is None or not is_dm(room):
+            return False
+        await self.private_rooms.refresh()
+        return self.private_rooms.allows(room, account_id)
 
     async def _changed(self, room: str, since: int, rev: int) -> list[dict[str, Any]] | None:
         """What changed after change ``rev`` in the messages up to ``since`` (a
@@ -642,7 +657,7 @@ class ChatHandlers:
         wait = conn.subscribes.take()
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
-        if not self.private_rooms.allows(req.room, conn.account_id):
+        if not await self._may_enter(req.room, conn.account_id):
             return error(NOT_A_MEMBER)
         join, users, newly_online = await self._read_join(conn, req.room, req.since, req.rev)
         if self.connections.get(conn.sid) is not conn:
@@ -760,6 +775,27 @@ class ChatHandlers:
             skip_sid=conn.sid,
         )
         return ok(room=room, last_read=last_read)
+
+    async def on_dm(self, conn: Connection, data: Any) -> Ack:
+        handles = protocol.parse_dm(data)
+        found = await self.accounts.find(conn.handle) if conn.handle is not None else None
+        if found is None or found[0].id != conn.account_id:
+            return error("sign in to send direct messages")
+        try:
+            room, people = await self.dms.open(found[0], handles)
+        except AccountError as exc:
+            return error(str(exc))
+        event = {
+            "room": room,
+            "people": [
+                person(member(a.id, a.display_name, a.handle, a.role == "bot")) for a in people
+            ],
+        }
+        # Everyone in it hears of it, on every process, to subscribe (their rooms list it).
+        for account in people:
+            if account.id != conn.account_id:
+                await self.sio.emit("dm", event, room=ACCOUNT + account.id)
+        return ok(**event)
 
     async def on_typing(self, conn: Connection, data: Any) -> Ack:
         typing = protocol.parse_typing(data)

@@ -1,5 +1,6 @@
 """An account's rooms and how far it has read each: ``GET /api/me/rooms`` (with unread
-and mention counts) and ``DELETE /api/me/rooms/{room}``. The ``read`` event
+and mention counts, and the people of a direct conversation) and ``DELETE
+/api/me/rooms/{room}``. The ``read`` event
 (``handlers.ChatHandlers.on_read``) adds a room and moves its read mark."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import protocol
-from .private_rooms import PrivateRooms
+from .private_rooms import DM_PREFIX, PrivateRooms
 from .protocol import ProtocolError
 from .signin import COOKIE_NAME, SignIns
 from .store import AccountStore
@@ -23,7 +24,12 @@ def setup_my_rooms(
         account = found[1]
         states = await store.room_states(account.id)
         # A private room the account was taken out of is no longer one of its rooms to see.
-        listed = [s.to_dict() for s in states if private_rooms.allows(s.room, account.id)]
+        listed = []
+        for state in states:
+            if private_rooms.allows(state.room, account.id):
+                listed.append(state.to_dict())
+                if state.room.startswith(DM_PREFIX):
+                    listed[-1]["dm"] = await private_rooms.member_handles(state.room)
         return web.json_response({"rooms": listed})
 
     async def leave(request: web.Request) -> web.Response:

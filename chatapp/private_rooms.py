@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 NOT_A_MEMBER = "no such room, or you are not one of its members"
 
 
+#: The names of direct conversations (``chatapp.dms``), which only their members see.
+DM_PREFIX = "dm-"
+
+
+def _not_a_dm(room: str) -> None:
+    if room.startswith(DM_PREFIX):
+        raise AccountError(f"#{room} is not a room an admin manages")
+
+
 class PrivateRooms:
     """Which rooms are private, and who may be in each."""
 
@@ -41,7 +50,10 @@ class PrivateRooms:
     def allows(self, room: str, account_id: str | None) -> bool:
         """Whether ``account_id`` (None: a guest) may be in ``room``."""
         members = self._rooms.get(room)
-        return members is None or (account_id is not None and account_id in members)
+        if members is None:
+            # A direct conversation that does not exist yet is nobody's to enter.
+            return not room.startswith(DM_PREFIX)
+        return account_id is not None and account_id in members
 
     def members(self, room: str) -> set[str] | None:
         """The member ids of a private room; None for a room open to all."""
@@ -54,8 +66,13 @@ class PrivateRooms:
         return sorted(a.handle for a in await self._accounts.all() if a.id in members)
 
     async def all(self) -> dict[str, list[str]]:
-        """Every private room (as the database has them now), with its members' handles."""
-        rooms = await self._store.private_rooms()
+        """Every private room (as the database has them now), with its members' handles;
+        not the direct conversations, which are their members' alone."""
+        rooms = {
+            r: m
+            for r, m in (await self._store.private_rooms()).items()
+            if not r.startswith(DM_PREFIX)
+        }
         handles = {a.id: a.handle for a in await self._accounts.all()}
         return {
             room: sorted(handles[i] for i in members if i in handles)
@@ -64,6 +81,7 @@ class PrivateRooms:
 
     async def make_private(self, actor: Account, room: str, handles: list[str]) -> None:
         """Make ``room`` private, with ``actor`` and the accounts ``handles`` as members."""
+        _not_a_dm(room)
         found = [actor] + [await self._accounts.get(h) for h in handles]
         entry = LogEntry(now_ms(), actor.handle, "private", room, "")
         await self._store.set_private(room, True, entry)
@@ -72,12 +90,15 @@ class PrivateRooms:
         await self.refresh()
 
     async def make_public(self, actor: Account, room: str) -> bool:
+        if room.startswith(DM_PREFIX):
+            return False  # not a private room an admin manages
         entry = LogEntry(now_ms(), actor.handle, "public", room, "")
         changed = await self._store.set_private(room, False, entry)
         await self.refresh()
         return changed
 
     async def set_member(self, actor: Account, room: str, handle: str, member: bool) -> bool:
+        _not_a_dm(room)
         if room not in self._rooms:
             raise AccountError(f"#{room} is not private")
         changed = await self._set(actor, room, await self._accounts.get(handle), member)
@@ -167,7 +188,8 @@ def setup_private_rooms(app: web.Application, rooms: PrivateRooms, sign_ins: Sig
         except ProtocolError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         members = rooms.members(room)
-        if members is None or (actor.role != "admin" and actor.id not in members):
+        admin_may = actor.role == "admin" and not room.startswith(DM_PREFIX)
+        if members is None or (actor.id not in members and not admin_may):
             return web.json_response({"error": NOT_A_MEMBER}, status=404)
         return web.json_response({"room": room, "members": await rooms.member_handles(room)})
 

@@ -302,3 +302,19 @@ def parse_read(data: Any) -> int:
     if not _is_int(value) or not 0 <= value <= MAX_ID:
         raise ProtocolError("invalid id: must be a message id (an integer >= 0)")
     return value
+
+
+#: The most people one ``dm`` names (the starter makes one more).
+MAX_DM_HANDLES = 7
+
+
+def parse_dm(data: Any) -> list[str]:
+    """``dm {with: [handles]}`` -> the handles."""
+    handles = _payload(data, "{with: [handles]}").get("with")
+    if (
+        not isinstance(handles, list)
+        or not 1 <= len(handles) <= MAX_DM_HANDLES
+        or not all(isinstance(h, str) and 0 < len(h) <= 64 for h in handles)
+    ):
+        raise ProtocolError(f"invalid with: must be a list of 1-{MAX_DM_HANDLES} handles")
+    return [h.removeprefix("@") for h in handles]

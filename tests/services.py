@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 from redis import asyncio as aioredis
@@ -263,6 +264,11 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+async def is_ready(server: Server) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as resp:
+        return resp.status == 200
+
+
 StartCluster = Callable[..., Awaitable[list[Server]]]
 
 
@@ -290,6 +296,12 @@ async def cluster(
         )
         servers = list(await asyncio.gather(*(start_server(*flags) for _ in range(n))))
         started.extend(servers)
+
+        async def ready() -> bool:
+            # Receiving from Redis too: what one process emits reaches the others.
+            return all([await is_ready(server) for server in servers])
+
+        await eventually(ready, what="every process to be ready (/readyz)")
         return servers
 
     yield start

@@ -397,6 +397,10 @@ class AccountStore(Protocol):
         """Add the account to a private room's members (or remove it) and log it; False if
         nothing changed."""
 
+    async def add_dm(self, room: str, account_ids: Sequence[str]) -> bool:
+        """Make ``room`` a direct conversation of ``account_ids``: private, with them as
+        its members and as one of each one's rooms, unlogged; False if it existed."""
+
     async def private_rooms(self) -> dict[str, set[str]]:
         """Every private room, with the ids of its members."""
 

@@ -780,6 +780,24 @@ class PostgresStore:
                 await _log(conn, entry)
         return bool(changed)
 
+    async def add_dm(self, room: str, account_ids: Sequence[str]) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "INSERT INTO private_rooms (room) VALUES ($1) ON CONFLICT DO NOTHING", room
+            )
+            if status == "INSERT 0 0":
+                return False
+            await conn.executemany(
+                "INSERT INTO room_members (room, account_id) VALUES ($1, $2)",
+                [(room, a) for a in account_ids],
+            )
+            await conn.executemany(
+                "INSERT INTO room_state (account_id, room, last_read) VALUES ($1, $2, 0) "
+                "ON CONFLICT DO NOTHING",
+                [(a, room) for a in account_ids],
+            )
+        return True
+
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             if member:

@@ -1169,6 +1169,26 @@ class SQLiteStore:
 
         return await self._run(change)
 
+    async def add_dm(self, room: str, account_ids: Sequence[str]) -> bool:
+        def add(conn: sqlite3.Connection) -> bool:
+            with _locked(conn):
+                made = conn.execute(
+                    "INSERT INTO private_rooms (room) VALUES (?) ON CONFLICT DO NOTHING", (room,)
+                ).rowcount
+                if made:
+                    conn.executemany(
+                        "INSERT INTO room_members (room, account_id) VALUES (?, ?)",
+                        [(room, a) for a in account_ids],
+                    )
+                    conn.executemany(
+                        "INSERT INTO room_state (account_id, room, last_read) VALUES (?, ?, 0) "
+                        "ON CONFLICT DO NOTHING",
+                        [(a, room) for a in account_ids],
+                    )
+            return made > 0
+
+        return await self._run(add)
+
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             with _locked(conn):
