@@ -661,7 +661,9 @@ class ChatHandlers:
             return error(NOT_A_MEMBER)
         join, users, newly_online = await self._read_join(conn, req.room, req.since, req.rev)
         if self.connections.get(conn.sid) is not conn:
-            return error("not connected")  # it left meanwhile (and left the room)
+            # It disconnected meanwhile, maybe before its presence here was recorded.
+            await self._leave(conn, req.room, announce=False)
+            return error("not connected")
         room = self._complete_join(conn, join, users, subscribed=True)
         if room is None:
             return error("not connected")
