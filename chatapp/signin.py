@@ -13,6 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -220,6 +221,11 @@ def set_cookie(
     )
 
 
+def _as_handle(name: str) -> str:
+    """``name`` as a handle is registered and found (``Accounts.find``)."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
 def proxy_sign_in(sign_ins: SignIns, header: str) -> Any:
     """Single sign-on behind a trusted proxy: a request whose ``header`` names a user (and
     only one) is that user's; the browser gets a sign-in cookie for the account unless it
@@ -236,10 +242,14 @@ def proxy_sign_in(sign_ins: SignIns, header: str) -> Any:
             or request.path.startswith(("/socket.io/", "/static/"))
         ):
             return await handler(request)
-        account = await sign_ins.proxy_account(values[0].strip())
+        named = values[0].strip()
+        found = await sign_ins.find(request.cookies.get(COOKIE_NAME))
+        # Signed in already as whom the proxy names (the usual request): one lookup.
+        if found is not None and found[1].handle.casefold() == _as_handle(named).casefold():
+            return await handler(request)
+        account = await sign_ins.proxy_account(named)
         if account is None:
             return await handler(request)
-        found = await sign_ins.find(request.cookies.get(COOKIE_NAME))
         if found is not None and found[1].id == account.id:
             return await handler(request)
         address = client_ip(request, True)
