@@ -476,17 +476,23 @@ class ChatHandlers:
             except Exception:
                 log.exception("could not check the sign-ins and bans of open connections")
                 continue
-            for conn in list(self.connections.values()):
-                if conn.sign_in is not None and conn.sign_in not in live:
-                    log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
-                elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
-                    log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)
-                elif not all(self.private_rooms.allows(r, conn.account_id) for r in conn.rooms):
-                    log.info("%s may not be in a room: disconnecting %s", conn.name, conn.sid)
-                else:
-                    continue
-                conn.sign_in = None
-                self._spawn(self.sio.disconnect(conn.sid))
+            self._drop_unwelcome(live)
+
+    def _drop_unwelcome(self, live: set[str]) -> None:
+        """Disconnect the connections whose sign-in is not among ``live``, that are banned,
+        or that are in a room they may no longer be in. (Apart from the watching coroutine,
+        so that its frame keeps no connection alive while it sleeps.)"""
+        for conn in list(self.connections.values()):
+            if conn.sign_in is not None and conn.sign_in not in live:
+                log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
+            elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
+                log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)
+            elif not all(self.private_rooms.allows(r, conn.account_id) for r in conn.rooms):
+                log.info("%s may not be in a room: disconnecting %s", conn.name, conn.sid)
+            else:
+                continue
+            conn.sign_in = None
+            self._spawn(self.sio.disconnect(conn.sid))
 
     def _release(self, conn: Connection) -> bool:
         """Stop counting ``conn``; False if it was already released."""
