@@ -30,6 +30,11 @@ def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
+def _kept(days: float) -> str:
+    """How much history a retention of ``days`` keeps (0: all)."""
+    return f"{days:g} days" if days else "all history"
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -83,9 +88,15 @@ def setup_admin(
         context = {
             "bots": [a for a in everyone if a.role == "bot"],
             "bans": bans,
-            "private_rooms": await private_rooms.all(),
-            "retention": sorted((await store.retention()).items()),
-            "default_days": retention.default_days,
+            "private_rooms": [
+                {"room": room, "members": ", ".join(f"@{h}" for h in members) or "no members"}
+                for room, members in (await private_rooms.all()).items()
+            ],
+            "retention": [
+                {"room": room, "shown": _kept(days)}
+                for room, days in sorted((await store.retention()).items())
+            ],
+            "default_kept": _kept(retention.default_days),
             "log": log,
             "notice": notice,
             "error": error,
