@@ -1,25 +1,30 @@
-// The chat page: wires the Socket.IO protocol (docs/protocol.md) to the views in ui/.
+// The chat page: wires the Socket.IO protocol (docs/protocol.md) to the views in ui/. One
+// connection follows all of the reader's rooms: it joins the shown room by connecting, and
+// subscribes to the others; switching rooms shows another one without loading a page.
 
 import { Connection } from "./ui/connection.js";
 import { paintAvatar } from "./ui/avatar.js";
 import { codePoints, randomId } from "./ui/dom.js";
 import { browserKey, newBrowserKey } from "./ui/key.js";
+import { addMyRoom, myRooms, removeMyRoom } from "./ui/myrooms.js";
+import { MyRoomsView } from "./ui/myroomsview.js";
 import { NameDialog, forgetName, storeName, storedName } from "./ui/name.js";
-import { Outbox } from "./ui/outbox.js";
-import { PeopleView, TypingView } from "./ui/presence.js";
-import { RoomsView, copyText, roomPath } from "./ui/rooms.js";
+import { Room } from "./ui/room.js";
+import { RoomForm } from "./ui/roomform.js";
+import { RoomsView, copyText, roomOfPath, roomPath, roomProblem } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
-import { Timeline } from "./ui/timeline.js";
 
 const ACK_TIMEOUT = 15000;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
 const TYPING_EVERY = 2000;
 /** Stop saying "typing" after this long without a keystroke. */
 const TYPING_IDLE = 4000;
+/** A "rate limited" answer without retry_after (not from this server): wait this long. */
+const DEFAULT_RETRY_AFTER = 1;
 
 const $ = (id) => document.getElementById(id);
-const room = document.body.dataset.room;
-const baseTitle = document.title;
+/** The room of the address the page was loaded at: the first connection joins it. */
+const pageRoom = document.body.dataset.room;
 /** The server's limits, rendered into the page by the server (chatapp/protocol.py). */
 const limits = {
   text: Number(document.body.dataset.maxText),
@@ -27,8 +32,7 @@ const limits = {
   history: Number(document.body.dataset.maxHistory), // messages in one `history` answer
 };
 /** Scrolling back asks for this many at a time; filling a catch-up gap, for all it may. */
-const HISTORY_PAGE = Math.min(50, limits.history);
-const GAP_PAGE = limits.history;
+const pages = { older: Math.min(50, limits.history), gap: limits.history };
 /** The character counter shows from this length on. */
 const counterFrom = Math.floor(limits.text * 0.9);
 
@@ -43,15 +47,12 @@ const state = {
   userId: null, // the public id the server derives from it (the welcome says)
   admin: false, // signed in as an admin (the welcome says): may delete any message
   keyReplaced: false,
-  loaded: false, // the first welcome's history is shown
   live: false, // welcomed, and connected since: people and head counts are current
-  streamMax: null, // newest id received through the ordered stream (welcome + message)
-  gapFloor: null, // while filling a catch-up gap: the `since` to resume from
-  sinceSent: null,
-  rev: null, // the room's newest change number seen (welcome + changed): sent with `since`
-  view: 0, // counts the times the timeline started over: answers for an older view are late
-  loadingOlder: false,
-  unread: 0,
+  welcomed: false, // a connection was welcomed once: the page has something to keep
+  refused: false, // the server refused the connection, and will until something changes
+  authRoom: null, // the room the connection joined by connecting (its typing has no room)
+  connection: 0, // counts connections: an answer from an older one is late
+  unread: 0, // others' messages, in any room, that came while the tab was hidden
   typingSentAt: 0,
   typingIdle: null,
 };
@@ -62,42 +63,13 @@ const isMine = (msg) => msg.user_id != null && msg.user_id === state.userId;
 
 // -- views ----------------------------------------------------------------------------------
 
-const timeline = new Timeline(
-  {
-    scroller: $("scroller"),
-    log: $("log"),
-    list: $("messages"),
-    pendingList: $("pending"),
-    loadOlder: $("load-older"),
-    historyStart: $("history-start"),
-    jump: $("jump"),
-    jumpLabel: $("jump-label"),
-  },
-  {
-    isMine,
-    needOlder: () => loadOlder(),
-    // The clicked button goes away with the state it belonged to: keep the focus useful.
-    onRetry: (pending) => {
-      outbox.retry(pending);
-      textarea.focus();
-    },
-    onDiscard: (pending) => {
-      outbox.discard(pending);
-      textarea.focus();
-    },
-    // Offered where the server may agree; the server decides.
-    canDelete: (msg) => isMine(msg) || state.admin,
-    onDelete: (msg) => deleteMessage(msg),
-  },
-);
-const people = new PeopleView(
-  { list: $("people"), count: $("people-count"), headerCount: $("online-count") },
-  (shown) => rooms.setLocalCount(shown.length),
-);
-const typing = new TypingView($("typing"));
-const rooms = new RoomsView(
-  { list: $("rooms"), form: $("room-form"), input: $("room-input"), error: $("room-error") },
-  room,
+/** The rooms on the page, by name: the reader's rooms, and the shown one. */
+const rooms = new Map();
+let current = null; // the shown Room
+
+const activeRooms = new RoomsView($("rooms"), pageRoom);
+const myRoomsView = new MyRoomsView($("my-rooms"), $("leave-icon").content.firstElementChild, (name) =>
+  leave(name),
 );
 const nameDialog = new NameDialog(
   {
@@ -129,39 +101,58 @@ function call(event, data) {
   });
 }
 
-const outbox = new Outbox((payload) => call("message", payload), {
-  show: (pending) => timeline.showPending(pending),
-  setState: (pending, state, reason) => timeline.setPendingState(pending, state, reason),
-  delivered: (pending, message) => timeline.confirmPending(pending, message),
-  moveToEnd: (pending) => timeline.movePendingToEnd(pending),
-  remove: (pending) => timeline.removePending(pending),
-});
+/** What every room needs from the page. */
+const roomEnv = {
+  call,
+  userId: () => state.userId,
+  isMine,
+  canDelete: (msg) => isMine(msg) || state.admin,
+  pages,
+  slots: {
+    views: $("timelines"),
+    people: $("people-slot"),
+    peopleCount: $("people-count-slot"),
+    onlineCount: $("room-sub"),
+    typing: $("typing-slot"),
+  },
+  arrived: noteArrived,
+  atBottom: noteRead,
+  people: (room, shown) => activeRooms.setLiveCount(room.name, shown.length),
+  focusComposer: () => textarea.focus(),
+};
+
+/** The room called `name`, made if the page has none. */
+function roomNamed(name) {
+  let room = rooms.get(name);
+  if (!room) {
+    room = new Room(name, roomEnv);
+    rooms.set(name, room);
+  }
+  return room;
+}
 
 // -- connection -------------------------------------------------------------------------------
 
+/**
+ * The connection joins one room by connecting: the shown one, unless the server refused
+ * us in it (then another of ours, so that one room cannot keep us out of all the others).
+ */
 function connectAuth() {
-  const since = state.gapFloor ?? state.streamMax;
-  state.sinceSent = since;
-  const auth = { room, name: state.name, key: state.key };
-  if (since !== null) {
-    auth.since = since;
-    // With it, the welcome also brings what changed in the messages we hold.
-    if (state.rev !== null) auth.rev = state.rev;
-  }
-  return auth;
+  const home = current.problem ? ([...rooms.values()].find((r) => !r.problem) ?? current) : current;
+  state.authRoom = home.name;
+  return { room: home.name, name: state.name, key: state.key, ...home.joinPosition() };
 }
 
 function onConnectionState(connState, detail) {
   status.show(connState, detail);
+  state.refused = connState === "refused";
   updateComposer();
   if (connState !== "connected") {
-    outbox.pause(); // until the next welcome
-    typing.clear();
+    for (const room of rooms.values()) room.lost(); // until each is joined again
     if (state.live) {
       // Who is here, and how many are where: the last known, until the next welcome.
       state.live = false;
-      people.setStale(true);
-      rooms.setStale(true);
+      activeRooms.setStale(true);
     }
   }
   if (
@@ -177,6 +168,13 @@ function onConnectionState(connState, detail) {
     state.key = newBrowserKey();
     conn.start();
   }
+  if (connState === "refused" && detail.message.startsWith("no such room") && state.welcomed) {
+    // A room of ours became private to others while we were away: the others go on.
+    const room = rooms.get(state.authRoom);
+    room?.setProblem(detail.message);
+    renderMyRooms();
+    if ([...rooms.values()].some((r) => !r.problem)) conn.start();
+  }
 }
 
 async function askNameAgain(message) {
@@ -187,141 +185,199 @@ async function askNameAgain(message) {
   textarea.focus();
 }
 
-function noteStream(messages) {
-  for (const m of messages) if (state.streamMax === null || m.id > state.streamMax) state.streamMax = m.id;
-}
-
-/** The room's change numbers seen so far: the next connection asks for what came after. */
-function noteRev(rev) {
-  if (Number.isInteger(rev) && (state.rev === null || rev > state.rev)) state.rev = rev;
-}
+socket.on("connect", () => {
+  state.connection += 1;
+});
 
 socket.on("welcome", (welcome) => {
   setUserId(welcome.user_id);
   setAdmin(Boolean(welcome.admin));
   setName(welcome.name);
   state.live = true;
-  people.show(welcome.people, state.userId);
-  rooms.setStale(false);
-  const history = welcome.history;
-  noteRev(welcome.rev);
-  if (!state.loaded || welcome.reset) {
-    // The first load; or too much changed while we were away, and the history is the
-    // newest page, as for a fresh page: it replaces everything shown.
-    if (state.loaded) {
-      state.view += 1;
-      state.streamMax = null;
-      state.gapFloor = null;
-      timeline.clear();
-    }
-    state.loaded = true;
-    timeline.loadInitial(history, welcome.has_more);
-    noteStream(history);
-    fillScreen();
-  } else {
-    for (const msg of welcome.changed ?? []) applyChange(msg);
-    const wasEmpty = timeline.firstId === null;
-    noteUnread(timeline.addLive(history));
-    noteStream(history);
-    if (wasEmpty) timeline.setHasMore(welcome.has_more);
-    const since = state.sinceSent;
-    if (since !== null && welcome.has_more && history.length && history[0].id > since + 1) {
-      // More was missed than one welcome carries: fetch the rest, newest first.
-      state.gapFloor = since;
-      fillGap(since, history[0].id);
-    }
-  }
-  outbox.resume(); // what waits goes now, after the history that may already hold some
+  state.welcomed = true;
+  activeRooms.setStale(false);
+  const home = roomNamed(welcome.room);
+  home.joined(welcome);
+  keep(home);
+  // Then every other room of ours, each from where it is (docs/protocol.md, `subscribe`).
+  for (const room of rooms.values()) if (room !== home) subscribe(room);
 });
 
-async function fillGap(since, before) {
-  const view = state.view;
-  try {
-    while (before > since + 1) {
-      const ack = await call("history", { before, limit: GAP_PAGE });
-      if (view !== state.view) return; // the view started over meanwhile
-      if (!ack.ok) break;
-      const missed = ack.messages.filter((m) => m.id > since);
-      noteUnread(timeline.addLive(missed));
-      if (!ack.has_more || !ack.messages.length) break;
-      before = ack.messages[0].id;
+/**
+ * Ask to follow `name` too, from `position` ({since?, rev?}); "rate limited" is waited out.
+ * `answered(ack)` gets the answer, or null if none came on this connection (the next
+ * welcome subscribes again). It runs as the answer arrives, before any event after it: the
+ * room must be joined then, for its first messages follow at once.
+ */
+function requestSubscribe(name, position, answered) {
+  const connection = state.connection;
+  socket.timeout(ACK_TIMEOUT).emit("subscribe", { room: name, ...position }, (err, ack) => {
+    if (err || connection !== state.connection) return answered(null);
+    if (!ack.ok && (ack.retry_after !== undefined || ack.error === "rate limited")) {
+      const wait = Math.max(0, ack.retry_after ?? DEFAULT_RETRY_AFTER) * 1000;
+      setTimeout(() => {
+        if (connection === state.connection) requestSubscribe(name, position, answered);
+        else answered(null);
+      }, wait);
+      return;
     }
-    state.gapFloor = null;
-  } catch {
-    // Disconnected meanwhile: the next welcome resumes from gapFloor.
-  }
+    answered(ack);
+  });
 }
 
-socket.on("message", (msg) => {
-  if (msg.room !== room) return;
-  const added = timeline.addLive([msg]);
-  noteStream([msg]);
-  noteUnread(added);
-  if (added.length) typing.endFor(msg);
-});
-
-socket.on("changed", (msg) => {
-  if (msg.room !== room) return;
-  applyChange(msg);
-});
-
-/** A message's new state, from a `changed` event or a welcome's `changed`. */
-function applyChange(msg) {
-  noteRev(msg.rev);
-  timeline.applyChange(msg);
+/** Follow `room` on this connection, catching up from what it holds. */
+function subscribe(room) {
+  requestSubscribe(room.name, room.joinPosition(), (ack) => {
+    if (ack === null) return;
+    if (rooms.get(room.name) !== room) {
+      // Left while asking: leave on the server too.
+      if (ack.ok) socket.emit("unsubscribe", { room: room.name });
+      return;
+    }
+    if (!ack.ok) {
+      // (Unless another request, say the form's, got us in meanwhile.)
+      if (!room.live) room.setProblem(ack.error);
+    } else {
+      room.joined(ack);
+      keep(room);
+    }
+    renderMyRooms();
+  });
 }
 
-socket.on("presence", (event) => {
-  if (event.room !== room) return;
-  typing.keepOnly(event.people);
-  people.update(event.people, state.userId, { departure: Boolean(event.left && !event.joined) });
-});
+/** A room the server let us into is one of ours from now on. */
+function keep(room) {
+  addMyRoom(room.name);
+  renderMyRooms();
+}
+
+socket.on("message", (msg) => rooms.get(msg.room)?.message(msg));
+socket.on("changed", (msg) => rooms.get(msg.room)?.applyChange(msg));
+socket.on("presence", (event) => rooms.get(event.room)?.presence(event));
 
 socket.on("typing", (event) => {
   // Our own other tabs type as us: not shown. Someone else with our name is someone else.
-  if (event.user_id !== state.userId) typing.update(event);
+  if (event.user_id === state.userId) return;
+  // Without a room: the one the connection joined by connecting (docs/protocol.md).
+  rooms.get(event.room ?? state.authRoom)?.typing.update(event);
 });
 
-// -- history ----------------------------------------------------------------------------------
+// -- rooms ----------------------------------------------------------------------------------------
 
-async function loadOlder() {
-  const before = timeline.firstId;
-  if (state.loadingOlder || !timeline.hasMore || before === null || !conn.connected) return;
-  state.loadingOlder = true;
-  const view = state.view;
-  $("scroller").setAttribute("aria-busy", "true");
-  try {
-    const ack = await call("history", { before, limit: HISTORY_PAGE });
-    if (ack.ok && view === state.view) timeline.prependOlder(ack.messages, ack.has_more);
-  } catch {
-    // Lost the connection: scrolling up again retries.
-  } finally {
-    state.loadingOlder = false;
-    $("scroller").removeAttribute("aria-busy");
+/**
+ * Show the room called `name` (added to the page if it was not there). `address`: "push"
+ * a history entry for it, "replace" the current one, or "keep" (the browser moved already).
+ */
+function show(name, address = "push") {
+  const fresh = !rooms.has(name);
+  const room = roomNamed(name);
+  if (fresh && state.live) subscribe(room);
+  if (room !== current) {
+    if (current) {
+      stopTyping(); // typing is for the room it is typed in
+      current.draft = textarea.value;
+      current.setShown(false);
+    }
+    current = room;
+    room.setShown(true);
+    textarea.value = room.draft;
+    autosize();
+    updateComposer();
+    $("room-name").textContent = name;
+    $("text-label").textContent = `Message #${name}`;
+    textarea.placeholder = `Message #${name}`;
+    const next = encodeURIComponent(roomPath(name));
+    for (const link of [$("sign-in"), $("name-sign-in")]) if (link) link.href = `/signin?next=${next}`;
+    activeRooms.setCurrent(name);
+    updateTitle();
+    renderMyRooms();
+    if (room.atBottom) noteRead(room);
   }
-  fillScreen();
-}
-
-/** Keep loading older pages until the list is taller than the screen (or all is loaded). */
-function fillScreen() {
-  if (timeline.needsFill()) loadOlder();
-}
-
-// -- deleting -----------------------------------------------------------------------------------
-
-/** Ask the server to delete `msg` for everyone: null when it did, or the reason it did not. */
-async function deleteMessage(msg) {
-  if (!conn.connected) return "not connected, try again once the connection is back";
-  try {
-    const ack = await call("delete", { id: msg.id });
-    if (!ack.ok) return ack.error;
-    // Its rev is not noted: changes before it may still be on their way to us.
-    timeline.applyChange(ack.message);
-    return null;
-  } catch {
-    return "could not reach the server, please try again";
+  if (address === "push" && location.pathname !== roomPath(name)) {
+    history.pushState({ room: name }, "", roomPath(name));
+  } else if (address === "replace") {
+    history.replaceState({ room: name }, "", roomPath(name));
   }
 }
+
+/** Leave a room of ours: out of the list, off the connection, off the page. */
+function leave(name) {
+  const room = rooms.get(name);
+  if (!room || rooms.size < 2) return;
+  removeMyRoom(name);
+  rooms.delete(name);
+  if (room.live && conn.connected) socket.emit("unsubscribe", { room: name });
+  if (room === current) show([...rooms.keys()].sort()[0], "replace");
+  room.remove();
+  activeRooms.forget(name);
+  renderMyRooms();
+  // Its Leave button is gone with it: the keyboard goes on from the shown room.
+  $("my-rooms").querySelector('[aria-current="page"]')?.focus();
+}
+
+function renderMyRooms() {
+  myRoomsView.render([...rooms.values()], current?.name);
+}
+
+/**
+ * "Go to a room": the server says whether we may (subscribing is the check), and the
+ * room is shown. "" when it is, else the reason.
+ */
+async function goTo(typed) {
+  if (state.refused) {
+    // No connection to ask, and none coming by itself: ask the history API, then go the
+    // way of a page load, which connects again.
+    const problem = await roomProblem(typed);
+    if (!problem) location.assign(`/r/${encodeURIComponent(typed)}`);
+    return problem;
+  }
+  // Room names are lowercase on the server: one of ours is found without asking.
+  const known = rooms.get(typed.toLowerCase());
+  if (known && !known.problem) {
+    show(known.name);
+    closeSidebarOnPick();
+    return "";
+  }
+  if (!state.live) return "Not connected: try again once the connection is back.";
+  const ack = await new Promise((resolve) =>
+    requestSubscribe(typed, {}, (answer) => {
+      if (answer?.ok) {
+        // Under the name the server gives it ("Team" is #team).
+        const room = roomNamed(answer.room);
+        room.joined(answer);
+        keep(room);
+        show(room.name);
+      }
+      resolve(answer);
+    }),
+  );
+  if (ack === null) return "Could not reach the server, please try again.";
+  if (!ack.ok) return ack.error;
+  closeSidebarOnPick();
+  return "";
+}
+
+new RoomForm({ form: $("room-form"), input: $("room-input"), error: $("room-error") }, goTo);
+
+// Links to rooms (ours, the active ones) show them in this page, while it is connected or
+// may be again; a refused page goes by loading the room's page.
+$("sidebar").addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-room]");
+  if (!link || state.refused) return;
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  show(link.dataset.room);
+  closeSidebarOnPick();
+});
+
+/** On a narrow screen the side panel covers the room just picked: out of the way. */
+function closeSidebarOnPick() {
+  if (!app.classList.contains("sidebar-open")) return;
+  setSidebar(false);
+  textarea.focus(); // the panel's controls are hidden now; writing is what comes next
+}
+
+addEventListener("popstate", () => show(roomOfPath(location.pathname), "keep"));
 
 // -- sending ------------------------------------------------------------------------------------
 
@@ -361,7 +417,7 @@ function send() {
   // The server ends our typing indicator when the message arrives.
   clearTimeout(state.typingIdle);
   state.typingSentAt = 0;
-  outbox.add(pending);
+  current.outbox.add(pending);
 }
 
 $("composer").addEventListener("submit", (event) => {
@@ -391,14 +447,14 @@ function autosize() {
 }
 
 function noteTyping() {
-  if (!conn.connected) return;
+  if (!current.live) return;
   if (!textarea.value.trim()) {
     stopTyping();
     return;
   }
   const now = Date.now();
   if (now - state.typingSentAt >= TYPING_EVERY) {
-    socket.volatile.emit("typing", { typing: true });
+    socket.volatile.emit("typing", { typing: true, room: current.name });
     state.typingSentAt = now;
   }
   clearTimeout(state.typingIdle);
@@ -407,7 +463,9 @@ function noteTyping() {
 
 function stopTyping() {
   clearTimeout(state.typingIdle);
-  if (state.typingSentAt && conn.connected) socket.volatile.emit("typing", { typing: false });
+  if (state.typingSentAt && current.live) {
+    socket.volatile.emit("typing", { typing: false, room: current.name });
+  }
   state.typingSentAt = 0;
 }
 
@@ -428,14 +486,14 @@ function setUserId(userId) {
   if (!userId || userId === state.userId) return;
   state.userId = userId;
   if (state.name) paintAvatar($("my-avatar"), { name: state.name, user_id: userId });
-  timeline.refreshOwnership();
+  for (const room of rooms.values()) room.timeline.refreshOwnership();
 }
 
 /** Whether we are an admin (the welcome says): may delete anyone's message. */
 function setAdmin(admin) {
   if (admin === state.admin) return;
   state.admin = admin;
-  timeline.refreshOwnership();
+  for (const room of rooms.values()) room.timeline.refreshOwnership();
 }
 
 if (account) {
@@ -463,26 +521,52 @@ $("change-name").addEventListener("click", async () => {
   $("change-name").focus();
 });
 
-// -- page chrome ------------------------------------------------------------------------------------
+// -- unread -------------------------------------------------------------------------------------
 
-function noteUnread(added) {
-  if (!document.hidden) return;
+/**
+ * New messages in `room` (live, or caught up on after a reconnect). Others' count as unread
+ * in its sidebar entry unless the reader sees them arrive (the room shown, the tab
+ * visible, its newest message in view); and in the tab's title while the tab is hidden.
+ */
+function noteArrived(room, added) {
   const fromOthers = added.filter((m) => !isMine(m)).length;
   if (!fromOthers) return;
-  state.unread += fromOthers;
-  document.title = `(${state.unread}) ${baseTitle}`;
+  if (document.hidden) {
+    state.unread += fromOthers;
+    updateTitle();
+  }
+  if (room !== current || document.hidden || !room.atBottom) {
+    room.unread += fromOthers;
+    renderMyRooms();
+  }
+}
+
+/** The reader is at `room`'s newest message: read, if it is shown in a visible tab. */
+function noteRead(room) {
+  if (room !== current || document.hidden || !room.unread) return;
+  room.unread = 0;
+  renderMyRooms();
+}
+
+function updateTitle() {
+  const title = `#${current.name} · chatapp`;
+  document.title = state.unread ? `(${state.unread}) ${title}` : title;
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (!document.hidden && state.unread) {
+  if (document.hidden) return;
+  if (state.unread) {
     state.unread = 0;
-    document.title = baseTitle;
+    updateTitle();
   }
+  if (current.atBottom) noteRead(current);
 });
+
+// -- page chrome ------------------------------------------------------------------------------------
 
 const copyLabel = $("copy-label");
 $("copy-link").addEventListener("click", async () => {
-  const ok = await copyText(location.origin + roomPath(room));
+  const ok = await copyText(location.origin + roomPath(current.name));
   copyLabel.textContent = ok ? "Copied!" : "Copy failed";
   $("copy-link").classList.toggle("done", ok);
   setTimeout(() => {
@@ -516,7 +600,9 @@ document.addEventListener("keydown", (event) => {
 // -- start --------------------------------------------------------------------------------------------
 
 async function start() {
-  rooms.start();
+  for (const name of myRooms()) roomNamed(name);
+  show(pageRoom, "keep");
+  activeRooms.start();
   updateComposer();
   if (!state.name) {
     setName(await nameDialog.ask({ first: true }));

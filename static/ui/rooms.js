@@ -1,4 +1,4 @@
-// Room navigation: the active rooms list, "go to a room", and "copy link".
+// The active rooms (with their head counts), room addresses, and "copy link".
 
 import { el } from "./dom.js";
 
@@ -9,11 +9,18 @@ export function roomPath(room) {
   return room === LOBBY ? "/" : `/r/${room}`;
 }
 
+/** The room a chat page's address is for (the inverse of roomPath). */
+export function roomOfPath(path) {
+  const match = /^\/r\/([^/]+)$/.exec(path);
+  return match ? decodeURIComponent(match[1]) : LOBBY;
+}
+
 /**
  * The server's reason for refusing a room name (its rule is not copied here), or "" when
- * it takes the name or cannot be asked (then the room's own address answers).
+ * it takes the name or cannot be asked (then the room's own address answers). For when
+ * there is no connection to ask.
  */
-async function roomProblem(room) {
+export async function roomProblem(room) {
   try {
     const url = `/api/rooms/${encodeURIComponent(room)}/messages?limit=1`;
     const response = await fetch(url, { headers: { Accept: "application/json" } });
@@ -26,31 +33,12 @@ async function roomProblem(room) {
 }
 
 export class RoomsView {
-  constructor({ list, form, input, error }, currentRoom) {
+  constructor(list, currentRoom) {
     this.list = list;
     this.room = currentRoom;
-    this.localCount = null;
+    this.liveCounts = new Map(); // room -> head count, for the rooms we are in
     this.rooms = [];
     this.stale = false;
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const room = input.value.trim().replace(/^#/, ""); // "#team" is how rooms are shown
-      const problem = room ? await roomProblem(room) : "Please enter a room name.";
-      if (problem) {
-        error.textContent = problem;
-        input.setAttribute("aria-invalid", "true");
-        input.focus();
-        return;
-      }
-      error.textContent = "";
-      input.removeAttribute("aria-invalid");
-      // The server answers with the room's one address (/r/Team -> /r/team).
-      location.assign(`/r/${encodeURIComponent(room)}`);
-    });
-    input.addEventListener("input", () => {
-      error.textContent = "";
-      input.removeAttribute("aria-invalid");
-    });
   }
 
   start() {
@@ -87,9 +75,21 @@ export class RoomsView {
     }
   }
 
-  /** Our own room's head count is known live; don't wait for the next poll. */
-  setLocalCount(count) {
-    this.localCount = count;
+  /** The head count of a room we are in is known live; don't wait for the next poll. */
+  setLiveCount(room, count) {
+    this.liveCounts.set(room, count);
+    this.render();
+  }
+
+  /** A room we left: its count is the server's again. */
+  forget(room) {
+    this.liveCounts.delete(room);
+    this.render();
+  }
+
+  /** Another room is shown. */
+  setCurrent(room) {
+    this.room = room;
     this.render();
   }
 
@@ -100,8 +100,8 @@ export class RoomsView {
       own = { room: this.room, users: 0 };
       rooms.unshift(own);
     }
-    if (this.localCount !== null) own.users = this.localCount;
     if (!rooms.some((r) => r.room === LOBBY)) rooms.push({ room: LOBBY, users: 0 });
+    for (const r of rooms) if (this.liveCounts.has(r.room)) r.users = this.liveCounts.get(r.room);
     this.list.replaceChildren(
       ...rooms.slice(0, 30).map((r) => {
         const li = el("li");

@@ -29,6 +29,7 @@ export class Timeline {
   /**
    * @param {object} dom  scroller, log, list, pendingList, loadOlder, historyStart, jump, jumpLabel
    * @param {object} hooks  isMine(msg) -> bool (by its user_id); needOlder() -> void;
+   *   atBottom() -> void (the reader is at the newest message: it counts as read);
    *   onRetry(pending); onDiscard(pending); canDelete(msg) -> bool (whether to offer a
    *   Delete button); onDelete(msg) -> Promise of null (deleted) or the reason it was not
    */
@@ -65,11 +66,15 @@ export class Timeline {
     s.scrollTo({ top: s.scrollHeight, behavior: smooth && !reduce ? "smooth" : "instant" });
     this.stuckToBottom = true;
     this.#setUnseen(0);
+    this.hooks.atBottom();
   }
 
   #onScroll() {
     this.stuckToBottom = this.isAtBottom();
-    if (this.stuckToBottom) this.#setUnseen(0);
+    if (this.stuckToBottom) {
+      this.#setUnseen(0);
+      this.hooks.atBottom();
+    }
     if (this.hasMore && this.dom.scroller.scrollTop < TOP_SLACK) this.hooks.needOlder();
   }
 
