@@ -5,37 +5,22 @@ from __future__ import annotations
 
 import re
 
-import aiohttp
-
 from chatapp.private_rooms import NOT_A_MEMBER
 
 from .support import Server
 from .test_bots import webhook
 from .test_moderation import admin_and_ann
-from .test_sign_in import cookie, me, post_sign_in
+from .test_sign_in import cookie, get_page, me, post_form, post_sign_in
 
 
 async def get(server: Server, token: str | None) -> tuple[int, str, str | None]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            server.url + "/admin", headers=cookie(token) if token else {}, allow_redirects=False
-        ) as resp,
-    ):
-        return resp.status, await resp.text(), resp.headers.get("Location")
+    return await get_page(server, "/admin", token)
 
 
 async def post(server: Server, path: str, token: str, data: dict[str, str]) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            server.url + path,
-            data=data,
-            headers={**cookie(token), "Origin": server.url},
-            allow_redirects=False,
-        ) as resp,
-    ):
-        return resp.status, await resp.text()
+    """Post an admin form: status and the page that answers."""
+    status, _, _, html = await post_form(server, path, token, data)
+    return status, html
 
 
 async def test_only_admins_see_the_admin_page(start_server) -> None:

@@ -307,13 +307,18 @@ async def test_a_sign_out_reaches_a_socket_on_another_process(
     assert await make_client(headers=cookie(token)).connect_refused(two.url) == SIGNED_OUT
 
 
-async def account_page(server: Server, token: str | None) -> tuple[int, str, str | None]:
+async def get_page(server: Server, path: str, token: str | None) -> tuple[int, str, str | None]:
+    """GET a page with the sign-in ``token`` (none: signed out): status, HTML, Location."""
     headers = cookie(token) if token else {}
     async with (
         aiohttp.ClientSession() as http,
-        http.get(server.url + "/account", headers=headers, allow_redirects=False) as resp,
+        http.get(server.url + path, headers=headers, allow_redirects=False) as resp,
     ):
         return resp.status, await resp.text(), resp.headers.get("Location")
+
+
+async def account_page(server: Server, token: str | None) -> tuple[int, str, str | None]:
+    return await get_page(server, "/account", token)
 
 
 async def post_form(
