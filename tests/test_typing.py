@@ -44,6 +44,8 @@ async def test_sending_clears_typing(server: Server, make_client) -> None:
     await ann.call("typing", {"typing": True})
     await ann.send("hello")
     await bo.wait_for("typing", lambda t: t["typing"] is False)
+    # Both have arrived (the message may still be on its way when the clear is read).
+    await bo.wait_for("message", lambda m: m["text"] == "hello")
     # The clear comes before the message.
     names = [name for name, _ in bo.events if name in ("typing", "message")]
     assert names[-2:] == ["typing", "message"]
