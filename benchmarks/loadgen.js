@@ -29,6 +29,7 @@ const DEFAULTS = {
   clients: 20,
   rooms: 2,
   senders: 1, // per room
+  follow: 1, // rooms each client is in: its own, and follow - 1 more by `subscribe`
   mode: 'closed', // closed | rate | idle
   rate: 1, // msgs/s per room (mode=rate)
   inflight: 1, // outstanding messages per sender (mode=closed)
@@ -62,6 +63,9 @@ const HELP = `usage: node loadgen.js [options]
   --clients N             connections (default ${DEFAULTS.clients})
   --rooms R               rooms; client i joins room i % R (default ${DEFAULTS.rooms})
   --senders S             senders per room, the first S clients of each room (default ${DEFAULTS.senders})
+  --follow F              rooms each client is in: the one it connects to (i % R) and F - 1 more it
+                          subscribes to, spread evenly over the others (default ${DEFAULTS.follow}); the
+                          senders send to the room they connected to
   --mode closed|rate|idle closed: each sender sends its next message when the previous one is acked;
                           rate: --rate msgs/s per room, open loop; idle: connect and hold, no messages
   --rate X                msgs/s per room in rate mode (default ${DEFAULTS.rate})
@@ -135,6 +139,8 @@ function parseArgs(argv) {
   o.clients = Math.floor(o.clients);
   o.rooms = Math.floor(o.rooms);
   o.senders = Math.floor(o.senders);
+  o.follow = Math.max(1, Math.floor(o.follow));
+  if (o.follow > o.rooms) fail('--follow must be <= --rooms');
   o.inflight = Math.max(1, Math.floor(o.inflight));
   o.connectConcurrency = Math.max(1, Math.floor(o.connectConcurrency));
   o.urls = o.url.split(',').map((u) => toWsUrl(u.trim()));
@@ -475,6 +481,7 @@ let measureEnd = Infinity;
 // Per-room accounting, indexed by the room-local sequence number k.
 class Room {
   constructor(index) {
+    this.index = index;
     this.name = `${opts.roomPrefix}${index}`;
     this.ready = 0; // clients currently joined
     this.senders = [];
@@ -512,6 +519,7 @@ class Room {
 }
 
 const rooms = Array.from({ length: opts.rooms }, (_, i) => new Room(i));
+const roomsByName = new Map(rooms.map((room) => [room.name, room]));
 const hogRoom = new Room('hog');
 const clients = [];
 const hoggers = [];
@@ -536,6 +544,20 @@ class Client {
     this.index = index;
     this.kind = kind;
     this.room = kind === 'member' ? rooms[index % opts.rooms] : hogRoom;
+    // Every room this client is in, its own first, each with what it received there.
+    this.follows = new Map([[this.room, { seen: new Uint8Array(0), lastServerId: 0 }]]);
+    if (kind === 'member') {
+      // F - 1 more, a stride apart, shifted per client so that rooms mix their members.
+      const stride = Math.floor(opts.rooms / opts.follow);
+      const shift = Math.floor(index / opts.rooms) % stride;
+      for (let j = 1; j < opts.follow; j++) {
+        const other = rooms[(this.room.index + j * stride + shift) % opts.rooms];
+        this.follows.set(other, { seen: new Uint8Array(0), lastServerId: 0 });
+      }
+    }
+    this.subscribing = 0; // subscribe answers still awaited before the client is ready
+    this.counted = []; // the rooms whose `ready` counts this client
+    this.subscribeAcks = new Map(); // ack id -> room
     // Spread each room's members over the URLs (matters for the cluster scenario).
     this.url = opts.urls[Math.floor(index / opts.rooms) % opts.urls.length];
     this.name = kind === 'member' ? `u${index}` : `${kind}${index}`;
@@ -546,8 +568,6 @@ class Client {
     this.state = 'new'; // new | connecting | ready | closed
     this.nextAckId = 0;
     this.pending = new Map(); // ack id -> { k, sentAt }
-    this.seen = new Uint8Array(0); // bitset over k
-    this.lastServerId = 0;
     this.isSender = false;
     this.onSettled = null;
     this.openedAt = 0;
@@ -604,12 +624,16 @@ class Client {
       stats.connectErrors++;
       const key = String(reason).slice(0, 80);
       stats.connectErrorReasons[key] = (stats.connectErrorReasons[key] || 0) + 1;
+      // Welcomed, but a subscription failed: the rooms it is in counted it already.
+      for (const room of this.counted) room.ready--;
+      this.counted = [];
       this.state = 'closed';
       this.settle(false);
     } else if (this.state === 'ready') {
       if (phase !== 'done') stats.disconnects++;
       this.state = 'closed';
-      this.room.ready--;
+      for (const room of this.counted) room.ready--;
+      this.counted = [];
     }
     if (this.ws && this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
   }
@@ -639,7 +663,8 @@ class Client {
     } else if (type === 51 /* '3' ACK */) {
       let id = 0;
       while (s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) id = id * 10 + (s.charCodeAt(i++) - 48);
-      if (this.kind === 'member') this.onAck(id, JSON.parse(s.slice(i)));
+      if (this.subscribeAcks.has(id)) this.onSubscribed(id, JSON.parse(s.slice(i)));
+      else if (this.kind === 'member') this.onAck(id, JSON.parse(s.slice(i)));
       else this.onHogAck(s, i);
     } else if (type === 52 /* '4' CONNECT_ERROR */) {
       let reason = s.slice(i);
@@ -676,35 +701,62 @@ class Client {
     }
     if (ev.name === 'message') this.onMessage(ev);
     else if (ev.name === 'welcome' && this.state === 'connecting') {
-      this.state = 'ready';
       this.room.ready++;
-      connectLatency.record(performance.now() - this.openedAt);
-      this.settle(true);
+      this.counted.push(this.room);
+      for (const room of this.follows.keys()) {
+        if (room === this.room) continue;
+        const ackId = this.nextAckId++;
+        this.subscribeAcks.set(ackId, room);
+        this.subscribing++;
+        this.ws.send(`42${ackId}` + JSON.stringify(['subscribe', { room: room.name }]));
+      }
+      if (this.subscribing === 0) this.becomeReady();
     }
+  }
+
+  onSubscribed(ackId, args) {
+    const room = this.subscribeAcks.get(ackId);
+    this.subscribeAcks.delete(ackId);
+    if (this.state !== 'connecting') return; // failed meanwhile
+    const res = Array.isArray(args) ? args[0] : null;
+    if (!res || res.ok !== true) {
+      this.onFailure(`subscribe refused: ${(res && res.error) || 'malformed ack'}`);
+      return;
+    }
+    room.ready++;
+    this.counted.push(room);
+    if (--this.subscribing === 0 && this.state === 'connecting') this.becomeReady();
+  }
+
+  becomeReady() {
+    this.state = 'ready';
+    connectLatency.record(performance.now() - this.openedAt);
+    this.settle(true);
   }
 
   onMessage(ev) {
     const now = performance.now();
-    const room = this.room;
-    if (ev.k < 0 || ev.k >= room.k || ev.room !== room.name) {
+    const room = ev.room === this.room.name ? this.room : roomsByName.get(ev.room);
+    const follow = room && this.follows.get(room);
+    if (!follow || ev.k < 0 || ev.k >= room.k) {
       stats.unexpected++;
       return;
     }
     const k = ev.k;
     const byte = k >> 3;
     const bit = 1 << (k & 7);
-    if (byte >= this.seen.length) this.seen = grow(this.seen, byte + 1);
-    if (this.seen[byte] & bit) {
+    if (byte >= follow.seen.length) follow.seen = grow(follow.seen, byte + 1);
+    if (follow.seen[byte] & bit) {
       stats.duplicates++;
       return;
     }
-    this.seen[byte] |= bit;
+    follow.seen[byte] |= bit;
     stats.received++;
     room.recvCount[k]++;
     if (typeof ev.id === 'number') {
       room.noteServerId(k, ev.id);
-      if (ev.id < this.lastServerId) stats.outOfOrder++;
-      else this.lastServerId = ev.id;
+      if (ev.id < follow.lastServerId) stats.outOfOrder++;
+      else follow.lastServerId = ev.id;
     }
     if (ev.t >= measureStart && ev.t < measureEnd) latency.record(now - ev.t);
     if (now >= measureStart && now < measureEnd) stats.measuredDeliveries++;
@@ -1035,6 +1087,7 @@ async function main() {
       urls: opts.urls,
       clients: opts.clients,
       rooms: opts.rooms,
+      follow: opts.follow,
       senders_per_room: opts.senders,
       mode: opts.mode,
       rate_per_room: opts.mode === 'rate' ? opts.rate : undefined,

@@ -32,9 +32,10 @@ function parseArgs(argv) {
     else if (key === '--deflate') opts.deflate = inline !== null ? Number(inline) : 1024;
     // Test-only: break delivery on purpose so the harness's own tests can check
     // that loadgen really detects lost and duplicated deliveries.
-    else if (key === '--inject-faults') opts.injectFaults = true;
+    // `--inject-faults=subscribe`: subscriptions are answered but not joined.
+    else if (key === '--inject-faults') opts.injectFaults = inline === 'subscribe' ? 'subscribe' : true;
     else if (key === '--help' || key === '-h') {
-      process.stdout.write('usage: node reference_server.js [--port N] [--host H] [--deflate[=THRESHOLD]] [--inject-faults]\n');
+      process.stdout.write('usage: node reference_server.js [--port N] [--host H] [--deflate[=THRESHOLD]] [--inject-faults[=subscribe]]\n');
       process.exit(0);
     } else {
       process.stderr.write(`unknown argument: ${a}\n`);
@@ -102,7 +103,7 @@ io.on('connection', (socket) => {
     if (!text) return reply({ ok: false, error: 'empty message' });
     if (text.length > MAX_TEXT) return reply({ ok: false, error: 'message too long' });
     const message = { id: state.nextId++, room, name, text, ts: Date.now() };
-    if (opts.injectFaults && message.id % 10 === 0) {
+    if (opts.injectFaults === true && message.id % 10 === 0) {
       // Every 10th message: not delivered to the sender, delivered twice to the rest.
       io.to(room).except(socket.id).emit('message', message);
       io.to(room).except(socket.id).emit('message', message);
@@ -110,6 +111,21 @@ io.on('connection', (socket) => {
       io.to(room).emit('message', message);
     }
     reply({ ok: true, message });
+  });
+
+  // One socket in several rooms, as chatapp's `subscribe` (loadgen --follow): the
+  // socket joins the room and is answered like a welcome.
+  const followed = new Set([room]);
+  socket.on('subscribe', (payload, ack) => {
+    const reply = typeof ack === 'function' ? ack : () => {};
+    const other = payload && payload.room;
+    if (typeof other !== 'string' || !ROOM_RE.test(other)) return reply({ ok: false, error: 'invalid room' });
+    if (followed.has(other)) return reply({ ok: false, error: `already in #${other}` });
+    followed.add(other);
+    const otherState = roomState(other);
+    otherState.members.set(socket.id, name);
+    if (opts.injectFaults !== 'subscribe') socket.join(other);
+    reply({ ok: true, room: other, users: Array.from(new Set(otherState.members.values())), history: [], has_more: false });
   });
 
   // Nothing is kept: every page is empty (enough for loadgen's --hoggers).
@@ -120,7 +136,7 @@ io.on('connection', (socket) => {
   socket.on('disconnect', () => {
     // Keep the room (and its id counter) so ids keep increasing, like chatapp's
     // persisted rooms; only the membership is dropped.
-    state.members.delete(socket.id);
+    for (const other of followed) roomState(other).members.delete(socket.id);
   });
 });
 

@@ -118,6 +118,20 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "deflate": "off",
     },
+    "follow": {
+        "doc": "1000 clients each in 10 of 100 rooms (one by connecting, 9 by subscribing; "
+        "Node: one socket joining 10 rooms), 1 closed-loop sender per room: many rooms per connection",
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 100,
+            "follow": 10,
+            "senders": 1,
+            "mode": "closed",
+            "duration": 15,
+            "warmup": 3,
+        },
+        "deflate": "off",
+    },
     "idle": {
         "doc": "10 000 idle connections in 100 rooms: connect rate and server memory per connection",
         "loadgen": {

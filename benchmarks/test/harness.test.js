@@ -86,6 +86,28 @@ test('deflate negotiated and inflated correctly', async () => {
   });
 });
 
+test('--follow: each client in several rooms, every message delivered to all followers of its room once', async () => {
+  await withServer([], async (url) => {
+    const args = ['--url', url, ...SHORT, '--clients', '12', '--rooms', '4', '--follow', '2', '--senders', '1'];
+    const { code, result } = await loadgen(args);
+    assert.strictEqual(code, 0, JSON.stringify(result.problems));
+    assert.strictEqual(result.config.follow, 2);
+    // 12 clients x 2 rooms over 4 rooms: 6 followers per room, 3 of them by subscribing.
+    assert.strictEqual(result.expected_deliveries, result.acked * 6);
+    assert.strictEqual(result.received, result.expected_deliveries);
+    assert.strictEqual(result.unexpected, 0);
+  });
+});
+
+test('--follow against a server that ignores subscriptions: losses in subscribed rooms are caught', async () => {
+  await withServer(['--inject-faults=subscribe'], async (url) => {
+    const args = ['--url', url, ...SHORT, '--rooms', '4', '--follow', '2', '--senders', '1', '--drain', '1'];
+    const { code, result } = await loadgen(args);
+    assert.strictEqual(code, 1);
+    assert.strictEqual(result.lost, result.acked * 3);
+  });
+});
+
 test('a faulty server is caught: lost and duplicated deliveries', async () => {
   await withServer(['--inject-faults'], async (url) => {
     // Short drain: the missing deliveries never come.
