@@ -208,7 +208,7 @@ async def _bot_gate(
 
 async def _refuse(request: web.Request, path: str) -> web.StreamResponse:
     """What a request without access gets: 401 from the API, the login form for pages."""
-    if path.startswith("/api/"):
+    if path.startswith("/api/") or path == "/metrics":  # read by programs, not people
         return web.json_response(
             {"error": TOKEN_REQUIRED},
             status=401,

@@ -31,6 +31,7 @@ from .keys import (
     guard_key,
     handlers_key,
     invites_key,
+    metrics_key,
     presence_key,
     resources_key,
     retention_key,
@@ -41,6 +42,7 @@ from .keys import (
     store_key,
 )
 from .liblog import library_logger
+from .metrics import Metrics, process_figures, setup_metrics
 from .moderation import Moderation, setup_moderation
 from .my_rooms import setup_my_rooms
 from .origins import HostPolicy, OriginPolicy, host_middleware, is_loopback, origin_middleware
@@ -135,13 +137,15 @@ def create_app(
     )
     assert fast_paths.names == FAST_PATHS, "settings.FAST_PATHS names every fast path"
 
+    metrics = app[metrics_key] = Metrics()
+
     def client_manager(sessions: Sessions[FeedManager]) -> FeedManager:
         # The feed and the manager deliver through the sessions, which make the server
         # with the manager: so they are made here, with the sessions, before the server.
-        feed = RoomFeed(store, sessions)
+        feed = RoomFeed(store, sessions, metrics)
         if settings.redis_url:
             channel = f"{settings.redis_prefix}:socketio"
-            return FeedRedisManager(settings.redis_url, channel, feed, sessions)
+            return FeedRedisManager(settings.redis_url, channel, feed, sessions, metrics)
         return LocalFeedManager(feed, sessions)
 
     # One Sessions holds the server and every hook into the libraries: the send path and
@@ -168,7 +172,7 @@ def create_app(
     app[sio_key] = sio
     app[sessions_key] = sessions
     manager = app[fanout_key] = sessions.manager
-    guard = app[guard_key] = TransportGuard(sessions, settings)
+    guard = app[guard_key] = TransportGuard(sessions, settings, metrics)
     app.middlewares.append(guard.middleware())
     # What each client address may ask of this process, its Socket.IO events and API
     # requests together.
@@ -192,7 +196,11 @@ def create_app(
         moderation=moderation,
         private_rooms=private_rooms,
         dms=DirectMessages(store, accounts, private_rooms),
+        metrics=metrics,
     )
+    if settings.metrics:
+        metrics.watch(lambda: process_figures(sessions, manager.feed))
+        setup_metrics(app, metrics)
 
     aiohttp_jinja2.setup(
         app,
@@ -258,6 +266,8 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
                     asyncio.ensure_future(app[handlers_key].watch_sign_ins()),
                     asyncio.ensure_future(app[retention_key].run()),
                 ]
+                if app[settings_key].metrics:
+                    tasks.append(asyncio.ensure_future(app[metrics_key].sample_lag()))
                 try:
                     yield
                 finally:

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 from . import redisconn
 from .feed import CHANGED_EVENT, MESSAGE_EVENT, RoomFeed
 from .managers import LocalManager, RedisManager
+from .metrics import Metrics
 from .sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,21 @@ class FeedRedisManager(RedisManager, FeedManager):
     by ``FeedManager.route``.
     """
 
-    def __init__(self, url: str, channel: str, feed: RoomFeed, sessions: Sessions[Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        feed: RoomFeed,
+        sessions: Sessions[Any],
+        metrics: Metrics | None = None,
+    ) -> None:
         self.feed = feed
+        self.metrics = metrics if metrics is not None else Metrics()
         super().__init__(url, channel, log, sessions)
         self._ping_id = uuid.uuid4().hex
         self._publisher = redisconn.connect(url)
-        self._outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PUBLISH_BACKLOG)
+        # What to publish, with when it was handed over (for the publish lag).
+        self._outgoing: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue(PUBLISH_BACKLOG)
         # Per room and event (message, changed), the newest that could not be published:
         # re-sent once Redis is back, so that the other processes notice the gap and fill
         # it from the store.
@@ -174,21 +184,22 @@ class FeedRedisManager(RedisManager, FeedManager):
     def outgoing(self, data: dict[str, Any]) -> None:
         while True:
             try:
-                self._outgoing.put_nowait(data)
+                self._outgoing.put_nowait((time.monotonic(), data))
                 return
             except asyncio.QueueFull:
-                self._dropped(self._outgoing.get_nowait())
+                self._dropped(self._outgoing.get_nowait()[1])
                 self._outgoing.task_done()
 
     async def _publish_loop(self) -> None:
         while True:
-            data = await self._outgoing.get()
+            queued, data = await self._outgoing.get()
             try:
                 await self._publisher.publish(self.channel, self.dumps(data))
             except (RedisError, OSError) as exc:
                 self._publish_failed(exc)
                 self._dropped(data)
             else:
+                self.metrics.publish_lag.observe(time.monotonic() - queued)
                 self._published()
             finally:
                 self._outgoing.task_done()
@@ -221,7 +232,7 @@ class FeedRedisManager(RedisManager, FeedManager):
         unsent, self._unsent = self._unsent, {}
         for data in unsent.values():
             with contextlib.suppress(asyncio.QueueFull):
-                self._outgoing.put_nowait(data)
+                self._outgoing.put_nowait((time.monotonic(), data))
 
     # -- the listener and its self-check ------------------------------------------------------
 
@@ -271,6 +282,7 @@ class FeedRedisManager(RedisManager, FeedManager):
                             "fan-out: the Redis listener missed its self-check; restarting it"
                         )
                     self.listening = False
+                    self.metrics.listener_restarts.inc()
                     await self.restart_listener()
                     continue  # and check the new listener at once
             finally:

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from .metrics import Metrics
 from .paging import newest_within
 from .sessions import Sessions
 from .store import Message, MessageStore, Page
@@ -67,10 +68,18 @@ class _Room:
 
 
 class RoomFeed:
-    def __init__(self, store: MessageStore, sessions: Sessions[Any]) -> None:
+    def __init__(
+        self, store: MessageStore, sessions: Sessions[Any], metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._sessions = sessions
+        self._metrics = metrics if metrics is not None else Metrics()
         self._rooms: dict[str, _Room] = {}
+
+    @property
+    def rooms(self) -> int:
+        """The rooms with someone in them on this process."""
+        return len(self._rooms)
 
     # -- joining and leaving ------------------------------------------------------------
 
@@ -201,6 +210,7 @@ class RoomFeed:
         pkt = self._sessions.packet(MESSAGE_EVENT, msg)
         for eio_sid in st.live.values():
             self._sessions.put(eio_sid, pkt)
+        self._metrics.deliveries.inc(len(st.live))
         for buffer in st.pending.values():
             buffer.append(msg)
         st.last = msg["id"]

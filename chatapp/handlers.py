@@ -27,6 +27,7 @@ from .dms import DirectMessages, is_dm
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
 from .mentions import find_mentions
+from .metrics import Metrics
 from .moderation import Moderation
 from .paging import newest_within
 from .presence import Presence, member, people, person
@@ -179,8 +180,10 @@ class ChatHandlers:
         moderation: Moderation,
         private_rooms: PrivateRooms,
         dms: DirectMessages,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sio = sio
+        self.metrics = metrics if metrics is not None else Metrics()
         self.dms = dms
         self.private_rooms = private_rooms
         self.accounts = accounts
@@ -245,17 +248,22 @@ class ChatHandlers:
                 conn, event, event_cost(event, args)
             )
             if limited is not None:
+                if event == "message":
+                    self.metrics.refused(str(limited.get("error")))
                 return limited
             try:
                 if len(args) != 1:
                     raise ProtocolError("invalid payload: expected one object")
-                return await handler(conn, args[0])
+                answer = await handler(conn, args[0])
             except ProtocolError as exc:
                 log.debug("%s from %s rejected: %s", event, sid, exc)
-                return error(str(exc))
+                answer = error(str(exc))
             except Exception:
                 log.exception("%s from %s failed", event, sid)
-                return error("server error, please retry")
+                answer = error("server error, please retry")
+            if event == "message" and not answer.get("ok"):
+                self.metrics.refused(str(answer.get("error")))
+            return answer
 
         return guarded
 
@@ -745,6 +753,7 @@ class ChatHandlers:
             raise ProtocolError(
                 f"only {self.settings.mention_all} may mention @{mentions.everyone} here"
             )
+        started = time.perf_counter()
         msg, created = await self.store.add(
             room,
             name,
@@ -757,6 +766,8 @@ class ChatHandlers:
             mentions.everyone,
         )
         if created:
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.messages.inc()
             if before_publish is not None:
                 await before_publish()
             await self.fanout.publish(room, msg.to_dict())

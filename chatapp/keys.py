@@ -10,6 +10,7 @@ from .connections import ConnectionLimit
 from .fanout import FeedManager
 from .fastpaths import FastPaths
 from .handlers import ChatHandlers
+from .metrics import Metrics
 from .presence import Presence
 from .resources import Resources
 from .retention import Retention
@@ -30,6 +31,7 @@ sessions_key = web.AppKey("sessions", Sessions)
 guard_key = web.AppKey("guard", TransportGuard)
 connections_key = web.AppKey("connections", ConnectionLimit)
 handlers_key = web.AppKey("handlers", ChatHandlers)
+metrics_key = web.AppKey("metrics", Metrics)
 budget_key = web.AppKey("budget", AddressBudget)
 fast_paths_key = web.AppKey("fast_paths", FastPaths)
 sign_ins_key = web.AppKey("sign_ins", SignIns)

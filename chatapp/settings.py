@@ -312,6 +312,12 @@ class Settings:
         "(accounts, not guests) or `admins`",
         _choice(MENTION_ALL),
     )
+    metrics: bool = setting(
+        False,
+        "serve Prometheus metrics at `/metrics` (with `--access-token`, only to those the "
+        "token lets in, as the API)",
+        _boolean,
+    )
     guests: bool = setting(
         True,
         "let people chat without an account, under a name of their choosing (never a "

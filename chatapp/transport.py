@@ -41,6 +41,7 @@ from aiohttp import web
 
 from .frames import decodable
 from .logthrottle import LogThrottle
+from .metrics import Metrics
 from .origins import client_ip, responded
 from .ratelimit import TokenBucket
 from .sendqueue import OVER_BYTES, OVER_TOTAL
@@ -105,9 +106,12 @@ class _Replay:
 class TransportGuard:
     """Installs the protections described in the module docstring on one AsyncServer."""
 
-    def __init__(self, sessions: Sessions[Any], settings: Settings) -> None:
+    def __init__(
+        self, sessions: Sessions[Any], settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.sessions = sessions
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
         self.sessions_per_ip: Counter[str] = Counter()
         self.ip_of: dict[str, str] = {}  # engine.io sid -> client address
         self._buckets: dict[str, TokenBucket] = {}
@@ -392,6 +396,7 @@ class TransportGuard:
         self._spawn(self.sessions.close(eio_sid, CONNECT_TIMEOUT, abort=True))
 
     def _overflow(self, eio_sid: str, reason: str) -> None:
+        self.metrics.queue_drops.labels(reason).inc()
         s = self.settings
         if reason == OVER_TOTAL:
             why = (

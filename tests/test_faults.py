@@ -14,6 +14,7 @@ import aiohttp
 from .conftest import NO_RATE_LIMITS, ServerFactory
 from .raw import SlowReader
 from .support import Client
+from .test_metrics import figure, figures
 
 
 async def all_messages(url: str, room: str) -> list[dict[str, Any]]:
@@ -127,7 +128,7 @@ async def test_sigterm_under_load_finishes_writes_and_tells_clients(
 async def test_a_client_that_stops_reading_is_dropped_and_catches_up(
     start_server: ServerFactory, make_client
 ) -> None:
-    server = await start_server(*NO_RATE_LIMITS, "--max-queued-packets", "20")
+    server = await start_server(*NO_RATE_LIMITS, "--max-queued-packets", "20", "--metrics")
     sender, fast = make_client(), make_client()
     await fast.connect(server.url, room="slow", name="fast")
     slow = await SlowReader.open(server.url, room="slow", name="slowpoke")
@@ -149,6 +150,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_catches_up(
     assert fast.message_ids() == list(range(1, sent + 1))
     assert (await sender.send("after"))["ok"] is True
     assert "the client is not reading" in server.log()
+    dropped = await figures(server)
+    assert figure(dropped, "chatapp_send_queue_drops_total", bound="packets") == 1
     # The slow client comes back and catches up with since.
     back = make_client()
     welcome = await back.connect(server.url, room="slow", name="slowpoke", since=0)

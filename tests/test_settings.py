@@ -44,6 +44,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "sso_header": ("X-Forwarded-User", "X-Forwarded-User"),
     "retention_days": ("30", 30.0),
     "guests": ("off", False),
+    "metrics": ("on", True),
     "fast_paths": ("heartbeat", ("heartbeat",)),
     "max_connections_per_ip": ("0", 0),
     "max_rooms_per_connection": ("3", 3),
