@@ -771,6 +771,9 @@ class ChatHandlers:
             if before_publish is not None:
                 await before_publish()
             await self.fanout.publish(room, msg.to_dict())
+            if handle is not None and not bot:
+                # Whoever writes has read the room up to what they wrote, on every device.
+                await self._mark_read(user_id, room, msg.id)
         return msg, created
 
     def _may_mention_all(self, handle: str | None, bot: bool, admin: bool) -> bool:
@@ -784,16 +787,22 @@ class ChatHandlers:
         account_id = conn.account_id
         if account_id is None:
             return ok(room=room, last_read=msg_id)  # a guest's browser keeps its own
+        last_read = await self._mark_read(account_id, room, msg_id, skip_sid=conn.sid)
+        return ok(room=room, last_read=last_read)
+
+    async def _mark_read(
+        self, account_id: str, room: str, msg_id: int, skip_sid: str | None = None
+    ) -> int:
+        """Keep an account's read mark of ``room`` and tell its other connections, on every
+        process: a read on the phone clears the badge on the laptop."""
         last_read = await self.store.set_read(account_id, room, msg_id)
-        # The account's other connections, on every process: a read on the phone clears
-        # the badge on the laptop.
         await self.sio.emit(
             "read",
             {"room": room, "last_read": last_read},
             room=ACCOUNT + account_id,
-            skip_sid=conn.sid,
+            skip_sid=skip_sid,
         )
-        return ok(room=room, last_read=last_read)
+        return last_read
 
     async def on_dm(self, conn: Connection, data: Any) -> Ack:
         handles = protocol.parse_dm(data)

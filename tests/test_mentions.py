@@ -121,8 +121,19 @@ async def test_read_marks_follow_the_person_across_devices_with_unread_and_menti
     assert (await laptop.call("read", {"room": "elsewhere", "id": 1}))["error"] == (
         "not in #elsewhere: subscribe to it first"
     )
-    # Bob's rooms are his own; a guest's read is the browser's to keep.
-    assert (await api(server, "GET", "/api/me/rooms", tokens["bob"]))[1]["rooms"] == []
+    # Bob's rooms are his own: what he wrote, he has read.
+    assert (await api(server, "GET", "/api/me/rooms", tokens["bob"]))[1]["rooms"] == [
+        {"room": "team", "last_read": first + 5, "last_id": first + 5, "unread": 0, "mentions": 0}
+    ]
+    # Writing on the phone reads the room up to it, on the laptop too.
+    mine = (await phone.send("back at my desk", room="team"))["message"]["id"]
+    assert await laptop.wait_for("read", lambda r: r["last_read"] == mine) == {
+        "room": "team",
+        "last_read": mine,
+    }
+    rooms = (await api(server, "GET", "/api/me/rooms", tokens["ann"]))[1]["rooms"]
+    assert (rooms[0]["unread"], rooms[0]["mentions"]) == (0, 0)
+    # A guest's read is the browser's to keep.
     guest = make_client()
     await guest.connect(server.url, room="team", name="gus")
     assert await guest.call("read", {"id": 2}) == {"ok": True, "room": "team", "last_read": 2}
