@@ -4,15 +4,20 @@
 
 import { Connection } from "./ui/connection.js";
 import { paintAvatar } from "./ui/avatar.js";
-import { codePoints, randomId } from "./ui/dom.js";
+import { codePoints, el, randomId } from "./ui/dom.js";
 import { browserKey, newBrowserKey } from "./ui/key.js";
-import { addMyRoom, myRooms, removeMyRoom } from "./ui/myrooms.js";
+import { mentionsMe } from "./ui/mentions.js";
+import { MentionCompleter } from "./ui/complete.js";
+import { MyRooms } from "./ui/myrooms.js";
 import { MyRoomsView } from "./ui/myroomsview.js";
 import { NameDialog, forgetName, storeName, storedName } from "./ui/name.js";
 import { Room } from "./ui/room.js";
 import { RoomForm } from "./ui/roomform.js";
 import { RoomsView, copyText, roomOfPath, roomPath, roomProblem } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
+import { Notifier, RoomSettings, flashMessage } from "./ui/notifications.js";
+import { NotifyMenu } from "./ui/notifymenu.js";
+import { ReadSender, countUnread } from "./ui/unread.js";
 
 const ACK_TIMEOUT = 15000;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
@@ -60,6 +65,8 @@ const state = {
 /** Ours: sent with our key. Never decided by name (anyone can take a name), and a message
  * from before ids (no user_id) is nobody's. */
 const isMine = (msg) => msg.user_id != null && msg.user_id === state.userId;
+/** It names us (as the server resolved it), and came from someone else. */
+const mentionsUs = (msg) => mentionsMe(msg, state.userId);
 
 // -- views ----------------------------------------------------------------------------------
 
@@ -101,11 +108,21 @@ function call(event, data) {
   });
 }
 
+/** The reader's rooms, kept by the server for an account, by this browser for a guest. */
+const myRooms = new MyRooms({
+  signedIn: Boolean(account),
+  sendRead: (room, id) => call("read", { room, id }),
+});
+/** Read marks go to where the list is kept, a burst of them as one. */
+const readMarks = new ReadSender((room, id) => myRooms.markRead(room, id));
+
 /** What every room needs from the page. */
 const roomEnv = {
   call,
   userId: () => state.userId,
   isMine,
+  mentionsMe: mentionsUs,
+  personAction: (room, person, mine) => messageButton(person, mine),
   canDelete: (msg) => isMine(msg) || state.admin,
   pages,
   slots: {
@@ -126,8 +143,23 @@ function roomNamed(name) {
   let room = rooms.get(name);
   if (!room) {
     room = new Room(name, roomEnv);
+    room.muted = roomSettings.muted(name);
+    room.lastRead = null; // read up to this id (null: not known yet)
+    room.readSent = 0; // the mark as last told to where the list is kept
+    room.server = null; // an account's counts as the server last listed them
+    room.mentions = 0; // unread messages that mention us
+    room.dm = null; // a direct conversation: its people's handles
+    room.dmNames = new Map(); // and their names, handle -> name, as we learn them
     rooms.set(name, room);
   }
+  return room;
+}
+
+/** Added to the page (followed on the connection, if there is one), unless it is there. */
+function addRoom(name) {
+  const fresh = !rooms.has(name);
+  const room = roomNamed(name);
+  if (fresh && state.live) subscribe(room);
   return room;
 }
 
@@ -193,14 +225,16 @@ socket.on("welcome", (welcome) => {
   setUserId(welcome.user_id);
   setAdmin(Boolean(welcome.admin));
   setName(welcome.name);
+  const again = state.welcomed;
   state.live = true;
   state.welcomed = true;
   activeRooms.setStale(false);
   const home = roomNamed(welcome.room);
-  home.joined(welcome);
-  keep(home);
+  joinedRoom(home, welcome);
   // Then every other room of ours, each from where it is (docs/protocol.md, `subscribe`).
   for (const room of rooms.values()) if (room !== home) subscribe(room);
+  // Rooms added, and read, on the account's other devices while we were away.
+  if (again && account) loadMyRooms();
 });
 
 /**
@@ -238,22 +272,94 @@ function subscribe(room) {
       // (Unless another request, say the form's, got us in meanwhile.)
       if (!room.live) room.setProblem(ack.error);
     } else {
-      room.joined(ack);
-      keep(room);
+      joinedRoom(room, ack);
     }
     renderMyRooms();
   });
 }
 
-/** A room the server let us into is one of ours from now on. */
-function keep(room) {
-  addMyRoom(room.name);
+/**
+ * A welcome or subscribe answer for `room`: the server let us in, and it is one of ours from
+ * now on. A room never read before counts from what it holds now (the reader opened it).
+ */
+function joinedRoom(room, join) {
+  room.joined(join);
+  if (room.dm !== null) learnNames(room, [...join.people, ...join.history]);
+  if (room.lastRead === null) room.lastRead = room.timeline.ids.at(-1) ?? 0;
+  myRooms.add(room.name, room.lastRead);
+  recount(room);
+  noteRead(room);
   renderMyRooms();
 }
 
-socket.on("message", (msg) => rooms.get(msg.room)?.message(msg));
-socket.on("changed", (msg) => rooms.get(msg.room)?.applyChange(msg));
-socket.on("presence", (event) => rooms.get(event.room)?.presence(event));
+/**
+ * The reader's rooms as kept (the server's, for an account: on load and after a reconnect),
+ * each added to the page with its read mark; those the page has already stay.
+ */
+async function loadMyRooms() {
+  const listed = await myRooms.load();
+  for (const entry of listed ?? []) {
+    const room = addRoom(entry.room);
+    if (entry.dm) room.dm = entry.dm;
+    const mark = entry.last_read;
+    if (mark !== null && (room.lastRead === null || mark > room.lastRead)) room.lastRead = mark;
+    room.readSent = Math.max(room.readSent, mark ?? 0);
+    if (entry.last_id !== undefined) {
+      room.server = {
+        lastRead: mark,
+        lastId: entry.last_id,
+        unread: entry.unread,
+        mentions: entry.mentions,
+      };
+    }
+    recount(room);
+  }
+  renderMyRooms();
+}
+
+socket.on("message", (msg) => {
+  const room = rooms.get(msg.room);
+  if (!room) return;
+  room.message(msg);
+  // Here only: a join's history and a gap fill are news from while we were away.
+  notifier.message(room.name, msg);
+});
+// This account read a room on another tab or device (the server moved its mark).
+socket.on("read", ({ room: name, last_read: lastRead }) => {
+  const room = addRoom(name);
+  myRooms.known(name);
+  room.readSent = Math.max(room.readSent, lastRead);
+  if (room.lastRead !== null && lastRead <= room.lastRead) return;
+  room.lastRead = lastRead;
+  recount(room);
+  renderMyRooms();
+});
+// Someone started a direct conversation with us: one of our rooms, unread from its start.
+socket.on("dm", ({ room: name, people }) => {
+  const room = addRoom(name);
+  myRooms.known(name);
+  setDmPeople(room, people);
+  if (room.lastRead === null) room.lastRead = 0;
+  recount(room);
+  renderMyRooms();
+});
+socket.on("changed", (msg) => {
+  const room = rooms.get(msg.room);
+  if (!room) return;
+  room.applyChange(msg);
+  // A deleted message that mentioned us does no more.
+  recount(room);
+  renderMyRooms();
+});
+socket.on("presence", (event) => {
+  const room = rooms.get(event.room);
+  if (!room) return;
+  room.presence(event);
+  if (room.dm !== null) {
+    learnNames(room, event.people);
+    renderMyRooms();
+  }
+});
 
 socket.on("typing", (event) => {
   // Our own other tabs type as us: not shown. Someone else with our name is someone else.
@@ -281,14 +387,15 @@ function show(name, address = "push") {
     current = room;
     room.setShown(true);
     textarea.value = room.draft;
+    completer.close(); // it offered the other room's people
     autosize();
     updateComposer();
-    $("room-name").textContent = name;
-    $("text-label").textContent = `Message #${name}`;
-    textarea.placeholder = `Message #${name}`;
+    updateHeader();
     const next = encodeURIComponent(roomPath(name));
     for (const link of [$("sign-in"), $("name-sign-in")]) if (link) link.href = `/signin?next=${next}`;
     activeRooms.setCurrent(name);
+    notifyMenu.setRoom(name);
+    if (!document.hidden) notifier.seen(name);
     updateTitle();
     renderMyRooms();
     if (room.atBottom) noteRead(room);
@@ -304,7 +411,7 @@ function show(name, address = "push") {
 function leave(name) {
   const room = rooms.get(name);
   if (!room || rooms.size < 2) return;
-  removeMyRoom(name);
+  myRooms.remove(name);
   rooms.delete(name);
   if (room.live && conn.connected) socket.emit("unsubscribe", { room: name });
   if (room === current) show([...rooms.keys()].sort()[0], "replace");
@@ -316,7 +423,42 @@ function leave(name) {
 }
 
 function renderMyRooms() {
-  myRoomsView.render([...rooms.values()], current?.name);
+  const listed = [...rooms.values()].map((room) => ({
+    name: room.name,
+    label: labelOf(room),
+    dm: room.dm !== null,
+    unread: room.unread,
+    mentions: room.mentions,
+    problem: room.problem,
+    muted: room.muted,
+  }));
+  myRoomsView.render(listed, current?.name);
+  updateHeader();
+}
+
+/** What a room is called on the page: a direct conversation by its other people. */
+function labelOf(room) {
+  if (room.dm === null) return room.name;
+  const others = room.dm.filter((handle) => handle !== account?.handle);
+  return others.map((handle) => room.dmNames.get(handle) ?? `@${handle}`).join(", ") || room.name;
+}
+
+/** The people of a direct conversation (a `dm` answer or event): its handles and names. */
+function setDmPeople(room, people) {
+  room.dm = people.map((p) => p.handle).filter(Boolean);
+  for (const p of people) if (p.handle) room.dmNames.set(p.handle, p.name);
+}
+
+/** The shown room's name in the header and the message box. */
+function updateHeader() {
+  if (!current) return;
+  const dm = current.dm !== null;
+  const label = labelOf(current);
+  document.querySelector(".room-title .hash").hidden = dm;
+  if ($("room-name").textContent !== label) $("room-name").textContent = label;
+  const box = dm ? `Message ${label}` : `Message #${label}`;
+  if ($("text-label").textContent !== box) $("text-label").textContent = box;
+  textarea.placeholder = box;
 }
 
 /**
@@ -344,8 +486,7 @@ async function goTo(typed) {
       if (answer?.ok) {
         // Under the name the server gives it ("Team" is #team).
         const room = roomNamed(answer.room);
-        room.joined(answer);
-        keep(room);
+        joinedRoom(room, answer);
         show(room.name);
       }
       resolve(answer);
@@ -358,6 +499,41 @@ async function goTo(typed) {
 }
 
 new RoomForm({ form: $("room-form"), input: $("room-input"), error: $("room-error") }, goTo);
+
+// -- direct messages --------------------------------------------------------------------------
+
+/**
+ * The "Message" button of a person in the online list: an account's, someone else's, for a
+ * signed-in reader (the server lets only accounts talk directly). Null for the others.
+ */
+function messageButton(person, mine) {
+  if (!account || mine || !person.handle || person.handle === account.handle) return null;
+  const button = el("button", "link-btn person-message", "Message");
+  button.type = "button";
+  button.setAttribute("aria-label", `Message ${person.name} (@${person.handle})`);
+  button.addEventListener("click", () => startDm(person.handle, button));
+  return button;
+}
+
+/** Start (or find again) the direct conversation with `handle`, and show it. */
+async function startDm(handle, button) {
+  let ack;
+  try {
+    ack = state.live ? await call("dm", { with: [handle] }) : null;
+  } catch {
+    ack = null;
+  }
+  if (!ack?.ok) {
+    // Said where it was asked; the button stays for another try.
+    button.title = ack?.error ?? "Not connected: try again once the connection is back.";
+    return;
+  }
+  const room = addRoom(ack.room);
+  myRooms.known(ack.room);
+  setDmPeople(room, ack.people);
+  show(room.name);
+  closeSidebarOnPick();
+}
 
 // Links to rooms (ours, the active ones) show them in this page, while it is connected or
 // may be again; a refused page goes by loading the room's page.
@@ -471,6 +647,13 @@ function stopTyping() {
 
 textarea.addEventListener("blur", stopTyping);
 
+const completer = new MentionCompleter({
+  box: textarea,
+  form: $("composer"),
+  people: () => current.people.people,
+  me: () => state.userId,
+});
+
 // -- name -----------------------------------------------------------------------------------------
 
 function setName(name) {
@@ -521,35 +704,98 @@ $("change-name").addEventListener("click", async () => {
   $("change-name").focus();
 });
 
+// -- notifications ----------------------------------------------------------------------------
+
+const roomSettings = new RoomSettings();
+const notifier = new Notifier(
+  { enable: $("notify-enable"), note: $("notify-note"), sound: $("notify-sound") },
+  {
+    me: () => state.userId,
+    isMine,
+    shown: () => current?.name,
+    open: (name, id) => {
+      const room = rooms.get(name);
+      if (!room) return; // left since
+      show(name);
+      closeSidebarOnPick();
+      flashMessage(room.parts.list, id);
+    },
+  },
+  roomSettings,
+);
+const notifyMenu = new NotifyMenu(
+  {
+    button: $("room-notify"),
+    panel: $("notify-menu"),
+    title: $("notify-menu-title"),
+    levels: [...document.querySelectorAll('#notify-menu input[name="notify-level"]')],
+    mute: $("notify-mute"),
+  },
+  roomSettings,
+  (name) => {
+    const room = rooms.get(name);
+    if (room) room.muted = roomSettings.muted(name);
+    renderMyRooms();
+  },
+);
+
 // -- unread -------------------------------------------------------------------------------------
 
 /**
  * New messages in `room` (live, or caught up on after a reconnect). Others' count as unread
- * in its sidebar entry unless the reader sees them arrive (the room shown, the tab
- * visible, its newest message in view); and in the tab's title while the tab is hidden.
+ * in its sidebar entry unless the reader sees them arrive (see noteRead); and in the tab's
+ * title while the tab is hidden.
  */
 function noteArrived(room, added) {
+  if (room.dm !== null) learnNames(room, added);
+  if (!noteRead(room)) {
+    recount(room);
+    renderMyRooms();
+  }
   const fromOthers = added.filter((m) => !isMine(m)).length;
   if (!fromOthers) return;
   if (document.hidden) {
     state.unread += fromOthers;
     updateTitle();
   }
-  if (room !== current || document.hidden || !room.atBottom) {
-    room.unread += fromOthers;
-    renderMyRooms();
-  }
 }
 
-/** The reader is at `room`'s newest message: read, if it is shown in a visible tab. */
+/**
+ * The reader sees `room`'s newest message if it is shown, at its end, in a visible and
+ * focused tab: read up to it, here at once, and where the list is kept soon after. Whether
+ * it was.
+ */
 function noteRead(room) {
-  if (room !== current || document.hidden || !room.unread) return;
-  room.unread = 0;
-  renderMyRooms();
+  if (room !== current || document.hidden || !document.hasFocus() || !room.atBottom) return false;
+  if (!room.loaded) return false;
+  const newest = room.timeline.ids.at(-1);
+  if (newest !== undefined && (room.lastRead === null || newest > room.lastRead)) room.lastRead = newest;
+  // The server takes a read only in a room the connection is in: told once joined again.
+  if (room.live && room.lastRead !== null && room.lastRead > room.readSent) {
+    room.readSent = room.lastRead;
+    readMarks.mark(room.name, room.lastRead);
+  }
+  if (room.unread || room.mentions) {
+    recount(room);
+    renderMyRooms();
+  }
+  return true;
+}
+
+/** `room`'s unread and mention counts, from its read mark. */
+function recount(room) {
+  const { unread, mentions } = countUnread(room, isMine, mentionsUs);
+  room.unread = unread;
+  room.mentions = mentions;
+}
+
+/** A direct conversation's names, from people lists and messages (handle -> name). */
+function learnNames(room, people) {
+  for (const p of people) if (p.handle && room.dm.includes(p.handle)) room.dmNames.set(p.handle, p.name);
 }
 
 function updateTitle() {
-  const title = `#${current.name} · chatapp`;
+  const title = `${current.dm === null ? "#" : ""}${labelOf(current)} · chatapp`;
   document.title = state.unread ? `(${state.unread}) ${title}` : title;
 }
 
@@ -561,6 +807,7 @@ document.addEventListener("visibilitychange", () => {
   }
   if (current.atBottom) noteRead(current);
 });
+addEventListener("focus", () => noteRead(current));
 
 // -- page chrome ------------------------------------------------------------------------------------
 
@@ -600,8 +847,8 @@ document.addEventListener("keydown", (event) => {
 // -- start --------------------------------------------------------------------------------------------
 
 async function start() {
-  for (const name of myRooms()) roomNamed(name);
   show(pageRoom, "keep");
+  await loadMyRooms();
   activeRooms.start();
   updateComposer();
   if (!state.name) {

@@ -7,3 +7,18 @@ export function mentionsMe(msg, me) {
   if (msg.deleted || me == null || msg.user_id === me) return false;
   return Boolean(msg.mention_all) || (Array.isArray(msg.mentions) && msg.mentions.includes(me));
 }
+
+/**
+ * Which @words of `msg` to mark as mentions: `@room`/`@here` when it mentions everyone,
+ * and, when it names accounts, the other @words (their handles: the message carries ids,
+ * not which word named whom). Null when it mentions nobody.
+ */
+export function mentionWords(msg) {
+  const all = Boolean(msg.mention_all);
+  const named = Array.isArray(msg.mentions) && msg.mentions.length > 0;
+  if (msg.deleted || (!all && !named)) return null;
+  return (word) => {
+    const everyone = /^(room|here)$/i.test(word);
+    return everyone ? all : named;
+  };
+}

@@ -13,7 +13,7 @@ const TYPING_TTL = 6000;
  * then stays as it was, marked stale. (A reload, leaving and coming back within it, does
  * not flicker either.)
  */
-const LEAVE_GRACE = 2000;
+export const LEAVE_GRACE = 2000;
 
 /** One entry of the list: a person (user_id) under a name; two tabs of one person, one. */
 const entryKey = (p) => `${p.user_id}\u0000${p.name}`;
@@ -24,8 +24,12 @@ const byName = (a, b) => collator.compare(a.name, b.name);
 const nameKey = (name) => name.normalize("NFKD").replace(/\p{M}/gu, "").toLowerCase();
 
 export class PeopleView {
-  /** `onChange(people)` is told the list shown, e.g. for the room's head count. */
-  constructor({ list, count, headerCount }, onChange = () => {}) {
+  /**
+   * `onChange(people)` is told the list shown, e.g. for the room's head count;
+   * `action(person, mine)` may give a control to put after a person (or null).
+   */
+  constructor({ list, count, headerCount }, onChange = () => {}, action = () => null) {
+    this.action = action;
     this.list = list;
     this.count = count;
     this.headerCount = headerCount;
@@ -102,6 +106,8 @@ export class PeopleView {
           li.append(id);
         }
         if (mine(p)) li.append(el("span", "you-tag", "you"));
+        const control = this.action(p, mine(p));
+        if (control) li.append(control);
         return li;
       }),
     );

@@ -5,6 +5,7 @@
 // others stay laid out behind it, so that each keeps its scroll position.
 
 import { el } from "./dom.js";
+import { Notices } from "./notices.js";
 import { Outbox } from "./outbox.js";
 import { PeopleView, TypingView } from "./presence.js";
 import { Timeline } from "./timeline.js";
@@ -36,7 +37,8 @@ export class Room {
    *   slots {views, people, peopleCount, onlineCount, typing}: where its parts go; and
    *   what the page is told: arrived(room, messages) (new ones, live or caught up),
    *   atBottom(room) (the reader reached its newest message), people(room, shown),
-   *   focusComposer()
+   *   focusComposer(); mentionsMe(msg) (it names the reader: highlighted) and
+   *   personAction(room, person, mine) (a control after a person in its online list, or null)
    */
   constructor(name, env) {
     this.name = name;
@@ -71,12 +73,15 @@ export class Room {
       // Offered where the server may agree; the server decides.
       canDelete: env.canDelete,
       onDelete: (msg) => this.deleteMessage(msg),
+      mentionsMe: env.mentionsMe,
     });
     this.people = new PeopleView(
       { list: parts.people, count: parts.peopleCount, headerCount: parts.onlineCount },
       (shown) => env.people(this, shown),
+      (person, mine) => env.personAction(this, person, mine),
     );
     this.typing = new TypingView(parts.typing);
+    this.notices = new Notices(this.timeline, parts.list);
     const timeline = this.timeline;
     this.outbox = new Outbox((payload) => this.#call("message", payload), {
       show: (pending) => timeline.showPending(pending),
@@ -153,6 +158,7 @@ export class Room {
     this.live = true;
     this.setProblem("");
     this.people.show(join.people, this.env.userId());
+    this.notices.joined(join.people);
     const history = join.history;
     this.#noteRev(join.rev);
     if (!this.loaded || join.reset) {
@@ -188,6 +194,7 @@ export class Room {
   lost() {
     this.outbox.pause(); // until the next join
     this.typing.clear();
+    this.notices.lost();
     if (this.live) {
       this.live = false;
       this.people.setStale(true);
@@ -245,6 +252,7 @@ export class Room {
 
   presence(event) {
     this.typing.keepOnly(event.people);
+    this.notices.presence(event, this.env.userId());
     this.people.update(event.people, this.env.userId(), {
       departure: Boolean(event.left && !event.joined),
     });

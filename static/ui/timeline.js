@@ -6,6 +6,7 @@ import { avatar, hueClass } from "./avatar.js";
 import { deleteControl } from "./deletion.js";
 import { el, quietly } from "./dom.js";
 import { identityTag } from "./identity.js";
+import { mentionWords } from "./mentions.js";
 import { renderText } from "./text.js";
 import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
 
@@ -31,7 +32,8 @@ export class Timeline {
    * @param {object} hooks  isMine(msg) -> bool (by its user_id); needOlder() -> void;
    *   atBottom() -> void (the reader is at the newest message: it counts as read);
    *   onRetry(pending); onDiscard(pending); canDelete(msg) -> bool (whether to offer a
-   *   Delete button); onDelete(msg) -> Promise of null (deleted) or the reason it was not
+   *   Delete button); onDelete(msg) -> Promise of null (deleted) or the reason it was not;
+   *   mentionsMe(msg) -> bool (it names the reader: marked "mentions-me")
    */
   constructor(dom, hooks) {
     this.dom = dom;
@@ -241,6 +243,8 @@ export class Timeline {
   #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "" } = {}) {
     const kind = `${mine ? "mine" : "theirs"} ${msg.deleted ? "deleted" : ""}`;
     const li = el("li", `msg ${kind} ${hueClass(msg)} ${extraClass}`);
+    // Names the reader: stands out (who "me" is may change: see refreshOwnership).
+    if (this.hooks.mentionsMe?.(msg)) li.classList.add("mentions-me");
     if (msg.id !== undefined) li.dataset.id = String(msg.id);
     li.append(avatar(msg));
     const bubble = el("div", "bubble");
@@ -253,7 +257,7 @@ export class Timeline {
     meta.append(time);
     // A tombstone keeps who and when (for the grouping), never what it said.
     const text = msg.deleted ? el("p", "text tombstone", "message deleted") : el("p", "text");
-    if (!msg.deleted) text.append(renderText(msg.text));
+    if (!msg.deleted) text.append(renderText(msg.text, mentionWords(msg)));
     bubble.append(meta, text);
     li.append(bubble);
     return li;
@@ -268,6 +272,7 @@ export class Timeline {
       const mine = this.hooks.isMine(entry.msg);
       entry.el.classList.toggle("mine", mine);
       entry.el.classList.toggle("theirs", !mine);
+      entry.el.classList.toggle("mentions-me", Boolean(this.hooks.mentionsMe?.(entry.msg)));
       this.#syncActions(entry);
     }
   }
