@@ -11,6 +11,7 @@ from tests.conftest import ClientFactory
 from tests.support import Server
 
 from .conftest import ChatPage, OpenChat, expect
+from .test_my_rooms import account, member, signed_in
 from .test_rooms_sidebar import add_room, bot_in, my_room, switch_to
 
 if TYPE_CHECKING:
@@ -145,6 +146,28 @@ async def test_a_mention_in_another_room_notifies_once_and_other_messages_do_not
         "() => window.__notes.some((n) => n.body === '@here again')", timeout=15_000
     )
     assert [n["body"] for n in await notes(page)] == ["@here look at this", "@here again"]
+
+
+async def test_every_direct_message_notifies_by_default(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    ann_token = await account(server, "ann", "Ann A")
+    bo_token = await account(server, "bo", "Bo B")
+    ann = await signed_in(open_chat, server, ann_token, "/r/front")
+    await ann.context.add_init_script(RECORD_NOTIFICATIONS)
+    await ann.context.grant_permissions(["notifications"], origin=server.url)
+    await ann.page.reload()
+    await expect(ann.page.locator("#status")).to_have_attribute("data-state", "connected")
+    bo = await member(make_client, server, bo_token, "front")
+    dm_room = (await bo.call("dm", {"with": ["ann"]}))["room"]
+    assert (await bo.call("subscribe", {"room": dm_room}))["ok"]
+    # Ann's page follows the conversation it was told of: then what Bo writes is live.
+    await bo.wait_for("presence", lambda p: p["room"] == dm_room and p.get("joined") == "Ann A")
+    assert (await bo.send("no mention, and still for you", room=dm_room))["ok"]
+    found = await wait_notes(ann.page, 1)
+    assert [(n["body"], n["tag"]) for n in found] == [
+        ("no mention, and still for you", f"chatapp:{dm_room}")
+    ]
 
 
 async def test_no_notification_for_what_a_reconnect_catches_up_on(
