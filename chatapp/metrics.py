@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: How often the event loop's lag is sampled, in seconds.
 LAG_EVERY = 0.5
+#: Histogram buckets, in seconds: a commit or a publish takes about a millisecond when all
+#: is well; the upper ones show a stalled disk or Redis.
+SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Distinct refusal reasons kept as labels; later new ones count as "other".
 MAX_REASONS = 40
 #: A refusal's reason: its text before any detail (a colon, a room's ``#name``, a figure).
@@ -76,13 +79,13 @@ class Metrics:
         self.commit_seconds = Histogram(
             "chatapp_store_commit_seconds",
             "time from a message's arrival at the store to its commit",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            buckets=SECONDS,
             registry=reg,
         )
         self.publish_lag = Histogram(
             "chatapp_redis_publish_lag_seconds",
             "time from a message's commit to its publication on Redis (several processes)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            buckets=SECONDS,
             registry=reg,
         )
         self.listener_restarts = Counter(
