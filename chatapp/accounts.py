@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+from collections.abc import Sequence
 
 from .handles import handle_keys, parse_handle
 from .passwords import Passwords
@@ -16,6 +17,9 @@ from .store.base import now_ms
 class AccountError(ValueError):
     """A request about accounts that cannot be done; ``str(exc)`` says why."""
 
+
+#: Handles one call of :meth:`Accounts.named` looks for in the database.
+MAX_LOOKUPS = 50
 
 INVITE_INVALID = "this invite link was used already, or has expired"
 
@@ -37,34 +41,29 @@ class Accounts:
         #: What a login with no account to check against is checked against, so that it
         #: takes as long as one with an account (made when first needed).
         self._dummy_hash: str | None = None
-        #: Every account by each of its handle's keys, and by its handle case-folded, as
-        #: of the last :meth:`refresh` (the server's, once a second).
-        self._by_key: dict[str, Account] = {}
+        #: Every account by its handle case-folded, as of the last :meth:`refresh` (the
+        #: server's, once a second) and with those :meth:`named` found since.
         self._by_handle: dict[str, Account] = {}
-        self._keys: dict[str, tuple[str, ...]] = {}
 
     async def refresh(self) -> None:
         """Take the accounts from the database (every process's, the CLI's) into memory,
-        for :meth:`known` and :meth:`handle_owner`."""
-        accounts = await self._store.list_accounts()
-        # A handle's keys cost a skeleton each: those of the last refresh are kept.
-        keys = {a.handle: self._keys.get(a.handle) or handle_keys(a.handle) for a in accounts}
-        self._keys = keys
-        self._by_handle = {a.handle.casefold(): a for a in accounts}
-        self._by_key = {key: a for a in accounts for key in keys[a.handle]}
+        for :meth:`named`."""
+        self._by_handle = {a.handle.casefold(): a for a in await self._store.list_accounts()}
 
-    def known(self, handle: str) -> Account | None:
-        """The account whose handle, case-folded, is ``handle`` (as of the last refresh)."""
-        return self._by_handle.get(handle)
-
-    def handle_owner(self, name: str) -> Account | None:
-        """The account whose handle ``name`` is, or looks like, as of the last refresh
-        (what :meth:`owner_of` asks the database, for the server's hot paths)."""
-        for key in handle_keys(name):
-            found = self._by_key.get(key)
-            if found is not None:
-                return found
-        return None
+    async def named(self, handles: Sequence[str]) -> dict[str, Account]:
+        """The accounts of ``handles`` (each NFC and case-folded; a look-alike of a handle
+        is not it), by handle: from memory, and those not there (an account made a moment
+        ago by another process or the ``users`` command, or a handle that is nobody's),
+        the first :data:`MAX_LOOKUPS` of them, from the database in one query."""
+        found = {h: a for h in handles if (a := self._by_handle.get(h)) is not None}
+        missing = [h for h in handles if h not in found][:MAX_LOOKUPS]
+        if missing:
+            keys = [handle_keys(h)[0] for h in missing]
+            for account in await self._store.find_accounts(keys):
+                handle = account.handle.casefold()
+                if handle in missing:
+                    found[handle] = self._by_handle[handle] = account
+        return found
 
     async def add(
         self,

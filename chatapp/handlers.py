@@ -26,7 +26,7 @@ from .budget import EVENT_COST, AddressBudget, event_cost
 from .dms import DirectMessages, is_dm
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
-from .mentions import find_mentions
+from .mentions import read_mentions, resolve_mentions
 from .metrics import Metrics
 from .moderation import Moderation
 from .paging import newest_within
@@ -748,7 +748,9 @@ class ChatHandlers:
         """Resolve a validated message's mentions, store it, then publish it to its room
         (unless it is a retry of one stored before): the path of every message, from
         Socket.IO or the API. ProtocolError if it mentions everyone and its sender may not."""
-        mentions = find_mentions(req.text, self.accounts.known)
+        named = read_mentions(req.text)
+        accounts = await self.accounts.named(named.handles) if named.handles else {}
+        mentions = resolve_mentions(named, accounts)
         if mentions.everyone is not None and not self._may_mention_all(handle, bot, admin):
             raise ProtocolError(
                 f"only {self.settings.mention_all} may mention @{mentions.everyone} here"

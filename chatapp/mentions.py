@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .store import Account
@@ -42,19 +42,38 @@ class Mentions:
 NONE = Mentions()
 
 
-def find_mentions(text: str, account_of: Callable[[str], Account | None]) -> Mentions:
-    """Resolve the mentions in ``text``; ``account_of`` finds an account by its handle
-    case-folded (None if there is none)."""
+@dataclass(frozen=True, slots=True)
+class Named:
+    """What a message's @words say, before they are looked up: the handles it may name
+    (NFC, case-folded, each once, in order) and ``everyone``."""
+
+    handles: tuple[str, ...] = ()
+    everyone: str | None = None
+
+
+def read_mentions(text: str) -> Named:
+    """The @words of ``text``."""
     if "@" not in text:
-        return NONE
-    ids: list[str] = []
+        return Named()
+    handles: dict[str, None] = {}
     everyone: str | None = None
     for match in _MENTION.finditer(text):
         word = unicodedata.normalize("NFC", match.group(1).rstrip(_TRAILING)).casefold()
         if word in EVERYONE:
             everyone = "room" if "room" in (word, everyone) else "here"
-            continue
-        account = account_of(word)
-        if account is not None and account.id not in ids and len(ids) < MAX_MENTIONS:
+        elif word:
+            handles[word] = None
+    return Named(tuple(handles), everyone)
+
+
+def resolve_mentions(named: Named, accounts: Mapping[str, Account]) -> Mentions:
+    """The mentions ``named`` makes, given the accounts of its handles (by handle
+    case-folded; a handle that is not there names nobody)."""
+    ids: list[str] = []
+    for handle in named.handles:
+        account = accounts.get(handle)
+        if account is not None and account.id not in ids:
             ids.append(account.id)
-    return Mentions(tuple(ids), everyone)
+            if len(ids) == MAX_MENTIONS:
+                break
+    return Mentions(tuple(ids), named.everyone)

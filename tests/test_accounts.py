@@ -93,6 +93,23 @@ async def test_two_processes_registering_look_alikes_at_once_make_one_account(
     assert len(await first.all()) == 5
 
 
+async def test_handles_are_named_from_memory_and_a_new_account_at_once(
+    open_accounts: OpenAccounts,
+) -> None:
+    """What mentions resolve against: the accounts of the last refresh, and one another
+    process (or the ``users`` command) made since, found in the database."""
+    server, other = await open_accounts(), await open_accounts()
+    ann = await other.add("Ann", None)
+    await server.refresh()
+    carol = await other.add("Carol", None)  # after the refresh: not in memory yet
+    await other.add("bill", None)
+    named = await server.named(["ann", "carol", "\u0430nn", "biii", "nobody", "bill"])
+    assert named == {"ann": ann, "carol": carol, "bill": await other.get("bill")}
+    await other.remove("carol")
+    await server.refresh()
+    assert await server.named(["carol"]) == {}
+
+
 async def test_a_handle_is_found_however_its_letters_are_composed(accounts: Accounts) -> None:
     zoe = await accounts.add("Zo\u00eb", None)
     assert await accounts.get(" zoe\u0308 ") == zoe  # decomposed, lower case, spaces around

@@ -331,6 +331,9 @@ class AccountStore(Protocol):
     async def find_account(self, key: str) -> tuple[Account, str | None] | None:
         """The account a handle key belongs to, with its password hash (None: it has none)."""
 
+    async def find_accounts(self, keys: Sequence[str]) -> list[Account]:
+        """The accounts any of ``keys`` belongs to, in one query, in no particular order."""
+
     async def list_accounts(self) -> list[Account]:
         """Every account, by handle."""
 

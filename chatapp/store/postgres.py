@@ -591,6 +591,16 @@ class PostgresStore:
         )
         return None if row is None else (_account(row), row[5])
 
+    async def find_accounts(self, keys: Sequence[str]) -> list[Account]:
+        if not keys:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN "
+            "(SELECT account_id FROM handle_keys WHERE key = ANY($1::text[]))",
+            list(keys),
+        )
+        return list(map(_account, rows))
+
     async def list_accounts(self) -> list[Account]:
         rows = await self.pool.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts")
         return sorted(map(_account, rows), key=lambda a: (a.handle.casefold(), a.handle))

@@ -960,6 +960,21 @@ class SQLiteStore:
 
         return await self._run(find)
 
+    async def find_accounts(self, keys: Sequence[str]) -> list[Account]:
+        if not keys:
+            return []
+
+        def find(conn: sqlite3.Connection) -> list[Account]:
+            marks = ",".join("?" * len(keys))
+            rows = conn.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN "
+                f"(SELECT account_id FROM handle_keys WHERE key IN ({marks}))",
+                tuple(keys),
+            ).fetchall()
+            return list(map(_account, rows))
+
+        return await self._run(find)
+
     async def list_accounts(self) -> list[Account]:
         def accounts(conn: sqlite3.Connection) -> list[Account]:
             rows = conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts").fetchall()
