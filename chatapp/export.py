@@ -2,8 +2,9 @@
 
 Export writes a room's history, or every room's, oldest first per room:
 ``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot", "rev", "deleted"}``
-and, when it has them, ``mentions`` and ``mention_all``
-(a deleted message is a tombstone: no text, ``deleted: true``). Import puts such a file
+and, when it has them, ``mentions``, ``mention_all``, ``edited``, ``reactions`` and
+``reply_to`` (a deleted message is a tombstone: no text, ``deleted: true``). What an edited
+message said before its edits is not exported (a database backup keeps it). Import puts such a file
 back into rooms that have no history yet (a new database, or another server's), keeping
 every id and time, one transaction per room: a room is imported whole or not at all.
 """
@@ -24,6 +25,7 @@ from .mentions import EVERYONE, MAX_MENTIONS
 from .protocol import ProtocolError
 from .settings import add_flags, settings_from
 from .store import Message, MessageStore, StoreError, open_store
+from .store.reactions import MAX_KINDS, MAX_REACTIONS, Reactions
 
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
@@ -119,6 +121,12 @@ def parse_line(raw: bytes, number: int) -> Message:
             raise ProtocolError("mentions must be a list of account ids")
         if mention_all not in (None, *EVERYONE):
             raise ProtocolError("mention_all must be null, room or here")
+        edited, reply_to = data.get("edited"), data.get("reply_to")
+        if not (edited is None or (isinstance(edited, int) and 0 <= edited < 2**53)):
+            raise ProtocolError("edited must be epoch milliseconds or null")
+        if not (reply_to is None or (isinstance(reply_to, int) and 1 <= reply_to < ident)):
+            raise ProtocolError("reply_to must be the id of an earlier message, or null")
+        reactions = _reactions(data.get("reactions", []))
     except (orjson.JSONDecodeError, ProtocolError) as exc:
         raise BadImport(f"line {number}: {exc}") from None
     return Message(
@@ -134,7 +142,31 @@ def parse_line(raw: bytes, number: int) -> Message:
         deleted,
         tuple(mentions),
         mention_all,
+        edited,
+        reactions,
+        reply_to,
     )
+
+
+def _reactions(value: object) -> Reactions:
+    """The ``reactions`` of an exported message: ``[{emoji, users}]`` (``count`` is
+    ``len(users)``)."""
+    rule = "reactions must be a list of {emoji, users: [user_id]}"
+    if not isinstance(value, list) or len(value) > MAX_KINDS:
+        raise ProtocolError(rule)
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for item in value:
+        users = item.get("users") if isinstance(item, dict) else None
+        if not (
+            isinstance(users, list)
+            and users
+            and all(isinstance(u, str) and 0 < len(u) <= 64 for u in users)
+        ):
+            raise ProtocolError(rule)
+        found.append((protocol.parse_emoji(item.get("emoji")), tuple(users)))
+    if sum(len(u) for _, u in found) > MAX_REACTIONS:
+        raise ProtocolError(f"a message takes at most {MAX_REACTIONS} reactions")
+    return tuple(found)
 
 
 async def import_(store: MessageStore, lines: IO[bytes], say: Callable[[str], None]) -> int:

@@ -26,7 +26,7 @@ from .budget import EVENT_COST, AddressBudget, event_cost
 from .dms import DirectMessages, is_dm
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
-from .mentions import read_mentions, resolve_mentions
+from .mentions import Mentions, read_mentions, resolve_mentions
 from .metrics import Metrics
 from .moderation import Moderation
 from .paging import newest_within
@@ -38,6 +38,7 @@ from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns, session_cookie
 from .store import Account, Message, Page, SignIn, Store
+from .store.reactions import ReactionRefused
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ BOT_TOKEN_INVALID = "invalid bot token"
 #: Why a connection without a sign-in is refused on a server without guests.
 NO_GUESTS = "sign in to chat: this server has no guests"
 NO_SUCH_MESSAGE = "no such message"
+NO_REPLY_TARGET = "no such message to reply to"
+MESSAGE_DELETED = "this message was deleted"
+NOT_YOURS_TO_EDIT = "you can only edit your own messages"
 #: Subscriptions one connection may make per second, after a burst of as many as it may
 #: hold (``--max-rooms-per-connection``): a page opening with all its rooms.
 SUBSCRIBE_RATE = 1.0
@@ -215,6 +219,9 @@ class ChatHandlers:
             "history": self.on_history,
             "rename": self.on_rename,
             "delete": self.on_delete,
+            "edit": self.on_edit,
+            "edits": self.on_edits,
+            "react": self.on_react,
             "read": self.on_read,
             "dm": self.on_dm,
             "subscribe": self.on_subscribe,
@@ -748,13 +755,9 @@ class ChatHandlers:
         """Resolve a validated message's mentions, store it, then publish it to its room
         (unless it is a retry of one stored before): the path of every message, from
         Socket.IO or the API. ProtocolError if it mentions everyone and its sender may not."""
-        named = read_mentions(req.text)
-        accounts = await self.accounts.named(named.handles) if named.handles else {}
-        mentions = resolve_mentions(named, accounts)
-        if mentions.everyone is not None and not self._may_mention_all(handle, bot, admin):
-            raise ProtocolError(
-                f"only {self.settings.mention_all} may mention @{mentions.everyone} here"
-            )
+        mentions = await self._mentions(req.text, handle, bot, admin)
+        if req.reply_to is not None and await self.store.get(room, req.reply_to) is None:
+            raise ProtocolError(NO_REPLY_TARGET)
         started = time.perf_counter()
         msg, created = await self.store.add(
             room,
@@ -766,6 +769,7 @@ class ChatHandlers:
             bot,
             mentions.user_ids,
             mentions.everyone,
+            req.reply_to,
         )
         if created:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -777,6 +781,18 @@ class ChatHandlers:
                 # Whoever writes has read the room up to what they wrote, on every device.
                 await self._mark_read(user_id, room, msg.id)
         return msg, created
+
+    async def _mentions(self, text: str, handle: str | None, bot: bool, admin: bool) -> Mentions:
+        """Whom ``text`` mentions; ProtocolError if it mentions everyone and its sender may
+        not (``--mention-all``)."""
+        named = read_mentions(text)
+        accounts = await self.accounts.named(named.handles) if named.handles else {}
+        mentions = resolve_mentions(named, accounts)
+        if mentions.everyone is not None and not self._may_mention_all(handle, bot, admin):
+            raise ProtocolError(
+                f"only {self.settings.mention_all} may mention @{mentions.everyone} here"
+            )
+        return mentions
 
     def _may_mention_all(self, handle: str | None, bot: bool, admin: bool) -> bool:
         """Whether a sender may mention everyone in a room (``--mention-all``)."""
@@ -890,6 +906,58 @@ class ChatHandlers:
         if not mine and not await self.is_admin(conn.account_id, conn.handle):
             return error(NOT_YOURS)
         msg = await self.delete(room, found, conn.handle or conn.name, mine)
+        return ok(message=msg.to_dict())
+
+    async def on_edit(self, conn: Connection, data: Any) -> Ack:
+        wait = conn.bucket.take()  # an edit is sent to the room as a message is
+        if wait:
+            return error("rate limited", retry_after=round(wait, 3))
+        req = protocol.parse_edit(data)
+        room = self._room_in(conn, data)
+        found = await self.store.get(room, req.id)
+        if found is None:
+            return error(NO_SUCH_MESSAGE)
+        if not (conn.keyed and found.user_id == conn.user_id):
+            return error(NOT_YOURS_TO_EDIT)
+        if found.deleted:
+            return error(MESSAGE_DELETED)
+        window = self.settings.edit_window
+        if window and time.time() * 1000 - found.ts > window * 1000:
+            return error(f"too late to edit: messages can be edited for {window:g} seconds")
+        mentions = await self._mentions(req.text, conn.handle, conn.bot, conn.admin)
+        edited = await self.store.edit(room, req.id, req.text, mentions.user_ids, mentions.everyone)
+        if edited is None:
+            return error(NO_SUCH_MESSAGE)  # expired meanwhile
+        msg, changed = edited
+        if msg.deleted:
+            return error(MESSAGE_DELETED)  # deleted meanwhile
+        if changed:
+            await self.fanout.publish_change(room, msg.to_dict())
+        return ok(message=msg.to_dict())
+
+    async def on_edits(self, conn: Connection, data: Any) -> Ack:
+        msg_id = protocol.parse_edits(data)
+        room = self._room_in(conn, data)
+        if not await self.is_admin(conn.account_id, conn.handle):
+            return error("only admins may see what a message said before its edits")
+        if await self.store.get(room, msg_id) is None:
+            return error(NO_SUCH_MESSAGE)
+        return ok(id=msg_id, edits=[e.to_dict() for e in await self.store.edits(room, msg_id)])
+
+    async def on_react(self, conn: Connection, data: Any) -> Ack:
+        req = protocol.parse_react(data)
+        room = self._room_in(conn, data)
+        try:
+            reacted = await self.store.react(room, req.id, req.emoji, conn.user_id, req.add)
+        except ReactionRefused as exc:
+            return error(str(exc))
+        if reacted is None:
+            return error(NO_SUCH_MESSAGE)
+        msg, changed = reacted
+        if msg.deleted:
+            return error(MESSAGE_DELETED)
+        if changed:
+            await self.fanout.publish_change(room, msg.to_dict())
         return ok(message=msg.to_dict())
 
     async def is_admin(self, account_id: str | None, handle: str | None) -> bool:

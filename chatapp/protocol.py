@@ -59,6 +59,8 @@ class ConnectRequest:
 class MessageRequest:
     text: str
     client_id: str | None
+    #: The id of the message of the same room it replies to.
+    reply_to: int | None = None
 
 
 def _is_valid_unicode(value: str) -> bool:
@@ -204,9 +206,8 @@ def _payload(data: Any, shape: str) -> dict[str, Any]:
     return data
 
 
-def parse_message(data: Any) -> MessageRequest:
-    data = _payload(data, "{text, client_id?}")
-    text = data.get("text")
+def parse_text(text: Any) -> str:
+    """A message's text, as sent (an edit's too)."""
     if not isinstance(text, str):
         raise ProtocolError("invalid text: must be a string")
     # Counted as sent and stored: leading and trailing whitespace included (it is kept,
@@ -215,6 +216,15 @@ def parse_message(data: Any) -> MessageRequest:
         raise ProtocolError(f"invalid text: must be 1-{MAX_TEXT} characters")
     if not _is_valid_unicode(text):
         raise ProtocolError("invalid text: not valid Unicode")
+    return text
+
+
+def parse_message(data: Any) -> MessageRequest:
+    data = _payload(data, "{text, client_id?, reply_to?}")
+    text = parse_text(data.get("text"))
+    reply_to = data.get("reply_to")
+    if reply_to is not None and (not _is_int(reply_to) or not 1 <= reply_to <= MAX_ID):
+        raise ProtocolError("invalid reply_to: must be a message id (an integer >= 1)")
     client_id = data.get("client_id")
     if client_id is not None and (
         not isinstance(client_id, str)
@@ -223,7 +233,7 @@ def parse_message(data: Any) -> MessageRequest:
         or not _is_valid_unicode(client_id)
     ):
         raise ProtocolError(f"invalid client_id: must be a string of 1-{MAX_CLIENT_ID} characters")
-    return MessageRequest(text=text, client_id=client_id)
+    return MessageRequest(text=text, client_id=client_id, reply_to=reply_to)
 
 
 def parse_typing(data: Any) -> bool:
@@ -271,6 +281,69 @@ def parse_delete(data: Any) -> int:
     """``delete {id, room?}`` -> the id."""
     data = _payload(data, "{id, room?}")
     return parse_message_id(data.get("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class EditRequest:
+    id: int
+    text: str
+
+
+def parse_edit(data: Any) -> EditRequest:
+    """``edit {id, text, room?}``."""
+    data = _payload(data, "{id, text, room?}")
+    return EditRequest(parse_message_id(data.get("id")), parse_text(data.get("text")))
+
+
+def parse_edits(data: Any) -> int:
+    """``edits {id, room?}`` -> the id."""
+    return parse_message_id(_payload(data, "{id, room?}").get("id"))
+
+
+#: A reaction's emoji, in UTF-8 bytes: room for the longest emoji sequences (a family or
+#: a subdivision flag), not for text.
+MAX_EMOJI_BYTES = 32
+EMOJI_RULE = f"invalid emoji: must be one emoji (at most {MAX_EMOJI_BYTES} bytes)"
+#: What may join the pictographs (So) of one emoji: joiners and variation selectors,
+#: skin tones (Sk), keycap and tag characters (the keycap's digit, # or *).
+_EMOJI_PARTS = frozenset({"So", "Sk", "Mn", "Me"})
+_EMOJI_EXTRA = frozenset("\u200d\ufe0e\ufe0f0123456789#*")
+
+
+@dataclass(frozen=True, slots=True)
+class ReactRequest:
+    id: int
+    emoji: str
+    #: True: add it, False: take it away, None: toggle.
+    add: bool | None
+
+
+def parse_emoji(value: Any) -> str:
+    """One emoji (a pictograph, possibly a sequence of them); never text."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or not _is_valid_unicode(value)
+        or len(value.encode()) > MAX_EMOJI_BYTES
+        or not any(unicodedata.category(c) == "So" for c in value)
+        or not all(
+            c in _EMOJI_EXTRA
+            or unicodedata.category(c) in _EMOJI_PARTS
+            or 0xE0020 <= ord(c) <= 0xE007F  # tags: subdivision flags
+            for c in value
+        )
+    ):
+        raise ProtocolError(EMOJI_RULE)
+    return value
+
+
+def parse_react(data: Any) -> ReactRequest:
+    """``react {id, emoji, add?, room?}``."""
+    data = _payload(data, "{id, emoji, add?, room?}")
+    add = data.get("add")
+    if add is not None and not isinstance(add, bool):
+        raise ProtocolError("invalid add: must be true, false or left out (a toggle)")
+    return ReactRequest(parse_message_id(data.get("id")), parse_emoji(data.get("emoji")), add)
 
 
 @dataclass(frozen=True, slots=True)

@@ -312,6 +312,11 @@ class Settings:
         "(accounts, not guests) or `admins`",
         _choice(MENTION_ALL),
     )
+    edit_window: float = setting(
+        0.0,
+        "seconds after sending during which its author may edit a message; `0`: no limit",
+        _number(float, 0),
+    )
     metrics: bool = setting(
         False,
         "serve Prometheus metrics at `/metrics` (with `--access-token`, only to those the "

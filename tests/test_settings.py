@@ -49,6 +49,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "max_connections_per_ip": ("0", 0),
     "max_rooms_per_connection": ("3", 3),
     "mention_all": ("admins", "admins"),
+    "edit_window": ("900", 900.0),
     "event_burst": ("5", 5.0),
     "event_rate": ("2.5", 2.5),
     "ip_burst": ("50", 50.0),

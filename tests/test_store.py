@@ -58,6 +58,37 @@ async def test_message_fields_round_trip(store: MessageStore) -> None:
     assert stored.ts > 1_600_000_000_000  # epoch milliseconds
 
 
+async def test_edits_reactions_and_replies_are_changes_with_the_next_rev(
+    store: MessageStore,
+) -> None:
+    first, _ = await store.add("a", "ann", "draft", user_id="u:ann")
+    reply, _ = await store.add("a", "bob", "re", user_id="u:bob", reply_to=first.id)
+    assert reply.reply_to == first.id and (await store.get("a", reply.id)) == reply
+    edited, done = await store.edit("a", first.id, "final", ("u:bob",), "here") or (None, 0)
+    assert done is True and edited is not None
+    assert (edited.text, edited.rev, edited.mentions, edited.mention_all) == (
+        "final",
+        1,
+        ("u:bob",),
+        "here",
+    )
+    assert edited.edited is not None and edited.edited >= first.ts
+    assert await store.edit("a", first.id, "final") == (edited, False)  # the same text
+    assert await store.edit("a", 99, "x") is None
+    reacted, _ = await store.react("a", first.id, "👍", "u:bob", None) or (None, 0)
+    assert reacted is not None and reacted.reactions == (("👍", ("u:bob",)),)
+    assert reacted.rev == 2 and reacted.text == "final"
+    assert await store.react("a", first.id, "👍", "u:bob", True) == (reacted, False)
+    assert [e.text for e in await store.edits("a", first.id)] == ["draft"]
+    assert await store.changes("a", 0, 10, 10) == [reacted]
+    gone, _ = await store.delete("a", first.id) or (None, 0)
+    assert gone is not None and (gone.text, gone.reactions, gone.rev) == ("", (), 3)
+    assert await store.edits("a", first.id) == []
+    assert await store.edit("a", first.id, "back") == (gone, False)
+    assert await store.react("a", first.id, "👍", "u:bob", None) == (gone, False)
+    assert await store.last_rev("a") == 3
+
+
 async def test_client_id_makes_a_retry_return_the_stored_message(store: MessageStore) -> None:
     first, created = await store.add("a", "ann", "hi", "c-1")
     again, created_again = await store.add("a", "ann", "hi (retried)", "c-1")

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .reactions import Reactions
+
 
 class StoreError(RuntimeError):
     """The store cannot be opened or reached; the message says why, for an operator."""
@@ -37,6 +39,12 @@ class Message:
     mentions: tuple[str, ...] = ()
     #: "room" or "here" when it mentions everyone in the room (``@room``, ``@here``).
     mention_all: str | None = None
+    #: When its text was last edited (epoch milliseconds); None if it never was.
+    edited: int | None = None
+    #: Its reactions: each emoji with who reacted with it.
+    reactions: Reactions = ()
+    #: The id of the message (in the same room) it replies to.
+    reply_to: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -61,7 +69,27 @@ class Message:
             data["mentions"] = list(self.mentions)
         if self.mention_all is not None:
             data["mention_all"] = self.mention_all
+        if self.edited is not None:
+            data["edited"] = self.edited
+        if self.reactions:
+            data["reactions"] = [
+                {"emoji": emoji, "count": len(users), "users": list(users)}
+                for emoji, users in self.reactions
+            ]
+        if self.reply_to is not None:
+            data["reply_to"] = self.reply_to
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A text a message had until an edit replaced it at ``ts`` (epoch milliseconds)."""
+
+    ts: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": self.ts, "text": self.text}
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +281,12 @@ class MessageStore(Protocol):
         bot: bool = False,
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
+        reply_to: int | None = None,
     ) -> tuple[Message, bool]:
         """Commit a message from ``user_id`` under ``name`` (an account's: its ``handle``,
         and whether it is a bot), mentioning the accounts ``mentions`` and, with
-        ``mention_all``, everyone; return it and whether it is new.
+        ``mention_all``, everyone, in reply to message ``reply_to`` of the room; return it
+        and whether it is new.
 
         A ``client_id`` already used by the same sender in the same room (the same
         ``user_id``; without one, the same name) returns the stored message and ``False``
@@ -290,12 +320,37 @@ class MessageStore(Protocol):
         """One message (a tombstone if deleted), or None."""
 
     async def delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
-        """Delete a message's text for good, keeping a tombstone in its place; return the
-        tombstone and whether this call deleted it (False: it was already), or None if the
-        room has no such message.
+        """Delete a message's text for good (with its edit history, mentions and
+        reactions), keeping a tombstone in its place; return the tombstone and whether
+        this call deleted it (False: it was already), or None if the room has no such
+        message.
 
         A deletion is a change: it takes the room's next change number (``rev``).
         """
+
+    async def edit(
+        self,
+        room: str,
+        msg_id: int,
+        text: str,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
+    ) -> tuple[Message, bool] | None:
+        """Replace a message's text, and the mentions resolved from it, keeping the text it
+        had in its edit history (:meth:`edits`); return it as it is now and whether this
+        call changed it (False: it is deleted, or has that text already), or None if the
+        room has no such message. An edit is a change: it takes the room's next ``rev``."""
+
+    async def edits(self, room: str, msg_id: int) -> list[Edit]:
+        """The texts a message had before its edits, oldest first (none once deleted)."""
+
+    async def react(
+        self, room: str, msg_id: int, emoji: str, user_id: str, add: bool | None
+    ) -> tuple[Message, bool] | None:
+        """Add (``add`` true), remove (false) or toggle (None) ``user_id``'s ``emoji`` on
+        a message; return it as it is now and whether this call changed it (False: it is
+        deleted, or it was so already), or None if the room has no such message.
+        ``reactions.ReactionRefused`` past a message's caps. A change takes the next ``rev``."""
 
     async def last_rev(self, room: str) -> int:
         """The room's newest change number, 0 when nothing in it was ever changed."""

@@ -16,14 +16,17 @@ import asyncio
 import logging
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from ..settings import redacted
+from . import reactions
 from .base import (
     Account,
     Ban,
+    Edit,
     HandleTaken,
     Invite,
     InviteInvalid,
@@ -39,7 +42,7 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Connections per process: handlers await one query at a time, so a few suffice.
 POOL_MAX = 10
 #: Seconds a query or a wait for a pooled connection may take before it fails.
@@ -172,9 +175,27 @@ CREATE TABLE room_state (
     PRIMARY KEY (account_id, room)
 );
 """,
+    # Edits, reactions and replies. An edit keeps the text it replaced (for admins) until
+    # the message is deleted; reactions live on the message, as JSON (store.reactions).
+    5: """
+ALTER TABLE messages ADD COLUMN edited BIGINT;
+ALTER TABLE messages ADD COLUMN reactions TEXT;
+ALTER TABLE messages ADD COLUMN reply_to BIGINT;
+CREATE TABLE message_edits (
+    room TEXT   NOT NULL,
+    id   BIGINT NOT NULL,
+    rev  BIGINT NOT NULL,
+    ts   BIGINT NOT NULL,
+    text TEXT   NOT NULL,
+    PRIMARY KEY (room, id, rev)
+);
+""",
 }
 
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all"
+_COLUMNS = (
+    "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
+    "edited, reactions, reply_to"
+)
 _ADD = f"""
 WITH counter AS (
     INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
@@ -182,8 +203,8 @@ WITH counter AS (
     RETURNING last_id
 )
 INSERT INTO messages
-    (room, id, name, text, ts, client_id, user_id, handle, bot, mentions, mention_all)
-SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM counter
+    (room, id, name, text, ts, client_id, user_id, handle, bot, reply_to, mentions, mention_all)
+SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM counter
 RETURNING {_COLUMNS}
 """
 _BY_CLIENT_ID = (
@@ -225,6 +246,24 @@ def _sign_in(row: asyncpg.Record) -> SignIn:
     return SignIn(*tuple(row)[:6])
 
 
+async def _locked(conn: asyncpg.Connection, room: str, msg_id: int) -> Message | None:
+    """A message, its row locked until the transaction ends: the message's row first, then
+    the room's counter (:func:`_next_rev`), as every change takes them."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id=$2 FOR UPDATE", room, msg_id
+    )
+    return None if row is None else _message(row)
+
+
+async def _next_rev(conn: asyncpg.Connection, room: str) -> int:
+    """Take the room's next change number (in the caller's transaction)."""
+    return int(
+        await conn.fetchval(
+            "UPDATE rooms SET last_rev = last_rev + 1 WHERE room=$1 RETURNING last_rev", room
+        )
+    )
+
+
 def _message(row: asyncpg.Record) -> Message:
     return Message(
         id=row[0],
@@ -239,6 +278,9 @@ def _message(row: asyncpg.Record) -> Message:
         deleted=row[9],
         mentions=tuple(row[10].split()) if row[10] else (),
         mention_all=row[11],
+        edited=row[12],
+        reactions=reactions.decode(row[13]),
+        reply_to=row[14],
     )
 
 
@@ -312,11 +354,13 @@ class PostgresStore:
         bot: bool = False,
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
+        reply_to: int | None = None,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
+        sender = (user_id, handle, bot)
         return await asyncio.shield(
-            self._add(room, name, text, client_id, user_id, handle, bot, mentions, mention_all)
+            self._add(room, name, text, client_id, sender, mentions, mention_all, reply_to)
         )
 
     async def _add(
@@ -325,12 +369,12 @@ class PostgresStore:
         name: str,
         text: str,
         client_id: str | None,
-        user_id: str | None,
-        handle: str | None,
-        bot: bool,
+        sender: tuple[str | None, str | None, bool],
         mentions: tuple[str, ...],
         mention_all: str | None,
+        reply_to: int | None,
     ) -> tuple[Message, bool]:
+        user_id, handle, bot = sender
         pool = self.pool
         retry = (
             (_BY_SENDER_CLIENT_ID, room, user_id, client_id)
@@ -341,7 +385,7 @@ class PostgresStore:
             row = await pool.fetchrow(*retry)
             if row is not None:
                 return _message(row), False
-        args = (room, name, text, now_ms(), client_id, user_id, handle, bot)
+        args = (room, name, text, now_ms(), client_id, user_id, handle, bot, reply_to)
         others = [a for a in mentions if a != user_id]
         try:
             if not others:
@@ -443,13 +487,15 @@ class PostgresStore:
             if row["deleted"]:
                 return _message(row), False
             await conn.execute("DELETE FROM mentions WHERE room=$1 AND id=$2", room, msg_id)
+            await conn.execute("DELETE FROM message_edits WHERE room=$1 AND id=$2", room, msg_id)
             row = await conn.fetchrow(
                 f"""
                 WITH counter AS (
                     UPDATE rooms SET last_rev = last_rev + 1 WHERE room=$1 RETURNING last_rev
                 )
                 UPDATE messages
-                SET text='', deleted=TRUE, rev=counter.last_rev, mentions=NULL, mention_all=NULL
+                SET text='', deleted=TRUE, rev=counter.last_rev, mentions=NULL, mention_all=NULL,
+                    reactions=NULL
                 FROM counter WHERE room=$1 AND id=$2
                 RETURNING {", ".join("messages." + c.strip() for c in _COLUMNS.split(","))}
                 """,
@@ -457,6 +503,84 @@ class PostgresStore:
                 msg_id,
             )
             return _message(row), True
+
+    async def edit(
+        self,
+        room: str,
+        msg_id: int,
+        text: str,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
+    ) -> tuple[Message, bool] | None:
+        return await asyncio.shield(self._edit(room, msg_id, text, mentions, mention_all))
+
+    async def _edit(
+        self, room: str, msg_id: int, text: str, mentions: tuple[str, ...], mention_all: str | None
+    ) -> tuple[Message, bool] | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            msg = await _locked(conn, room, msg_id)
+            if msg is None or msg.deleted or msg.text == text:
+                return None if msg is None else (msg, False)
+            rev, ts = await _next_rev(conn, room), now_ms()
+            await conn.execute(
+                "INSERT INTO message_edits (room, id, rev, ts, text) VALUES ($1, $2, $3, $4, $5)",
+                room,
+                msg_id,
+                rev,
+                ts,
+                msg.text,
+            )
+            await conn.execute(
+                "UPDATE messages SET text=$3, rev=$4, edited=$5, mentions=$6, mention_all=$7 "
+                "WHERE room=$1 AND id=$2",
+                room,
+                msg_id,
+                text,
+                rev,
+                ts,
+                " ".join(mentions) or None,
+                mention_all,
+            )
+            await conn.execute("DELETE FROM mentions WHERE room=$1 AND id=$2", room, msg_id)
+            await conn.executemany(
+                "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
+                [(a, room, msg_id) for a in mentions if a != msg.user_id],
+            )
+        edited = replace(msg, text=text, rev=rev, edited=ts, mentions=mentions)
+        return replace(edited, mention_all=mention_all), True
+
+    async def edits(self, room: str, msg_id: int) -> list[Edit]:
+        rows = await self.pool.fetch(
+            "SELECT ts, text FROM message_edits WHERE room=$1 AND id=$2 ORDER BY rev",
+            room,
+            msg_id,
+        )
+        return [Edit(row[0], row[1]) for row in rows]
+
+    async def react(
+        self, room: str, msg_id: int, emoji: str, user_id: str, add: bool | None
+    ) -> tuple[Message, bool] | None:
+        return await asyncio.shield(self._react(room, msg_id, emoji, user_id, add))
+
+    async def _react(
+        self, room: str, msg_id: int, emoji: str, user_id: str, add: bool | None
+    ) -> tuple[Message, bool] | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            msg = await _locked(conn, room, msg_id)
+            if msg is None or msg.deleted:
+                return None if msg is None else (msg, False)
+            now = reactions.toggle(msg.reactions, emoji, user_id, add)
+            if now is None:
+                return msg, False
+            rev = await _next_rev(conn, room)
+            await conn.execute(
+                "UPDATE messages SET reactions=$3, rev=$4 WHERE room=$1 AND id=$2",
+                room,
+                msg_id,
+                reactions.encode(now),
+                rev,
+            )
+        return replace(msg, reactions=now, rev=rev), True
 
     async def last_rev(self, room: str) -> int:
         last: Any = await self.pool.fetchval("SELECT last_rev FROM rooms WHERE room=$1", room)
@@ -481,11 +605,12 @@ class PostgresStore:
             gone = int(status.rsplit(" ", 1)[1])
             if gone:
                 # Ids grow with time: what is left starts after the last one gone.
-                await conn.execute(
-                    "DELETE FROM mentions WHERE room=$1 AND id < "
-                    "(SELECT COALESCE(MIN(id), 1::bigint << 62) FROM messages WHERE room=$1)",
-                    room,
-                )
+                for table in ("mentions", "message_edits"):
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE room=$1 AND id < "
+                        "(SELECT COALESCE(MIN(id), 1::bigint << 62) FROM messages WHERE room=$1)",
+                        room,
+                    )
         return gone
 
     async def retention(self) -> dict[str, float]:
@@ -523,8 +648,8 @@ class PostgresStore:
                 raise StoreError(f"#{room} has history already")
             await conn.executemany(
                 "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
-                "rev, deleted, mentions, mention_all) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "rev, deleted, mentions, mention_all, edited, reactions, reply_to) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 [
                     (
                         room,
@@ -539,6 +664,9 @@ class PostgresStore:
                         m.deleted,
                         " ".join(m.mentions) or None,
                         m.mention_all,
+                        m.edited,
+                        reactions.encode(m.reactions),
+                        m.reply_to,
                     )
                     for m in messages
                 ],

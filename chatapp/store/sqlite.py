@@ -13,9 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from . import reactions
 from .base import (
     Account,
     Ban,
+    Edit,
     HandleTaken,
     Invite,
     InviteInvalid,
@@ -34,7 +36,7 @@ T = TypeVar("T")
 
 #: The schema this code writes; each version's migration takes the file from the one
 #: before. A file at a later version (a newer chatapp) is refused, never written to.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE messages (
@@ -172,8 +174,26 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (account_id, room)
         ) WITHOUT ROWID""",
     ),
+    # Edits, reactions and replies. An edit keeps the text it replaced (for admins) until
+    # the message is deleted; reactions live on the message, as JSON (store.reactions).
+    5: (
+        "ALTER TABLE messages ADD COLUMN edited INTEGER",
+        "ALTER TABLE messages ADD COLUMN reactions TEXT",
+        "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+        """CREATE TABLE message_edits (
+            room TEXT    NOT NULL,
+            id   INTEGER NOT NULL,
+            rev  INTEGER NOT NULL,
+            ts   INTEGER NOT NULL,
+            text TEXT    NOT NULL,
+            PRIMARY KEY (room, id, rev)
+        ) WITHOUT ROWID""",
+    ),
 }
-_COLUMNS = "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all"
+_COLUMNS = (
+    "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
+    "edited, reactions, reply_to"
+)
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
 CHECKPOINT_EVERY = 1000
@@ -270,7 +290,23 @@ def _row(row: tuple[Any, ...]) -> Message:
         deleted=bool(row[9]),
         mentions=tuple(row[10].split()) if row[10] else (),
         mention_all=row[11],
+        edited=row[12],
+        reactions=reactions.decode(row[13]),
+        reply_to=row[14],
     )
+
+
+def _get(conn: sqlite3.Connection, room: str, msg_id: int) -> Message | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (room, msg_id)
+    ).fetchone()
+    return None if row is None else _row(row)
+
+
+def _next_rev(conn: sqlite3.Connection, room: str) -> int:
+    """Take the room's next change number (in the caller's write transaction)."""
+    conn.execute("UPDATE rooms SET last_rev=last_rev+1 WHERE room=?", (room,))
+    return int(conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()[0])
 
 
 def _too_new(path: str, version: int) -> StoreError:
@@ -394,6 +430,7 @@ class _Add:
     bot: bool
     mentions: tuple[str, ...]
     mention_all: str | None
+    reply_to: int | None
     done: asyncio.Future[tuple[Message, bool]]
 
 
@@ -440,10 +477,11 @@ def _insert(
         bot=add.bot,
         mentions=add.mentions,
         mention_all=add.mention_all,
+        reply_to=add.reply_to,
     )
     conn.execute(
         "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot, "
-        "mentions, mention_all) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "mentions, mention_all, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             add.room,
             msg.id,
@@ -456,6 +494,7 @@ def _insert(
             int(add.bot),
             " ".join(add.mentions) or None,
             add.mention_all,
+            add.reply_to,
         ),
     )
     if add.mentions:
@@ -597,13 +636,26 @@ class SQLiteStore:
         bot: bool = False,
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
+        reply_to: int | None = None,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Message, bool]] = loop.create_future()
         self._batch.append(
-            _Add(room, name, text, client_id, user_id, handle, bot, mentions, mention_all, done)
+            _Add(
+                room,
+                name,
+                text,
+                client_id,
+                user_id,
+                handle,
+                bot,
+                mentions,
+                mention_all,
+                reply_to,
+                done,
+            )
         )
         if self._writing is None and not self._flushing:
             # Adds of this turn of the loop are written together, at its end.
@@ -767,40 +819,93 @@ class SQLiteStore:
         return await self._run(times) if wanted else {}
 
     async def get(self, room: str, msg_id: int) -> Message | None:
-        def get(conn: sqlite3.Connection) -> Message | None:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (room, msg_id)
-            ).fetchone()
-            return _row(row) if row is not None else None
-
-        return await self._run(get)
+        return await self._run(lambda conn: _get(conn, room, msg_id))
 
     async def delete(self, room: str, msg_id: int) -> tuple[Message, bool] | None:
         def delete(conn: sqlite3.Connection) -> tuple[Message, bool] | None:
             with _locked(conn):
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (room, msg_id)
-                ).fetchone()
-                if row is None:
-                    return None
-                msg = _row(row)
-                if msg.deleted:
-                    return msg, False
-                conn.execute("UPDATE rooms SET last_rev=last_rev+1 WHERE room=?", (room,))
-                (rev,) = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
+                msg = _get(conn, room, msg_id)
+                if msg is None or msg.deleted:
+                    return None if msg is None else (msg, False)
+                rev = _next_rev(conn, room)
                 conn.execute(
                     "UPDATE messages SET text='', deleted=1, rev=?, mentions=NULL, "
-                    "mention_all=NULL WHERE room=? AND id=?",
+                    "mention_all=NULL, reactions=NULL WHERE room=? AND id=?",
                     (rev, room, msg_id),
                 )
                 conn.execute("DELETE FROM mentions WHERE room=? AND id=?", (room, msg_id))
+                conn.execute("DELETE FROM message_edits WHERE room=? AND id=?", (room, msg_id))
             # The write-ahead log still holds the page as it was: copy it into the file
             # (secure_delete overwrote the text there) and empty the log. If a reader
             # holds it back, the next checkpoint does it.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            return replace(msg, text="", deleted=True, rev=rev, mentions=(), mention_all=None), True
+            gone = replace(msg, text="", deleted=True, rev=rev, mentions=(), mention_all=None)
+            return replace(gone, reactions=()), True
 
         return await self._run(delete)
+
+    async def edit(
+        self,
+        room: str,
+        msg_id: int,
+        text: str,
+        mentions: tuple[str, ...] = (),
+        mention_all: str | None = None,
+    ) -> tuple[Message, bool] | None:
+        def edit(conn: sqlite3.Connection) -> tuple[Message, bool] | None:
+            with _locked(conn):
+                msg = _get(conn, room, msg_id)
+                if msg is None or msg.deleted or msg.text == text:
+                    return None if msg is None else (msg, False)
+                rev, ts = _next_rev(conn, room), now_ms()
+                conn.execute(
+                    "INSERT INTO message_edits (room, id, rev, ts, text) VALUES (?, ?, ?, ?, ?)",
+                    (room, msg_id, rev, ts, msg.text),
+                )
+                conn.execute(
+                    "UPDATE messages SET text=?, rev=?, edited=?, mentions=?, mention_all=? "
+                    "WHERE room=? AND id=?",
+                    (text, rev, ts, " ".join(mentions) or None, mention_all, room, msg_id),
+                )
+                conn.execute("DELETE FROM mentions WHERE room=? AND id=?", (room, msg_id))
+                conn.executemany(
+                    "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
+                    [(a, room, msg_id) for a in mentions if a != msg.user_id],
+                )
+            edited = replace(msg, text=text, rev=rev, edited=ts, mentions=mentions)
+            return replace(edited, mention_all=mention_all), True
+
+        return await self._run(edit)
+
+    async def edits(self, room: str, msg_id: int) -> list[Edit]:
+        def edits(conn: sqlite3.Connection) -> list[Edit]:
+            rows = conn.execute(
+                "SELECT ts, text FROM message_edits WHERE room=? AND id=? ORDER BY rev",
+                (room, msg_id),
+            ).fetchall()
+            return [Edit(ts, text) for ts, text in rows]
+
+        return await self._run(edits)
+
+    async def react(
+        self, room: str, msg_id: int, emoji: str, user_id: str, add: bool | None
+    ) -> tuple[Message, bool] | None:
+        def react(conn: sqlite3.Connection) -> tuple[Message, bool] | None:
+            with _locked(conn):
+                msg = _get(conn, room, msg_id)
+                if msg is None or msg.deleted:
+                    return None if msg is None else (msg, False)
+                now = reactions.toggle(msg.reactions, emoji, user_id, add)
+                if now is None:
+                    return msg, False
+                rev = _next_rev(conn, room)
+                conn.execute(
+                    "UPDATE messages SET reactions=?, rev=? WHERE room=? AND id=?",
+                    (reactions.encode(now), rev, room, msg_id),
+                )
+            return replace(msg, reactions=now, rev=rev), True
+
+        return await self._run(react)
 
     async def last_rev(self, room: str) -> int:
         def last(conn: sqlite3.Connection) -> int:
@@ -830,11 +935,12 @@ class SQLiteStore:
                 ).rowcount
                 if gone:
                     # Ids grow with time: what is left starts after the last one gone.
-                    conn.execute(
-                        "DELETE FROM mentions WHERE room=? AND id < "
-                        "(SELECT COALESCE(MIN(id), 1 << 62) FROM messages WHERE room=?)",
-                        (room, room),
-                    )
+                    for table in ("mentions", "message_edits"):
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE room=? AND id < "
+                            "(SELECT COALESCE(MIN(id), 1 << 62) FROM messages WHERE room=?)",
+                            (room, room),
+                        )
             return int(gone)
 
         return await self._run(expire)
@@ -867,8 +973,8 @@ class SQLiteStore:
                     raise StoreError(f"#{room} has history already")
                 conn.executemany(
                     "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
-                    "rev, deleted, mentions, mention_all) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "rev, deleted, mentions, mention_all, edited, reactions, reply_to) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             room,
@@ -883,6 +989,9 @@ class SQLiteStore:
                             int(m.deleted),
                             " ".join(m.mentions) or None,
                             m.mention_all,
+                            m.edited,
+                            reactions.encode(m.reactions),
+                            m.reply_to,
                         )
                         for m in messages
                     ],
