@@ -38,6 +38,9 @@ def page_cost(limit: int) -> int:
 
 #: The most a single request costs: a page of the largest size; ``/api/rooms`` costs this.
 MAX_COST = page_cost(protocol.HISTORY_MAX)
+#: A search (over Socket.IO or the API): it reads an index and a page of results, as the
+#: largest page of history does.
+SEARCH_COST = MAX_COST
 
 
 def page_cost_of(limit: Any) -> int:
@@ -56,6 +59,8 @@ def event_cost(event: str, args: tuple[Any, ...]) -> int:
     if event == "history":
         payload = args[0] if len(args) == 1 else None
         return page_cost_of(payload.get("limit") if isinstance(payload, dict) else None)
+    if event == "search":
+        return SEARCH_COST
     if event == "subscribe":
         return page_cost_of(None)  # its answer carries a page of history
     return EVENT_COST

@@ -18,7 +18,7 @@ from typing import Any
 
 import socketio
 
-from . import protocol
+from . import protocol, search
 from .access import AccessControl
 from .accounts import AccountError, Accounts
 from .bots import is_bot_token
@@ -222,6 +222,7 @@ class ChatHandlers:
             "edit": self.on_edit,
             "edits": self.on_edits,
             "react": self.on_react,
+            "search": self.on_search,
             "read": self.on_read,
             "dm": self.on_dm,
             "subscribe": self.on_subscribe,
@@ -959,6 +960,18 @@ class ChatHandlers:
         if changed:
             await self.fanout.publish_change(room, msg.to_dict())
         return ok(message=msg.to_dict())
+
+    async def on_search(self, conn: Connection, data: Any) -> Ack:
+        data = protocol.payload(data, "{q, room?, limit?, offset?}")
+        answer = await search.search(
+            self.store,
+            conn.account_id,
+            data.get("q"),
+            data.get("room"),
+            data.get("limit"),
+            data.get("offset"),
+        )
+        return ok(**answer)
 
     async def is_admin(self, account_id: str | None, handle: str | None) -> bool:
         """Whether the account is an admin now (a demotion takes effect at once)."""

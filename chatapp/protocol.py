@@ -200,7 +200,8 @@ def parse_connect(auth: Any) -> ConnectRequest:
     )
 
 
-def _payload(data: Any, shape: str) -> dict[str, Any]:
+def payload(data: Any, shape: str) -> dict[str, Any]:
+    """``data`` if it is an object; ProtocolError naming the ``shape`` expected otherwise."""
     if not isinstance(data, dict):
         raise ProtocolError(f"invalid payload: expected an object {shape}")
     return data
@@ -220,7 +221,7 @@ def parse_text(text: Any) -> str:
 
 
 def parse_message(data: Any) -> MessageRequest:
-    data = _payload(data, "{text, client_id?, reply_to?}")
+    data = payload(data, "{text, client_id?, reply_to?}")
     text = parse_text(data.get("text"))
     reply_to = data.get("reply_to")
     if reply_to is not None and (not _is_int(reply_to) or not 1 <= reply_to <= MAX_ID):
@@ -237,7 +238,7 @@ def parse_message(data: Any) -> MessageRequest:
 
 
 def parse_typing(data: Any) -> bool:
-    data = _payload(data, "{typing: bool}")
+    data = payload(data, "{typing: bool}")
     typing = data.get("typing")
     if not isinstance(typing, bool):
         raise ProtocolError("invalid typing: must be true or false")
@@ -262,12 +263,12 @@ def parse_before(value: Any) -> int | None:
 
 def parse_history(data: Any) -> tuple[int | None, int]:
     """``history {before?, limit?}`` -> (before, limit). No ``before`` means the newest."""
-    data = _payload(data, "{before, limit?}")
+    data = payload(data, "{before, limit?}")
     return parse_before(data.get("before")), parse_limit(data.get("limit"))
 
 
 def parse_rename(data: Any) -> str:
-    data = _payload(data, "{name}")
+    data = payload(data, "{name}")
     return parse_name(data.get("name"))
 
 
@@ -279,7 +280,7 @@ def parse_message_id(value: Any) -> int:
 
 def parse_delete(data: Any) -> int:
     """``delete {id, room?}`` -> the id."""
-    data = _payload(data, "{id, room?}")
+    data = payload(data, "{id, room?}")
     return parse_message_id(data.get("id"))
 
 
@@ -291,13 +292,13 @@ class EditRequest:
 
 def parse_edit(data: Any) -> EditRequest:
     """``edit {id, text, room?}``."""
-    data = _payload(data, "{id, text, room?}")
+    data = payload(data, "{id, text, room?}")
     return EditRequest(parse_message_id(data.get("id")), parse_text(data.get("text")))
 
 
 def parse_edits(data: Any) -> int:
     """``edits {id, room?}`` -> the id."""
-    return parse_message_id(_payload(data, "{id, room?}").get("id"))
+    return parse_message_id(payload(data, "{id, room?}").get("id"))
 
 
 #: A reaction's emoji, in UTF-8 bytes: room for the longest emoji sequences (a family or
@@ -339,7 +340,7 @@ def parse_emoji(value: Any) -> str:
 
 def parse_react(data: Any) -> ReactRequest:
     """``react {id, emoji, add?, room?}``."""
-    data = _payload(data, "{id, emoji, add?, room?}")
+    data = payload(data, "{id, emoji, add?, room?}")
     add = data.get("add")
     if add is not None and not isinstance(add, bool):
         raise ProtocolError("invalid add: must be true, false or left out (a toggle)")
@@ -355,7 +356,7 @@ class SubscribeRequest:
 
 def parse_subscribe(data: Any) -> SubscribeRequest:
     """``subscribe {room, since?, rev?}``."""
-    data = _payload(data, "{room, since?, rev?}")
+    data = payload(data, "{room, since?, rev?}")
     return SubscribeRequest(
         room=parse_room(data.get("room")),
         since=parse_since(data.get("since")),
@@ -365,12 +366,12 @@ def parse_subscribe(data: Any) -> SubscribeRequest:
 
 def parse_unsubscribe(data: Any) -> str:
     """``unsubscribe {room}`` -> the room."""
-    return parse_room(_payload(data, "{room}").get("room"))
+    return parse_room(payload(data, "{room}").get("room"))
 
 
 def parse_read(data: Any) -> int:
     """``read {room?, id}`` -> the id of the newest message read (0: none)."""
-    data = _payload(data, "{room, id}")
+    data = payload(data, "{room, id}")
     value = data.get("id")
     if not _is_int(value) or not 0 <= value <= MAX_ID:
         raise ProtocolError("invalid id: must be a message id (an integer >= 0)")
@@ -383,7 +384,7 @@ MAX_DM_HANDLES = 7
 
 def parse_dm(data: Any) -> list[str]:
     """``dm {with: [handles]}`` -> the handles."""
-    handles = _payload(data, "{with: [handles]}").get("with")
+    handles = payload(data, "{with: [handles]}").get("with")
     if (
         not isinstance(handles, list)
         or not 1 <= len(handles) <= MAX_DM_HANDLES

@@ -14,8 +14,8 @@ import aiohttp_jinja2
 import orjson
 from aiohttp import web
 
-from . import protocol
-from .budget import EVENT_COST, MAX_COST, page_cost_of
+from . import protocol, search
+from .budget import EVENT_COST, MAX_COST, SEARCH_COST, page_cost_of
 from .jsoncodec import dumps_text
 from .keys import (
     budget_key,
@@ -243,6 +243,25 @@ async def api_messages(request: web.Request) -> web.Response:
     return json_response({"messages": messages, "has_more": page.has_more or cut})
 
 
+async def api_search(request: web.Request) -> web.Response:
+    """``GET /api/search?q=&room=&limit=&offset=`` -> ``{results, has_more}``: what the
+    reader (signed in, a bot, or a guest) may read that matches ``q``."""
+    if (limited := over_budget(request, SEARCH_COST)) is not None:
+        return limited
+    try:
+        answer = await search.search(
+            request.app[store_key],
+            await _reader(request),
+            request.query.get("q"),
+            request.query.get("room"),
+            _int_query(request, "limit"),
+            _int_query(request, "offset"),
+        )
+    except ProtocolError as exc:
+        return json_error(400, str(exc))
+    return json_response(answer)
+
+
 async def api_post_message(request: web.Request) -> web.Response:
     """``POST /api/rooms/{room}/messages`` with ``Authorization: Bearer <bot token>`` and
     ``{text, client_id?}``: the bot posts to the room, as over Socket.IO (an incoming
@@ -382,6 +401,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/static/vendor/{filename}", client_library)
     app.router.add_get("/api/rooms", api_rooms)
     app.router.add_get("/api/rooms/{room}/messages", api_messages)
+    app.router.add_get("/api/search", api_search)
     app.router.add_post("/api/rooms/{room}/messages", api_post_message)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

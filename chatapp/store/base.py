@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .reactions import Reactions
+
+if TYPE_CHECKING:
+    from ..search import Query
 
 
 class StoreError(RuntimeError):
@@ -351,6 +354,14 @@ class MessageStore(Protocol):
         a message; return it as it is now and whether this call changed it (False: it is
         deleted, or it was so already), or None if the room has no such message.
         ``reactions.ReactionRefused`` past a message's caps. A change takes the next ``rev``."""
+
+    async def search(
+        self, query: Query, account_id: str | None, limit: int, offset: int
+    ) -> list[Message]:
+        """The messages that match ``query`` in the rooms ``account_id`` may read (public
+        rooms, and the private ones it is a member of; None: a guest, public rooms only),
+        best first, then newest: ``limit`` of them after the first ``offset``. A deleted
+        message matches nothing; an edited one, its text as it is now."""
 
     async def last_rev(self, room: str) -> int:
         """The room's newest change number, 0 when nothing in it was ever changed."""

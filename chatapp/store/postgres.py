@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from ..search import Query
 from ..settings import redacted
 from . import reactions
 from .base import (
@@ -189,6 +190,9 @@ CREATE TABLE message_edits (
     text TEXT   NOT NULL,
     PRIMARY KEY (room, id, rev)
 );
+-- Search: the words of each text (to_tsvector with the simple configuration: no stemming,
+-- no stop words, any language), in a GIN index.
+CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text));
 """,
 }
 
@@ -581,6 +585,46 @@ class PostgresStore:
                 rev,
             )
         return replace(msg, reactions=now, rev=rev), True
+
+    async def search(
+        self, query: Query, account_id: str | None, limit: int, offset: int
+    ) -> list[Message]:
+        args: list[Any] = [account_id]
+        matches = []
+        if query.words:
+            args.append(" ".join(query.words))
+            matches.append(f"plainto_tsquery('simple', ${len(args)})")
+        for phrase in query.phrases:
+            args.append(" ".join(phrase))
+            matches.append(f"phraseto_tsquery('simple', ${len(args)})")
+        tsquery = " && ".join(matches)
+        where = [
+            f"to_tsvector('simple', text) @@ ({tsquery})",
+            "NOT deleted",
+            "(room NOT IN (SELECT room FROM private_rooms) "
+            "OR room IN (SELECT room FROM room_members WHERE account_id = $1))",
+        ]
+        if query.sender is not None:
+            args.append(query.sender)
+            where.append(
+                f"(lower(handle) = lower(${len(args)}) OR lower(name) = lower(${len(args)}))"
+            )
+        for column, op, value in (
+            ("room", "=", query.room),
+            ("ts", ">=", query.after),
+            ("ts", "<", query.before),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} {op} ${len(args)}")
+        args += [limit, offset]
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+            f"ORDER BY ts_rank(to_tsvector('simple', text), {tsquery}) DESC, ts DESC "
+            f"LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+            *args,
+        )
+        return [_message(r) for r in rows]
 
     async def last_rev(self, room: str) -> int:
         last: Any = await self.pool.fetchval("SELECT last_rev FROM rooms WHERE room=$1", room)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ..search import Query
 from . import reactions
 from .base import (
     Account,
@@ -188,11 +189,53 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             text TEXT    NOT NULL,
             PRIMARY KEY (room, id, rev)
         ) WITHOUT ROWID""",
+        # Search: a contentless FTS5 index of the texts (no second copy of them), its rows
+        # numbered by search_rows; triggers keep it in step with every add, edit, deletion
+        # and expiry, handing FTS5 the old text it needs to take a text's words out.
+        """CREATE TABLE search_rows (
+            rowid INTEGER PRIMARY KEY,
+            room  TEXT    NOT NULL,
+            id    INTEGER NOT NULL,
+            UNIQUE (room, id)
+        )""",
+        """CREATE VIRTUAL TABLE messages_fts
+            USING fts5(text, content='', tokenize='unicode61 remove_diacritics 2')""",
+        """CREATE TRIGGER messages_fts_add AFTER INSERT ON messages WHEN new.text != '' BEGIN
+            INSERT INTO search_rows (room, id) VALUES (new.room, new.id);
+            INSERT INTO messages_fts (rowid, text) VALUES (last_insert_rowid(), new.text);
+        END""",
+        """CREATE TRIGGER messages_fts_change AFTER UPDATE OF text ON messages
+        WHEN old.text != new.text BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                SELECT 'delete', rowid, old.text FROM search_rows
+                WHERE room = old.room AND id = old.id;
+            DELETE FROM search_rows WHERE room = old.room AND id = old.id AND new.text = '';
+            INSERT INTO messages_fts (rowid, text)
+                SELECT rowid, new.text FROM search_rows
+                WHERE room = new.room AND id = new.id AND new.text != '';
+        END""",
+        """CREATE TRIGGER messages_fts_remove AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, text)
+                SELECT 'delete', rowid, old.text FROM search_rows
+                WHERE room = old.room AND id = old.id;
+            DELETE FROM search_rows WHERE room = old.room AND id = old.id;
+        END""",
+        # What was there before this version.
+        "INSERT INTO search_rows (room, id) SELECT room, id FROM messages WHERE text != ''",
+        """INSERT INTO messages_fts (rowid, text)
+            SELECT s.rowid, m.text FROM search_rows s
+            JOIN messages m ON m.room = s.room AND m.id = s.id""",
     ),
 }
 _COLUMNS = (
     "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
     "edited, reactions, reply_to"
+)
+_M_COLUMNS = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
+#: Rooms an account (or, with NULL, a guest) may read.
+_READABLE = (
+    "(m.room NOT IN (SELECT room FROM private_rooms) "
+    "OR m.room IN (SELECT room FROM room_members WHERE account_id = ?))"
 )
 #: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
 #: comes every 1000 pages, a few thousand small messages).
@@ -906,6 +949,38 @@ class SQLiteStore:
             return replace(msg, reactions=now, rev=rev), True
 
         return await self._run(react)
+
+    async def search(
+        self, query: Query, account_id: str | None, limit: int, offset: int
+    ) -> list[Message]:
+        terms = [f'"{w}"' for w in query.words] + [f'"{" ".join(p)}"' for p in query.phrases]
+        where = [_READABLE]
+        args: list[Any] = [" ".join(terms), account_id]
+        if query.sender is not None:
+            where.append("(m.handle = ? COLLATE NOCASE OR m.name = ? COLLATE NOCASE)")
+            args += [query.sender, query.sender]
+        if query.room is not None:
+            where.append("m.room = ?")
+            args.append(query.room)
+        if query.after is not None:
+            where.append("m.ts >= ?")
+            args.append(query.after)
+        if query.before is not None:
+            where.append("m.ts < ?")
+            args.append(query.before)
+
+        def search(conn: sqlite3.Connection) -> list[Message]:
+            rows = conn.execute(
+                f"SELECT {_M_COLUMNS} FROM messages_fts f "
+                "JOIN search_rows s ON s.rowid = f.rowid "
+                "JOIN messages m ON m.room = s.room AND m.id = s.id "
+                f"WHERE messages_fts MATCH ? AND {' AND '.join(where)} "
+                "ORDER BY f.rank, m.ts DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            return [_row(r) for r in rows]
+
+        return await self._run(search)
 
     async def last_rev(self, room: str) -> int:
         def last(conn: sqlite3.Connection) -> int:
