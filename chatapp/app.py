@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
@@ -20,6 +21,7 @@ from .dms import DirectMessages
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
 from .fastpaths import FastPath, FastPaths
 from .feed import RoomFeed
+from .files import FileStore, default_dir, setup_files
 from .handlers import ChatHandlers
 from .heartbeat import check_heartbeat
 from .jsoncodec import packet_json
@@ -179,7 +181,8 @@ def create_app(
     budget = AddressBudget(settings.ip_burst, settings.ip_rate)
     app[budget_key] = budget
     app[sign_ins_key] = sign_ins
-    app[retention_key] = Retention(store, settings.retention_days)
+    files = FileStore(Path(settings.files_dir) if settings.files_dir else default_dir(settings.db))
+    app[retention_key] = Retention(store, settings.retention_days, files)
     invites = app[invites_key] = Invites(store)
     app[handlers_key] = ChatHandlers(
         sio,
@@ -197,6 +200,7 @@ def create_app(
         private_rooms=private_rooms,
         dms=DirectMessages(store, accounts, private_rooms),
         metrics=metrics,
+        files=files,
     )
     if settings.metrics:
         metrics.watch(lambda: process_figures(sessions, manager.feed))
@@ -225,6 +229,7 @@ def create_app(
     setup_retention(app, app[retention_key], sign_ins)
     setup_private_rooms(app, private_rooms, sign_ins)
     setup_my_rooms(app, store, sign_ins, private_rooms)
+    setup_files(app, files, settings)
     setup_sign_up(
         app,
         policy=settings.sign_up,

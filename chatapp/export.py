@@ -2,9 +2,11 @@
 
 Export writes a room's history, or every room's, oldest first per room:
 ``{"room", "id", "name", "text", "ts", "user_id", "handle", "bot", "rev", "deleted"}``
-and, when it has them, ``mentions``, ``mention_all``, ``edited``, ``reactions`` and
-``reply_to`` (a deleted message is a tombstone: no text, ``deleted: true``). What an edited
-message said before its edits is not exported (a database backup keeps it). Import puts such a file
+and, when it has them, ``mentions``, ``mention_all``, ``edited``, ``reactions``,
+``reply_to`` and ``file`` (with where its bytes are: ``sha256`` and the thumbnail's
+``thumb``; the files themselves stay in the files directory, to copy along). A deleted
+message is a tombstone: no text, ``deleted: true``. What an edited message said before
+its edits is not exported (a database backup keeps it). Import puts such a file
 back into rooms that have no history yet (a new database, or another server's), keeping
 every id and time, one transaction per room: a room is imported whole or not at all.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import IO
@@ -24,7 +27,7 @@ from . import protocol
 from .mentions import EVERYONE, MAX_MENTIONS
 from .protocol import ProtocolError
 from .settings import add_flags, settings_from
-from .store import Message, MessageStore, StoreError, open_store
+from .store import Attachment, Message, MessageStore, StoreError, open_store
 from .store.reactions import MAX_KINDS, MAX_REACTIONS, Reactions
 
 EXIT_REFUSED = 1
@@ -62,6 +65,8 @@ async def messages_of(store: MessageStore, room: str) -> AsyncIterator[Message]:
 
 def _line(msg: Message) -> bytes:
     data = msg.to_dict()
+    if msg.attachment is not None:
+        data["file"] |= {"sha256": msg.attachment.sha256, "thumb": msg.attachment.thumb}
     data.setdefault("handle", None)
     data.setdefault("bot", False)
     data.setdefault("rev", 0)
@@ -127,6 +132,7 @@ def parse_line(raw: bytes, number: int) -> Message:
         if not (reply_to is None or (isinstance(reply_to, int) and 1 <= reply_to < ident)):
             raise ProtocolError("reply_to must be the id of an earlier message, or null")
         reactions = _reactions(data.get("reactions", []))
+        attachment = _attachment(data.get("file"))
     except (orjson.JSONDecodeError, ProtocolError) as exc:
         raise BadImport(f"line {number}: {exc}") from None
     return Message(
@@ -145,7 +151,39 @@ def parse_line(raw: bytes, number: int) -> Message:
         edited,
         reactions,
         reply_to,
+        attachment,
     )
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _attachment(value: object) -> Attachment | None:
+    """The ``file`` of an exported message, as export writes it."""
+    if value is None:
+        return None
+    rule = "file must be {id, name, type, size, sha256, width?, height?, thumb?}"
+    if not isinstance(value, dict):
+        raise ProtocolError(rule)
+    ident, name, kind, size = (value.get(k) for k in ("id", "name", "type", "size"))
+    digest, thumb = value.get("sha256"), value.get("thumb")
+    width, height = value.get("width"), value.get("height")
+    if not (
+        isinstance(ident, str)
+        and 0 < len(ident) <= 64
+        and isinstance(name, str)
+        and 0 < len(name) <= 255
+        and isinstance(kind, str)
+        and 0 < len(kind) <= 100
+        and isinstance(size, int)
+        and size > 0
+        and isinstance(digest, str)
+        and _DIGEST.fullmatch(digest)
+        and (thumb is None or (isinstance(thumb, str) and _DIGEST.fullmatch(thumb)))
+        and all(d is None or (isinstance(d, int) and d > 0) for d in (width, height))
+    ):
+        raise ProtocolError(rule)
+    return Attachment(ident, name, kind, size, digest, width, height, thumb)
 
 
 def _reactions(value: object) -> Reactions:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 
@@ -37,8 +37,11 @@ from .ratelimit import TokenBucket
 from .sessions import Sessions
 from .settings import Settings
 from .signin import SignIns, session_cookie
-from .store import Account, Message, Page, SignIn, Store
+from .store import Account, Attachment, Message, Page, SignIn, Store
 from .store.reactions import ReactionRefused
+
+if TYPE_CHECKING:
+    from .files import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +188,11 @@ class ChatHandlers:
         private_rooms: PrivateRooms,
         dms: DirectMessages,
         metrics: Metrics | None = None,
+        files: FileStore | None = None,
     ) -> None:
         self.sio = sio
+        #: Where uploaded files are (their bytes go with a deleted message).
+        self.files = files
         self.metrics = metrics if metrics is not None else Metrics()
         self.dms = dms
         self.private_rooms = private_rooms
@@ -752,6 +758,7 @@ class ChatHandlers:
         bot: bool = False,
         before_publish: Callable[[], Awaitable[None]] | None = None,
         admin: bool = False,
+        attachment: Attachment | None = None,
     ) -> tuple[Message, bool]:
         """Resolve a validated message's mentions, store it, then publish it to its room
         (unless it is a retry of one stored before): the path of every message, from
@@ -771,6 +778,7 @@ class ChatHandlers:
             mentions.user_ids,
             mentions.everyone,
             req.reply_to,
+            attachment,
         )
         if created:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -990,6 +998,8 @@ class ChatHandlers:
         tombstone, changed = deleted
         if changed:
             await self.fanout.publish_change(room, tombstone.to_dict())
+            if msg.attachment is not None and self.files is not None:
+                await self.files.forget(self.store, msg.attachment)
             if not mine:
                 await self.moderation.record(
                     actor, "delete", f"#{room}/{msg.id}", f"a message from {msg.name}"

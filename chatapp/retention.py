@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,9 @@ from .protocol import ProtocolError
 from .signin import COOKIE_NAME, SignIns
 from .store import LogEntry, Store
 from .store.base import now_ms
+
+if TYPE_CHECKING:
+    from .files import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,20 @@ MAX_DAYS = 36_500.0
 class Retention:
     """Deletes what is older than its room's retention."""
 
-    def __init__(self, store: Store, default_days: float) -> None:
+    def __init__(self, store: Store, default_days: float, files: FileStore | None = None) -> None:
         self._store = store
         self.default_days = default_days
+        self._files = files
 
     async def sweep(self) -> int:
-        """Delete every room's expired messages now; how many went."""
+        """Delete every room's expired messages now, and the files no message has any
+        more; how many messages went."""
+        deleted = await self._expire()
+        if self._files is not None:
+            await self._files.collect(self._store)
+        return deleted
+
+    async def _expire(self) -> int:
         own = await self._store.retention()
         if not self.default_days and not any(own.values()):
             return 0

@@ -317,6 +317,23 @@ class Settings:
         "seconds after sending during which its author may edit a message; `0`: no limit",
         _number(float, 0),
     )
+    files_dir: str = setting(
+        "",
+        "directory of uploaded files; empty: next to the SQLite database (`<database>-files`), "
+        "or `chatapp-files` in the working directory with PostgreSQL. Every process of one "
+        "server must see the same directory",
+        _text,
+    )
+    upload_max_bytes: int = setting(
+        25 * 1024 * 1024,
+        "largest file one may attach to a message, in bytes (25 MiB); `0`: no uploads",
+        _count(0),
+    )
+    upload_quota_bytes: int = setting(
+        500 * 1024 * 1024,
+        "bytes of files one account, or one address for guests, may attach per 24 hours (500 MiB)",
+        _count(0),
+    )
     metrics: bool = setting(
         False,
         "serve Prometheus metrics at `/metrics` (with `--access-token`, only to those the "

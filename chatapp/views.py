@@ -140,7 +140,7 @@ async def api_rooms(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(400, str(exc))
     store = request.app[store_key]
-    reader = await _reader(request)
+    reader = await reader_of(request)
     private = request.app[handlers_key].private_rooms
     online = {
         room: n
@@ -210,7 +210,7 @@ def _rooms_cursor(raw: str | None) -> tuple[int, int, str] | None:
     return int(match[1]), int(match[2]), match[3]
 
 
-async def _reader(request: web.Request) -> str | None:
+async def reader_of(request: web.Request) -> str | None:
     """The account reading (signed in, or a bot's token), None for a guest: what private
     rooms it may see."""
     cookie = request.cookies.get(COOKIE_NAME)
@@ -236,7 +236,7 @@ async def api_messages(request: web.Request) -> web.Response:
         limit = protocol.parse_limit(_int_query(request, "limit"))
     except ProtocolError as exc:
         return json_error(400, str(exc))
-    if not request.app[handlers_key].private_rooms.allows(room, await _reader(request)):
+    if not request.app[handlers_key].private_rooms.allows(room, await reader_of(request)):
         return json_error(404, NOT_A_MEMBER)
     page = await request.app[store_key].before(room, before, limit)
     messages, cut = newest_within([m.to_dict() for m in page.messages])
@@ -251,7 +251,7 @@ async def api_search(request: web.Request) -> web.Response:
     try:
         answer = await search.search(
             request.app[store_key],
-            await _reader(request),
+            await reader_of(request),
             request.query.get("q"),
             request.query.get("room"),
             _int_query(request, "limit"),

@@ -50,6 +50,9 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "max_rooms_per_connection": ("3", 3),
     "mention_all": ("admins", "admins"),
     "edit_window": ("900", 900.0),
+    "files_dir": ("/srv/chat-files", "/srv/chat-files"),
+    "upload_max_bytes": ("0", 0),
+    "upload_quota_bytes": ("1000", 1000),
     "event_burst": ("5", 5.0),
     "event_rate": ("2.5", 2.5),
     "ip_burst": ("50", 50.0),
@@ -68,7 +71,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
 }
 NAMES = [name for name, _, _ in specs()]
 #: Settings whose empty value means "none" (their default); every other refuses it.
-EMPTY_MEANS_NONE = {"allowed_hosts", "allowed_origins", "redis_url", "sso_header"}
+EMPTY_MEANS_NONE = {"allowed_hosts", "allowed_origins", "files_dir", "redis_url", "sso_header"}
 NUMBERS = [name for name, _, default in specs() if type(default) in (int, float)]
 
 

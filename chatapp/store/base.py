@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from .reactions import Reactions
 
 if TYPE_CHECKING:
@@ -15,6 +17,52 @@ if TYPE_CHECKING:
 
 class StoreError(RuntimeError):
     """The store cannot be opened or reached; the message says why, for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a message carries. Clients see its ``id`` (its URL's), ``name``, media
+    ``type``, ``size`` in bytes, an image's ``width`` and ``height`` and whether it has a
+    thumbnail; the server also keeps where its bytes are (``sha256``, ``thumb``: the
+    thumbnail's) and whose upload quota it counts against (``uploader``)."""
+
+    id: str
+    name: str
+    type: str
+    size: int
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    thumb: str | None = None
+    uploader: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "name": self.name, "type": self.type}
+        data["size"] = self.size
+        if self.width is not None and self.height is not None:
+            data["width"], data["height"] = self.width, self.height
+        if self.thumb is not None:
+            data["thumb"] = True
+        return data
+
+    def encode(self) -> str:
+        """The column value (everything but the uploader, which the files table keeps)."""
+        return orjson.dumps(
+            [
+                self.id,
+                self.name,
+                self.type,
+                self.size,
+                self.sha256,
+                self.width,
+                self.height,
+                self.thumb,
+            ]
+        ).decode()
+
+    @staticmethod
+    def decode(value: str | None) -> Attachment | None:
+        return None if not value else Attachment(*orjson.loads(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +96,8 @@ class Message:
     reactions: Reactions = ()
     #: The id of the message (in the same room) it replies to.
     reply_to: int | None = None
+    #: The file it carries.
+    attachment: Attachment | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -81,6 +131,8 @@ class Message:
             ]
         if self.reply_to is not None:
             data["reply_to"] = self.reply_to
+        if self.attachment is not None:
+            data["file"] = self.attachment.to_dict()
         return data
 
 
@@ -285,11 +337,12 @@ class MessageStore(Protocol):
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
         reply_to: int | None = None,
+        attachment: Attachment | None = None,
     ) -> tuple[Message, bool]:
         """Commit a message from ``user_id`` under ``name`` (an account's: its ``handle``,
         and whether it is a bot), mentioning the accounts ``mentions`` and, with
-        ``mention_all``, everyone, in reply to message ``reply_to`` of the room; return it
-        and whether it is new.
+        ``mention_all``, everyone, in reply to message ``reply_to`` of the room, carrying
+        ``attachment``; return it and whether it is new.
 
         A ``client_id`` already used by the same sender in the same room (the same
         ``user_id``; without one, the same name) returns the stored message and ``False``
@@ -354,6 +407,16 @@ class MessageStore(Protocol):
         a message; return it as it is now and whether this call changed it (False: it is
         deleted, or it was so already), or None if the room has no such message.
         ``reactions.ReactionRefused`` past a message's caps. A change takes the next ``rev``."""
+
+    async def file(self, file_id: str) -> tuple[str, Attachment] | None:
+        """The room and the attachment of a file, by its id; None if there is none (or
+        its message was deleted or expired)."""
+
+    async def uploaded(self, uploader: str, since: int) -> int:
+        """Bytes ``uploader`` attached to messages since ``since`` (epoch ms), still there."""
+
+    async def referenced(self, digests: Sequence[str]) -> set[str]:
+        """Those of ``digests`` (files' ``sha256`` or ``thumb``) an attachment still has."""
 
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int

@@ -26,6 +26,7 @@ from ..settings import redacted
 from . import reactions
 from .base import (
     Account,
+    Attachment,
     Ban,
     Edit,
     HandleTaken,
@@ -182,6 +183,24 @@ CREATE TABLE room_state (
 ALTER TABLE messages ADD COLUMN edited BIGINT;
 ALTER TABLE messages ADD COLUMN reactions TEXT;
 ALTER TABLE messages ADD COLUMN reply_to BIGINT;
+-- Files: a message's attachment (as clients see it, and where its bytes are), and a row
+-- per attached file, for its URL, its readers, upload quotas and the files directory's
+-- clean-up. A deletion or expiry of the message removes the row.
+ALTER TABLE messages ADD COLUMN attachment TEXT;
+CREATE TABLE files (
+    id       TEXT   PRIMARY KEY,
+    room     TEXT   NOT NULL,
+    msg_id   BIGINT NOT NULL,
+    sha256   TEXT   NOT NULL,
+    thumb    TEXT,
+    size     BIGINT NOT NULL,
+    uploader TEXT   NOT NULL,
+    ts       BIGINT NOT NULL
+);
+CREATE INDEX files_message ON files (room, msg_id);
+CREATE INDEX files_uploader ON files (uploader, ts);
+CREATE INDEX files_sha256 ON files (sha256);
+CREATE INDEX files_thumb ON files (thumb) WHERE thumb IS NOT NULL;
 CREATE TABLE message_edits (
     room TEXT   NOT NULL,
     id   BIGINT NOT NULL,
@@ -198,7 +217,7 @@ CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text))
 
 _COLUMNS = (
     "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
-    "edited, reactions, reply_to"
+    "edited, reactions, reply_to, attachment"
 )
 _ADD = f"""
 WITH counter AS (
@@ -207,8 +226,9 @@ WITH counter AS (
     RETURNING last_id
 )
 INSERT INTO messages
-    (room, id, name, text, ts, client_id, user_id, handle, bot, reply_to, mentions, mention_all)
-SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM counter
+    (room, id, name, text, ts, client_id, user_id, handle, bot, reply_to, attachment, mentions,
+    mention_all)
+SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM counter
 RETURNING {_COLUMNS}
 """
 _BY_CLIENT_ID = (
@@ -250,6 +270,23 @@ def _sign_in(row: asyncpg.Record) -> SignIn:
     return SignIn(*tuple(row)[:6])
 
 
+async def _insert_file(
+    conn: asyncpg.Connection, room: str, msg_id: int, ts: int, file: Attachment
+) -> None:
+    await conn.execute(
+        "INSERT INTO files (id, room, msg_id, sha256, thumb, size, uploader, ts) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        file.id,
+        room,
+        msg_id,
+        file.sha256,
+        file.thumb,
+        file.size,
+        file.uploader,
+        ts,
+    )
+
+
 async def _locked(conn: asyncpg.Connection, room: str, msg_id: int) -> Message | None:
     """A message, its row locked until the transaction ends: the message's row first, then
     the room's counter (:func:`_next_rev`), as every change takes them."""
@@ -285,6 +322,7 @@ def _message(row: asyncpg.Record) -> Message:
         edited=row[12],
         reactions=reactions.decode(row[13]),
         reply_to=row[14],
+        attachment=Attachment.decode(row[15]),
     )
 
 
@@ -359,12 +397,15 @@ class PostgresStore:
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
         reply_to: int | None = None,
+        attachment: Attachment | None = None,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
         sender = (user_id, handle, bot)
         return await asyncio.shield(
-            self._add(room, name, text, client_id, sender, mentions, mention_all, reply_to)
+            self._add(
+                room, name, text, client_id, sender, mentions, mention_all, reply_to, attachment
+            )
         )
 
     async def _add(
@@ -377,6 +418,7 @@ class PostgresStore:
         mentions: tuple[str, ...],
         mention_all: str | None,
         reply_to: int | None,
+        attachment: Attachment | None,
     ) -> tuple[Message, bool]:
         user_id, handle, bot = sender
         pool = self.pool
@@ -389,18 +431,21 @@ class PostgresStore:
             row = await pool.fetchrow(*retry)
             if row is not None:
                 return _message(row), False
-        args = (room, name, text, now_ms(), client_id, user_id, handle, bot, reply_to)
+        encoded = attachment.encode() if attachment is not None else None
+        args = (room, name, text, now_ms(), client_id, user_id, handle, bot, reply_to, encoded)
         others = [a for a in mentions if a != user_id]
         try:
-            if not others:
+            if not others and attachment is None:
                 row = await pool.fetchrow(_ADD, *args, " ".join(mentions) or None, mention_all)
             else:
                 async with pool.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(_ADD, *args, " ".join(mentions), mention_all)
+                    row = await conn.fetchrow(_ADD, *args, " ".join(mentions) or None, mention_all)
                     await conn.executemany(
                         "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
                         [(a, room, row["id"]) for a in others],
                     )
+                    if attachment is not None:
+                        await _insert_file(conn, room, row["id"], row["ts"], attachment)
         except asyncpg.UniqueViolationError:
             # The same client_id committed meanwhile (a retry raced the original, maybe
             # through another process); the failed statement rolled the counter back.
@@ -492,6 +537,7 @@ class PostgresStore:
                 return _message(row), False
             await conn.execute("DELETE FROM mentions WHERE room=$1 AND id=$2", room, msg_id)
             await conn.execute("DELETE FROM message_edits WHERE room=$1 AND id=$2", room, msg_id)
+            await conn.execute("DELETE FROM files WHERE room=$1 AND msg_id=$2", room, msg_id)
             row = await conn.fetchrow(
                 f"""
                 WITH counter AS (
@@ -499,7 +545,7 @@ class PostgresStore:
                 )
                 UPDATE messages
                 SET text='', deleted=TRUE, rev=counter.last_rev, mentions=NULL, mention_all=NULL,
-                    reactions=NULL
+                    reactions=NULL, attachment=NULL
                 FROM counter WHERE room=$1 AND id=$2
                 RETURNING {", ".join("messages." + c.strip() for c in _COLUMNS.split(","))}
                 """,
@@ -586,6 +632,31 @@ class PostgresStore:
             )
         return replace(msg, reactions=now, rev=rev), True
 
+    async def file(self, file_id: str) -> tuple[str, Attachment] | None:
+        row = await self.pool.fetchrow(
+            "SELECT m.room, m.attachment, f.uploader FROM files f "
+            "JOIN messages m ON m.room = f.room AND m.id = f.msg_id WHERE f.id = $1",
+            file_id,
+        )
+        found = Attachment.decode(row[1]) if row is not None else None
+        return None if found is None else (row[0], replace(found, uploader=row[2]))
+
+    async def uploaded(self, uploader: str, since: int) -> int:
+        total: Any = await self.pool.fetchval(
+            "SELECT COALESCE(SUM(size), 0) FROM files WHERE uploader = $1 AND ts >= $2",
+            uploader,
+            since,
+        )
+        return int(total)
+
+    async def referenced(self, digests: Sequence[str]) -> set[str]:
+        rows = await self.pool.fetch(
+            "SELECT sha256 FROM files WHERE sha256 = ANY($1::text[]) "
+            "UNION SELECT thumb FROM files WHERE thumb = ANY($1::text[])",
+            list(digests),
+        )
+        return {row[0] for row in rows}
+
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int
     ) -> list[Message]:
@@ -649,9 +720,13 @@ class PostgresStore:
             gone = int(status.rsplit(" ", 1)[1])
             if gone:
                 # Ids grow with time: what is left starts after the last one gone.
-                for table in ("mentions", "message_edits"):
+                for table, column in (
+                    ("mentions", "id"),
+                    ("message_edits", "id"),
+                    ("files", "msg_id"),
+                ):
                     await conn.execute(
-                        f"DELETE FROM {table} WHERE room=$1 AND id < "
+                        f"DELETE FROM {table} WHERE room=$1 AND {column} < "
                         "(SELECT COALESCE(MIN(id), 1::bigint << 62) FROM messages WHERE room=$1)",
                         room,
                     )
@@ -692,8 +767,8 @@ class PostgresStore:
                 raise StoreError(f"#{room} has history already")
             await conn.executemany(
                 "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
-                "rev, deleted, mentions, mention_all, edited, reactions, reply_to) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                "rev, deleted, mentions, mention_all, edited, reactions, reply_to, attachment) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 [
                     (
                         room,
@@ -711,10 +786,14 @@ class PostgresStore:
                         m.edited,
                         reactions.encode(m.reactions),
                         m.reply_to,
+                        m.attachment.encode() if m.attachment is not None else None,
                     )
                     for m in messages
                 ],
             )
+            for m in messages:
+                if m.attachment is not None:
+                    await _insert_file(conn, room, m.id, m.ts, m.attachment)
             await conn.executemany(
                 "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
                 [(a, room, m.id) for m in messages for a in m.mentions if a != m.user_id],

@@ -17,6 +17,7 @@ from ..search import Query
 from . import reactions
 from .base import (
     Account,
+    Attachment,
     Ban,
     Edit,
     HandleTaken,
@@ -181,6 +182,24 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE messages ADD COLUMN edited INTEGER",
         "ALTER TABLE messages ADD COLUMN reactions TEXT",
         "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+        # Files: a message's attachment (as clients see it, and where its bytes are), and a
+        # row per attached file, for its URL, its readers, upload quotas and the files
+        # directory's clean-up. A deletion or expiry of the message removes the row.
+        "ALTER TABLE messages ADD COLUMN attachment TEXT",
+        """CREATE TABLE files (
+            id       TEXT    PRIMARY KEY,
+            room     TEXT    NOT NULL,
+            msg_id   INTEGER NOT NULL,
+            sha256   TEXT    NOT NULL,
+            thumb    TEXT,
+            size     INTEGER NOT NULL,
+            uploader TEXT    NOT NULL,
+            ts       INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX files_message ON files (room, msg_id)",
+        "CREATE INDEX files_uploader ON files (uploader, ts)",
+        "CREATE INDEX files_sha256 ON files (sha256)",
+        "CREATE INDEX files_thumb ON files (thumb) WHERE thumb IS NOT NULL",
         """CREATE TABLE message_edits (
             room TEXT    NOT NULL,
             id   INTEGER NOT NULL,
@@ -229,7 +248,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 _COLUMNS = (
     "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
-    "edited, reactions, reply_to"
+    "edited, reactions, reply_to, attachment"
 )
 _M_COLUMNS = ", ".join("m." + c.strip() for c in _COLUMNS.split(","))
 #: Rooms an account (or, with NULL, a guest) may read.
@@ -336,6 +355,17 @@ def _row(row: tuple[Any, ...]) -> Message:
         edited=row[12],
         reactions=reactions.decode(row[13]),
         reply_to=row[14],
+        attachment=Attachment.decode(row[15]),
+    )
+
+
+def _insert_file(
+    conn: sqlite3.Connection, room: str, msg_id: int, ts: int, file: Attachment
+) -> None:
+    conn.execute(
+        "INSERT INTO files (id, room, msg_id, sha256, thumb, size, uploader, ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (file.id, room, msg_id, file.sha256, file.thumb, file.size, file.uploader, ts),
     )
 
 
@@ -474,6 +504,7 @@ class _Add:
     mentions: tuple[str, ...]
     mention_all: str | None
     reply_to: int | None
+    attachment: Attachment | None
     done: asyncio.Future[tuple[Message, bool]]
 
 
@@ -521,10 +552,12 @@ def _insert(
         mentions=add.mentions,
         mention_all=add.mention_all,
         reply_to=add.reply_to,
+        attachment=add.attachment,
     )
     conn.execute(
         "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot, "
-        "mentions, mention_all, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "mentions, mention_all, reply_to, attachment) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             add.room,
             msg.id,
@@ -538,8 +571,11 @@ def _insert(
             " ".join(add.mentions) or None,
             add.mention_all,
             add.reply_to,
+            add.attachment.encode() if add.attachment is not None else None,
         ),
     )
+    if add.attachment is not None:
+        _insert_file(conn, add.room, msg.id, msg.ts, add.attachment)
     if add.mentions:
         conn.executemany(
             "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
@@ -680,6 +716,7 @@ class SQLiteStore:
         mentions: tuple[str, ...] = (),
         mention_all: str | None = None,
         reply_to: int | None = None,
+        attachment: Attachment | None = None,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
@@ -697,6 +734,7 @@ class SQLiteStore:
                 mentions,
                 mention_all,
                 reply_to,
+                attachment,
                 done,
             )
         )
@@ -873,9 +911,10 @@ class SQLiteStore:
                 rev = _next_rev(conn, room)
                 conn.execute(
                     "UPDATE messages SET text='', deleted=1, rev=?, mentions=NULL, "
-                    "mention_all=NULL, reactions=NULL WHERE room=? AND id=?",
+                    "mention_all=NULL, reactions=NULL, attachment=NULL WHERE room=? AND id=?",
                     (rev, room, msg_id),
                 )
+                conn.execute("DELETE FROM files WHERE room=? AND msg_id=?", (room, msg_id))
                 conn.execute("DELETE FROM mentions WHERE room=? AND id=?", (room, msg_id))
                 conn.execute("DELETE FROM message_edits WHERE room=? AND id=?", (room, msg_id))
             # The write-ahead log still holds the page as it was: copy it into the file
@@ -883,7 +922,7 @@ class SQLiteStore:
             # holds it back, the next checkpoint does it.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             gone = replace(msg, text="", deleted=True, rev=rev, mentions=(), mention_all=None)
-            return replace(gone, reactions=()), True
+            return replace(gone, reactions=(), attachment=None), True
 
         return await self._run(delete)
 
@@ -950,6 +989,43 @@ class SQLiteStore:
 
         return await self._run(react)
 
+    async def file(self, file_id: str) -> tuple[str, Attachment] | None:
+        def find(conn: sqlite3.Connection) -> tuple[str, Attachment] | None:
+            row = conn.execute(
+                "SELECT m.room, m.attachment, f.uploader FROM files f "
+                "JOIN messages m ON m.room = f.room AND m.id = f.msg_id WHERE f.id = ?",
+                (file_id,),
+            ).fetchone()
+            found = Attachment.decode(row[1]) if row is not None else None
+            return None if found is None else (row[0], replace(found, uploader=row[2]))
+
+        return await self._run(find)
+
+    async def uploaded(self, uploader: str, since: int) -> int:
+        def total(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM files WHERE uploader = ? AND ts >= ?",
+                (uploader, since),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(total)
+
+    async def referenced(self, digests: Sequence[str]) -> set[str]:
+        def used(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(digests), _IN_CHUNK):
+                chunk = list(digests[i : i + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                for column in ("sha256", "thumb"):
+                    rows = conn.execute(
+                        f"SELECT DISTINCT {column} FROM files WHERE {column} IN ({marks})", chunk
+                    ).fetchall()
+                    found.update(r[0] for r in rows)
+            return found
+
+        return await self._run(used)
+
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int
     ) -> list[Message]:
@@ -1010,9 +1086,13 @@ class SQLiteStore:
                 ).rowcount
                 if gone:
                     # Ids grow with time: what is left starts after the last one gone.
-                    for table in ("mentions", "message_edits"):
+                    for table, column in (
+                        ("mentions", "id"),
+                        ("message_edits", "id"),
+                        ("files", "msg_id"),
+                    ):
                         conn.execute(
-                            f"DELETE FROM {table} WHERE room=? AND id < "
+                            f"DELETE FROM {table} WHERE room=? AND {column} < "
                             "(SELECT COALESCE(MIN(id), 1 << 62) FROM messages WHERE room=?)",
                             (room, room),
                         )
@@ -1048,8 +1128,8 @@ class SQLiteStore:
                     raise StoreError(f"#{room} has history already")
                 conn.executemany(
                     "INSERT INTO messages (room, id, name, text, ts, user_id, handle, bot, "
-                    "rev, deleted, mentions, mention_all, edited, reactions, reply_to) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "rev, deleted, mentions, mention_all, edited, reactions, reply_to, "
+                    "attachment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             room,
@@ -1067,10 +1147,14 @@ class SQLiteStore:
                             m.edited,
                             reactions.encode(m.reactions),
                             m.reply_to,
+                            m.attachment.encode() if m.attachment is not None else None,
                         )
                         for m in messages
                     ],
                 )
+                for m in messages:
+                    if m.attachment is not None:
+                        _insert_file(conn, room, m.id, m.ts, m.attachment)
                 conn.executemany(
                     "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
                     [(a, room, m.id) for m in messages for a in m.mentions if a != m.user_id],
