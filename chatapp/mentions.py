@@ -21,6 +21,9 @@ from .store import Account
 _MENTION = re.compile(r"(?<![\w@])@([^\s@]+)")
 #: What may follow a handle in a sentence without being part of it.
 _TRAILING = ".,:;!?)]}'\"\u2019\u201d"
+#: Code, where an @word is text (as the page shows it): a fenced block, to its closing
+#: fence or the end, and an inline span.
+_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL)
 #: The words that name everyone in the room.
 EVERYONE = ("room", "here")
 #: Accounts one message may name (the rest of its @words stay text).
@@ -52,9 +55,11 @@ class Named:
 
 
 def read_mentions(text: str) -> Named:
-    """The @words of ``text``."""
+    """The @words of ``text``, outside code."""
     if "@" not in text:
         return Named()
+    if "`" in text:
+        text = _CODE.sub(" ", text)
     handles: dict[str, None] = {}
     everyone: str | None = None
     for match in _MENTION.finditer(text):

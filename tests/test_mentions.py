@@ -50,6 +50,10 @@ async def test_mentions_are_resolved_when_stored_and_carried_by_the_message(
     assert both["mention_all"] == "room"
     plain = (await guest.send("no one, not even me@ann"))["message"]
     assert "mentions" not in plain and "mention_all" not in plain
+    # In code an @word is text: inline, or in a fenced block (closed or not).
+    code = "run `notify @bob` then\n```sh\necho @room\n```\n@ann, and ```@here"
+    assert (await guest.send(code))["message"]["mentions"] == [ann]
+    assert "mention_all" not in (await guest.send(code))["message"]
     # History says the same; a deletion takes the mentions with the text.
     assert (await listener.call("history", {}))["messages"][0]["mentions"] == [ann, bob]
     await guest.close()
