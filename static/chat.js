@@ -18,6 +18,7 @@ import { StatusView } from "./ui/status.js";
 import { Notifier, RoomSettings, flashMessage } from "./ui/notifications.js";
 import { NotifyMenu } from "./ui/notifymenu.js";
 import { ReadSender, countUnread } from "./ui/unread.js";
+import { ReplyBar } from "./ui/reply.js";
 
 const ACK_TIMEOUT = 15000;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
@@ -124,6 +125,9 @@ const roomEnv = {
   mentionsMe: mentionsUs,
   personAction: (room, person, mine) => messageButton(person, mine),
   canDelete: (msg) => isMine(msg) || state.admin,
+  // Only the author edits (an admin may delete others' words, not change them).
+  canEdit: isMine,
+  reply: (room, msg) => startReply(room, msg),
   pages,
   slots: {
     views: $("timelines"),
@@ -150,6 +154,7 @@ function roomNamed(name) {
     room.mentions = 0; // unread messages that mention us
     room.dm = null; // a direct conversation: its people's handles
     room.dmNames = new Map(); // and their names, handle -> name, as we learn them
+    room.replyTo = null; // the message the next one sent here answers: {id, name, text, deleted}
     rooms.set(name, room);
   }
   return room;
@@ -387,6 +392,7 @@ function show(name, address = "push") {
     current = room;
     room.setShown(true);
     textarea.value = room.draft;
+    replyBar.show(room.replyTo);
     completer.close(); // it offered the other room's people
     autosize();
     updateComposer();
@@ -587,6 +593,10 @@ function send() {
     user_id: state.userId,
     ts: Date.now(),
   };
+  if (current.replyTo) {
+    pending.reply_to = current.replyTo.id;
+    setReply(current, null);
+  }
   textarea.value = "";
   autosize();
   updateComposer();
@@ -603,11 +613,39 @@ $("composer").addEventListener("submit", (event) => {
 });
 
 textarea.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  if (event.isComposing) return;
+  const plain = !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey;
+  if (event.key === "Enter" && !event.shiftKey) {
     event.preventDefault();
     send();
+  } else if (event.key === "ArrowUp" && plain && textarea.value === "") {
+    // As in Slack and Zulip: the reader's newest message here, in its editor.
+    if (current.timeline.editNewestMine()) event.preventDefault();
+  } else if (event.key === "Escape" && plain && current.replyTo) {
+    event.preventDefault();
+    event.stopPropagation();
+    setReply(current, null);
   }
 });
+
+// -- replying -----------------------------------------------------------------------------------
+
+const replyBar = new ReplyBar({ bar: $("reply-bar"), text: $("reply-text"), cancel: $("reply-cancel") }, () => {
+  setReply(current, null);
+  textarea.focus();
+});
+
+/** The next message sent in `room` answers `target` ({id, name, text, deleted}), or nothing. */
+function setReply(room, target) {
+  room.replyTo = target;
+  if (room === current) replyBar.show(target);
+}
+
+/** The reader chose to answer `msg` in `room`: said above the box, where writing goes on. */
+function startReply(room, msg) {
+  setReply(room, { id: msg.id, name: msg.name, text: msg.text, deleted: Boolean(msg.deleted) });
+  if (room === current) textarea.focus();
+}
 
 textarea.addEventListener("input", () => {
   autosize();

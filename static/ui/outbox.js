@@ -26,7 +26,7 @@ export class Outbox {
     this.timer = null; // waiting before the next attempt
   }
 
-  /** A new message, `item` = {clientId, text, ...}: queued behind the others. */
+  /** A new message, `item` = {clientId, text, reply_to?, ...}: queued behind the others. */
   add(item) {
     this.items.push(item);
     this.view.show(item);
@@ -93,7 +93,10 @@ export class Outbox {
     this.#set(item, "sending");
     let ack = null;
     try {
-      ack = await this.send({ text: item.text, client_id: item.clientId });
+      // The same payload every time: a reply stays a reply when it is sent again.
+      const payload = { text: item.text, client_id: item.clientId };
+      if (item.reply_to !== undefined) payload.reply_to = item.reply_to;
+      ack = await this.send(payload);
     } catch {
       // No answer: the connection dropped (pause() came first), or the server is slow.
     }

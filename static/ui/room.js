@@ -6,6 +6,7 @@
 
 import { el } from "./dom.js";
 import { Notices } from "./notices.js";
+import { EmojiPicker } from "./picker.js";
 import { Outbox } from "./outbox.js";
 import { PeopleView, TypingView } from "./presence.js";
 import { Timeline } from "./timeline.js";
@@ -38,7 +39,8 @@ export class Room {
    *   what the page is told: arrived(room, messages) (new ones, live or caught up),
    *   atBottom(room) (the reader reached its newest message), people(room, shown),
    *   focusComposer(); mentionsMe(msg) (it names the reader: highlighted) and
-   *   personAction(room, person, mine) (a control after a person in its online list, or null)
+   *   personAction(room, person, mine) (a control after a person in its online list, or null);
+   *   canEdit(msg) (offer Edit: the reader's own); reply(room, msg) (the reader is answering it)
    */
   constructor(name, env) {
     this.name = name;
@@ -53,7 +55,8 @@ export class Room {
     this.sinceSent = null; // the `since` the last join asked from
     this.rev = null; // its newest change number seen (join + changed): sent with `since`
     this.view = 0; // counts the times its timeline started over: older answers are late
-    this.loadingOlder = false;
+    this.olderLoad = null; // the `history` request under way, a promise of whether it loaded
+    this.picker = null; // the emoji picker, made when first asked for
     this.parts = this.#build();
 
     const parts = this.parts;
@@ -74,6 +77,15 @@ export class Room {
       canDelete: env.canDelete,
       onDelete: (msg) => this.deleteMessage(msg),
       mentionsMe: env.mentionsMe,
+      canEdit: env.canEdit,
+      onEdit: (msg, text) => this.editMessage(msg, text),
+      onReact: (msg, emoji, add) => this.react(msg, emoji, add),
+      onPick: (msg, request) => this.#pickEmoji(request),
+      onReply: (msg) => env.reply(this, msg),
+      onJump: (id) => this.jumpTo(id),
+      userId: env.userId,
+      nameOf: (userId) => this.nameOf(userId),
+      focusComposer: env.focusComposer,
     });
     this.people = new PeopleView(
       { list: parts.people, count: parts.peopleCount, headerCount: parts.onlineCount },
@@ -116,6 +128,7 @@ export class Room {
   /** Shown (the others are hidden: out of sight, of the tab order and of screen readers). */
   setShown(shown) {
     const parts = this.parts;
+    if (!shown) this.picker?.close(false);
     parts.view.classList.toggle("shown", shown);
     parts.view.inert = !shown;
     for (const part of ["people", "peopleCount", "onlineCount", "typing"]) parts[part].hidden = !shown;
@@ -132,6 +145,7 @@ export class Room {
 
   /** Gone from the page (the reader left it). */
   remove() {
+    this.picker?.close(false);
     this.outbox.pause();
     this.typing.clear();
     this.parts.view.remove();
@@ -260,28 +274,119 @@ export class Room {
 
   // -- history -------------------------------------------------------------------------------
 
-  async loadOlder() {
+  /**
+   * The page of messages before the oldest one held (`limit` of them at most): a promise of
+   * whether it came. One request at a time: a second call while one is under way gets it.
+   */
+  loadOlder(limit = this.env.pages.older) {
+    if (this.olderLoad) return this.olderLoad;
     const before = this.timeline.firstId;
-    if (this.loadingOlder || !this.timeline.hasMore || before === null || !this.live) return;
-    this.loadingOlder = true;
+    if (!this.timeline.hasMore || before === null || !this.live) return Promise.resolve(false);
+    this.olderLoad = this.#loadOlder(before, limit).finally(() => {
+      this.olderLoad = null;
+      this.fillScreen();
+    });
+    return this.olderLoad;
+  }
+
+  async #loadOlder(before, limit) {
     const view = this.view;
     const scroller = this.parts.scroller;
     scroller.setAttribute("aria-busy", "true");
     try {
-      const ack = await this.#call("history", { before, limit: this.env.pages.older });
-      if (ack.ok && view === this.view) this.timeline.prependOlder(ack.messages, ack.has_more);
+      const ack = await this.#call("history", { before, limit });
+      if (!ack.ok || view !== this.view) return false;
+      this.timeline.prependOlder(ack.messages, ack.has_more);
+      return true;
     } catch {
       // Lost the connection: scrolling up again retries.
+      return false;
     } finally {
-      this.loadingOlder = false;
       scroller.removeAttribute("aria-busy");
     }
-    this.fillScreen();
   }
 
   /** Keep loading older pages until the list is taller than the screen (or all is loaded). */
   fillScreen() {
     if (this.timeline.needsFill()) this.loadOlder();
+  }
+
+  // -- replies, reactions, edits ---------------------------------------------------------------
+
+  /**
+   * Show message `id` (the original of a reply): older history is loaded back to it first
+   * if it is not held, a page at a time, so that the list stays whole. Null once it is
+   * shown, or the reason it is not.
+   */
+  async jumpTo(id) {
+    const timeline = this.timeline;
+    while (!timeline.entries.has(id) && timeline.hasMore && timeline.firstId > id) {
+      // Enough to reach it with some of what led to it, within what one answer may hold.
+      const wanted = timeline.firstId - id + 25;
+      const limit = Math.min(this.env.pages.gap, Math.max(this.env.pages.older, wanted));
+      if (!(await this.loadOlder(limit))) {
+        return this.live ? "could not load the earlier messages" : "not connected, try again once the connection is back";
+      }
+    }
+    return timeline.reveal(id) ? null : "that message is no longer in the history";
+  }
+
+  /**
+   * The name the page knows for `userId`: "you", someone online here, or the author of a
+   * message it holds (the newest); null if none.
+   */
+  nameOf(userId) {
+    if (userId == null) return null;
+    if (userId === this.env.userId()) return "you";
+    const online = this.people.people.find((p) => p.user_id === userId);
+    if (online) return online.name;
+    const ids = this.timeline.ids;
+    for (let i = ids.length - 1; i >= 0; i -= 1) {
+      const msg = this.timeline.entries.get(ids[i]).msg;
+      if (msg.user_id === userId) return msg.name;
+    }
+    return null;
+  }
+
+  /** The emoji picker, for one message (see EmojiPicker.show); a second click closes it. */
+  #pickEmoji({ button, anchor, pick }) {
+    this.picker ??= new EmojiPicker(this.parts.view, this.parts.scroller);
+    if (this.picker.swallowClick(button)) return;
+    this.picker.show({
+      anchor,
+      pick,
+      closed: (refocus) => {
+        if (refocus) anchor()?.focus({ preventScroll: true });
+      },
+    });
+  }
+
+  /**
+   * Set the reader's reaction `emoji` to `msg` (`add`: on or off): null when the server
+   * took it (the message is shown as it now is), or the reason it did not.
+   */
+  async react(msg, emoji, add) {
+    if (!this.live) return "not connected, try again once the connection is back";
+    try {
+      const ack = await this.#call("react", { id: msg.id, emoji, add });
+      if (!ack.ok) return ack.error;
+      // Its rev is not noted: changes before it may still be on their way to us.
+      this.timeline.applyChange(ack.message);
+      return null;
+    } catch {
+      return "could not reach the server, please try again";
+    }
+  }
+
+  /** Ask the server to change the text of `msg`: {message} as it now is, or {error}. */
+  async editMessage(msg, text) {
+    if (!this.live) return { error: "not connected, try again once the connection is back" };
+    try {
+      const ack = await this.#call("edit", { id: msg.id, text });
+      return ack.ok ? { message: ack.message } : { error: ack.error };
+    } catch {
+      return { error: "could not reach the server, please try again" };
+    }
   }
 
   // -- deleting --------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 // The message list: confirmed messages in id order, each once, in their newest state (a
-// deleted one as a tombstone); the user's own messages still waiting for their ack below
-// them; day separators, grouping, and scrolling that never jumps under the reader.
+// deleted one as a tombstone, an edited one marked "(edited)", with its reactions and the
+// quote of the message it replies to); the user's own messages still waiting for their ack
+// below them; day separators, grouping, and scrolling that never jumps under the reader.
+// Each message's actions (Reply, React, Edit, Delete) show on hover or keyboard focus.
 
 import { avatar, hueClass } from "./avatar.js";
-import { deleteControl } from "./deletion.js";
+import { actionBar, deleteControl } from "./deletion.js";
 import { el, quietly } from "./dom.js";
+import { editorState, messageEditor } from "./editor.js";
 import { identityTag } from "./identity.js";
 import { mentionWords } from "./mentions.js";
+import { hasReacted, reactionsRow } from "./reactions.js";
+import { fillQuote, replyQuote } from "./reply.js";
 import { renderText } from "./text.js";
 import { dayKey, dayLabel, exactTime, shortTime } from "./time.js";
 
@@ -25,6 +30,18 @@ const sameAuthor = (a, b) => a.name === b.name && (a.user_id ?? null) === (b.use
 
 /** A message's change number: its newest change's, 0 if it never changed. */
 const revOf = (msg) => msg.rev ?? 0;
+/** How long a note under a message (a reaction refused) stays, in ms. */
+const NOTE_MS = 6000;
+
+/** A button of a message's action bar. */
+function actionButton(label, name, focusKey, onClick) {
+  const button = el("button", "msg-action", label);
+  button.type = "button";
+  button.dataset.focus = focusKey;
+  button.setAttribute("aria-label", name);
+  button.addEventListener("click", onClick);
+  return button;
+}
 
 export class Timeline {
   /**
@@ -33,12 +50,18 @@ export class Timeline {
    *   atBottom() -> void (the reader is at the newest message: it counts as read);
    *   onRetry(pending); onDiscard(pending); canDelete(msg) -> bool (whether to offer a
    *   Delete button); onDelete(msg) -> Promise of null (deleted) or the reason it was not;
-   *   mentionsMe(msg) -> bool (it names the reader: marked "mentions-me")
+   *   mentionsMe(msg) -> bool (it names the reader: marked "mentions-me");
+   *   userId() -> the reader's; nameOf(user_id) -> a name the page knows, or null;
+   *   canEdit(msg) -> bool (whether to offer Edit); onEdit(msg, text) -> Promise of
+   *   {message} (its new state) or {error}; onReact(msg, emoji, add) -> Promise of null or
+   *   the reason it was refused; onPick(msg, {button, anchor(), pick(emoji)}) (open the
+   *   emoji picker from `button`, pointing at anchor(), the message's React button now);
+   *   onReply(msg); onJump(id) -> Promise of null (shown) or why not; focusComposer()
    */
   constructor(dom, hooks) {
     this.dom = dom;
     this.hooks = hooks;
-    this.entries = new Map(); // id -> {msg, el, sep, actions}
+    this.entries = new Map(); // id -> {msg, el, sep, actions, actionsKey, editor}
     this.ids = []; // sorted ascending
     this.pending = new Map(); // client_id -> pending record
     this.hasMore = false;
@@ -157,24 +180,66 @@ export class Timeline {
   applyChange(msg) {
     const entry = this.entries.get(msg.id);
     if (!entry || revOf(msg) <= revOf(entry.msg)) return;
+    entry.msg = msg;
+    if (msg.deleted) entry.editor = null; // nothing left to edit
+    this.#redraw(entry);
+    this.#refreshQuotes(msg.id);
+  }
+
+  /**
+   * Draw `entry` again from its state (message, editor): in the same place, the focus on
+   * the same control if it is still there (`focusKey`: on that one instead), and what the
+   * reader sees kept in place; `quiet`: not announced (the reader's own doing).
+   */
+  #redraw(entry, focusKey = null, { quiet = false } = {}) {
     const wasAtBottom = this.stuckToBottom || this.isAtBottom();
     const s = this.dom.scroller;
     const old = entry.el;
     const above =
       !wasAtBottom && old.getBoundingClientRect().bottom <= s.getBoundingClientRect().top;
     const height = old.offsetHeight;
-    const hadFocus = old.contains(document.activeElement);
-    entry.msg = msg;
-    entry.el = this.#renderMessage(msg);
+    const active = document.activeElement;
+    const hadFocus = old.contains(active);
+    const onItself = active === old; // a message shown by a jump to it
+    const key = focusKey ?? (hadFocus ? (active.closest("[data-focus]")?.dataset.focus ?? null) : null);
+    const box = old.querySelector(".edit-box");
+    if (entry.editor && box) {
+      entry.editor.start = box.selectionStart;
+      entry.editor.end = box.selectionEnd;
+    }
+    entry.el = this.#renderMessage(entry.msg, { entry });
     entry.actions = null;
+    entry.actionsKey = null;
     entry.el.classList.toggle("sent", old.classList.contains("sent"));
-    old.replaceWith(entry.el);
-    this.#decorate(this.#indexFor(msg.id));
+    // The reader's own doings (an editor opened or closed) are not news to announce.
+    if (quiet) quietly(this.dom.log, () => old.replaceWith(entry.el));
+    else old.replaceWith(entry.el);
+    this.#decorate(this.#indexFor(entry.msg.id));
     this.#syncActions(entry);
-    if (hadFocus) s.focus({ preventScroll: true });
+    if (onItself && focusKey === null) {
+      entry.el.tabIndex = -1;
+      entry.el.focus({ preventScroll: true });
+    } else if (key !== null || hadFocus) {
+      this.#refocus(entry, key);
+    }
     // Keep what the reader sees in place when a message above it changed height.
     if (wasAtBottom) this.scrollToBottom();
     else if (above) s.scrollTop += entry.el.offsetHeight - height;
+  }
+
+  /** The focus on the control called `key` in `entry`, else on its React button, else the list. */
+  #refocus(entry, key) {
+    const controls = [...entry.el.querySelectorAll("[data-focus]")];
+    const target =
+      controls.find((c) => c.dataset.focus === key) ?? controls.find((c) => c.dataset.focus === "react");
+    if (!target) {
+      this.dom.scroller.focus({ preventScroll: true });
+      return;
+    }
+    target.focus({ preventScroll: true });
+    if (target.classList.contains("edit-box") && entry.editor) {
+      target.setSelectionRange(entry.editor.start, entry.editor.end);
+    }
   }
 
   /**
@@ -186,7 +251,8 @@ export class Timeline {
       this.applyChange(msg);
       return false;
     }
-    const entry = { msg, el: this.#renderMessage(msg), sep: null, actions: null };
+    const entry = { msg, el: null, sep: null, actions: null, actionsKey: null, editor: null };
+    entry.el = this.#renderMessage(msg, { entry });
     const index = this.#indexFor(msg.id);
     const next = index < this.ids.length ? this.entries.get(this.ids[index]) : null;
     this.dom.list.insertBefore(entry.el, next ? (next.sep ?? next.el) : null);
@@ -195,19 +261,159 @@ export class Timeline {
     this.#decorate(index);
     if (next) this.#decorate(index + 1);
     this.#syncActions(entry);
+    this.#refreshQuotes(msg.id);
     return true;
   }
 
-  /** The Delete button: on a message the reader may delete, never on a tombstone. */
+  /**
+   * The action bar: Reply and React on every message, Edit on the reader's own, Delete
+   * where the reader may delete; none on a tombstone.
+   */
   #syncActions(entry) {
-    const offer = !entry.msg.deleted && this.hooks.canDelete(entry.msg);
-    if (offer && !entry.actions) {
-      entry.actions = deleteControl(() => this.hooks.onDelete(entry.msg));
-      entry.el.querySelector(".bubble").append(entry.actions);
-    } else if (!offer && entry.actions) {
-      entry.actions.remove();
-      entry.actions = null;
+    const msg = entry.msg;
+    const edit = !msg.deleted && !entry.editor && this.hooks.canEdit(msg);
+    const remove = !msg.deleted && this.hooks.canDelete(msg);
+    const key = msg.deleted ? "none" : `${edit} ${remove}`;
+    if (key === entry.actionsKey) return;
+    const hadFocus = entry.actions?.contains(document.activeElement) ?? false;
+    const focused = hadFocus ? document.activeElement.dataset.focus : null;
+    entry.actions?.remove();
+    entry.actions = null;
+    entry.actionsKey = key;
+    if (msg.deleted) return;
+    const id = msg.id;
+    const buttons = [
+      actionButton("Reply", "Reply", "reply", () => this.hooks.onReply(this.entries.get(id).msg)),
+      actionButton("React", "Add reaction", "react", (event) => this.#openPicker(id, event.currentTarget)),
+    ];
+    if (edit) buttons.push(actionButton("Edit", "Edit message", "edit", () => this.editMessage(id)));
+    entry.actions = remove
+      ? deleteControl(() => this.hooks.onDelete(this.entries.get(id).msg), buttons)
+      : actionBar(buttons);
+    entry.el.querySelector(".bubble").append(entry.actions);
+    if (hadFocus) this.#refocus(entry, focused);
+  }
+
+  // -- replies ------------------------------------------------------------------------------
+
+  /** The quotes of the replies to `id`, drawn again from what the page holds of it. */
+  #refreshQuotes(id) {
+    const original = this.entries.get(id)?.msg ?? null;
+    const selector = `.reply-quote[data-reply-to="${Number(id)}"]`;
+    for (const list of [this.dom.list, this.dom.pendingList]) {
+      for (const quote of list.querySelectorAll(selector)) fillQuote(quote, original);
     }
+  }
+
+  /** Show message `id` (held): in view, highlighted a moment, the focus on it. */
+  reveal(id) {
+    const entry = this.entries.get(id);
+    if (!entry) return false;
+    const li = entry.el;
+    const reduce = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    li.scrollIntoView({ block: "center", behavior: reduce ? "instant" : "smooth" });
+    li.tabIndex = -1;
+    li.focus({ preventScroll: true });
+    li.classList.remove("flash");
+    void li.offsetWidth; // restart the animation when shown twice
+    li.classList.add("flash");
+    li.addEventListener("animationend", () => li.classList.remove("flash"), { once: true });
+    return true;
+  }
+
+  async #jump(id, quote) {
+    quote.setAttribute("aria-busy", "true");
+    const problem = await this.hooks.onJump(id);
+    quote.removeAttribute("aria-busy");
+    if (problem) this.#note(quote.closest(".msg"), problem);
+  }
+
+  /** A short note under the message `li` (a refusal), gone after a few seconds. */
+  #note(li, text) {
+    const bubble = li?.querySelector(".bubble");
+    if (!bubble) return;
+    bubble.querySelector(".msg-note")?.remove();
+    const note = el("p", "msg-note", text);
+    note.setAttribute("role", "alert");
+    bubble.append(note);
+    setTimeout(() => note.remove(), NOTE_MS);
+  }
+
+  // -- reactions ------------------------------------------------------------------------------
+
+  #openPicker(id, button) {
+    const anchor = () => {
+      const entry = this.entries.get(id);
+      return entry?.el.querySelector('[data-focus="react"]') ?? entry?.el.querySelector(".bubble") ?? null;
+    };
+    const pick = (emoji) => this.#react(id, emoji, true);
+    this.hooks.onPick(this.entries.get(id).msg, { button, anchor, pick });
+  }
+
+  /** Toggle the reader's `emoji` on message `id` as it is now (an explicit add or take away). */
+  #toggle(id, emoji) {
+    const entry = this.entries.get(id);
+    if (entry) this.#react(id, emoji, !hasReacted(entry.msg, emoji, this.hooks.userId()));
+  }
+
+  async #react(id, emoji, add) {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    const error = await this.hooks.onReact(entry.msg, emoji, add);
+    const now = this.entries.get(id);
+    if (error && now) this.#note(now.el, `Reaction not ${add ? "added" : "removed"}: ${error}`);
+  }
+
+  // -- editing ----------------------------------------------------------------------------------
+
+  /** Open the editor of message `id` (one of the reader's); `returnTo` as in editorState. */
+  editMessage(id, returnTo = "button") {
+    const entry = this.entries.get(id);
+    if (!entry || entry.msg.deleted) return false;
+    if (!entry.editor) entry.editor = editorState(entry.msg.text, returnTo);
+    this.#redraw(entry, "editor", { quiet: true });
+    entry.el.scrollIntoView({ block: "nearest" });
+    return true;
+  }
+
+  /** ArrowUp in an empty message box: edit the reader's newest message here. */
+  editNewestMine() {
+    for (let i = this.ids.length - 1; i >= 0; i -= 1) {
+      const msg = this.entries.get(this.ids[i]).msg;
+      if (!msg.deleted && this.hooks.canEdit(msg)) return this.editMessage(msg.id, "composer");
+    }
+    return false;
+  }
+
+  #closeEditor(entry) {
+    const returnTo = entry.editor?.returnTo;
+    entry.editor = null;
+    if (returnTo === "composer") this.hooks.focusComposer(); // back to writing, as it was
+    this.#redraw(entry, returnTo === "button" ? "edit" : null, { quiet: true });
+  }
+
+  async #saveEdit(entry) {
+    const editor = entry.editor;
+    if (!editor || editor.busy) return;
+    const text = editor.draft;
+    if (text === entry.msg.text) {
+      this.#closeEditor(entry);
+      return;
+    }
+    editor.busy = true;
+    editor.error = "";
+    this.#redraw(entry, null, { quiet: true });
+    const result = await this.hooks.onEdit(entry.msg, text);
+    if (this.entries.get(entry.msg.id) !== entry || entry.editor !== editor) return; // gone meanwhile
+    editor.busy = false;
+    if (result.error) {
+      editor.error = result.error;
+      this.#redraw(entry, "editor", { quiet: true }); // its error is an alert of its own
+      return;
+    }
+    if (revOf(result.message) > revOf(entry.msg)) entry.msg = result.message;
+    this.#closeEditor(entry);
+    this.#refreshQuotes(entry.msg.id);
   }
 
   #indexFor(id) {
@@ -240,7 +446,7 @@ export class Timeline {
     entry.el.classList.toggle("cont", grouped);
   }
 
-  #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "" } = {}) {
+  #renderMessage(msg, { mine = this.hooks.isMine(msg), extraClass = "", entry = null } = {}) {
     const kind = `${mine ? "mine" : "theirs"} ${msg.deleted ? "deleted" : ""}`;
     const li = el("li", `msg ${kind} ${hueClass(msg)} ${extraClass}`);
     // Names the reader: stands out (who "me" is may change: see refreshOwnership).
@@ -255,10 +461,39 @@ export class Timeline {
     time.dateTime = new Date(msg.ts).toISOString();
     time.title = exactTime(msg.ts);
     meta.append(time);
+    if (msg.edited && !msg.deleted) {
+      const edited = el("span", "edited", "(edited)");
+      edited.title = `Edited ${exactTime(msg.edited)}`;
+      meta.append(edited);
+    }
+    bubble.append(meta);
+    // The message it answers: a tombstone's is gone with its text.
+    if (Number.isInteger(msg.reply_to) && !msg.deleted) {
+      const original = this.entries.get(msg.reply_to)?.msg ?? null;
+      bubble.append(replyQuote(msg.reply_to, original, (id, quote) => this.#jump(id, quote)));
+    }
     // A tombstone keeps who and when (for the grouping), never what it said.
-    const text = msg.deleted ? el("p", "text tombstone", "message deleted") : el("p", "text");
-    if (!msg.deleted) text.append(renderText(msg.text, mentionWords(msg)));
-    bubble.append(meta, text);
+    if (entry?.editor && !msg.deleted) {
+      bubble.append(
+        messageEditor(entry.editor, {
+          save: () => this.#saveEdit(entry),
+          cancel: () => this.#closeEditor(entry),
+        }),
+      );
+      li.classList.add("editing");
+    } else {
+      const text = msg.deleted ? el("div", "text tombstone", "message deleted") : el("div", "text");
+      if (!msg.deleted) text.append(renderText(msg.text, mentionWords(msg)));
+      bubble.append(text);
+    }
+    if (entry) {
+      const row = reactionsRow(msg, {
+        me: this.hooks.userId(),
+        nameOf: (userId) => this.hooks.nameOf(userId),
+        toggle: (emoji) => this.#toggle(msg.id, emoji),
+      });
+      if (row) bubble.append(row);
+    }
     li.append(bubble);
     return li;
   }
@@ -270,6 +505,11 @@ export class Timeline {
   refreshOwnership() {
     for (const entry of this.entries.values()) {
       const mine = this.hooks.isMine(entry.msg);
+      if (!mine) entry.editor = null;
+      if (entry.msg.reactions?.length || entry.el.classList.contains("editing")) {
+        this.#redraw(entry); // which chips are pressed
+        continue;
+      }
       entry.el.classList.toggle("mine", mine);
       entry.el.classList.toggle("theirs", !mine);
       entry.el.classList.toggle("mentions-me", Boolean(this.hooks.mentionsMe?.(entry.msg)));
