@@ -27,6 +27,10 @@ MAX_TERMS = 10
 MAX_LIMIT = 50
 DEFAULT_LIMIT = 20
 MAX_OFFSET = 500
+#: Without a filter, the newest matches ranked (best first) when there are more: a word
+#: in every other message is not scored a million times. Filters narrow the matches
+#: before they are ranked, so with one every match is.
+RANKED = 2000
 #: Characters of text around the first match in a snippet.
 SNIPPET = 160
 
@@ -51,6 +55,10 @@ class Query:
     #: Epoch milliseconds: ``after <= ts < before``.
     after: int | None = None
     before: int | None = None
+
+    def filtered(self) -> bool:
+        """Whether a filter (sender, room, dates) narrows the matches."""
+        return any(f is not None for f in (self.sender, self.room, self.after, self.before))
 
     def terms(self) -> list[str]:
         """Every word searched for, for the snippet."""

@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 
 from chatapp.protocol import ProtocolError
-from chatapp.search import parse_query, snippet
+from chatapp.search import RANKED, parse_query, snippet
+from chatapp.store import Message, open_store
+from chatapp.store.base import now_ms
 
 from .support import Client, Server
 from .test_deleting import ANN_KEY, BOB_KEY, tombstone_of
@@ -200,3 +202,25 @@ def test_a_snippet_is_bounded_and_marks_each_match() -> None:
     assert pieces[0] == ["…", False] and pieces[-1] == ["…", False]
     assert ["Needle", True] in pieces
     assert sum(len(p[0]) for p in pieces) <= 162
+
+
+async def test_without_a_filter_the_newest_matches_are_ranked(db: str) -> None:
+    """A word in thousands of messages: unfiltered, the best of the newest RANKED matches
+    come first (the old best one is not scored); a filter ranks every match it keeps."""
+    store = open_store(db)
+    await store.open()
+    try:
+        now = now_ms()
+        old = Message(1, "team", "ann", "deploy deploy deploy deploy", now - 10**9, "g:ann")
+        rest = [
+            Message(i, "team", "bob", f"deploy number {i}", now - 10**6 + i, "g:bob")
+            for i in range(2, RANKED + 102)
+        ]
+        await store.restore("team", [old, *rest])
+        found = await store.search(parse_query("deploy"), None, 5, 0)
+        assert len(found) == 5 and old.id not in [m.id for m in found]
+        filtered = await store.search(parse_query("deploy in:team"), None, 5, 0)
+        assert filtered[0].id == old.id
+        assert (await store.search(parse_query("deploy from:ann"), None, 5, 0))[0].id == old.id
+    finally:
+        await store.close()

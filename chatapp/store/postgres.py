@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from ..search import Query
+from ..search import RANKED, Query
 from ..settings import redacted
 from . import reactions
 from .base import (
@@ -689,8 +689,11 @@ class PostgresStore:
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
         args += [limit, offset]
+        # Unfiltered, only the newest matches are ranked (search.RANKED).
+        newest = "" if query.filtered() else f"ORDER BY ts DESC LIMIT {RANKED}"
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+            f"WITH hits AS (SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
+            f"{newest}) SELECT {_COLUMNS} FROM hits "
             f"ORDER BY ts_rank(to_tsvector('simple', text), {tsquery}) DESC, ts DESC "
             f"LIMIT ${len(args) - 1} OFFSET ${len(args)}",
             *args,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ..search import Query
+from ..search import RANKED, Query
 from . import reactions
 from .base import (
     Account,
@@ -1045,13 +1045,19 @@ class SQLiteStore:
             where.append("m.ts < ?")
             args.append(query.before)
 
+        # Unfiltered, only the newest matches are ranked (search.RANKED): a word in every
+        # tenth message would otherwise cost a score for each of them.
+        newest = "" if query.filtered() else f"ORDER BY rowid DESC LIMIT {RANKED}"
+
         def search(conn: sqlite3.Connection) -> list[Message]:
             rows = conn.execute(
-                f"SELECT {_M_COLUMNS} FROM messages_fts f "
+                f"WITH hits AS (SELECT rowid, bm25(messages_fts) AS score FROM messages_fts "
+                f"WHERE messages_fts MATCH ? {newest}) "
+                f"SELECT {_M_COLUMNS} FROM hits f "
                 "JOIN search_rows s ON s.rowid = f.rowid "
                 "JOIN messages m ON m.room = s.room AND m.id = s.id "
-                f"WHERE messages_fts MATCH ? AND {' AND '.join(where)} "
-                "ORDER BY f.rank, m.ts DESC LIMIT ? OFFSET ?",
+                f"WHERE {' AND '.join(where)} "
+                "ORDER BY f.score, m.ts DESC LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             ).fetchall()
             return [_row(r) for r in rows]
