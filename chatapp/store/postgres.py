@@ -209,9 +209,12 @@ CREATE TABLE message_edits (
     text TEXT   NOT NULL,
     PRIMARY KEY (room, id, rev)
 );
--- Search: the words of each text (to_tsvector with the simple configuration: no stemming,
--- no stop words, any language), in a GIN index.
-CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text));
+-- Search: the words of each text and their places (to_tsvector with the simple
+-- configuration: no stemming, no stop words, any language), kept with the row so that
+-- ranking and phrases need not read them out of the text again, in a GIN index.
+ALTER TABLE messages ADD COLUMN search tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED;
+CREATE INDEX messages_search ON messages USING GIN (search);
 """,
 }
 
@@ -670,7 +673,7 @@ class PostgresStore:
             matches.append(f"phraseto_tsquery('simple', ${len(args)})")
         tsquery = " && ".join(matches)
         where = [
-            f"to_tsvector('simple', text) @@ ({tsquery})",
+            f"search @@ ({tsquery})",
             "NOT deleted",
             "(room NOT IN (SELECT room FROM private_rooms) "
             "OR room IN (SELECT room FROM room_members WHERE account_id = $1))",
@@ -692,9 +695,9 @@ class PostgresStore:
         # Unfiltered, only the newest matches are ranked (search.RANKED).
         newest = "" if query.filtered() else f"ORDER BY ts DESC LIMIT {RANKED}"
         rows = await self.pool.fetch(
-            f"WITH hits AS (SELECT {_COLUMNS} FROM messages WHERE {' AND '.join(where)} "
-            f"{newest}) SELECT {_COLUMNS} FROM hits "
-            f"ORDER BY ts_rank(to_tsvector('simple', text), {tsquery}) DESC, ts DESC "
+            f"WITH hits AS (SELECT {_COLUMNS}, search FROM messages "
+            f"WHERE {' AND '.join(where)} {newest}) SELECT {_COLUMNS} FROM hits "
+            f"ORDER BY ts_rank(search, {tsquery}) DESC, ts DESC "
             f"LIMIT ${len(args) - 1} OFFSET ${len(args)}",
             *args,
         )
