@@ -15,10 +15,12 @@ import { Room } from "./ui/room.js";
 import { RoomForm } from "./ui/roomform.js";
 import { RoomsView, copyText, roomOfPath, roomPath, roomProblem } from "./ui/rooms.js";
 import { StatusView } from "./ui/status.js";
+import { Uploader } from "./ui/upload.js";
 import { Notifier, RoomSettings, flashMessage } from "./ui/notifications.js";
 import { NotifyMenu } from "./ui/notifymenu.js";
 import { ReadSender, countUnread } from "./ui/unread.js";
 import { ReplyBar } from "./ui/reply.js";
+import { SearchView } from "./ui/search.js";
 
 const ACK_TIMEOUT = 15000;
 /** Send `typing: true` at most this often while typing; the server expires it after 5 s. */
@@ -295,6 +297,8 @@ function joinedRoom(room, join) {
   recount(room);
   noteRead(room);
   renderMyRooms();
+  for (const resolve of loadWaiters.get(room) ?? []) resolve();
+  loadWaiters.delete(room);
 }
 
 /**
@@ -692,6 +696,37 @@ const completer = new MentionCompleter({
   me: () => state.userId,
 });
 
+// -- files --------------------------------------------------------------------------------------
+
+new Uploader(
+  { button: $("attach"), input: $("attach-input"), zone: $("main"), box: textarea },
+  {
+    room: () => current,
+    // As the connection's auth says who we are: a guest by name and key, an account by its cookie.
+    auth: () => (account ? {} : state.name ? { name: state.name, key: state.key } : null),
+    caption: takeCaption,
+    focusComposer: () => textarea.focus(),
+  },
+);
+
+/** What goes with the next file sent: the text in the box as its caption, and the reply. */
+function takeCaption() {
+  const caption = {};
+  // A text the server would refuse stays in the box (and the file goes without it).
+  if (textarea.value.trim() !== "" && codePoints(textarea.value) <= limits.text) {
+    caption.text = textarea.value;
+    textarea.value = "";
+    autosize();
+    updateComposer();
+    stopTyping();
+  }
+  if (current.replyTo) {
+    caption.reply_to = current.replyTo.id;
+    setReply(current, null);
+  }
+  return caption;
+}
+
 // -- name -----------------------------------------------------------------------------------------
 
 function setName(name) {
@@ -846,6 +881,71 @@ document.addEventListener("visibilitychange", () => {
   if (current.atBottom) noteRead(current);
 });
 addEventListener("focus", () => noteRead(current));
+
+// -- search -----------------------------------------------------------------------------------------
+
+/** Rooms whose first history someone waits for (a search result in them): room -> [resolve]. */
+const loadWaiters = new Map();
+
+/** A promise that `room` shows its history (resolved at its join, or after ACK_TIMEOUT). */
+function roomLoaded(room) {
+  if (room.loaded) return Promise.resolve();
+  return new Promise((resolve) => {
+    if (!loadWaiters.has(room)) loadWaiters.set(room, []);
+    loadWaiters.get(room).push(resolve);
+    setTimeout(resolve, ACK_TIMEOUT);
+  });
+}
+
+/**
+ * Show message `id` of the room called `name` (a search result): the room shown as the
+ * sidebar shows one (joined first, and so one of ours, if it is not yet: as "Go to a
+ * room"), then older history loaded back to the message, which is scrolled to and
+ * flashed. Null once it is shown, or why not.
+ */
+async function openMessage(name, id) {
+  const held = rooms.get(name);
+  if (!held || held.problem || state.refused) {
+    const problem = await goTo(name);
+    if (problem || state.refused) return problem || null; // refused: the room's page loads
+  } else {
+    show(name);
+    closeSidebarOnPick();
+  }
+  const room = rooms.get(name);
+  if (!room) return "that room is no longer one of yours";
+  if (!room.loaded) {
+    if (!state.live) return "Not connected: try again once the connection is back.";
+    await roomLoaded(room);
+    if (!room.loaded) return room.problem || "Could not reach the server, please try again.";
+  }
+  if (room !== current) return null; // the reader went elsewhere meanwhile
+  return room.jumpTo(id);
+}
+
+/** A room as a search result names it: "#name", or a direct conversation's people. */
+const searchLabel = (room) => `${room.dm === null ? "#" : ""}${labelOf(room)}`;
+
+new SearchView(
+  {
+    form: $("search-form"),
+    input: $("search-input"),
+    panel: $("search-panel"),
+    close: $("search-close"),
+    scope: $("search-scope"),
+    scopeLabel: $("search-scope-label"),
+    status: $("search-status"),
+    list: $("search-results"),
+    more: $("search-more"),
+  },
+  {
+    call,
+    connected: () => conn.connected,
+    here: () => ({ name: current.name, label: searchLabel(current) }),
+    label: (name) => (rooms.has(name) ? searchLabel(rooms.get(name)) : `#${name}`),
+    open: openMessage,
+  },
+);
 
 // -- page chrome ------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 // Each message's actions (Reply, React, Edit, Delete) show on hover or keyboard focus.
 
 import { avatar, hueClass } from "./avatar.js";
+import { attachment, showsText } from "./attachments.js";
 import { actionBar, deleteControl } from "./deletion.js";
 import { el, quietly } from "./dom.js";
 import { editorState, messageEditor } from "./editor.js";
@@ -481,11 +482,14 @@ export class Timeline {
         }),
       );
       li.classList.add("editing");
-    } else {
+    } else if (showsText(msg)) {
       const text = msg.deleted ? el("div", "text tombstone", "message deleted") : el("div", "text");
       if (!msg.deleted) text.append(renderText(msg.text, mentionWords(msg)));
       bubble.append(text);
     }
+    // The file it carries (a tombstone's is gone): a thumbnail or a download card.
+    const file = attachment(msg);
+    if (file) bubble.append(file);
     if (entry) {
       const row = reactionsRow(msg, {
         me: this.hooks.userId(),
