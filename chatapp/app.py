@@ -52,6 +52,7 @@ from .passwords import Passwords
 from .presence import Presence, open_presence
 from .private_rooms import PrivateRooms, setup_private_rooms
 from .retention import Retention, setup_retention
+from .search import keep_indexing
 from .security import setup_security_headers
 from .sessions import Sessions, check_direct
 from .settings import FAST_PATHS, Settings
@@ -270,6 +271,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
                 tasks = [
                     asyncio.ensure_future(app[handlers_key].watch_sign_ins()),
                     asyncio.ensure_future(app[retention_key].run()),
+                    asyncio.ensure_future(keep_indexing(store)),
                 ]
                 if app[settings_key].metrics:
                     tasks.append(asyncio.ensure_future(app[metrics_key].sample_lag()))

@@ -9,7 +9,9 @@ searched: public rooms, and the private rooms and direct conversations they belo
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -19,6 +21,11 @@ from .jsoncodec import encoded_size
 from .protocol import MAX_PAGE_BYTES, ProtocolError, parse_room
 from .store import Message, MessageStore
 
+log = logging.getLogger(__name__)
+
+#: Messages one round of indexing covers at most (the SQLite store's batch): a round that
+#: covered as many goes on at once.
+INDEX_BATCH_HINT = 20_000
 #: The longest search, in characters.
 MAX_QUERY = 200
 #: Words and phrases of one search.
@@ -153,6 +160,21 @@ def snippet(text: str, terms: list[str]) -> list[list[Any]]:
     if end < len(text):
         pieces.append(["…", False])
     return pieces
+
+
+#: Seconds between two rounds of indexing what was committed.
+INDEX_EVERY = 1.0
+
+
+async def keep_indexing(store: MessageStore) -> None:
+    """Index new messages for search every :data:`INDEX_EVERY` seconds, for ever."""
+    while True:
+        await asyncio.sleep(INDEX_EVERY)
+        try:
+            while await store.index() >= INDEX_BATCH_HINT:
+                pass
+        except Exception:
+            log.exception("search: indexing failed; trying again in a second")
 
 
 async def search(

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from chatapp.search import parse_query
 from chatapp.store import Account, MessageStore, Store, StoreError, open_store
 from chatapp.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
@@ -87,6 +88,25 @@ async def test_edits_reactions_and_replies_are_changes_with_the_next_rev(
     assert await store.edit("a", first.id, "back") == (gone, False)
     assert await store.react("a", first.id, "👍", "u:bob", None) == (gone, False)
     assert await store.last_rev("a") == 3
+
+
+async def test_search_sees_every_change_made_before_it_was_indexed(
+    store: MessageStore,
+) -> None:
+    """New messages may be indexed after their commit: a search first indexes what is
+    left, so an edit or a deletion made before that is what it finds."""
+    kept, _ = await store.add("a", "ann", "alpha original")
+    edited, _ = await store.add("a", "ann", "alpha draft")
+    gone, _ = await store.add("a", "ann", "alpha secret")
+    await store.edit("a", edited.id, "alpha final")
+    await store.delete("a", gone.id)
+    found = await store.search(parse_query("alpha"), None, 10, 0)
+    assert sorted(m.text for m in found) == ["alpha final", "alpha original"]
+    assert await store.search(parse_query("draft"), None, 10, 0) == []
+    assert await store.search(parse_query("secret"), None, 10, 0) == []
+    assert await store.index() == 0  # up to date
+    await store.edit("a", kept.id, "beta now")  # indexed already: re-indexed at once
+    assert [m.id for m in await store.search(parse_query("beta"), None, 10, 0)] == [kept.id]
 
 
 async def test_client_id_makes_a_retry_return_the_stored_message(store: MessageStore) -> None:

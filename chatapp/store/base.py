@@ -418,6 +418,11 @@ class MessageStore(Protocol):
     async def referenced(self, digests: Sequence[str]) -> set[str]:
         """Those of ``digests`` (files' ``sha256`` or ``thumb``) an attachment still has."""
 
+    async def index(self) -> int:
+        """Bring the search index up to date with what was committed, a batch at a time
+        (the server calls it every second; a search does it first): how many messages
+        it covered, 0 when up to date or when the store indexes as it commits."""
+
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int
     ) -> list[Message]:

@@ -660,6 +660,9 @@ class PostgresStore:
         )
         return {row[0] for row in rows}
 
+    async def index(self) -> int:
+        return 0  # PostgreSQL indexes each row as it is committed
+
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int
     ) -> list[Message]:

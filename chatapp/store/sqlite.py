@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ..search import RANKED, Query
+from ..search import INDEX_BATCH_HINT, RANKED, Query
 from . import reactions
 from .base import (
     Account,
@@ -209,8 +209,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (room, id, rev)
         ) WITHOUT ROWID""",
         # Search: a contentless FTS5 index of the texts (no second copy of them), its rows
-        # numbered by search_rows; triggers keep it in step with every add, edit, deletion
-        # and expiry, handing FTS5 the old text it needs to take a text's words out.
+        # numbered by search_rows. New messages are indexed in batches, after they are
+        # committed (search_progress: each room's newest id indexed; a search first
+        # indexes what is left), which costs a twentieth of indexing each in its own
+        # commit; triggers keep indexed texts in step with every edit, deletion and
+        # expiry, handing FTS5 the old text it needs to take a text's words out.
         """CREATE TABLE search_rows (
             rowid INTEGER PRIMARY KEY,
             room  TEXT    NOT NULL,
@@ -219,10 +222,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         """CREATE VIRTUAL TABLE messages_fts
             USING fts5(text, content='', tokenize='unicode61 remove_diacritics 2')""",
-        """CREATE TRIGGER messages_fts_add AFTER INSERT ON messages WHEN new.text != '' BEGIN
-            INSERT INTO search_rows (room, id) VALUES (new.room, new.id);
-            INSERT INTO messages_fts (rowid, text) VALUES (last_insert_rowid(), new.text);
-        END""",
+        """CREATE TABLE search_progress (
+            room    TEXT    PRIMARY KEY,
+            indexed INTEGER NOT NULL
+        ) WITHOUT ROWID""",
         """CREATE TRIGGER messages_fts_change AFTER UPDATE OF text ON messages
         WHEN old.text != new.text BEGIN
             INSERT INTO messages_fts (messages_fts, rowid, text)
@@ -239,11 +242,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                 WHERE room = old.room AND id = old.id;
             DELETE FROM search_rows WHERE room = old.room AND id = old.id;
         END""",
-        # What was there before this version.
-        "INSERT INTO search_rows (room, id) SELECT room, id FROM messages WHERE text != ''",
-        """INSERT INTO messages_fts (rowid, text)
-            SELECT s.rowid, m.text FROM search_rows s
-            JOIN messages m ON m.room = s.room AND m.id = s.id""",
+        # What was there before this version is indexed by the first search, or within a
+        # second of the server's start.
     ),
 }
 _COLUMNS = (
@@ -367,6 +367,44 @@ def _insert_file(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (file.id, room, msg_id, file.sha256, file.thumb, file.size, file.uploader, ts),
     )
+
+
+#: Messages indexed for search in one transaction at most.
+INDEX_BATCH = INDEX_BATCH_HINT
+
+
+def _index(conn: sqlite3.Connection) -> int:
+    """Index for search the messages committed since the last time, up to
+    :data:`INDEX_BATCH` of them, in one write transaction; how many ids it covered."""
+    done = 0
+    with _locked(conn):
+        behind = conn.execute(
+            "SELECT r.room, COALESCE(p.indexed, 0), r.last_id FROM rooms r "
+            "LEFT JOIN search_progress p ON p.room = r.room "
+            "WHERE r.last_id > COALESCE(p.indexed, 0)"
+        ).fetchall()
+        for room, indexed, last in behind:
+            upto = min(last, indexed + INDEX_BATCH - done)
+            conn.execute(
+                "INSERT INTO search_rows (room, id) SELECT room, id FROM messages "
+                "WHERE room = ? AND id > ? AND id <= ? AND text != ''",
+                (room, indexed, upto),
+            )
+            conn.execute(
+                "INSERT INTO messages_fts (rowid, text) SELECT s.rowid, m.text "
+                "FROM search_rows s JOIN messages m ON m.room = s.room AND m.id = s.id "
+                "WHERE s.room = ? AND s.id > ? AND s.id <= ?",
+                (room, indexed, upto),
+            )
+            conn.execute(
+                "INSERT INTO search_progress (room, indexed) VALUES (?, ?) "
+                "ON CONFLICT (room) DO UPDATE SET indexed = excluded.indexed",
+                (room, upto),
+            )
+            done += upto - indexed
+            if done >= INDEX_BATCH:
+                break
+    return done
 
 
 def _get(conn: sqlite3.Connection, room: str, msg_id: int) -> Message | None:
@@ -1026,6 +1064,10 @@ class SQLiteStore:
 
         return await self._run(used)
 
+    async def index(self) -> int:
+        """Index for search what was committed since the last time (a batch at most)."""
+        return await self._run(_index)
+
     async def search(
         self, query: Query, account_id: str | None, limit: int, offset: int
     ) -> list[Message]:
@@ -1050,6 +1092,8 @@ class SQLiteStore:
         newest = "" if query.filtered() else f"ORDER BY rowid DESC LIMIT {RANKED}"
 
         def search(conn: sqlite3.Connection) -> list[Message]:
+            while _index(conn) >= INDEX_BATCH:  # what was committed before the search
+                pass
             rows = conn.execute(
                 f"WITH hits AS (SELECT rowid, bm25(messages_fts) AS score FROM messages_fts "
                 f"WHERE messages_fts MATCH ? {newest}) "
