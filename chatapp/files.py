@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 #: Every other file is served as this, to download.
 DOWNLOAD_TYPE = "application/octet-stream"
+#: The last part of a thumbnail's address, ``/files/<id>/thumb``: no file is named so.
+THUMB_ROUTE = "thumb"
 #: The most pixels an image may have (a decompression bomb has far more): past it the
 #: upload is refused before a pixel is decoded.
 MAX_PIXELS = 25_000_000
@@ -380,6 +382,8 @@ def setup_files(app: web.Application, files: FileStore, settings: Settings) -> N
         except BaseException:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
             raise
+        if name == THUMB_ROUTE:  # /files/<id>/thumb is the thumbnail's address
+            name += "." + ((image.type.split("/")[1] if image else None) or "bin")
         attachment = Attachment(
             id=secrets.token_urlsafe(12),
             name=name,
@@ -435,7 +439,7 @@ def setup_files(app: web.Application, files: FileStore, settings: Settings) -> N
         return web.FileResponse(path, headers=headers)
 
     app.router.add_post("/api/rooms/{room}/files", upload)
-    app.router.add_get("/files/{id}/thumb", thumbnail)
+    app.router.add_get("/files/{id}/" + THUMB_ROUTE, thumbnail)
     app.router.add_get("/files/{id}/{name}", download)
 
 

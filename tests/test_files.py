@@ -348,3 +348,54 @@ async def test_an_export_carries_the_files_description_and_where_its_bytes_are(
         assert attachment.sha256 == hashlib.sha256(png()).hexdigest()
     finally:
         await store.close()
+
+
+async def test_files_on_several_processes_sharing_a_files_directory(
+    cluster, make_client, tmp_path: Path
+) -> None:
+    """Processes behind one address share the files directory (docs/deploy.md): a file
+    sent to one is read from another, and a deletion on another takes its bytes away."""
+    shared = tmp_path / "files"
+    one, two = await cluster(2, "--files-dir", str(shared))
+    watcher: Client = make_client()
+    await watcher.connect(two.url, room="team", name="wes")
+    data = png(900, 600, "blue")
+    status, body = await upload(one, "team", data, "plan.png", name="ann", key=ANN_KEY)
+    assert status == 201, body
+    msg = body["message"]
+    assert await watcher.wait_for("message") == msg
+    ident = msg["file"]["id"]
+    status, got, _ = await fetch(two, f"/files/{ident}/plan.png")
+    assert status == 200 and got == data
+    status, _, headers = await fetch(two, f"/files/{ident}/thumb")
+    assert status == 200 and headers["Content-Type"] == "image/webp"
+    stored = [p for p in shared.rglob("*") if p.is_file() and p.parent.name != "tmp"]
+    assert len(stored) == 2  # the image and its thumbnail
+
+    ann: Client = make_client()
+    await ann.connect(two.url, room="team", name="ann", key=ANN_KEY)
+    await tombstone_of(await ann.call("delete", {"id": msg["id"]}))
+    for server in (one, two):
+        status, _, _ = await fetch(server, f"/files/{ident}/plan.png")
+        assert status == 404
+    assert [p for p in shared.rglob("*") if p.is_file() and p.parent.name != "tmp"] == []
+
+
+async def test_a_file_named_thumb_keeps_its_own_address(start_server) -> None:
+    """``/files/<id>/thumb`` is the thumbnail's address, so a file named exactly ``thumb``
+    is given an extension, and its own address stays distinct."""
+    server: Server = await start_server()
+    status, body = await upload(server, "team", png(), "thumb", name="ann", key=ANN_KEY)
+    assert status == 201, body
+    image = body["message"]["file"]
+    assert image["name"] == "thumb.png"
+    status, got, headers = await fetch(server, f"/files/{image['id']}/thumb.png")
+    assert status == 200 and headers["Content-Type"] == "image/png" and got == png()
+    status, body = await upload(
+        server, "team", b"notes", "thumb", name="ann", key=ANN_KEY, content_type="text/plain"
+    )
+    assert status == 201, body
+    other = body["message"]["file"]
+    assert other["name"] == "thumb.bin"
+    status, got, _ = await fetch(server, f"/files/{other['id']}/thumb.bin")
+    assert status == 200 and got == b"notes"
