@@ -299,4 +299,5 @@ async def _disconnect_clients(app: web.Application) -> None:
     if stuck:
         log.info("dropped %d connection(s) that did not take their close in time", stuck)
     await sio.shutdown()
+    await app[handlers_key].announcer.close()
     log.info("all clients disconnected")

@@ -21,6 +21,7 @@ import socketio
 from . import protocol, search
 from .access import AccessControl
 from .accounts import AccountError, Accounts
+from .announcer import Announcer
 from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
 from .dms import DirectMessages, is_dm
@@ -206,6 +207,7 @@ class ChatHandlers:
         self.settings = settings
         self.store = store
         self.presence = presence
+        self.announcer = Announcer(presence, self._emit_presence)
         self.feed = feed
         self.fanout = fanout
         self.sessions = sessions
@@ -644,18 +646,9 @@ class ChatHandlers:
         left: str | None = None,
     ) -> None:
         """Tell ``room`` who is online now; ``joined``/``left`` are member keys."""
-        if users is None:
-            users = await self.presence.users(room)
-        online = people(users)
-        event: dict[str, Any] = {
-            "room": room,
-            "users": [p["name"] for p in online],
-            "people": online,
-        }
-        if joined is not None:
-            event["joined"] = person(joined)["name"]
-        if left is not None:
-            event["left"] = person(left)["name"]
+        await self.announcer.changed(room, joined, left, users)
+
+    async def _emit_presence(self, room: str, event: dict[str, Any]) -> None:
         await self.sio.emit("presence", event, room=[room, SUBSCRIBED + room])
 
     async def _presence_changed(self, room: str, joined: str | None, left: str | None) -> None:

@@ -225,3 +225,40 @@ async def test_stopping_the_server_announces_no_departures(start_server, make_cl
     for client in clients:
         await client.wait_for("disconnect")
         assert [p for p in client.of("presence") if "left" in p] == []
+
+
+async def test_a_crowd_arriving_at_once_is_announced_in_a_few_events(
+    start_server, make_client
+) -> None:
+    """When a whole office reconnects, a room hears of the first arrivals one by one and,
+    once a second's events have cost enough (each lists everyone to everyone), of the rest
+    together (``joins``: docs/protocol.md), each person named once; likewise when they
+    leave."""
+    import asyncio
+
+    server: Server = await start_server(*NO_RATE_LIMITS, "--max-connections-per-ip", "0")
+    watcher = make_client()
+    await watcher.connect(server.url, room="office", name="watcher")
+    crowd = [make_client() for _ in range(50)]
+    names = [f"p{n:02}" for n in range(50)]
+    await asyncio.gather(
+        *(c.connect(server.url, room="office", name=n) for c, n in zip(crowd, names, strict=True))
+    )
+    everyone = sorted(["watcher", *names])
+    last = await watcher.wait_for("presence", lambda p: p["users"] == everyone)
+    events = watcher.of("presence")
+    assert events[-1] == last
+    came = [p["joined"] for p in events if "joined" in p]
+    came += [name for p in events for name in p.get("joins", [])]
+    assert sorted(came) == names
+    assert len(events) < len(names)
+    assert any(len(p.get("joins", [])) > 1 and "joined" not in p for p in events)
+    assert all("left" not in p and not p.get("leaves") for p in events)
+
+    del watcher.events[:]
+    await asyncio.gather(*(c.close() for c in crowd))
+    await watcher.wait_for("presence", lambda p: p["users"] == ["watcher"])
+    events = watcher.of("presence")
+    went = [p["left"] for p in events if "left" in p]
+    went += [name for p in events for name in p.get("leaves", [])]
+    assert sorted(went) == names and len(events) < len(names)

@@ -72,8 +72,11 @@ export class Notices {
     const before = this.known;
     const after = new Map(event.people.map((p) => [entryKey(p), p]));
     this.known = after;
-    const arrived = [...after.values()].filter((p) => p.name === event.joined && !before.has(entryKey(p)));
-    const gone = [...before.values()].filter((p) => p.name === event.left && !after.has(entryKey(p)));
+    // Several changes at once (a crowd reconnecting) come as `joins` and `leaves`.
+    const came = new Set([event.joined, ...(event.joins ?? [])]);
+    const went = new Set([event.left, ...(event.leaves ?? [])]);
+    const arrived = [...after.values()].filter((p) => came.has(p.name) && !before.has(entryKey(p)));
+    const gone = [...before.values()].filter((p) => went.has(p.name) && !after.has(entryKey(p)));
     if (event.joined && event.left) {
       // One person's rename (an event is about one person).
       if ([...arrived, ...gone].some((p) => p.user_id === me)) return;

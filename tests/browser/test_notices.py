@@ -4,9 +4,10 @@ on one line that expands, and the messages' order and ids untouched."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
-from tests.conftest import ClientFactory
+from tests.conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
 from tests.support import Client, Server
 
 from .conftest import OpenChat, expect
@@ -137,3 +138,30 @@ async def test_no_notices_for_who_came_and_went_while_offline(
     # Live again: the next arrival is told, and it is the only notice.
     await person(make_client, server, "Gus")
     await expect(notices(page)).to_have_text(["Gus joined"])
+
+
+async def test_a_crowd_arriving_at_once_is_one_line_naming_everyone(
+    start_server: ServerFactory, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    """Past a few arrivals a second in a big room the server sends them together
+    (``joins``): the page still names each person once."""
+    import asyncio
+
+    server = await start_server(*NO_RATE_LIMITS, "--max-connections-per-ip", "0")
+    ann = await open_chat(server.url, "/r/hall", "Ann")
+    page = ann.page
+    names = [f"P{n:02}" for n in range(45)]
+    crowd = [make_client() for _ in names]
+    await asyncio.gather(
+        *(
+            client.connect(server.url, room="hall", name=name, key=f"{name}-key-0123456789")
+            for client, name in zip(crowd, names, strict=True)
+        )
+    )
+    await expect(notices(page)).to_have_count(1)
+    await expect(notices(page)).to_have_text([re.compile(r"^P\d\d, P\d\d and 43 others joined$")])
+    await page.locator("#messages .notice .notice-toggle").click()
+    details = page.locator("#messages .notice .notice-details li")
+    await expect(details).to_have_count(45)
+    shown_names = sorted(t.split(" ")[0] for t in await details.all_inner_texts())
+    assert shown_names == names
