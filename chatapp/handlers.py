@@ -418,10 +418,10 @@ class ChatHandlers:
             newly_online = await self.presence.join(room, sid, me)
             users = await self.presence.users(room)
             # The change number first: the history read after it shows every change to it.
-            head_rev = await self.store.last_rev(room)
             asked = since
             limit = protocol.CATCH_UP_LIMIT if since is not None else protocol.WELCOME_HISTORY
-            page = await self.store.recent(room, limit, after=since)
+            view = await self.store.view(room, limit, after=since)
+            head_rev, page, head = view.rev, view.page, view.last_id
             changed = None
             if since is not None and rev is not None:
                 changed = await self._changed(room, since, rev)
@@ -429,7 +429,7 @@ class ChatHandlers:
                     # Too much changed to send: the client starts over from the newest.
                     since, limit = None, protocol.WELCOME_HISTORY
                     page = await self.store.recent(room, limit)
-            head = page.messages[-1].id if page.messages else await self.store.last_id(room)
+                    head = page.messages[-1].id if page.messages else head
         except BaseException:
             conn.rooms.discard(room)
             self.feed.leave(sid, room)

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from chatapp.search import parse_query
-from chatapp.store import Account, MessageStore, Store, StoreError, open_store
+from chatapp.store import Account, MessageStore, Page, RoomView, Store, StoreError, open_store
 from chatapp.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 from .services import TcpProxy
@@ -133,6 +133,22 @@ async def test_recent_pages_and_catch_up(store: MessageStore) -> None:
     assert [m.id for m in page.messages] == [6, 7] and page.has_more
     page = await store.recent("a", 5, after=7)
     assert page.messages == [] and not page.has_more
+
+
+async def test_a_room_view_is_the_change_number_the_newest_page_and_the_newest_id(
+    store: MessageStore,
+) -> None:
+    assert await store.view("a", 3) == RoomView(0, Page([], False), 0)
+    for i in range(1, 6):
+        await store.add("a", "ann", f"m{i}")
+    await store.edit("a", 2, "m2, edited")
+    view = await store.view("a", 3)
+    assert view.rev == 1 and view.last_id == 5
+    assert view.page == await store.recent("a", 3) and view.page.has_more
+    view = await store.view("a", 10, after=3)
+    assert [m.id for m in view.page.messages] == [4, 5] and not view.page.has_more
+    # Nothing after ``after``: the room's newest id all the same.
+    assert await store.view("a", 10, after=5) == RoomView(1, Page([], False), 5)
 
 
 async def test_before_pages_back_through_history(store: MessageStore) -> None:

@@ -177,6 +177,17 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomView:
+    """What a joining client is shown of a room, read in this order: the room's newest
+    change number, its newest page of messages, and the newest message id (the page's
+    last, else the room's)."""
+
+    rev: int
+    page: Page
+    last_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Room:
     """A room with history: its name and when its newest message was stored."""
 
@@ -360,6 +371,10 @@ class MessageStore(Protocol):
 
     async def last_id(self, room: str) -> int:
         """The room's newest id, 0 when it has no messages."""
+
+    async def view(self, room: str, limit: int, after: int | None = None) -> RoomView:
+        """:meth:`last_rev`, then :meth:`recent`, then (for an empty page) :meth:`last_id`,
+        in one round trip: a change committed meanwhile is after the change number."""
 
     async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
         """Up to ``limit`` rooms with history, the most recently active first.

@@ -37,6 +37,7 @@ from .base import (
     Page,
     Room,
     RoomState,
+    RoomView,
     SignIn,
     StoreError,
     now_ms,
@@ -488,6 +489,22 @@ class PostgresStore:
     async def last_id(self, room: str) -> int:
         last: Any = await self.pool.fetchval("SELECT last_id FROM rooms WHERE room=$1", room)
         return int(last or 0)
+
+    async def view(self, room: str, limit: int, after: int | None = None) -> RoomView:
+        async with self.pool.acquire() as conn:
+            rev: Any = await conn.fetchval("SELECT last_rev FROM rooms WHERE room=$1", room)
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id>$2 "
+                "ORDER BY id DESC LIMIT $3",
+                room,
+                after or 0,
+                limit + 1,
+            )
+            page = Page([_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+            if page.messages:
+                return RoomView(int(rev or 0), page, page.messages[-1].id)
+            last: Any = await conn.fetchval("SELECT last_id FROM rooms WHERE room=$1", room)
+        return RoomView(int(rev or 0), page, int(last or 0))
 
     async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
         if after is None:

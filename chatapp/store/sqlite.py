@@ -28,6 +28,7 @@ from .base import (
     Page,
     Room,
     RoomState,
+    RoomView,
     SignIn,
     StoreError,
     now_ms,
@@ -898,6 +899,22 @@ class SQLiteStore:
             return int(row[0]) if row is not None else 0
 
         return await self._run(last)
+
+    async def view(self, room: str, limit: int, after: int | None = None) -> RoomView:
+        def view(conn: sqlite3.Connection) -> RoomView:
+            row = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
+            rev = int(row[0]) if row is not None else 0
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id>? ORDER BY id DESC LIMIT ?",
+                (room, after or 0, limit + 1),
+            ).fetchall()
+            page = Page([_row(r) for r in reversed(rows[:limit])], len(rows) > limit)
+            if page.messages:
+                return RoomView(rev, page, page.messages[-1].id)
+            row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
+            return RoomView(rev, page, int(row[0]) if row is not None else 0)
+
+        return await self._run(view)
 
     async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
         def active(conn: sqlite3.Connection) -> list[Room]:
