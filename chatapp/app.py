@@ -44,6 +44,7 @@ from .keys import (
     store_key,
 )
 from .liblog import library_logger
+from .managers import check_rooms
 from .metrics import Metrics, process_figures, setup_metrics
 from .moderation import Moderation, setup_moderation
 from .my_rooms import setup_my_rooms
@@ -134,6 +135,11 @@ def create_app(
                 "direct",
                 "frames and acks written straight to idle connections, one write per turn",
                 check_direct,
+            ),
+            FastPath(
+                "rooms",
+                "a disconnection leaves its connection's rooms, not a scan of every room",
+                check_rooms,
             ),
         ],
         wanted=settings.fast_paths,
@@ -268,6 +274,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
             try:
                 await app[fast_paths_key].start()  # before the first connection is served
                 app[sessions_key].use_fast_paths()
+                app[fanout_key].indexed = "rooms" in app[fast_paths_key]
                 tasks = [
                     asyncio.ensure_future(app[handlers_key].watch_sign_ins()),
                     asyncio.ensure_future(app[retention_key].run()),

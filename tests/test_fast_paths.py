@@ -29,7 +29,7 @@ from socketio import packet as sio_packet
 
 from chatapp.app import create_app
 from chatapp.heartbeat import ChatSocket
-from chatapp.keys import fast_paths_key, sessions_key, sio_key
+from chatapp.keys import fanout_key, fast_paths_key, sessions_key, sio_key
 from chatapp.settings import load_settings
 
 from .support import ROOT, Client
@@ -106,8 +106,10 @@ async def test_every_fast_path_is_on_when_its_check_passes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat", "direct"}
-        assert lines(caplog, "fast paths on: ") == ["fast paths on: detach, heartbeat, direct"]
+        assert server.fast() == {"detach", "heartbeat", "direct", "rooms"}
+        assert lines(caplog, "fast paths on: ") == [
+            "fast paths on: detach, heartbeat, direct, rooms"
+        ]
         client = await chat(server.url)
         # The websocket was taken over from aiohttp; engine.io's session pings by timer;
         # acks take chatapp's path.
@@ -115,6 +117,7 @@ async def test_every_fast_path_is_on_when_its_check_passes(
         assert server.session_class() is ChatSocket
         assert server.walks_sessions() == "Sessions"
         assert server.sends_directly()
+        assert server.app[fanout_key].indexed
         await client.close()
     assert not lines(caplog, "fast path ")
 
@@ -125,7 +128,8 @@ async def test_the_switch_turns_them_all_off_and_people_still_chat(
     async with running(tmp_path, "--fast-paths", "off") as server:
         assert server.fast() == set()
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach, heartbeat, direct use the libraries' public API"
+            "fast paths off (--fast-paths): detach, heartbeat, direct, rooms use the libraries'"
+            " public API"
         ]
         assert not lines(caplog, "fast paths on")
         client = await chat(server.url)
@@ -134,6 +138,7 @@ async def test_the_switch_turns_them_all_off_and_people_still_chat(
         assert server.session_class() is eio_socket.AsyncSocket
         assert server.walks_sessions() == "AsyncServer"
         assert not server.sends_directly()
+        assert not server.app[fanout_key].indexed
         await client.close()
 
 
@@ -162,7 +167,7 @@ async def test_naming_fast_paths_runs_only_those(
     async with running(tmp_path, "--fast-paths", "heartbeat") as server:
         assert server.fast() == {"heartbeat"}
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach, direct use the libraries' public API"
+            "fast paths off (--fast-paths): detach, direct, rooms use the libraries' public API"
         ]
         client = await chat(server.url)
         assert server.aiohttp_connections() == 1
@@ -211,6 +216,17 @@ def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socketio.AsyncServer, "_handle_event", handle_event)
 
 
+def _disconnect_forgetting_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of python-socketio whose disconnection also forgets what a client was sent.
+    basic_disconnect = socketio.base_manager.BaseManager.basic_disconnect
+
+    def changed(self: Any, sid: str, namespace: str, **kwargs: Any) -> None:
+        basic_disconnect(self, sid, namespace, **kwargs)
+        self.callbacks.clear()
+
+    monkeypatch.setattr(socketio.base_manager.BaseManager, "basic_disconnect", changed)
+
+
 @pytest.mark.parametrize(
     ("name", "change", "why"),
     [
@@ -219,6 +235,7 @@ def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
         ("heartbeat", _walking_sessions_regardless, "SelfCheckFailed: engine.io walked"),
         ("direct", _send_frame_suspending_first, "SelfCheckFailed: aiohttp's send_frame"),
         ("direct", _acks_sent_another_way, "SelfCheckFailed: AsyncServer._send_packet was"),
+        ("rooms", _disconnect_forgetting_more, "SelfCheckFailed: disconnecting left"),
     ],
 )
 async def test_a_fast_path_steps_aside_when_the_library_differs(
@@ -231,7 +248,7 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
 ) -> None:
     change(monkeypatch)
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat", "direct"} - {name}
+        assert server.fast() == {"detach", "heartbeat", "direct", "rooms"} - {name}
         (line,) = lines(caplog, "fast path ")
         assert line.startswith(f"fast path {name} off") and why in line, line
         assert "using the public API" in line
@@ -241,6 +258,8 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
         elif name == "heartbeat":
             assert server.session_class() is eio_socket.AsyncSocket
             assert server.walks_sessions() == "AsyncServer"
+        elif name == "rooms":
+            assert not server.app[fanout_key].indexed
         else:
             assert not server.sends_directly()
         await client.close()
@@ -254,12 +273,13 @@ def test_the_self_checks_leave_the_servers_signal_handling_alone() -> None:
     script = (
         "import asyncio, os, signal\n"
         "from chatapp.heartbeat import check_heartbeat\n"
+        "from chatapp.managers import check_rooms\n"
         "from chatapp.sessions import check_direct\n"
         "from chatapp.websocket import check_detach\n"
         "async def main():\n"
         "    stop = asyncio.Event()\n"
         "    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)\n"
-        "    for check in (check_detach, check_heartbeat, check_direct):\n"
+        "    for check in (check_detach, check_heartbeat, check_direct, check_rooms):\n"
         "        await check()\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    await asyncio.wait_for(stop.wait(), 10)\n"
@@ -271,3 +291,24 @@ def test_the_self_checks_leave_the_servers_signal_handling_alone() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "stopped"
+
+
+@pytest.mark.parametrize("fast_paths", ["on", "off"])
+async def test_a_disconnection_leaves_every_room_it_was_in(tmp_path: Path, fast_paths: str) -> None:
+    """With the ``rooms`` index or python-socketio's scan, nothing of a connection stays in
+    the manager's rooms once it is gone."""
+    async with running(tmp_path, "--fast-paths", fast_paths) as server:
+        manager = server.app[fanout_key]
+        assert manager.indexed is (fast_paths == "on")
+        stays, goes = await chat(server.url), await chat(server.url)
+        assert (await goes.call("subscribe", {"room": "other"}))["ok"]
+        sid = goes.sio.get_sid()
+        assert [room for room, sids in manager.rooms["/"].items() if sid in sids]
+        await goes.close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while any(sid in sids for sids in manager.rooms["/"].values()):
+            assert asyncio.get_running_loop().time() < deadline, manager.rooms
+            await asyncio.sleep(0.01)
+        assert sid not in manager.rooms["/"] and "other" not in manager.rooms["/"]
+        assert {s for _, s in manager._rooms_of} == {stays.sio.get_sid()}
+        await stays.close()
