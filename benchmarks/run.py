@@ -146,6 +146,24 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "deflate": "off",
     },
+    "reconnect": {
+        "doc": "10 000 connections in 100 rooms, 1 message/s per room for a while, then every "
+        "connection dropped at once (a server restart) and reconnected, catching up with since",
+        "loadgen": {
+            "clients": 10000,
+            "rooms": 100,
+            "senders": 1,
+            "mode": "rate",
+            "rate": 1,
+            "duration": 5,
+            "warmup": 1,
+            "settle": 1,
+            "connect-concurrency": 200,
+            "connect-timeout": 300,
+            "reconnect": True,
+        },
+        "deflate": "off",
+    },
     "fairness": {
         "doc": "a bystander's message-ack latency while 20 connections of one address ask for "
         "history pages of 100 long messages at their allowed rate: chatapp without and with them",
@@ -218,6 +236,13 @@ TABLE_METRICS = [
     "loadgen.cpu_util_measure",
     "server.cpu_util_connect",
     "loadgen.cpu_util_connect",
+    "reconnect.rate",
+    "reconnect.s",
+    "reconnect.ms.p50",
+    "reconnect.ms.p99",
+    "reconnect.server_cpu_s",
+    "reconnect.server_cpu_util",
+    "reconnect.wrong_history",
     "loadgen.event_loop_delay_ms.p99",
     "machine.other_cpu_util",
 ]
@@ -468,10 +493,11 @@ class Runner:
         ]
         cmd += ["--server-pid", ",".join(str(p) for p in pids)]
         for key, value in opts.items():
-            cmd += [f"--{key}", str(value)]
+            cmd += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         if deflate:
             cmd.append("--deflate")
-        budget = float(opts.get("connect-timeout", 120)) + float(opts.get("settle", 1))
+        connects = 2 if opts.get("reconnect") else 1
+        budget = connects * float(opts.get("connect-timeout", 120)) + float(opts.get("settle", 1))
         budget += (
             float(opts.get("warmup", 2))
             + float(opts["duration"])
