@@ -4,8 +4,10 @@ lone message is committed at once, and the thread checkpoints what that commits.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,5 +125,40 @@ async def test_the_thread_checkpoints_what_the_event_loop_commits(
         wal = Path(str(path) + "-wal").stat().st_size
         assert wal < 600 * 4096 / 4, f"WAL of {wal} bytes"
         assert await store.last_id("r") == 600
+    finally:
+        await store.close()
+
+
+async def test_reads_of_one_turn_go_to_the_thread_together_and_fail_alone(
+    tmp_path: Path,
+) -> None:
+    """A crowd connecting reads a room each: the reads asked for in one turn of the event
+    loop cost one hand-off to the thread, in order, each with its own outcome."""
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    try:
+        for r in range(3):
+            await store.add(f"r{r}", "ann", f"in r{r}")
+        submit = store._executor.submit
+        handed: list[object] = []
+
+        def counted(fn: Any, *args: Any) -> Any:
+            handed.append(fn)
+            return submit(fn, *args)
+
+        store._executor.submit = counted  # type: ignore[method-assign]
+        got = await asyncio.gather(
+            store.recent("r0", 5),
+            store._run(lambda conn: conn.execute("SELECT no_such_column FROM messages")),
+            store.view("r1", 5),
+            store.recent("r2", 5),
+            return_exceptions=True,
+        )
+        assert len(handed) == 1
+        first, failed, view, last = got
+        assert isinstance(failed, sqlite3.OperationalError)
+        assert [m.text for m in first.messages] == ["in r0"]  # type: ignore[union-attr]
+        assert [m.text for m in view.page.messages] == ["in r1"]  # type: ignore[union-attr]
+        assert [m.text for m in last.messages] == ["in r2"]  # type: ignore[union-attr]
     finally:
         await store.close()

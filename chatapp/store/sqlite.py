@@ -673,7 +673,8 @@ class SQLiteStore:
     append that waits for no disk flush (``synchronous=NORMAL``) and for no lock (a busy
     file sends it to the thread instead); that saves the two thread hand-offs that
     dominated a message's latency at a calm rate. That connection never checkpoints (that
-    flushes to disk): every :data:`CHECKPOINT_EVERY` of its commits the thread does.
+    flushes to disk): every :data:`CHECKPOINT_EVERY` of its commits the thread does. The
+    reads asked for in one turn of the event loop go to the thread together (:meth:`_run`).
     Per-room ids stay consecutive: ids are assigned inside the write transaction, and a
     message goes inline only when no write is queued or under way. Closing waits for
     queued writes.
@@ -689,14 +690,60 @@ class SQLiteStore:
         self._writing: asyncio.Future[Any] | None = None
         self._flushing = False  # a _flush is scheduled for this turn of the event loop
         self._inline_commits = 0  # since the last checkpoint
+        # Calls of this turn of the event loop, for the thread (_run).
+        self._calls: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
+        """Run ``fn`` in the thread, with the calls of the same turn of the event loop: one
+        hand-off for all of them (a crowd connecting reads a room each)."""
+        if self._conn is None:
             raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._calls:
+            loop.call_soon(self._hand_over)
+        self._calls.append((fn, future))
         # shield: a cancelled handler must not leave a half-seen write; the thread finishes it.
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
         return await asyncio.shield(future)
+
+    def _hand_over(self) -> asyncio.Future[Any] | None:
+        """Send this turn's calls to the thread, in order; each gets its own outcome."""
+        calls, self._calls = self._calls, []
+        conn = self._conn
+        if not calls:
+            return None
+        if conn is None:
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(StoreError("the SQLite store is not open"))
+            return None
+
+        def run() -> list[tuple[bool, Any]]:
+            outcomes: list[tuple[bool, Any]] = []
+            for fn, _ in calls:
+                try:
+                    outcomes.append((True, fn(conn)))
+                except Exception as exc:
+                    outcomes.append((False, exc))
+            return outcomes
+
+        def done(job: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+            failure = None if job.cancelled() else job.exception()
+            if job.cancelled() or failure is not None:
+                outcomes = [(False, failure or StoreError("cancelled"))] * len(calls)
+            else:
+                outcomes = job.result()
+            for (_, future), (ok, value) in zip(calls, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        job = asyncio.get_running_loop().run_in_executor(self._executor, run)
+        job.add_done_callback(done)
+        return job
 
     async def open(self) -> None:
         def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
@@ -731,6 +778,9 @@ class SQLiteStore:
                 continue
             # Its callback, registered first, has queued the next batch when this returns.
             await asyncio.wait([self._writing])
+        reads = self._hand_over()  # calls of this turn, not handed over yet
+        if reads is not None:
+            await asyncio.wait([reads])
         conn, self._conn = self._conn, None
         inline, self._inline = self._inline, None
         loop = asyncio.get_running_loop()
