@@ -428,3 +428,30 @@ function buildInline(toks) {
   }
   return root;
 }
+
+// -- plain text -----------------------------------------------------------------------------
+
+/** Inline nodes' text as a reader sees it: the marks gone, code and links as their text. */
+function inlineText(nodes) {
+  return nodes.map((node) => (node.children ? inlineText(node.children) : node.text)).join("");
+}
+
+/** Blocks' text, one block (paragraph, code block, list item) a line. */
+function blocksText(blocks) {
+  const lines = [];
+  for (const block of blocks) {
+    if (block.type === "para") lines.push(inlineText(block.children));
+    else if (block.type === "code") lines.push(block.text);
+    else if (block.type === "quote") lines.push(blocksText(block.children));
+    else if (block.type === "list") lines.push(...block.items.map(blocksText));
+  }
+  return lines.join("\n");
+}
+
+/**
+ * `text` without its Markdown marks, as plain text ("**bold** `x`" is "bold x"): for an
+ * excerpt (a reply's quote). Nesting is capped by the parser, so is this recursion.
+ */
+export function plainText(text) {
+  return blocksText(parseMarkdown(text));
+}

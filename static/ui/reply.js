@@ -1,14 +1,22 @@
 // Replies: a one-line excerpt of a message, the quote a reply shows above its text (a
 // button that jumps to the original), and the "Replying to …" bar above the message box.
+// Excerpts are plain text: the original's Markdown marks are left out, not shown.
 
 import { el } from "./dom.js";
+import { plainText } from "./markdown.js";
 
 /** Characters of a message an excerpt keeps (the quote's width cuts it further). */
 const EXCERPT = 90;
 
-/** `text` on one line (runs of whitespace as one space), cut at `max` code points with "…". */
+/** `text` on one line: runs of whitespace as one space. */
+const oneLine = (text) => String(text).replace(/\s+/gu, " ").trim();
+
+/**
+ * Message `text` as plain text (without its Markdown marks; as written if that leaves
+ * nothing, e.g. an empty code block) on one line, cut at `max` code points with "…".
+ */
 export function excerpt(text, max = EXCERPT) {
-  const line = String(text).replace(/\s+/gu, " ").trim();
+  const line = oneLine(plainText(text)) || oneLine(text);
   const points = [...line];
   return points.length > max ? `${points.slice(0, max).join("").trimEnd()}…` : line;
 }
