@@ -2,9 +2,10 @@
 // dropped on the room, or pasted into the message box. Each file is one upload, posted as
 // a form to /api/rooms/<room>/files, one at a time in the order given, with the text in
 // the box as its caption. Until the server answers, the room shows "Uploading <name>…"
-// below its messages; a refusal shows the server's reason with Retry (the same client_id:
-// the server stores it once) and Dismiss. What the server allows (sizes, quotas, kinds of
-// file) is the server's to say. The message then arrives as any other: the answer's copy
+// below its messages, with how much of it went (a progress bar and a percentage); a
+// refusal shows the server's reason with Retry (the same client_id: the server stores it
+// once) and Dismiss. What the server allows (sizes, quotas, kinds of file) is the
+// server's to say. The message then arrives as any other: the answer's copy
 // and the room's `message` event have one id, and the timeline holds each id once.
 
 import { el, randomId } from "./dom.js";
@@ -133,31 +134,31 @@ export class Uploader {
     this.#pump();
   }
 
-  /** The upload: {status, body} (the answer's JSON, or null); status 0 when none came. */
-  async #post(item) {
+  /**
+   * The upload: {status, body} (the answer's JSON, or null); status 0 when none came. By
+   * XMLHttpRequest, not fetch: only it tells how much of the body went.
+   */
+  #post(item) {
     const form = new FormData();
     if (item.text !== undefined) form.append("text", item.text);
     form.append("client_id", item.clientId);
     if (item.reply_to !== undefined) form.append("reply_to", String(item.reply_to));
     for (const [field, value] of Object.entries(this.env.auth() ?? {})) form.append(field, value);
     form.append("file", item.file, item.name); // last: the server reads the fields first
-    let response;
-    try {
-      response = await fetch(`/api/rooms/${encodeURIComponent(item.room.name)}/files`, {
-        method: "POST",
-        body: form,
-        credentials: "same-origin",
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) this.#progress(item, event.loaded, event.total);
       });
-    } catch {
-      return { status: 0, body: null };
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      // Not the server's JSON (a proxy's page): its status says enough.
-    }
-    return { status: response.status, body };
+      // Not the server's JSON (a proxy's page): the body is null, its status says enough.
+      xhr.addEventListener("load", () => resolve({ status: xhr.status, body: xhr.response }));
+      for (const type of ["error", "abort", "timeout"]) {
+        xhr.addEventListener(type, () => resolve({ status: 0, body: null }));
+      }
+      xhr.open("POST", `/api/rooms/${encodeURIComponent(item.room.name)}/files`);
+      xhr.responseType = "json";
+      xhr.send(form);
+    });
   }
 
   // -- the rows -----------------------------------------------------------------------------
@@ -185,9 +186,11 @@ export class Uploader {
     }
     if (state === "sending") {
       item.label.textContent = `Uploading ${item.name}…`;
-      const progress = el("progress", "upload-progress"); // no value: under way
-      progress.setAttribute("aria-label", `Uploading ${item.name}`);
-      item.stateEl.replaceChildren(progress);
+      item.progress = el("progress", "upload-progress"); // no value: under way, until it says
+      item.progress.setAttribute("aria-label", `Uploading ${item.name}`);
+      item.percent = el("span", "upload-percent"); // what the bar says, for the eye
+      item.percent.setAttribute("aria-hidden", "true");
+      item.stateEl.replaceChildren(item.progress, item.percent);
       return;
     }
     item.label.textContent = `${item.name} was not sent`;
@@ -203,6 +206,14 @@ export class Uploader {
       this.env.focusComposer?.();
     });
     item.stateEl.replaceChildren(why, retry, dismiss);
+  }
+
+  /** `loaded` of the upload's `total` bytes went. */
+  #progress(item, loaded, total) {
+    if (item.state !== "sending" || !total) return;
+    item.progress.max = total;
+    item.progress.value = loaded;
+    item.percent.textContent = `${Math.floor((loaded * 100) / total)}%`;
   }
 
   /** Try a refused upload again (after the others), with its client_id. */

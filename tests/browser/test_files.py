@@ -1,8 +1,8 @@
 """Files on the page: sent from the "Attach a file" button, pasted into the message box or
-dropped on the room (with the box's text as a caption); an image shows its thumbnail on
-every page and opens in an overlay, any other file is a download link that is never
-rendered; the server's refusal is shown with Retry and Dismiss; a deletion takes the
-file off every page."""
+dropped on the room (with the box's text as a caption), with their progress shown as they
+go; an image shows its thumbnail on every page and opens in an overlay, any other file is
+a download link that is never rendered; the server's refusal is shown with Retry and
+Dismiss; a deletion takes the file off every page."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ DATA_TRANSFER_JS = """(files) => {
         dt.items.add(new File([bytes], f.name, {type: f.type}));
     }
     return dt;
+}"""
+
+#: Records the shown room's upload progress bar each time it moves, in ``window.__progress``:
+#: [value, max, the percentage shown beside it].
+RECORD_PROGRESS = """() => {
+    window.__progress = [];
+    new MutationObserver(() => {
+        const bar = document.querySelector('#pending progress');
+        if (!bar) return;
+        const shown = bar.parentElement.querySelector('.upload-percent')?.textContent;
+        window.__progress.push([bar.value, bar.max, shown]);
+    }).observe(document.getElementById('pending'),
+        {subtree: true, attributes: true, attributeFilter: ['value', 'max']});
 }"""
 
 
@@ -219,6 +232,39 @@ async def test_a_pasted_image_goes_with_the_caption_typed_in_the_box(
     )
     assert await page.evaluate("window.__pasteTaken") is False
     await expect(page.locator("#pending .msg")).to_have_count(0)
+
+
+async def test_a_large_upload_shows_how_much_went_up_to_all_of_it(
+    server: Server, open_chat: OpenChat
+) -> None:
+    ann = await open_chat(server.url, "/r/team", "Ann")
+    page = ann.page
+    # Sent at 2 MiB/s (Chromium's network emulation), so that it is seen on its way.
+    cdp = await ann.context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2 << 20},
+    )
+    await page.evaluate(RECORD_PROGRESS)
+    size = 4 << 20
+    await choose(page, ("big.bin", bytes(size), "application/octet-stream"))
+    bar = page.locator("#pending .msg.upload").get_by_role("progressbar", name="Uploading big.bin")
+    await expect(bar).to_be_visible()
+    item = page.locator("#messages .msg")
+    await expect(item.locator(".attachment-name")).to_have_text("big.bin")
+    await expect(page.locator("#pending .msg")).to_have_count(0)
+
+    progress: list[list[Any]] = await page.evaluate("window.__progress")
+    assert progress, "the bar never moved"
+    # Of the whole form (the file and its fields), only ever forward, and all of it at last.
+    assert all(total > size for _, total, _ in progress)
+    sent = [value for value, _, _ in progress]
+    assert sent == sorted(sent)
+    assert any(0 < value < total for value, total, _ in progress), progress
+    value, total, shown = progress[-1]
+    assert (value, shown) == (total, "100%")
+    assert all(shown == f"{int(value * 100 / total)}%" for value, total, shown in progress)
 
 
 async def test_a_dropped_html_file_is_a_download_link_never_rendered(
