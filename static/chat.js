@@ -53,7 +53,7 @@ const state = {
   name: account ? account.displayName : storedName(),
   key: browserKey(), // sent on every (re)connect: who we are, whatever our name
   userId: null, // the public id the server derives from it (the welcome says)
-  admin: false, // signed in as an admin (the welcome says): may delete any message
+  admin: false, // signed in as an admin (the welcome says): may delete any message, see edits
   keyReplaced: false,
   live: false, // welcomed, and connected since: people and head counts are current
   welcomed: false, // a connection was welcomed once: the page has something to keep
@@ -129,6 +129,8 @@ const roomEnv = {
   canDelete: (msg) => isMine(msg) || state.admin,
   // Only the author edits (an admin may delete others' words, not change them).
   canEdit: isMine,
+  // What a message said before its edits is for admins (the server checks again).
+  canSeeEdits: () => state.admin,
   reply: (room, msg) => startReply(room, msg),
   pages,
   slots: {
@@ -745,7 +747,7 @@ function setUserId(userId) {
   for (const room of rooms.values()) room.timeline.refreshOwnership();
 }
 
-/** Whether we are an admin (the welcome says): may delete anyone's message. */
+/** Whether we are an admin (the welcome says): may delete anyone's message, see earlier versions. */
 function setAdmin(admin) {
   if (admin === state.admin) return;
   state.admin = admin;

@@ -40,7 +40,8 @@ export class Room {
    *   atBottom(room) (the reader reached its newest message), people(room, shown),
    *   focusComposer(); mentionsMe(msg) (it names the reader: highlighted) and
    *   personAction(room, person, mine) (a control after a person in its online list, or null);
-   *   canEdit(msg) (offer Edit: the reader's own); reply(room, msg) (the reader is answering it)
+   *   canEdit(msg) (offer Edit: the reader's own); reply(room, msg) (the reader is answering it);
+   *   canSeeEdits() (offer a message's earlier versions: the reader is an admin)
    */
   constructor(name, env) {
     this.name = name;
@@ -83,6 +84,8 @@ export class Room {
       onPick: (msg, request) => this.#pickEmoji(request),
       onReply: (msg) => env.reply(this, msg),
       onJump: (id) => this.jumpTo(id),
+      canSeeEdits: env.canSeeEdits,
+      onEdits: (msg) => this.messageEdits(msg),
       userId: env.userId,
       nameOf: (userId) => this.nameOf(userId),
       focusComposer: env.focusComposer,
@@ -384,6 +387,17 @@ export class Room {
     try {
       const ack = await this.#call("edit", { id: msg.id, text });
       return ack.ok ? { message: ack.message } : { error: ack.error };
+    } catch {
+      return { error: "could not reach the server, please try again" };
+    }
+  }
+
+  /** What `msg` said before its edits (admins only): {edits}, oldest first, or {error}. */
+  async messageEdits(msg) {
+    if (!this.live) return { error: "not connected, try again once the connection is back" };
+    try {
+      const ack = await this.#call("edits", { id: msg.id });
+      return ack.ok ? { edits: ack.edits } : { error: ack.error };
     } catch {
       return { error: "could not reach the server, please try again" };
     }

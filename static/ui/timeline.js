@@ -2,13 +2,15 @@
 // deleted one as a tombstone, an edited one marked "(edited)", with its reactions and the
 // quote of the message it replies to); the user's own messages still waiting for their ack
 // below them; day separators, grouping, and scrolling that never jumps under the reader.
-// Each message's actions (Reply, React, Edit, Delete) show on hover or keyboard focus.
+// Each message's actions (Reply, React, Edit, Delete) show on hover or keyboard focus; an
+// admin opens an edited message's earlier versions from its "(edited)".
 
 import { avatar, hueClass } from "./avatar.js";
 import { attachment, showsText } from "./attachments.js";
 import { actionBar, deleteControl } from "./deletion.js";
 import { el, quietly } from "./dom.js";
 import { editorState, messageEditor } from "./editor.js";
+import { editHistory, editedMarker, historyState } from "./edits.js";
 import { identityTag } from "./identity.js";
 import { mentionWords } from "./mentions.js";
 import { hasReacted, reactionsRow } from "./reactions.js";
@@ -57,12 +59,14 @@ export class Timeline {
    *   {message} (its new state) or {error}; onReact(msg, emoji, add) -> Promise of null or
    *   the reason it was refused; onPick(msg, {button, anchor(), pick(emoji)}) (open the
    *   emoji picker from `button`, pointing at anchor(), the message's React button now);
-   *   onReply(msg); onJump(id) -> Promise of null (shown) or why not; focusComposer()
+   *   onReply(msg); onJump(id) -> Promise of null (shown) or why not; focusComposer();
+   *   canSeeEdits() -> bool (offer earlier versions: the reader is an admin);
+   *   onEdits(msg) -> Promise of {edits} (docs/protocol.md, `edits`) or {error}
    */
   constructor(dom, hooks) {
     this.dom = dom;
     this.hooks = hooks;
-    this.entries = new Map(); // id -> {msg, el, sep, actions, actionsKey, editor}
+    this.entries = new Map(); // id -> {msg, el, sep, actions, actionsKey, editor, history}
     this.ids = []; // sorted ascending
     this.pending = new Map(); // client_id -> pending record
     this.hasMore = false;
@@ -181,10 +185,16 @@ export class Timeline {
   applyChange(msg) {
     const entry = this.entries.get(msg.id);
     if (!entry || revOf(msg) <= revOf(entry.msg)) return;
+    const edited = entry.msg.edited;
     entry.msg = msg;
-    if (msg.deleted) entry.editor = null; // nothing left to edit
+    if (msg.deleted) {
+      entry.editor = null; // nothing left to edit
+      entry.history = null; // nor to look back on (a deletion removes the earlier texts)
+    }
     this.#redraw(entry);
     this.#refreshQuotes(msg.id);
+    // Edited again while its earlier versions are open: they are asked for again.
+    if (entry.history && msg.edited !== edited) this.#loadEdits(entry);
   }
 
   /**
@@ -252,7 +262,7 @@ export class Timeline {
       this.applyChange(msg);
       return false;
     }
-    const entry = { msg, el: null, sep: null, actions: null, actionsKey: null, editor: null };
+    const entry = { msg, el: null, sep: null, actions: null, actionsKey: null, editor: null, history: null };
     entry.el = this.#renderMessage(msg, { entry });
     const index = this.#indexFor(msg.id);
     const next = index < this.ids.length ? this.entries.get(this.ids[index]) : null;
@@ -365,6 +375,32 @@ export class Timeline {
     if (error && now) this.#note(now.el, `Reaction not ${add ? "added" : "removed"}: ${error}`);
   }
 
+  // -- earlier versions (admins) ---------------------------------------------------------------
+
+  #toggleEdits(id) {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    if (entry.history) this.#closeEdits(entry);
+    else this.#loadEdits(entry);
+  }
+
+  /** Open (or refresh) the panel of `entry`'s earlier versions, and ask the server for them. */
+  async #loadEdits(entry) {
+    const history = historyState(entry.history);
+    entry.history = history;
+    this.#redraw(entry, null, { quiet: true });
+    const result = await this.hooks.onEdits(entry.msg);
+    if (this.entries.get(entry.msg.id) !== entry || entry.history !== history) return; // closed meanwhile
+    if (result.error) Object.assign(history, { state: "failed", error: result.error });
+    else Object.assign(history, { state: "shown", edits: result.edits });
+    this.#redraw(entry, null, { quiet: true });
+  }
+
+  #closeEdits(entry) {
+    entry.history = null;
+    this.#redraw(entry, "edits", { quiet: true });
+  }
+
   // -- editing ----------------------------------------------------------------------------------
 
   /** Open the editor of message `id` (one of the reader's); `returnTo` as in editorState. */
@@ -463,9 +499,8 @@ export class Timeline {
     time.title = exactTime(msg.ts);
     meta.append(time);
     if (msg.edited && !msg.deleted) {
-      const edited = el("span", "edited", "(edited)");
-      edited.title = `Edited ${exactTime(msg.edited)}`;
-      meta.append(edited);
+      const toggle = entry && this.hooks.canSeeEdits() ? () => this.#toggleEdits(msg.id) : null;
+      meta.append(editedMarker(msg, entry?.history ?? null, toggle));
     }
     bubble.append(meta);
     // The message it answers: a tombstone's is gone with its text.
@@ -490,6 +525,9 @@ export class Timeline {
     // The file it carries (a tombstone's is gone): a thumbnail or a download card.
     const file = attachment(msg);
     if (file) bubble.append(file);
+    if (entry?.history && !msg.deleted) {
+      bubble.append(editHistory(msg, entry.history, () => this.#closeEdits(entry)));
+    }
     if (entry) {
       const row = reactionsRow(msg, {
         me: this.hooks.userId(),
@@ -503,15 +541,17 @@ export class Timeline {
   }
 
   /**
-   * Re-evaluate which messages are the reader's own, and which they may delete (the
-   * reader's user_id, or whether they are an admin, changed).
+   * Re-evaluate which messages are the reader's own, which they may delete, and whose
+   * earlier versions they may see (the reader's user_id, or whether they are an admin,
+   * changed).
    */
   refreshOwnership() {
     for (const entry of this.entries.values()) {
       const mine = this.hooks.isMine(entry.msg);
       if (!mine) entry.editor = null;
-      if (entry.msg.reactions?.length || entry.el.classList.contains("editing")) {
-        this.#redraw(entry); // which chips are pressed
+      if (!this.hooks.canSeeEdits()) entry.history = null;
+      if (entry.msg.reactions?.length || entry.msg.edited || entry.el.classList.contains("editing")) {
+        this.#redraw(entry); // which chips are pressed, whether "(edited)" opens its versions
         continue;
       }
       entry.el.classList.toggle("mine", mine);

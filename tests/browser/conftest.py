@@ -57,6 +57,20 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 
+#: For page.evaluate: records each message that flashes (is highlighted, as a jump to it
+#: does) from now on, by id, in any room, in ``window.__flashed``.
+RECORD_FLASHES = """() => {
+    window.__flashed = [];
+    new MutationObserver((records) => {
+        for (const r of records) {
+            if (r.target.classList?.contains('flash')) {
+                window.__flashed.push(Number(r.target.dataset.id));
+            }
+        }
+    }).observe(document.getElementById('timelines'),
+        {subtree: true, attributes: true, attributeFilter: ['class']});
+}"""
+
 
 @dataclass
 class ChatPage:

@@ -1,19 +1,24 @@
 """A message's actions on the page: editing one's own messages (from its Edit button or
-ArrowUp in the empty message box), reactions (chips and the emoji picker) and replies
-(the quote, and the jump to an original not loaded yet); live on every page, and after
-a page was offline."""
+ArrowUp in the empty message box) and, for admins, reading what an edited message said
+before, reactions (chips and the emoji picker) and replies (the quote, as plain text, and
+the jump to an original not loaded yet); live on every page, and after a page was
+offline."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING
 
 from tests.conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
 from tests.support import Server
+from tests.test_moderation import admin_and_ann
+from tests.test_users_cli import users
 
-from .conftest import OpenChat, expect
+from .conftest import RECORD_FLASHES, ChatPage, OpenChat, expect
 from .test_chat_page import send, shown
 from .test_identity import bubble
+from .test_sign_in import sign_in_on_page
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
@@ -22,20 +27,10 @@ if TYPE_CHECKING:
 EDIT = "Edit message"
 REACT = "Add reaction"
 REPLY = "Reply"
+#: The accessible name of "(edited)" where it opens the message's earlier versions (admins).
+EARLIER = "Edited: show earlier versions"
 #: A bot's own key: a keyed client may edit its own messages.
 BOT_KEY = "actions-bot-key-0123456789"
-#: Records each message that flashes (is highlighted) from now on, by id.
-RECORD_FLASHES = """() => {
-    window.__flashed = [];
-    new MutationObserver((records) => {
-        for (const r of records) {
-            if (r.target.classList?.contains('flash')) {
-                window.__flashed.push(Number(r.target.dataset.id));
-            }
-        }
-    }).observe(document.getElementById('messages'),
-        {subtree: true, attributes: true, attributeFilter: ['class']});
-}"""
 
 
 def texts(page: Page) -> Locator:
@@ -178,6 +173,83 @@ async def test_an_edit_the_server_refuses_shows_why_and_the_editor_stays(
     await expect(box).to_have_count(0)
     await expect(texts(page)).to_have_text(["tpyo"])
     await expect(page.locator("#messages .edited")).to_have_count(0)
+
+
+async def signed_in_admin(server: Server, open_chat: OpenChat) -> ChatPage:
+    """The admin "boss" (made with the member "ann"), signed in on a page of #team."""
+    await admin_and_ann(server)
+    boss = await open_chat(server.url, "/r/team", name=None, wait_connected=False)
+    await sign_in_on_page(boss.page, "boss", "boss's password")
+    await expect(boss.page.locator("#status")).to_have_attribute("data-state", "connected")
+    return boss
+
+
+async def test_an_admin_reads_what_an_edited_message_said_before_and_others_cannot(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    bot = make_client()
+    await bot.connect(server.url, room="team", name="Cy", key=BOT_KEY)
+    msg_id = (await bot.send("the meeting is at **3**"))["message"]["id"]
+    boss = await signed_in_admin(server, open_chat)
+    bo = await open_chat(server.url, "/r/team", "Bo")
+    for text in ("the meeting is at 4", "the meeting is at `5`, room B"):
+        assert (await bot.call("edit", {"id": msg_id, "text": text}))["ok"]
+    for chat in (bo, boss):
+        await expect(by_id(chat.page, msg_id).locator(".text")).to_have_text(
+            "the meeting is at 5, room B"
+        )
+        await expect(by_id(chat.page, msg_id).locator(".edited")).to_have_text("(edited)")
+    # Not an admin: "(edited)" is text, as before, with nothing to open.
+    await expect(bo.page.locator("#messages .edited")).to_have_js_property("tagName", "SPAN")
+    await expect(by_id(bo.page, msg_id).get_by_role("button", name=EARLIER)).to_have_count(0)
+
+    page = boss.page
+    marker = by_id(page, msg_id).get_by_role("button", name=EARLIER)
+    await expect(marker).to_have_attribute("aria-expanded", "false")
+    await marker.click()
+    panel = by_id(page, msg_id).get_by_role("region", name="Earlier versions")
+    versions = panel.locator(".edit-version")
+    # Oldest first, each drawn as a message is (its Markdown too), the current one last.
+    await expect(versions.locator(".edit-version-text")).to_have_text(
+        ["the meeting is at 3", "the meeting is at 4", "the meeting is at 5, room B"]
+    )
+    await expect(versions.nth(0).locator("strong")).to_have_text("3")
+    await expect(versions.nth(2).locator("code")).to_have_text("5")
+    await expect(versions.locator(".edit-version-head")).to_have_text(
+        [re.compile(r"^Sent \S"), re.compile(r"^Edited \S"), re.compile(r"^Current, edited \S")]
+    )
+    await expect(marker).to_have_attribute("aria-expanded", "true")
+    await expect(marker).to_have_attribute("aria-controls", str(await panel.get_attribute("id")))
+    await expect(marker).to_be_focused()
+    # Escape closes it, the focus stays on "(edited)"; Enter opens it again.
+    await page.keyboard.press("Escape")
+    await expect(panel).to_have_count(0)
+    await expect(marker).to_have_attribute("aria-expanded", "false")
+    await expect(marker).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(versions).to_have_count(3)
+    # Edited again while it is open: the versions follow.
+    assert (await bot.call("edit", {"id": msg_id, "text": "cancelled"}))["ok"]
+    await expect(versions.locator(".edit-version-text")).to_have_text(
+        [
+            "the meeting is at 3",
+            "the meeting is at 4",
+            "the meeting is at 5, room B",
+            "cancelled",
+        ]
+    )
+    await panel.get_by_role("button", name="Close earlier versions").click()
+    await expect(panel).to_have_count(0)
+    await expect(marker).to_be_focused()
+
+    # Demoted meanwhile: the server refuses, and the panel says why.
+    demoted = await asyncio.to_thread(users, "demote", "boss", "--db", server.db)
+    assert demoted.returncode == 0, demoted.stderr
+    await marker.click()
+    await expect(panel.get_by_role("alert")).to_have_text(
+        "Could not load them: only admins may see what a message said before its edits"
+    )
+    await expect(versions).to_have_count(0)
 
 
 async def test_a_reaction_by_two_people_counts_on_both_pages(
@@ -333,6 +405,32 @@ async def test_a_reply_quotes_its_original_and_jumps_to_it_when_not_loaded(
     # Deleted, the quote says so.
     assert (await bot.call("delete", {"id": original["id"]}))["ok"]
     await expect(quote).to_have_text("In reply to a deleted message")
+
+
+async def test_a_reply_quotes_its_original_as_plain_text_without_markdown_marks(
+    server: Server, open_chat: OpenChat, make_client: ClientFactory
+) -> None:
+    bot = make_client()
+    await bot.connect(server.url, room="team", name="Cy", key=BOT_KEY)
+    original = (
+        "**Ship** it on `friday`, see [the plan](https://example.com/plan) ~~maybe~~\n"
+        "- one\n- _two_"
+    )
+    msg_id = (await bot.send(original))["message"]["id"]
+    ann = await open_chat(server.url, "/r/team", "Ann")
+    page = ann.page
+    assert (await bot.send("sounds good", reply_to=msg_id))["ok"]
+    quote = bubble(page, "sounds good").locator(".reply-quote")
+    plain = "Ship it on friday, see the plan maybe one two"
+    await expect(quote).to_have_text(f"In reply to Cy: {plain}")
+    await expect(quote.locator("strong, em, del, code, a")).to_have_count(0)
+    # The bar above the box, replying to it from the page, says the same.
+    await by_id(page, msg_id).hover()
+    await by_id(page, msg_id).get_by_role("button", name=REPLY).click()
+    await expect(page.locator("#reply-bar")).to_have_text(f"Replying to Cy: {plain}")
+    # Edited, the quote follows, still without marks.
+    assert (await bot.call("edit", {"id": msg_id, "text": "**moved** to _monday_"}))["ok"]
+    await expect(quote).to_have_text("In reply to Cy: moved to monday")
 
 
 async def test_a_page_that_was_offline_shows_edits_and_reactions_made_meanwhile(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tests.conftest import ClientFactory
 from tests.support import Server
 
-from .conftest import ChatPage, OpenChat, expect
+from .conftest import RECORD_FLASHES, ChatPage, OpenChat, expect
 from .test_chat_page import shown
 from .test_identity import bubble
 from .test_my_rooms import account, member, signed_in
@@ -20,19 +20,6 @@ from .test_rooms_sidebar import bot_in, my_room
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
-
-#: Records each message that flashes (is highlighted) from now on, by id, in any room.
-RECORD_FLASHES = """() => {
-    window.__flashed = [];
-    new MutationObserver((records) => {
-        for (const r of records) {
-            if (r.target.classList?.contains('flash')) {
-                window.__flashed.push(Number(r.target.dataset.id));
-            }
-        }
-    }).observe(document.getElementById('timelines'),
-        {subtree: true, attributes: true, attributeFilter: ['class']});
-}"""
 
 
 def box(page: Page) -> Locator:
