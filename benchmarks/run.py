@@ -118,6 +118,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "deflate": "off",
     },
+    "rooms-small": {
+        "doc": "1000 clients in 100 rooms of 10, 1 closed-loop sender per room: small-room throughput",
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 100,
+            "senders": 1,
+            "mode": "closed",
+            "duration": 15,
+            "warmup": 3,
+        },
+        "deflate": "off",
+    },
     "follow": {
         "doc": "1000 clients each in 10 of 100 rooms (one by connecting, 9 by subscribing; "
         "Node: one socket joining 10 rooms), 1 closed-loop sender per room: many rooms per connection",
