@@ -9,7 +9,7 @@ import engineio
 import pytest
 import socketio
 
-from .services import cluster, db, pg_url, redis_prefix, tcp_proxy
+from .services import Cleanup, after_servers, cluster, db, pg_url, redis_prefix, tcp_proxy
 from .support import Client, Server
 
 ServerFactory = Callable[..., Awaitable[Server]]
@@ -30,12 +30,14 @@ NO_RATE_LIMITS = (
     "10000000",
 )
 # Fixtures for the tests that need Redis and PostgreSQL (tests/services.py).
-__all__ = ["cluster", "db", "pg_url", "redis_prefix", "tcp_proxy"]
+__all__ = ["after_servers", "cluster", "db", "pg_url", "redis_prefix", "tcp_proxy"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+async def start_server(
+    tmp_path: Path, after_servers: list[Cleanup]
+) -> AsyncIterator[ServerFactory]:
     """Start ``python -m chatapp`` with extra flags; each is stopped and checked at the end.
 
     A server must exit 0 on SIGTERM and log no ERROR line or traceback, unless the test

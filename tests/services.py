@@ -106,13 +106,30 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
+Cleanup = Callable[[], Coroutine[Any, Any, None]]
+
+
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
+def after_servers() -> Iterator[list[Cleanup]]:
+    """Clean-ups that must wait until every server of the test has stopped.
+
+    ``start_server`` asks for this fixture, so pytest tears it down after the servers
+    whatever order a test names its fixtures in: a schema dropped under a running server
+    would make it log errors the test did not cause.
+    """
+    cleanups: list[Cleanup] = []
+    yield cleanups
+    for cleanup in reversed(cleanups):
+        _run(cleanup())
+
+
+@pytest.fixture
+def redis_prefix(after_servers: list[Cleanup]) -> str:
     """A fresh Redis key prefix (also the fan-out channel's), deleted after the test."""
     _require(_run(_redis_available()))
     prefix = f"chatapp-test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    _run(_delete_keys(prefix))
+    after_servers.append(lambda: _delete_keys(prefix))
+    return prefix
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -126,12 +143,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(after_servers: list[Cleanup]) -> str:
     """A PostgreSQL URL whose history goes to a fresh schema, dropped after the test."""
     _require(_run(_postgres_available()))
     schema = f"chatapp_test_{uuid.uuid4().hex[:12]}"
-    yield with_schema(DATABASE_URL, schema)
-    _run(_drop_schema(schema))
+    after_servers.append(lambda: _drop_schema(schema))
+    return with_schema(DATABASE_URL, schema)
 
 
 class TcpProxy:
