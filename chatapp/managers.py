@@ -44,7 +44,6 @@ class RoomIndex:
 
     rooms: dict[Any, dict[Any, Any]]
     callbacks: dict[str, Any]
-    pending_connect: dict[str, list[str]]
     pending_disconnect: dict[str, list[str]]
     #: Whether :meth:`basic_disconnect` uses the index (the fast path passed its check).
     indexed = False
@@ -83,7 +82,8 @@ class RoomIndex:
             self.basic_leave_room(sid, namespace, room)
         # As the stock basic_disconnect does after leaving the rooms.
         self.callbacks.pop(sid, None)
-        for pending in (self.pending_connect, self.pending_disconnect):
+        # python-socketio < 5.18 has no pending connects.
+        for pending in (getattr(self, "pending_connect", {}), self.pending_disconnect):
             sids = pending.get(namespace)
             if sids is not None and sid in sids:
                 sids.remove(sid)
@@ -105,14 +105,18 @@ async def check_rooms() -> None:
             for ns, by_room in manager.rooms.items()
         }
         callbacks = {sid: sorted(k for k in ids if k) for sid, ids in manager.callbacks.items()}
-        return rooms, callbacks, manager.pending_connect, manager.pending_disconnect
+        pending_connect = getattr(manager, "pending_connect", None)  # python-socketio >= 5.18
+        return rooms, callbacks, pending_connect, manager.pending_disconnect
 
     managers = [socketio.AsyncManager(), Indexed()]
     for manager in managers:
         sio = socketio.AsyncServer(client_manager=manager)
         sio.eio.generate_id = functools.partial(next, iter(f"sid{n}" for n in range(100)))
         sids = [await manager.connect(f"eio{n}", "/") for n in range(4)]
-        sids.append(await manager.pre_connect("eio9", "/"))  # still being admitted
+        if hasattr(manager, "pre_connect"):  # python-socketio >= 5.18: still being admitted
+            sids.append(await manager.pre_connect("eio9", "/"))
+        else:
+            sids.append(await manager.connect("eio9", "/"))
         for n, sid in enumerate(sids):
             await manager.enter_room(sid, "/", "everyone")
             await manager.enter_room(sid, "/", f"room{n % 2}")
