@@ -13,8 +13,13 @@ from redis.backoff import ConstantBackoff, NoBackoff
 TIMEOUT = 3.0
 
 
-def connect(url: str, **options: Any) -> aioredis.Redis:
-    """A client for ``url`` (redis://, rediss:// or unix://) that fails within seconds."""
+def connect(url: str, max_connections: int | None = None, **options: Any) -> aioredis.Redis:
+    """A client for ``url`` (redis://, rediss:// or unix://) that fails within seconds.
+
+    With ``max_connections``, calls beyond that many at once wait (up to :data:`TIMEOUT`)
+    for a connection to be free: redis-py's default pool raises "Too many connections"
+    instead, past 100, which a crowd of clients arriving or leaving at once reaches.
+    """
     settings: dict[str, Any] = {
         "socket_timeout": TIMEOUT,
         "socket_connect_timeout": TIMEOUT,
@@ -22,7 +27,12 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         "retry": Retry(ConstantBackoff(0.1), 1),
         **options,
     }
-    return aioredis.Redis.from_url(url, **settings)
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, **settings)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=TIMEOUT, **settings
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def subscriber(url: str) -> aioredis.Redis:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from redis import asyncio as aioredis
 
-from .conftest import ClientFactory, ServerFactory, require_service
+from .conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory, require_service
 from .services import REDIS_URL, StartCluster, TcpProxy, eventually, service_port, with_port
 from .support import Client, Server
 
@@ -357,3 +357,26 @@ async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
         return proxy.subscribers() == 2
 
     await eventually(one_each, what="the replaced subscriber connections to close")
+
+
+async def test_a_crowd_coming_and_going_at_once_keeps_presence_in_redis(
+    cluster: StartCluster, make_client: ClientFactory
+) -> None:
+    """Hundreds of connections arriving or leaving at once each update presence in Redis:
+    they wait their turn for one of a bounded set of Redis connections rather than find
+    the pool spent and take Redis for unreachable (which would show each process only its
+    own users until it recovered)."""
+    one, two = await cluster(
+        2, *NO_RATE_LIMITS[4:], "--max-connections-per-ip", "0", "--max-tcp-connections-per-ip", "0"
+    )
+    watcher = make_client()
+    await watcher.connect(two.url, room="hall", name="watcher")
+    crowd = [make_client() for _ in range(240)]
+    names = [f"p{n:03}" for n in range(240)]
+    await asyncio.gather(
+        *(c.connect(one.url, room="hall", name=n) for c, n in zip(crowd, names, strict=True))
+    )
+    await watcher.wait_for("presence", lambda p: len(p["users"]) == 241, timeout=30)
+    await asyncio.gather(*(c.close() for c in crowd))
+    await watcher.wait_for("presence", lambda p: p["users"] == ["watcher"], timeout=30)
+    assert "Redis is unreachable" not in one.log()

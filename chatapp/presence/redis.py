@@ -37,6 +37,8 @@ from .memory import sort_names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Redis connections presence uses at most; more joins and leaves at once wait their turn.
+CONNECTIONS = 32
 
 # Shared by the scripts: remove one connection, return its name if that name is now gone.
 _LEAVE_FN = """
@@ -183,7 +185,7 @@ class RedisPresence:
         self.prefix = prefix
         self.ttl = ttl
         self.process = uuid.uuid4().hex[:16]
-        self._redis = redisconn.connect(url)
+        self._redis = redisconn.connect(url, max_connections=CONNECTIONS)
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
