@@ -475,6 +475,10 @@ const stats = {
   measuredDeliveries: 0, // deliveries received inside the measured window
 };
 const latency = new Histogram(); // send -> delivery at every receiving client
+// With several --url: deliveries to a client of the sender's own process, and of another
+// (those went through the shared Redis: the listening process decoded and re-delivered them).
+const latencyLocal = new Histogram();
+const latencyRemote = new Histogram();
 const ackLatency = new Histogram(); // send -> ack at the sender
 const connectLatency = new Histogram(); // ws open -> welcome
 const reconnectLatency = new Histogram(); // the same, in the --reconnect storm
@@ -564,7 +568,8 @@ class Client {
     this.counted = []; // the rooms whose `ready` counts this client
     this.subscribeAcks = new Map(); // ack id -> room
     // Spread each room's members over the URLs (matters for the cluster scenario).
-    this.url = opts.urls[Math.floor(index / opts.rooms) % opts.urls.length];
+    this.urlIndex = Math.floor(index / opts.rooms) % opts.urls.length;
+    this.url = opts.urls[this.urlIndex];
     this.name = kind === 'member' ? `u${index}` : `${kind}${index}`;
     this.localAddress = kind === 'hog' ? opts.hogAddress : opts.localAddress;
     this.hogSentAt = 0;
@@ -785,7 +790,10 @@ class Client {
       if (ev.id < follow.lastServerId) stats.outOfOrder++;
       else follow.lastServerId = ev.id;
     }
-    if (ev.t >= measureStart && ev.t < measureEnd) latency.record(now - ev.t);
+    if (ev.t >= measureStart && ev.t < measureEnd) {
+      latency.record(now - ev.t);
+      if (opts.urls.length > 1) (ev.s === this.urlIndex ? latencyLocal : latencyRemote).record(now - ev.t);
+    }
     if (now >= measureStart && now < measureEnd) stats.measuredDeliveries++;
   }
 
@@ -794,7 +802,9 @@ class Client {
     const k = room.allocate();
     const t = performance.now();
     const ackId = this.nextAckId++;
-    const text = `{"k":${k},"t":${t.toFixed(3)}}${padding}`;
+    // With several processes the sender's one is named, to tell local from remote deliveries.
+    const origin = opts.urls.length > 1 ? `,"s":${this.urlIndex}` : '';
+    const text = `{"k":${k},"t":${t.toFixed(3)}${origin}}${padding}`;
     this.pending.set(ackId, { k, sentAt: t });
     room.outstanding++;
     stats.sent++;
@@ -887,16 +897,18 @@ function parseEvent(json) {
   const msg = arr[1] || {};
   let k = -1;
   let t = NaN;
+  let s = -1;
   if (typeof msg.text === 'string' && msg.text.startsWith('{"k":')) {
     try {
       const inner = JSON.parse(msg.text.slice(0, msg.text.indexOf('}') + 1));
       k = inner.k;
       t = inner.t;
+      s = inner.s;
     } catch {
       // not ours
     }
   }
-  return { name, k, t, id: msg.id, room: msg.room };
+  return { name, k, t, s, id: msg.id, room: msg.room };
 }
 
 function sending() {
@@ -1164,6 +1176,9 @@ async function main() {
     msgs_per_s: r3(stats.measuredAcked / measuredSeconds),
     deliveries_per_s: r3(stats.measuredDeliveries / measuredSeconds),
     latency_ms: latency.summary(),
+    ...(opts.urls.length > 1
+      ? { latency_local_ms: latencyLocal.summary(), latency_remote_ms: latencyRemote.summary() }
+      : {}),
     ack_latency_ms: ackLatency.summary(),
     loadgen: {
       cpu_s: sec(cpuAll.user + cpuAll.system),

@@ -44,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "loadgen.js"
 REFERENCE = BENCH_DIR / "reference_server.js"
-URL_RE = re.compile(r"https?://(?:127\.0\.0\.1|localhost):(\d+)")
+URL_RE = re.compile(r"https?://(localhost|\d+\.\d+\.\d+\.\d+):(\d+)")
 RAISED_LIMITS = [
     "--message-burst",
     "1000000",
@@ -217,7 +217,22 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "deflate": "off",
     },
+    "cluster-calm": {
+        "doc": "the cluster's rooms at a fixed rate, about half of what 2 processes sustain here: "
+        "local and remote delivery latency, and the server CPU a remote delivery adds, 2 processes vs 1",
+        "loadgen": {
+            "clients": 1000,
+            "rooms": 50,
+            "senders": 2,
+            "mode": "rate",
+            "rate": 22,
+            "duration": 15,
+            "warmup": 3,
+        },
+        "deflate": "off",
+    },
 }
+CLUSTER_SCENARIOS = ("cluster", "cluster-calm")
 
 # Metrics shown in the table (dotted paths into loadgen's JSON, plus the
 # derived ones added by derive()). Everything numeric goes into the JSON file.
@@ -243,6 +258,14 @@ TABLE_METRICS = [
     "hog.limited_per_s",
     "server.cpu_util_measure",
     "deliveries_per_server_cpu_s",
+    "server_cpu_us_per_delivery",
+    "latency_local_ms.p50",
+    "latency_local_ms.p99",
+    "latency_remote_ms.p50",
+    "latency_remote_ms.p99",
+    "remote_share",
+    "remote_p99_over_local_p99",
+    "extra_cpu_us_per_remote_delivery",
     "server.rss_peak_kb",
     "server.mem_per_conn_bytes",
     "loadgen.cpu_util_measure",
@@ -312,8 +335,9 @@ class Server:
                     self.lines.append(line.rstrip())
                     del self.lines[:-50]
                 m = URL_RE.search(line)
-                if m and m.group(1) != "0":
-                    found.put(f"http://127.0.0.1:{m.group(1)}")
+                if m and m.group(2) != "0":
+                    host = "127.0.0.1" if m.group(1) == "localhost" else m.group(1)
+                    found.put(f"http://{host}:{m.group(2)}")
             stream.close()
 
         for stream in (self.proc.stdout, self.proc.stderr):
@@ -333,7 +357,7 @@ class Server:
                     )
         self.stop()
         raise HarnessError(
-            f"{self.name} printed no http://127.0.0.1:PORT line within {timeout:.0f}s; see {self.log_path}"
+            f"{self.name} printed no http://HOST:PORT line within {timeout:.0f}s; see {self.log_path}"
         )
 
     @property
@@ -377,6 +401,62 @@ def redis_ping(url: str) -> bool:
         return False
 
 
+class Netns:
+    """Hosts of their own on this machine, for --netns: a network namespace per chatapp
+    process and one for Redis, each joined by a veth pair to a bridge in the root
+    namespace, where the load generator stays. What one process publishes crosses veth
+    and the bridge to Redis and on to the other, as across a LAN's switch (without a
+    wire's latency). Needs root and iproute2's `ip`."""
+
+    BRIDGE = "chbench0"
+    NET = "10.77.0"
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.hosts = hosts
+
+    def namespace(self, host: str) -> str:
+        return f"chatapp-bench-{host}"
+
+    def address(self, host: str) -> str:
+        return f"{self.NET}.{11 + self.hosts.index(host)}"
+
+    def wrap(self, host: str, cmd: list[str]) -> list[str]:
+        # `ip netns exec` execs the command: the pid we get is the command's own.
+        return ["ip", "netns", "exec", self.namespace(host), *cmd]
+
+    def up(self) -> None:
+        if not shutil.which("ip"):
+            raise HarnessError("--netns needs iproute2's `ip`")
+        self.down()  # what an interrupted run left
+        self.ip("link", "add", self.BRIDGE, "type", "bridge")
+        self.ip("addr", "add", f"{self.NET}.1/24", "dev", self.BRIDGE)
+        self.ip("link", "set", self.BRIDGE, "up")
+        for host in self.hosts:
+            ns, veth = self.namespace(host), f"chb-{host}"
+            self.ip("netns", "add", ns)
+            self.ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.ip("link", "set", veth, "master", self.BRIDGE, "up")
+            self.ip("-n", ns, "addr", "add", f"{self.address(host)}/24", "dev", "eth0")
+            self.ip("-n", ns, "link", "set", "eth0", "up")
+            self.ip("-n", ns, "link", "set", "lo", "up")
+        log(
+            "network namespaces: "
+            + ", ".join(f"{self.namespace(h)} {self.address(h)}" for h in self.hosts)
+            + f", load generator on {self.BRIDGE} {self.NET}.1"
+        )
+
+    def down(self) -> None:
+        for host in self.hosts:
+            self.ip("netns", "del", self.namespace(host), check=False)
+        self.ip("link", "del", self.BRIDGE, check=False)
+
+    @staticmethod
+    def ip(*args: str, check: bool = True) -> None:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise HarnessError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
 # -------------------------------------------------------------- the runner --
 
 
@@ -393,6 +473,7 @@ class Runner:
         self.redis_server: Server | None = None
         self.redis_url_private = ""
         self.counter = 0
+        self.netns = Netns(["a", "b", "redis"]) if args.netns else None
 
     # -- commands
 
@@ -400,13 +481,18 @@ class Runner:
         # taskset execs the command, so the pid we get is the server's own.
         return ["taskset", "-c", cpus, *cmd] if self.pin else cmd
 
-    def chatapp_server(self, label: str, db: str, redis_url: str | None = None) -> Server:
+    def chatapp_server(
+        self, label: str, db: str, redis_url: str | None = None, host: str | None = None
+    ) -> Server:
+        """A chatapp process; with ``host``, in that network namespace (--netns)."""
         a = self.args
         limits = SCENARIOS[a.scenario].get("chatapp_limits", RAISED_LIMITS)
         cmd = [a.python, "-m", a.chatapp_module, "--port", "0", "--db", db, *limits]
         if redis_url:
             cmd += ["--redis-url", redis_url]
         cmd += a.chatapp_arg
+        if host and self.netns:
+            cmd = self.netns.wrap(host, [*cmd, "--host", self.netns.address(host)])
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the URL line must reach our pipe at once
         env["PYTHONPATH"] = os.pathsep.join(
@@ -564,7 +650,8 @@ class Runner:
                 db = self.args.cluster_db or str(self.tmp / f"cluster-{self.counter}.db")
                 redis_url = self.ensure_redis()
                 for i in range(n):
-                    servers.append(self.chatapp_server(f"{target}-{i}", db, redis_url))
+                    host = "ab"[i]
+                    servers.append(self.chatapp_server(f"{target}-{i}", db, redis_url, host))
             else:
                 raise HarnessError(f"unknown target {target}")
             # Start one at a time: several processes creating one fresh SQLite
@@ -586,6 +673,8 @@ class Runner:
             raise
 
     def ensure_redis(self) -> str:
+        if self.netns:
+            return self.netns_redis()
         url: str = self.args.redis_url
         if redis_ping(url):
             return url
@@ -628,11 +717,45 @@ class Runner:
                 raise HarnessError("private redis-server did not start")
         return self.redis_url_private
 
+    def netns_redis(self) -> str:
+        """A private redis-server in its own namespace (--netns), started once."""
+        assert self.netns is not None
+        address = self.netns.address("redis")
+        url = f"redis://{address}:6379/0"
+        if self.redis_server is None:
+            if not shutil.which("redis-server"):
+                raise HarnessError("--netns needs redis-server")
+            cmd = ["redis-server", "--bind", address, "--port", "6379", "--save", ""]
+            cmd += ["--appendonly", "no", "--protected-mode", "no"]
+            self.redis_server = Server(
+                "redis",
+                self.netns.wrap("redis", cmd),
+                self.tmp,
+                dict(os.environ),
+                self.next_log("redis"),
+            )
+            self.redis_server.proc = subprocess.Popen(
+                self.redis_server.cmd,
+                cwd=self.tmp,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(50):
+                if redis_ping(url):
+                    break
+                time.sleep(0.1)
+            else:
+                raise HarnessError(f"redis-server in {self.netns.namespace('redis')} did not start")
+        return url
+
     def cleanup(self) -> None:
         for s in self.started:
             s.stop()
         if self.redis_server:
             self.redis_server.stop()
+        if self.netns:
+            self.netns.down()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the whole scenario
@@ -641,8 +764,12 @@ class Runner:
         a = self.args
         scenario = SCENARIOS[a.scenario]
         # The ratio column is targets[0]/targets[1]: chatapp/node, or 2 processes/1 process.
-        if a.scenario == "cluster":
+        if a.scenario in CLUSTER_SCENARIOS:
             targets = ["chatapp-2proc", "chatapp-1proc"]
+            if self.netns:
+                self.netns.up()
+        elif a.netns:
+            raise HarnessError(f"--netns is for {', '.join(CLUSTER_SCENARIOS)}")
         elif a.targets:
             targets = a.targets.split(",")
         else:
@@ -690,6 +817,8 @@ class Runner:
                     failures += [f"{label}: {p}" for p in problems]
 
         summary = summarise(measurements, targets)
+        if a.scenario in CLUSTER_SCENARIOS:
+            add_remote_cost(summary, targets)
         print_table(a.scenario, summary, targets)
         if "variants" in scenario and len(targets) == 1:
             print_variants(a.scenario, summary, targets[0])
@@ -773,7 +902,28 @@ def derive(r: dict[str, Any]) -> None:
     cpu = server.get("cpu_s_measure")
     if cpu and r.get("deliveries_per_s") is not None and r.get("measured_s"):
         # Work per unit of server CPU: comparable even when a server is not saturated.
-        r["deliveries_per_server_cpu_s"] = round(r["deliveries_per_s"] * r["measured_s"] / cpu, 1)
+        deliveries = r["deliveries_per_s"] * r["measured_s"]
+        r["deliveries_per_server_cpu_s"] = round(deliveries / cpu, 1)
+        if deliveries:
+            r["server_cpu_us_per_delivery"] = round(cpu * 1e6 / deliveries, 3)
+    local, remote = r.get("latency_local_ms") or {}, r.get("latency_remote_ms") or {}
+    if local.get("n") and remote.get("n"):
+        r["remote_share"] = round(remote["n"] / (local["n"] + remote["n"]), 3)
+        if local.get("p99"):
+            r["remote_p99_over_local_p99"] = round(remote["p99"] / local["p99"], 3)
+
+
+def add_remote_cost(summary: dict[str, Any], targets: list[str]) -> None:
+    """The server CPU a remote delivery adds (the listening process decoding what Redis
+    brought and delivering it again), from 2 processes vs 1 carrying the same load:
+    (CPU per delivery with 2 - with 1) / the share of deliveries that were remote."""
+    for metrics in summary.values():
+        per = metrics.get("server_cpu_us_per_delivery") or {}
+        share = (metrics.get("remote_share") or {}).get(targets[0])
+        two, one = per.get(targets[0]), per.get(targets[1])
+        if share and two is not None and one is not None:
+            extra = round((two - one) / share, 3)
+            metrics["extra_cpu_us_per_remote_delivery"] = {targets[0]: extra, targets[1]: None}
 
 
 def correctness_problems(r: dict[str, Any], opts: dict[str, Any]) -> list[str]:
@@ -923,7 +1073,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per target and variant (default 3; smoke 1)")
     p.add_argument(
         "--targets",
-        help="comma-separated: chatapp,node (default: both, fairness: chatapp; ignored by cluster)",
+        help="comma-separated: chatapp,node (default: both, fairness: chatapp; ignored by the cluster scenarios)",
     )
     p.add_argument(
         "--deflate",
@@ -967,6 +1117,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--loadgen-cpus", default="1", help="taskset cpu list for the load generator (default 1)"
     )
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    p.add_argument(
+        "--netns",
+        action="store_true",
+        help="cluster scenarios: each chatapp process and Redis in a network namespace of "
+        "its own, joined by veth and a bridge (root, iproute2)",
+    )
     p.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     for key, typ in (
         ("clients", int),

@@ -76,6 +76,19 @@ test('rate mode sends about rate x rooms x time', async () => {
   });
 });
 
+test('several URLs: each delivery counted as local or remote to the sender', async () => {
+  await withServer([], async (url) => {
+    // One server named twice stands for two processes: a room's members alternate
+    // between the two, and so do its two senders.
+    const { code, result } = await loadgen(['--url', `${url},${url}`, ...SHORT]);
+    assert.strictEqual(code, 0, JSON.stringify(result.problems));
+    const local = result.latency_local_ms.n;
+    const remote = result.latency_remote_ms.n;
+    assert.ok(local > 0 && remote > 0, `local ${local}, remote ${remote}`);
+    assert.strictEqual(local + remote, result.latency_ms.n);
+  });
+});
+
 test('deflate negotiated and inflated correctly', async () => {
   await withServer(['--deflate=0'], async (url) => {
     const { code, result } = await loadgen(['--url', url, ...SHORT, '--deflate']);
