@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -673,32 +674,31 @@ class Runner:
             raise
 
     def ensure_redis(self) -> str:
+        """The Redis the cluster shares: --redis-url, or one of our own if nothing answers
+        there; with --netns, one of our own in its namespace."""
         if self.netns:
-            return self.netns_redis()
+            netns = self.netns
+            return self.private_redis(
+                netns.address("redis"), 6379, lambda cmd: netns.wrap("redis", cmd)
+            )
         url: str = self.args.redis_url
         if redis_ping(url):
             return url
         if self.redis_server is None:
+            log(f"no Redis at {url}; starting a private redis-server")
+        return self.private_redis("127.0.0.1", free_port())
+
+    def private_redis(
+        self, host: str, port: int, wrap: Callable[[list[str]], list[str]] = list
+    ) -> str:
+        """A redis-server of our own without persistence at ``host:port``, started once."""
+        if self.redis_server is None:
             if not shutil.which("redis-server"):
-                raise HarnessError(f"no Redis answers at {url} and redis-server is not installed")
-            port = free_port()
-            log(f"no Redis at {url}; starting a private redis-server on port {port}")
+                raise HarnessError("no Redis to use, and redis-server is not installed")
+            cmd = ["redis-server", "--bind", host, "--port", str(port), "--save", ""]
+            cmd += ["--appendonly", "no", "--protected-mode", "no"]
             self.redis_server = Server(
-                "redis",
-                [
-                    "redis-server",
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                self.tmp,
-                dict(os.environ),
-                self.next_log("redis"),
+                "redis", wrap(cmd), self.tmp, dict(os.environ), self.next_log("redis")
             )
             # redis-server does not print a URL; wait for it to answer instead.
             self.redis_server.proc = subprocess.Popen(
@@ -708,46 +708,14 @@ class Runner:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            self.redis_url_private = f"redis://127.0.0.1:{port}/0"
+            self.redis_url_private = f"redis://{host}:{port}/0"
             for _ in range(50):
                 if redis_ping(self.redis_url_private):
                     break
                 time.sleep(0.1)
             else:
-                raise HarnessError("private redis-server did not start")
+                raise HarnessError(f"private redis-server at {host}:{port} did not start")
         return self.redis_url_private
-
-    def netns_redis(self) -> str:
-        """A private redis-server in its own namespace (--netns), started once."""
-        assert self.netns is not None
-        address = self.netns.address("redis")
-        url = f"redis://{address}:6379/0"
-        if self.redis_server is None:
-            if not shutil.which("redis-server"):
-                raise HarnessError("--netns needs redis-server")
-            cmd = ["redis-server", "--bind", address, "--port", "6379", "--save", ""]
-            cmd += ["--appendonly", "no", "--protected-mode", "no"]
-            self.redis_server = Server(
-                "redis",
-                self.netns.wrap("redis", cmd),
-                self.tmp,
-                dict(os.environ),
-                self.next_log("redis"),
-            )
-            self.redis_server.proc = subprocess.Popen(
-                self.redis_server.cmd,
-                cwd=self.tmp,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            for _ in range(50):
-                if redis_ping(url):
-                    break
-                time.sleep(0.1)
-            else:
-                raise HarnessError(f"redis-server in {self.netns.namespace('redis')} did not start")
-        return url
 
     def cleanup(self) -> None:
         for s in self.started:
