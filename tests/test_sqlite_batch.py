@@ -4,6 +4,7 @@ lone message is committed at once, and the thread checkpoints what that commits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 from pathlib import Path
@@ -86,6 +87,55 @@ async def test_close_waits_for_queued_adds(tmp_path: Path) -> None:
         assert await reopened.last_id("r") == 20
     finally:
         await reopened.close()
+
+
+async def test_a_cancelled_wait_leaves_no_half_seen_write(tmp_path: Path) -> None:
+    """A handler cancelled while its message is queued (its client gone, the server
+    stopping) cancels only its own wait: the message is written all the same, ids stay
+    consecutive, and nothing is left unretrieved for asyncio to complain of."""
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+    try:
+        # Alone, on its way to the event loop's own commit.
+        lone = asyncio.ensure_future(store.add("r", "ann", "lone"))
+        await asyncio.sleep(0)
+        lone.cancel()
+        # Several, on their way to the thread: cancel some and a bad one among them.
+        batch = [
+            asyncio.ensure_future(store.add("r", "ann", "\ud800" if i == 2 else f"m{i}"))
+            for i in range(6)
+        ]
+        await asyncio.sleep(0)
+        for i in (1, 2, 4):
+            batch[i].cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(lone, *batch, return_exceptions=True), 10)
+        assert isinstance(outcomes[0], asyncio.CancelledError)
+        kept = [o for o in outcomes[1:] if not isinstance(o, BaseException)]
+        assert [(m.text, m.id) for m, _ in kept] == [("m0", 2), ("m3", 4), ("m5", 6)]
+        stored = await store.range("r", 0, 10)
+        assert [(m.text, m.id) for m in stored] == [
+            ("lone", 1),
+            ("m0", 2),
+            ("m1", 3),
+            ("m3", 4),
+            ("m4", 5),
+            ("m5", 6),
+        ]
+        assert (await asyncio.wait_for(store.add("r", "ann", "next"), 10))[0].id == 7
+        # A cancelled read is dropped in the same way.
+        read = asyncio.ensure_future(store.last_id("r"))
+        await asyncio.sleep(0)
+        read.cancel()
+        assert await asyncio.wait_for(store.last_id("r"), 10) == 7
+        del lone, batch, outcomes, read
+        gc.collect()
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)
+        await store.close()
 
 
 async def test_a_lone_message_is_committed_without_waiting_for_the_thread(tmp_path: Path) -> None:

@@ -703,8 +703,9 @@ class SQLiteStore:
         if not self._calls:
             loop.call_soon(self._hand_over)
         self._calls.append((fn, future))
-        # shield: a cancelled handler must not leave a half-seen write; the thread finishes it.
-        return await asyncio.shield(future)
+        # A cancelled handler cancels only its wait: the call runs in the thread all the
+        # same, and its outcome, finding the future done, is dropped (no shield needed).
+        return await future
 
     def _hand_over(self) -> asyncio.Future[Any] | None:
         """Send this turn's calls to the thread, in order; each gets its own outcome."""
@@ -831,8 +832,10 @@ class SQLiteStore:
             # Adds of this turn of the loop are written together, at its end.
             self._flushing = True
             loop.call_soon(self._flush)
-        # shield: a cancelled handler must not leave a half-seen write; the thread finishes it.
-        return await asyncio.shield(done)
+        # A cancelled handler cancels only its wait: the batch holds the add, which is
+        # written all the same (no half-seen write), and its outcome, finding ``done``
+        # done, is dropped. Cheaper than a shield, on every message's path.
+        return await done
 
     def _flush(self) -> None:
         self._flushing = False
@@ -891,7 +894,8 @@ class SQLiteStore:
         if not batch or conn is None:
             self._writing = None
             for item in batch:
-                item.done.set_exception(StoreError("the SQLite store is not open"))
+                if not item.done.done():
+                    item.done.set_exception(StoreError("the SQLite store is not open"))
             return
         job = asyncio.get_running_loop().run_in_executor(self._executor, _write, conn, batch)
         self._writing = job
