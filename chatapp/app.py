@@ -18,6 +18,7 @@ from .admin import setup_admin
 from .budget import AddressBudget
 from .connections import ConnectionLimit, body_timeout_middleware
 from .dms import DirectMessages
+from .events import check_events
 from .fanout import FeedManager, FeedRedisManager, LocalFeedManager
 from .fastpaths import FastPath, FastPaths
 from .feed import RoomFeed
@@ -140,6 +141,11 @@ def create_app(
                 "rooms",
                 "a disconnection leaves its connection's rooms, not a scan of every room",
                 check_rooms,
+            ),
+            FastPath(
+                "events",
+                "a client's plain events decoded and handed to their handlers directly",
+                check_events,
             ),
         ],
         wanted=settings.fast_paths,

@@ -33,7 +33,9 @@ upgrade that fails there means re-reading its new code and these modules):
   ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid %s"
   log line of ``AsyncServer.send_packet``;
 * python-socketio: ``AsyncServer._send_packet`` and ``.packet_class`` (with
-  ``binary=False``), ``.eio``;
+  ``binary=False``, its ``.json``, and how ``Packet(encoded_packet=)`` decodes an EVENT's
+  text), ``.eio``, ``.handlers`` (by namespace, then event name), ``._binary_packet`` (by
+  engine.io sid, while a binary event waits for its attachments);
   ``AsyncManager.emit``'s signature and behaviour, ``.json`` (set by ``set_server``),
   ``.rooms``, ``.get_participants``, ``.eio_sid_from_sid``, ``.sid_from_eio_sid``,
   ``.is_connected``, ``.basic_enter_room``, ``.disconnect(ignore_queue=)``;
@@ -64,4 +66,5 @@ INTERNAL_USERS = (
     "chatapp.sessions",
     "chatapp.managers",
     "chatapp.liblog",
+    "chatapp.events",
 )

@@ -46,7 +46,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -56,6 +56,7 @@ from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from .events import Events
 from .fastpaths import FastPaths, SelfCheckFailed, StartedTasks
 from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
@@ -109,6 +110,7 @@ class Sessions(Generic[ManagerT]):
         self._check_request: RequestCheck | None = None
         self._detached_close = detached_close
         self._fast = fast_paths
+        self._events: Events | None = None  # the events fast path, once on
         #: What every send queue holds, together (its limit is set by the transport guard).
         self.backlog = Backlog()
         # The manager delivers through this object, which hooks into the server: the
@@ -167,6 +169,15 @@ class Sessions(Generic[ManagerT]):
             # path as room frames, so it neither wakes a writer nor overtakes them.
             self._library_send_packet = self.sio._send_packet
             self.sio._send_packet = self._send_packet
+        if "events" in self._fast:
+            self._events = Events(self.sio)
+
+    def event_call(self, eio_sid: str, data: Any) -> Coroutine[Any, Any, None] | None:
+        """With the ``events`` fast path, the handling of a client's plain Socket.IO event
+        (its handler, then its ack), to await; None if python-socketio must handle
+        ``data`` (see :mod:`chatapp.events`)."""
+        events = self._events
+        return None if events is None else events.call(eio_sid, data)
 
     def _create_queue(self) -> SendQueue:
         return SendQueue(backlog=self.backlog)

@@ -25,7 +25,7 @@ ENV_PREFIX = "CHATAPP_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TRANSPORTS = ("polling", "websocket")
 #: The fast paths (chatapp/fastpaths.py), by name.
-FAST_PATHS = ("detach", "heartbeat", "direct", "rooms")
+FAST_PATHS = ("detach", "heartbeat", "direct", "rooms", "events")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 HOST_NAME_RE = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,252})")

@@ -314,7 +314,11 @@ class TransportGuard:
             # the same time to make one as a new transport.
             self._set_deadline(eio_sid)
         try:
-            await self._on_message(eio_sid, data)
+            handling = self.sessions.event_call(eio_sid, data)
+            if handling is None:
+                await self._on_message(eio_sid, data)
+            else:
+                await handling
         except Exception as exc:
             # Our own handlers answer bad input themselves; what arrives here is a packet
             # that python-socketio itself could not process.

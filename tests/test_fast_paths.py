@@ -93,6 +93,19 @@ async def chat(url: str) -> Client:
     return client
 
 
+def library_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the events python-socketio's own event path handles from now on."""
+    handled: list[str] = []
+    handle_event = socketio.AsyncServer._handle_event
+
+    async def spy(self: Any, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        handled.append(data[0])
+        await handle_event(self, eio_sid, namespace, id, data)
+
+    monkeypatch.setattr(socketio.AsyncServer, "_handle_event", spy)
+    return handled
+
+
 def lines(caplog: pytest.LogCaptureFixture, start: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
 
@@ -103,16 +116,18 @@ def _logs(caplog: pytest.LogCaptureFixture, packet_json: None) -> None:
 
 
 async def test_every_fast_path_is_on_when_its_check_passes(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat", "direct", "rooms"}
+        assert server.fast() == {"detach", "heartbeat", "direct", "rooms", "events"}
         assert lines(caplog, "fast paths on: ") == [
-            "fast paths on: detach, heartbeat, direct, rooms"
+            "fast paths on: detach, heartbeat, direct, rooms, events"
         ]
+        handled = library_events(monkeypatch)
         client = await chat(server.url)
         # The websocket was taken over from aiohttp; engine.io's session pings by timer;
-        # acks take chatapp's path.
+        # acks take chatapp's path; the message event went straight to its handler.
+        assert handled == []
         assert server.aiohttp_connections() == 0
         assert server.session_class() is ChatSocket
         assert server.walks_sessions() == "Sessions"
@@ -123,16 +138,18 @@ async def test_every_fast_path_is_on_when_its_check_passes(
 
 
 async def test_the_switch_turns_them_all_off_and_people_still_chat(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running(tmp_path, "--fast-paths", "off") as server:
         assert server.fast() == set()
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach, heartbeat, direct, rooms use the libraries'"
-            " public API"
+            "fast paths off (--fast-paths): detach, heartbeat, direct, rooms, events use the"
+            " libraries' public API"
         ]
         assert not lines(caplog, "fast paths on")
+        handled = library_events(monkeypatch)
         client = await chat(server.url)
+        assert handled == ["message"]
         # aiohttp, engine.io and python-socketio serve the connection themselves.
         assert server.aiohttp_connections() == 1
         assert server.session_class() is eio_socket.AsyncSocket
@@ -167,7 +184,8 @@ async def test_naming_fast_paths_runs_only_those(
     async with running(tmp_path, "--fast-paths", "heartbeat") as server:
         assert server.fast() == {"heartbeat"}
         assert lines(caplog, "fast paths off") == [
-            "fast paths off (--fast-paths): detach, direct, rooms use the libraries' public API"
+            "fast paths off (--fast-paths): detach, direct, rooms, events use the libraries'"
+            " public API"
         ]
         client = await chat(server.url)
         assert server.aiohttp_connections() == 1
@@ -203,7 +221,9 @@ def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
     # A release of python-socketio that sends acks without AsyncServer._send_packet.
     async def ack(self: Any, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
         pkt = self.packet_class(sio_packet.ACK, namespace=namespace, id=id, data=data)
-        await self.eio.send(eio_sid, pkt.encode())
+        encoded = pkt.encode()  # a list for a binary ack: the header, then attachments
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            await self.eio.send(eio_sid, part)
 
     async def handle_event(self: Any, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
         namespace = namespace or "/"
@@ -214,6 +234,18 @@ def _acks_sent_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
             await ack(self, eio_sid, namespace, id, data)
 
     monkeypatch.setattr(socketio.AsyncServer, "_handle_event", handle_event)
+
+
+def _default_namespace_decoded_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A release of python-socketio whose decoder names the default namespace.
+    decode = sio_packet.Packet.decode
+
+    def changed(self: Any, encoded_packet: Any) -> Any:
+        attachments = decode(self, encoded_packet)
+        self.namespace = self.namespace or "/"
+        return attachments
+
+    monkeypatch.setattr(sio_packet.Packet, "decode", changed)
 
 
 def _disconnect_forgetting_more(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,6 +268,7 @@ def _disconnect_forgetting_more(monkeypatch: pytest.MonkeyPatch) -> None:
         ("direct", _send_frame_suspending_first, "SelfCheckFailed: aiohttp's send_frame"),
         ("direct", _acks_sent_another_way, "SelfCheckFailed: AsyncServer._send_packet was"),
         ("rooms", _disconnect_forgetting_more, "SelfCheckFailed: disconnecting left"),
+        ("events", _default_namespace_decoded_by_name, "SelfCheckFailed: python-socketio decodes"),
     ],
 )
 async def test_a_fast_path_steps_aside_when_the_library_differs(
@@ -248,11 +281,13 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
 ) -> None:
     change(monkeypatch)
     async with running(tmp_path) as server:
-        assert server.fast() == {"detach", "heartbeat", "direct", "rooms"} - {name}
+        assert server.fast() == {"detach", "heartbeat", "direct", "rooms", "events"} - {name}
         (line,) = lines(caplog, "fast path ")
         assert line.startswith(f"fast path {name} off") and why in line, line
         assert "using the public API" in line
+        handled = library_events(monkeypatch)
         client = await chat(server.url)
+        assert handled == (["message"] if name == "events" else [])
         if name == "detach":
             assert server.aiohttp_connections() == 1
         elif name == "heartbeat":
@@ -260,7 +295,7 @@ async def test_a_fast_path_steps_aside_when_the_library_differs(
             assert server.walks_sessions() == "AsyncServer"
         elif name == "rooms":
             assert not server.app[fanout_key].indexed
-        else:
+        elif name == "direct":
             assert not server.sends_directly()
         await client.close()
 

@@ -68,6 +68,12 @@ python-socketio
   self-check is ``sessions.check_direct``)
     -> test_acks_and_connect_are_written_directly (no writer woken); their order with room
        frames: test_fanout_wire.py test_acks_and_broadcasts_keep_their_order_per_connection
+  a client's plain events decoded and handed to their handlers (the ``events`` fast path:
+  ``.handlers``, ``._binary_packet``, ``packet_class.json``, how ``Packet`` decodes an
+  EVENT's text; its self-check is ``events.check_events``)
+    -> test_fast_paths.py test_every_fast_path_is_on_when_its_check_passes (no event
+       reaches python-socketio's path); every chat test; the rest left to python-socketio:
+       test_raw_transport.py test_binary_attachments_are_answered, test_malformed.py
   ``packet_class(binary=False)``, ``json=`` for both packet classes
     -> test_packets_are_encoded_with_the_codec; binary attachments left to python-socketio:
        test_raw_transport.py test_binary_attachments_are_answered
