@@ -20,6 +20,19 @@ from engineio import packet as eio_packet
 # -- what engine.io can decode --------------------------------------------------------------
 
 
+def socketio_message(text: str) -> eio_packet.Packet | None:
+    """The engine.io MESSAGE packet of a frame that carries a Socket.IO packet (``4``, then
+    a digit: nearly every frame a client sends), as engine.io's decoder makes it; None for
+    any other text, which goes to that decoder.
+
+    engine.io never reads a payload with a leading digit as JSON: it tries, has a
+    ValueError raised and keeps the text. This skips the attempt and the raise.
+    """
+    if text[:1] == "4" and text[1:2].isnumeric():
+        return eio_packet.Packet(eio_packet.MESSAGE, text[1:])
+    return None
+
+
 def decodable(text: str) -> bool:
     """Whether this text is an engine.io packet engine.io decodes into something sensible.
 

@@ -28,7 +28,8 @@ upgrade that fails there means re-reading its new code and these modules):
   ``send`` do (repeated by ``heartbeat.ChatSocket`` with a timer), ``.last_ping``,
   ``AsyncSocket.receive()``, ``.close(wait=, abort=, reason=)``, ``.sid``, ``.connected``,
   ``.closed``, ``.closing``, ``.upgraded``, ``.upgrading``; ``packet.Packet``
-  (``packet_type``, ``binary``, ``encoded_packet=``) and which text it fails to decode, and
+  (``packet_type``, ``binary``, ``encoded_packet=``), which text it fails to decode and
+  that a MESSAGE payload with a leading digit stays text, and
   that long-polling's ``Payload.encode`` asks each packet for ``encode(b64=True)``;
   ``exceptions.UnknownPacketError`` / ``SocketIsClosedError``; the "Cannot send to sid %s"
   log line of ``AsyncServer.send_packet``;

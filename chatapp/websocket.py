@@ -49,7 +49,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .fastpaths import SelfCheckFailed
-from .frames import decodable, text_frame, ws_frame
+from .frames import decodable, socketio_message, text_frame, ws_frame
 from .sendqueue import WRITE_HIGH_WATER, SendQueue
 
 log = logging.getLogger(__name__)
@@ -306,22 +306,24 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         if self._ended or kind not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return
         data = msg.data
-        if kind == WSMsgType.TEXT and not decodable(data):
-            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
-            self._end()
-            return
-        try:
-            pkt = eio_packet.Packet(encoded_packet=data)
-        except Exception:
-            # decodable() lets through only what engine.io decodes; this is a backstop.
-            log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
-            self._end()
-            return
+        pkt = socketio_message(data) if kind == WSMsgType.TEXT else None
+        if pkt is None:
+            if kind == WSMsgType.TEXT and not decodable(data):
+                log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+                self._end()
+                return
+            try:
+                pkt = eio_packet.Packet(encoded_packet=data)
+            except Exception:
+                # decodable() lets through only what engine.io decodes; this is a backstop.
+                log.warning("malformed engine.io frame from %s; closing its connection", self.ip)
+                self._end()
+                return
         if self._inbound is None:
             self._inbound = collections.deque()
         self._inbound.append(pkt)
         if self._receiver is None:
-            self._receiver = asyncio.ensure_future(self._receive_waiting())
+            self._receiver = asyncio.get_running_loop().create_task(self._receive_waiting())
         elif len(self._inbound) >= INBOUND_HIGH_WATER:
             self.pause_reading()
 

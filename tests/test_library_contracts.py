@@ -57,6 +57,8 @@ python-engineio
   which text ``packet.Packet`` fails to decode
     -> test_decodable_lets_through_only_what_engineio_decodes; test_websocket_frames.py
        test_a_malformed_engineio_packet_gets_a_normal_close
+  that it keeps a MESSAGE payload starting with a digit as text (``frames.socketio_message``)
+    -> test_a_socketio_frame_is_the_packet_engineio_decodes
   long-polling's payload asks each packet for ``encode(b64=True)``
     -> test_a_long_polling_session_is_bounded_in_bytes (a FramedPacket, emoji and all)
   ``AsyncSocket.close(wait=, abort=, reason=)``, ``.max_http_buffer_size``
@@ -271,6 +273,24 @@ def test_decodable_lets_through_only_what_engineio_decodes() -> None:
     # These it decodes into nonsense (an unknown type, base64 it half ignores); refused too.
     for text in ["9", "b!!!"]:
         assert not frames.decodable(text), text
+
+
+def test_a_socketio_frame_is_the_packet_engineio_decodes() -> None:
+    """``frames.socketio_message`` skips engine.io's decoder for text whose payload starts
+    with a digit (every Socket.IO packet): the packet must be the one the decoder makes."""
+    digits = ["4\u00b2[]", "4\u0661{}", "4\uff11"]  # numeric, not ASCII
+    for text in ['42["m",{"a":1}]', "40", "41", "43[1]", "45-x", *digits]:
+        pkt = frames.socketio_message(text)
+        stock = engineio.packet.Packet(encoded_packet=text)
+        assert pkt is not None, text
+        assert (pkt.packet_type, pkt.data, pkt.binary) == (
+            stock.packet_type,
+            stock.data,
+            stock.binary,
+        ), text
+    # The rest goes to the decoder (which may read JSON, or raise).
+    for text in ["", "4", '4{"a":1}', "4x", "2", "3probe", "b4AA", "5", '24["m"]']:
+        assert frames.socketio_message(text) is None, text
 
 
 def test_a_framed_packet_keeps_only_its_frame() -> None:
