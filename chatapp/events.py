@@ -23,12 +23,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import aiohttp  # noqa: F401  (the check's server needs python-socketio's aiohttp driver)
 import socketio
 from aiohttp import web
 from socketio import packet as sio_packet
 
-from .fastpaths import SelfCheckFailed, StartedTasks
+from .fastpaths import SelfCheckFailed, loopback
 
 #: Engine.io's text of a Socket.IO EVENT packet starts with its type, ``2``.
 EVENT = "2"
@@ -174,16 +173,7 @@ async def check_events() -> None:
     sio.eio.on("message", message)
     app = web.Application()
     sio.attach(app)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    tasks = StartedTasks(sio.eio)
-    # handle_sigint=False: engine.io's client would put its own SIGINT handler (cancel every
-    # task) on the loop, in place of the server's clean stop.
-    client = socketio.AsyncClient(handle_sigint=False)
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with loopback(sio, app) as (url, client):
         await client.connect(url, transports=["websocket"])
         sent = {"text": "é", "n": [1, 2]}
         if await client.call("echo", sent, timeout=5) != sent:
@@ -196,8 +186,3 @@ async def check_events() -> None:
             raise SelfCheckFailed(f"the handler was called with {seen}")
         if len(taken) != 2:
             raise SelfCheckFailed(f"the fast path took {len(taken)} of 2 plain events")
-    finally:
-        await client.disconnect()
-        await sio.shutdown()
-        await runner.cleanup()
-        await tasks.cancel()

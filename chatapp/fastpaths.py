@@ -13,10 +13,14 @@ memory differ (docs/benchmarks.md has the figures of each).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import socketio
+from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +120,26 @@ class StartedTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def loopback(sio: Any, app: web.Application) -> AsyncIterator[tuple[str, Any]]:
+    """Serve ``app``, to which ``sio`` is attached, on a free loopback port for a
+    self-check: yields its URL and a python-socketio client, not yet connected. After, the
+    client is disconnected, the server shut down and the tasks its engine.io server
+    started cancelled."""
+    tasks = StartedTasks(sio.eio)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    # handle_sigint=False: engine.io's client would put its own SIGINT handler (cancel every
+    # task) on the loop, in place of the server's clean stop.
+    client = socketio.AsyncClient(handle_sigint=False)
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", client
+    finally:
+        await client.disconnect()
+        await sio.shutdown()
+        await runner.cleanup()
+        await tasks.cancel()

@@ -57,7 +57,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from .events import Events
-from .fastpaths import FastPaths, SelfCheckFailed, StartedTasks
+from .fastpaths import FastPaths, SelfCheckFailed, loopback
 from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
@@ -427,7 +427,6 @@ async def check_direct() -> None:
 
     sio._send_packet = send_packet
     sio.on("echo", lambda sid, data: data)
-    tasks = StartedTasks(sio.eio)
     written: asyncio.Future[None] = loop.create_future()
 
     async def frames(request: web.Request) -> web.WebSocketResponse:
@@ -449,15 +448,7 @@ async def check_direct() -> None:
     app = web.Application()
     sio.attach(app)
     app.router.add_get("/frames", frames)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    # handle_sigint=False: engine.io's client would put its own SIGINT handler (cancel every
-    # task) on the loop, in place of the server's clean stop.
-    client = socketio.AsyncClient(handle_sigint=False)
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with loopback(sio, app) as (url, client):
         async with aiohttp.ClientSession() as http, http.ws_connect(url + "/frames") as ws:
             await written
             got = [await ws.receive() for _ in range(2)]
@@ -471,8 +462,3 @@ async def check_direct() -> None:
         wanted = {(sio_packet.CONNECT, True), (sio_packet.ACK, True)}
         if not wanted <= set(seen):
             raise SelfCheckFailed(f"AsyncServer._send_packet was given {seen}")
-    finally:
-        await client.disconnect()
-        await sio.shutdown()
-        await runner.cleanup()
-        await tasks.cancel()
