@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
-from .connections import raise_open_file_limit, runner_options
+from .connections import BACKLOG, raise_open_file_limit, runner_options
 from .handles import ConfusablesMismatch, check_confusables
 from .keys import connections_key, invites_key
 from .sessions import LibraryMismatch
@@ -77,7 +77,7 @@ async def listen(host: str, port: int) -> list[socket.socket]:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         for family, _, _, _, address in dict.fromkeys(infos):
-            sockets.append(socket.create_server(address, family=family))
+            sockets.append(socket.create_server(address, family=family, backlog=BACKLOG))
     except OSError as exc:
         for sock in sockets:
             sock.close()

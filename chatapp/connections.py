@@ -118,6 +118,12 @@ def body_timeout_middleware(timeout: float, trust_proxy: bool) -> Any:
     return body_timeout
 
 
+#: Connections the kernel holds for us while the event loop is busy. asyncio's default,
+#: 100, overflowed when a restarted server's clients all came back at once: the kernel
+#: dropped their SYNs and they retried 1, 3, 7 and 15 seconds later (a reconnect storm's
+#: slowest clients waited 14 s). Node's default is 511; the kernel caps it at somaxconn.
+BACKLOG = 1024
+
 #: What a connection past the per-address limit gets, instead of being served.
 _REFUSAL_TEXT = b"too many connections from your address\n"
 REFUSAL = (
@@ -182,7 +188,8 @@ class ConnectionLimit:
         """Serve ``factory``'s protocol on ``sockets``, bound and listening already."""
         loop = asyncio.get_running_loop()
         servers = [
-            await loop.create_server(self.protocol_factory(factory), sock=sock) for sock in sockets
+            await loop.create_server(self.protocol_factory(factory), sock=sock, backlog=BACKLOG)
+            for sock in sockets
         ]
         if self.limit and self.trust_proxy:
             log.info(

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import json
 import resource
+import subprocess
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -223,6 +225,25 @@ async def test_the_descriptor_limit_is_raised_to_the_hard_limit(
     assert server.proc is not None
     assert open_file_limits(server.proc.pid) == (hard, hard)
     assert f"raised the limit from {COMMON_SOFT_LIMIT} to {hard}" in server.log()
+
+
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port``, as ``ss`` reports it (Send-Q)."""
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(out.split()[2])
+
+
+async def test_the_listen_backlog_holds_a_crowd_reconnecting_at_once(
+    start_server: ServerFactory,
+) -> None:
+    # asyncio's default of 100 made the kernel drop the SYNs of a restarted server's
+    # clients coming back together; they waited seconds to retry.
+    server = await start_server()
+    port = int(server.url.rsplit(":", 1)[1])
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert listen_backlog(port) == min(1024, somaxconn)
 
 
 async def test_a_thousand_idle_connections_from_one_address_do_not_shut_out_others(
