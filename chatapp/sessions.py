@@ -61,6 +61,7 @@ from .fastpaths import FastPaths, SelfCheckFailed, loopback
 from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
+from .sessionids import SessionIds
 from .websocket import ChatWebSocket
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Sessions(Generic[ManagerT]):
         self._monitor: asyncio.Task[None] | None = None
         # Every session's send queue (engine.io makes it with server.create_queue()).
         self._eio.create_queue = self._create_queue
+        # engine.io's and Socket.IO's session ids (both call server.generate_id()).
+        self._eio.generate_id = SessionIds().next
 
     @property
     def detaching(self) -> bool:
