@@ -3,12 +3,13 @@
 An event carries the room's whole list to each of its members, so it costs the square
 of the number of people online. A room hears of each change at once until its events
 of the last :data:`WINDOW` seconds cost :data:`BUDGET`; later changes wait for the
-window's end and go out as one event. When a whole office reconnects (a server restart)
-a big room so gets about one event a second instead of one per person, which made
-reconnecting cubic in room size; a room of 10 still hears of 20 changes a second one by
-one. One waiting change goes out as it would alone (``joined`` or ``left``); several go
-out as ``joins`` and ``leaves``, lists of names, with neither ``joined`` nor ``left``,
-which older clients take as a refresh of the list.
+window's end and go out as one event, and in a big room the next window is longer (up
+to 5 s), so that its events cost about :data:`BUDGET` a second. When a whole office
+reconnects (a server restart) a big room so gets an event every few seconds instead of
+one per person, which made reconnecting cubic in room size; a room of 10 still hears of
+20 changes a second one by one. One waiting change goes out as it would alone
+(``joined`` or ``left``); several go out as ``joins`` and ``leaves``, lists of names,
+with neither ``joined`` nor ``left``, which older clients take as a refresh of the list.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 #: changes wait for the window's end and go out together.
 WINDOW = 1.0
 BUDGET = 2_000
+#: A window that ended with changes waiting is followed by a longer one when its events
+#: cost more than :data:`BUDGET`, up to this many times :data:`WINDOW`.
+MAX_STRETCH = 5.0
 
 #: Sends a ``presence`` event to a room's connections (and subscribers).
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -101,8 +105,11 @@ class Announcer:
         window = self._windows.pop(room)
         if not window.waiting:
             return  # quiet: the next change goes at once
+        # The next window lasts until this one's cost, spread over both, is BUDGET a WINDOW:
+        # a second in a room of 45, 5 s (the most) in a room of 100 or more.
+        length = self.window * min(max(window.spent / self.budget, 1.0), MAX_STRETCH)
         loop = asyncio.get_running_loop()
-        new = self._windows[room] = _Window(loop.call_later(self.window, self._window_over, room))
+        new = self._windows[room] = _Window(loop.call_later(length, self._window_over, room))
         task = asyncio.create_task(self._flush(room, window, new))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -262,3 +262,39 @@ async def test_a_crowd_arriving_at_once_is_announced_in_a_few_events(
     went = [p["left"] for p in events if "left" in p]
     went += [name for p in events for name in p.get("leaves", [])]
     assert sorted(went) == names and len(events) < len(names)
+
+
+async def test_a_big_rooms_changes_wait_longer_while_they_keep_coming() -> None:
+    """docs/protocol.md: once changes wait, a room of 100 or more hears of them every 5
+    windows (5 s), so that its events, each listing everyone to everyone, cost no more a
+    second than a small room's."""
+    import asyncio
+
+    from chatapp.announcer import Announcer
+    from chatapp.presence import MemoryPresence, member
+
+    loop = asyncio.get_running_loop()
+    told: list[tuple[float, dict[str, object]]] = []
+
+    async def emit(room: str, event: dict[str, object]) -> None:
+        told.append((loop.time(), event))
+
+    window = 0.05
+    presence = MemoryPresence()
+    announcer = Announcer(presence, emit, window=window)
+    for n in range(100):
+        await presence.join("big", f"c{n}", member(f"u{n}", f"p{n}"))
+    n = 100
+    # Arrivals keep coming, five a window, until four coalesced events went out.
+    while sum("joins" in e for _, e in told) < 4:
+        key = member(f"u{n}", f"p{n}")
+        await presence.join("big", f"c{n}", key)
+        await announcer.changed("big", joined=key)
+        n += 1
+        await asyncio.sleep(window / 5)
+    await announcer.close()
+    times = [t for t, e in told if "joins" in e]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert min(gaps) >= 0.9 * 5 * window, gaps
+    arrived = [name for _, e in told for name in [e.get("joined"), *e.get("joins", [])]]
+    assert sorted(filter(None, arrived)) == sorted(f"p{i}" for i in range(100, n))
