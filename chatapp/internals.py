@@ -23,7 +23,8 @@ upgrade that fails there means re-reading its new code and these modules):
   the first request keeps it from starting; ``.create_queue`` (replaced on the server, so
   that every ``AsyncSocket.queue`` is a ``sendqueue.SendQueue``, which has exactly the queue
   methods engine.io calls); ``.generate_id`` (replaced on the server by
-  ``sessionids.SessionIds``; python-socketio's manager calls it too, through ``.eio``); ``AsyncSocket`` itself (no ``__slots__``: a session's class is
+  ``sessionids.SessionIds``; python-socketio's manager calls it too, through ``.eio``);
+  ``AsyncSocket`` itself (no ``__slots__``: a session's class is
   changed to ``heartbeat.ChatSocket``, in the connect event, before ``_handle_connect``
   makes the first ``schedule_ping()`` call), what its ``schedule_ping`` / ``_send_ping`` /
   ``send`` do (repeated by ``heartbeat.ChatSocket`` with a timer), ``.last_ping``,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 from .conftest import NO_RATE_LIMITS
 from .support import Server
@@ -294,7 +295,7 @@ async def test_a_big_rooms_changes_wait_longer_while_they_keep_coming() -> None:
         await asyncio.sleep(window / 5)
     await announcer.close()
     times = [t for t, e in told if "joins" in e]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= 0.9 * 5 * window, gaps
     arrived = [name for _, e in told for name in [e.get("joined"), *e.get("joins", [])]]
     assert sorted(filter(None, arrived)) == sorted(f"p{i}" for i in range(100, n))

@@ -182,8 +182,8 @@ async def test_the_thread_checkpoints_what_the_event_loop_commits(
 async def test_reads_of_one_turn_go_to_the_thread_together_and_fail_alone(
     tmp_path: Path,
 ) -> None:
-    """A crowd connecting reads a room each: the reads asked for in one turn of the event
-    loop cost one hand-off to the thread, in order, each with its own outcome."""
+    """The reads asked for in one turn of the event loop cost one hand-off to the thread,
+    in order, each with its own outcome."""
     store = SQLiteStore(str(tmp_path / "chat.db"))
     await store.open()
     try:
@@ -200,15 +200,64 @@ async def test_reads_of_one_turn_go_to_the_thread_together_and_fail_alone(
         got = await asyncio.gather(
             store.recent("r0", 5),
             store._run(lambda conn: conn.execute("SELECT no_such_column FROM messages")),
-            store.view("r1", 5),
+            store.recent("r1", 5),
             store.recent("r2", 5),
             return_exceptions=True,
         )
         assert len(handed) == 1
-        first, failed, view, last = got
+        first, failed, middle, last = got
         assert isinstance(failed, sqlite3.OperationalError)
         assert [m.text for m in first.messages] == ["in r0"]  # type: ignore[union-attr]
-        assert [m.text for m in view.page.messages] == ["in r1"]  # type: ignore[union-attr]
+        assert [m.text for m in middle.messages] == ["in r1"]  # type: ignore[union-attr]
         assert [m.text for m in last.messages] == ["in r2"]  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_a_welcomes_reads_do_not_wait_for_the_thread(tmp_path: Path) -> None:
+    """A connecting client's reads (the room's view, whether its name is an account's) are
+    done on the event loop: a crowd reconnecting does not pay a hand-off each, nor wait
+    behind the thread's writes. They see every message committed, by either path."""
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    gate = threading.Event()
+    try:
+        await asyncio.gather(*(store.add("r", "ann", f"m{i}") for i in range(3)))  # thread
+        await store.add("r", "ann", "lone")  # on the event loop
+        busy = asyncio.ensure_future(store._run(lambda conn: gate.wait(30)))
+        view = await asyncio.wait_for(store.view("r", 10), 10)
+        assert [m.text for m in view.page.messages] == ["m0", "m1", "m2", "lone"]
+        assert view.last_id == 4 and view.rev == 0
+        caught_up = await asyncio.wait_for(store.view("r", 10, after=4), 10)
+        assert caught_up.page.messages == [] and caught_up.last_id == 4
+        assert await asyncio.wait_for(store.find_account("ann"), 10) is None
+        assert not busy.done()
+        gate.set()
+        await busy
+    finally:
+        gate.set()
+        await store.close()
+
+
+async def test_a_read_that_finds_the_file_busy_goes_to_the_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "chat.db"))
+    await store.open()
+    try:
+        await store.add("r", "ann", "hello")
+        tries: list[str] = []
+
+        def read(conn: sqlite3.Connection) -> int:
+            tries.append(threading.current_thread().name)
+            if len(tries) == 1:  # as SQLite says it while another process resets the WAL
+                busy = sqlite3.OperationalError("database is locked")
+                busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+                raise busy
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+        read_inline = store._read_inline(read)
+        assert read_inline is None
+        assert await store._run(read) == 1
+        assert tries[0] == threading.current_thread().name
+        assert tries[1].startswith("chatapp-sqlite")
     finally:
         await store.close()
