@@ -979,8 +979,8 @@ class SQLiteStore:
 
         For what a connecting client needs (its room's view, whether its name is an
         account's), a few indexed rows: the thread's hand-off cost the event loop several
-        times what the read does. A WAL reader takes no lock a writer holds,
-        so the thread's writes never hold it up.
+        times what the read does. A WAL reader takes no lock a writer holds, so the
+        thread's writes never hold it up.
         """
         inline = self._inline
         if inline is None:
