@@ -259,5 +259,10 @@ async def test_a_read_that_finds_the_file_busy_goes_to_the_thread(tmp_path: Path
         assert await store._run(read) == 1
         assert tries[0] == threading.current_thread().name
         assert tries[1].startswith("chatapp-sqlite")
+        # As view() and find_account() read: tried on the event loop, then in the thread.
+        tries.clear()
+        assert await store._read_at_once(read) == 1
+        assert tries[0] == threading.current_thread().name
+        assert tries[1].startswith("chatapp-sqlite")
     finally:
         await store.close()

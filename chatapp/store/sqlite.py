@@ -970,8 +970,13 @@ class SQLiteStore:
             row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
             return RoomView(rev, page, int(row[0]) if row is not None else 0)
 
-        read = self._read_inline(view)
-        return read[0] if read is not None else await self._run(view)
+        return await self._read_at_once(view)
+
+    async def _read_at_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run the read ``fn`` on the event loop (:meth:`_read_inline`), or in the thread
+        if the file is busy."""
+        read = self._read_inline(fn)
+        return read[0] if read is not None else await self._run(fn)
 
     def _read_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
         """Run the read ``fn`` on the event loop: its outcome, in a tuple; None if the file
@@ -1370,8 +1375,7 @@ class SQLiteStore:
             return None if row is None else (_account(row), row[5])
 
         # On the event loop when it can: a guest's connect asks whether its name is taken.
-        read = self._read_inline(find)
-        return read[0] if read is not None else await self._run(find)
+        return await self._read_at_once(find)
 
     async def find_accounts(self, keys: Sequence[str]) -> list[Account]:
         if not keys:
