@@ -52,6 +52,26 @@ async def test_a_retry_in_the_same_batch_is_recognised(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_taken_id_is_refused_not_taken_for_a_retry(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.add("r", "ann", "one", client_id="c1")
+        # Another writer put message 2 in without moving the room's newest id on: the next
+        # add is given id 2, which the file holds. It fails; it is not answered as a retry.
+        with sqlite3.connect(path) as other:
+            other.execute(
+                "INSERT INTO messages (room, id, name, text, ts) VALUES ('r', 2, 'x', 'x', 1)"
+            )
+        with pytest.raises(StoreError, match="refused"):
+            await store.add("r", "ann", "two", client_id="c2")
+        again, created = await store.add("r", "ann", "one, retried", client_id="c1")
+        assert not created and again.text == "one"
+    finally:
+        await store.close()
+
+
 async def test_one_bad_message_fails_alone(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "chat.db"))
     await store.open()

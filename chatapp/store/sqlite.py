@@ -557,22 +557,6 @@ def _insert(
 
     ``newest`` holds each room's newest message written in this transaction.
     """
-    # The retry check is inside the write lock: another process on the same file may be
-    # committing the same client_id right now.
-    if add.client_id is not None:
-        if add.user_id is not None:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND user_id=? AND client_id=?",
-                (add.room, add.user_id, add.client_id),
-            ).fetchone()
-        else:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages "
-                "WHERE room=? AND name=? AND client_id=? AND user_id IS NULL",
-                (add.room, add.name, add.client_id),
-            ).fetchone()
-        if row is not None:
-            return _row(row), False
     previous = newest.get(add.room)
     if previous is not None:
         last = previous.id
@@ -593,9 +577,13 @@ def _insert(
         reply_to=add.reply_to,
         attachment=add.attachment,
     )
-    conn.execute(
-        "INSERT INTO messages (room, id, name, text, ts, client_id, user_id, handle, bot, "
-        "mentions, mention_all, reply_to, attachment) "
+    # A retry (same sender, room and client_id) hits a unique index and inserts nothing;
+    # then it is answered with the message stored the first time. One statement for a new
+    # message instead of a look-up and an insert. It is all inside the write lock: another
+    # process on the same file may be committing the same client_id right now.
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO messages (room, id, name, text, ts, client_id, user_id, "
+        "handle, bot, mentions, mention_all, reply_to, attachment) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             add.room,
@@ -613,6 +601,8 @@ def _insert(
             add.attachment.encode() if add.attachment is not None else None,
         ),
     )
+    if cursor.rowcount == 0:
+        return _stored_retry(conn, add), False
     if add.attachment is not None:
         _insert_file(conn, add.room, msg.id, msg.ts, add.attachment)
     if add.mentions:
@@ -622,6 +612,27 @@ def _insert(
         )
     newest[add.room] = msg
     return msg, True
+
+
+def _stored_retry(conn: sqlite3.Connection, add: _Add) -> Message:
+    """The message a retry repeats: the one stored with its sender, room and client_id."""
+    row = None
+    if add.client_id is not None:
+        if add.user_id is not None:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND user_id=? AND client_id=?",
+                (add.room, add.user_id, add.client_id),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages "
+                "WHERE room=? AND name=? AND client_id=? AND user_id IS NULL",
+                (add.room, add.name, add.client_id),
+            ).fetchone()
+    if row is None:
+        # Not a retry: another constraint refused the row (its id taken, say).
+        raise StoreError(f"the store refused a message to {add.room!r}: a constraint failed")
+    return _row(row)
 
 
 def _transaction(conn: sqlite3.Connection, batch: list[_Add]) -> list[_Outcome]:
