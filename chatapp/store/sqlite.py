@@ -513,8 +513,8 @@ def _connect(path: str) -> tuple[sqlite3.Connection, int]:
         conn.execute("PRAGMA secure_delete=ON")
         # A checkpoint copies each page the WAL holds once, however often it was written
         # since the last: every 4,000 pages (SQLite's default is 1,000) a message costs a
-        # quarter less to store under load, at the price of a WAL of up to 16 MB and
-        # a pause of about 20 ms (not 10) for the batch that checkpoints.
+        # quarter less to store under load, at the price of a WAL of about 16 MB and a
+        # wait of up to about 25 ms (not 13) for the batch that checkpoints.
         conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         version = _migrate(conn, path)
     except BaseException:
