@@ -760,6 +760,8 @@ class ChatHandlers:
         if req.reply_to is not None and await self.store.get(room, req.reply_to) is None:
             raise ProtocolError(NO_REPLY_TARGET)
         started = time.perf_counter()
+        # Whoever writes has read the room up to what they wrote, on every device.
+        reader = user_id if handle is not None and not bot else None
         msg, created = await self.store.add(
             room,
             name,
@@ -772,6 +774,7 @@ class ChatHandlers:
             mentions.everyone,
             req.reply_to,
             attachment,
+            read_by=reader,
         )
         if created:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -779,9 +782,8 @@ class ChatHandlers:
             if before_publish is not None:
                 await before_publish()
             await self.fanout.publish(room, msg.to_dict())
-            if handle is not None and not bot:
-                # Whoever writes has read the room up to what they wrote, on every device.
-                await self._mark_read(user_id, room, msg.id)
+            if reader is not None:
+                await self._tell_read(reader, room, msg.id)
         return msg, created
 
     async def _mentions(self, text: str, handle: str | None, bot: bool, admin: bool) -> Mentions:
@@ -816,13 +818,19 @@ class ChatHandlers:
         """Keep an account's read mark of ``room`` and tell its other connections, on every
         process: a read on the phone clears the badge on the laptop."""
         last_read = await self.store.set_read(account_id, room, msg_id)
+        await self._tell_read(account_id, room, last_read, skip_sid)
+        return last_read
+
+    async def _tell_read(
+        self, account_id: str, room: str, last_read: int, skip_sid: str | None = None
+    ) -> None:
+        """Tell an account's connections, on every process, how far it has read ``room``."""
         await self.sio.emit(
             "read",
             {"room": room, "last_read": last_read},
             room=ACCOUNT + account_id,
             skip_sid=skip_sid,
         )
-        return last_read
 
     async def on_dm(self, conn: Connection, data: Any) -> Ack:
         handles = protocol.parse_dm(data)

@@ -120,6 +120,35 @@ async def test_client_id_makes_a_retry_return_the_stored_message(store: MessageS
     assert [m.id for m in (await store.recent("a", 10)).messages] == [1, 2]
 
 
+async def test_a_message_added_with_read_by_is_read_up_to_by_that_account(
+    store: Store,
+) -> None:
+    await store.add("a", "bob", "before")
+    mine, _ = await store.add("a", "ann", "mine", "c-1", "acct-ann", "ann", read_by="acct-ann")
+    await store.add("a", "bob", "after")
+    assert [(s.room, s.last_read, s.last_id) for s in await store.room_states("acct-ann")] == [
+        ("a", mine.id, 3)
+    ]
+    # A retry writes nothing: the read mark stays where it is, never goes back.
+    await store.set_read("acct-ann", "a", 3)
+    again, created = await store.add(
+        "a", "ann", "mine", "c-1", "acct-ann", "ann", read_by="acct-ann"
+    )
+    assert not created and again == mine
+    assert [s.last_read for s in await store.room_states("acct-ann")] == [3]
+    # Without read_by nobody's read mark moves.
+    await store.add("b", "ann", "elsewhere", None, "acct-ann", "ann")
+    assert [s.room for s in await store.room_states("acct-ann")] == ["a"]
+    # With mentions (PostgreSQL writes those in a transaction of several statements) too.
+    await store.add(
+        "c", "ann", "@bo hi", None, "acct-ann", "ann", mentions=("acct-bo",), read_by="acct-ann"
+    )
+    assert [(s.room, s.last_read) for s in await store.room_states("acct-ann")] == [
+        ("a", 3),
+        ("c", 1),
+    ]
+
+
 async def test_recent_pages_and_catch_up(store: MessageStore) -> None:
     for i in range(1, 8):
         await store.add("a", "ann", f"m{i}")

@@ -349,11 +349,16 @@ class MessageStore(Protocol):
         mention_all: str | None = None,
         reply_to: int | None = None,
         attachment: Attachment | None = None,
+        read_by: str | None = None,
     ) -> tuple[Message, bool]:
         """Commit a message from ``user_id`` under ``name`` (an account's: its ``handle``,
         and whether it is a bot), mentioning the accounts ``mentions`` and, with
         ``mention_all``, everyone, in reply to message ``reply_to`` of the room, carrying
         ``attachment``; return it and whether it is new.
+
+        With ``read_by`` (an account id), the same transaction notes that the account has
+        read the room up to the new message, as :meth:`set_read` does: whoever writes has
+        read what they wrote, without a second commit.
 
         A ``client_id`` already used by the same sender in the same room (the same
         ``user_id``; without one, the same name) returns the stored message and ``False``

@@ -223,17 +223,28 @@ _COLUMNS = (
     "id, room, name, text, ts, user_id, handle, bot, rev, deleted, mentions, mention_all, "
     "edited, reactions, reply_to, attachment"
 )
-_ADD = f"""
-WITH counter AS (
+_NEXT_ID = """
     INSERT INTO rooms (room, last_id, last_ts) VALUES ($1, 1, $4)
     ON CONFLICT (room) DO UPDATE SET last_id = rooms.last_id + 1, last_ts = EXCLUDED.last_ts
     RETURNING last_id
-)
+"""
+_INSERT_MESSAGE = f"""
 INSERT INTO messages
     (room, id, name, text, ts, client_id, user_id, handle, bot, reply_to, attachment, mentions,
     mention_all)
 SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM counter
 RETURNING {_COLUMNS}
+"""
+_ADD = f"WITH counter AS ({_NEXT_ID}) {_INSERT_MESSAGE}"
+#: _ADD, and account $13 has read the room up to the new message (never back), in the same
+#: statement: one round trip.
+_ADD_AND_READ = f"""
+WITH counter AS ({_NEXT_ID}), added AS ({_INSERT_MESSAGE}), marked AS (
+    INSERT INTO room_state (account_id, room, last_read) SELECT $13, room, id FROM added
+    ON CONFLICT (account_id, room) DO UPDATE
+    SET last_read = GREATEST(room_state.last_read, EXCLUDED.last_read)
+)
+SELECT * FROM added
 """
 _BY_CLIENT_ID = (
     f"SELECT {_COLUMNS} FROM messages "
@@ -402,13 +413,23 @@ class PostgresStore:
         mention_all: str | None = None,
         reply_to: int | None = None,
         attachment: Attachment | None = None,
+        read_by: str | None = None,
     ) -> tuple[Message, bool]:
         # shield: once sent, a write is seen through even if the handler is cancelled, so a
         # client retry with the same client_id finds it instead of a half-known state.
         sender = (user_id, handle, bot)
         return await asyncio.shield(
             self._add(
-                room, name, text, client_id, sender, mentions, mention_all, reply_to, attachment
+                room,
+                name,
+                text,
+                client_id,
+                sender,
+                mentions,
+                mention_all,
+                reply_to,
+                attachment,
+                read_by,
             )
         )
 
@@ -423,6 +444,7 @@ class PostgresStore:
         mention_all: str | None,
         reply_to: int | None,
         attachment: Attachment | None,
+        read_by: str | None,
     ) -> tuple[Message, bool]:
         user_id, handle, bot = sender
         pool = self.pool
@@ -439,11 +461,16 @@ class PostgresStore:
         args = (room, name, text, now_ms(), client_id, user_id, handle, bot, reply_to, encoded)
         others = [a for a in mentions if a != user_id]
         try:
+            add, more = (_ADD, ()) if read_by is None else (_ADD_AND_READ, (read_by,))
             if not others and attachment is None:
-                row = await pool.fetchrow(_ADD, *args, " ".join(mentions) or None, mention_all)
+                row = await pool.fetchrow(
+                    add, *args, " ".join(mentions) or None, mention_all, *more
+                )
             else:
                 async with pool.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(_ADD, *args, " ".join(mentions) or None, mention_all)
+                    row = await conn.fetchrow(
+                        add, *args, " ".join(mentions) or None, mention_all, *more
+                    )
                     await conn.executemany(
                         "INSERT INTO mentions (account_id, room, id) VALUES ($1, $2, $3)",
                         [(a, room, row["id"]) for a in others],

@@ -257,6 +257,11 @@ _READABLE = (
     "(m.room NOT IN (SELECT room FROM private_rooms) "
     "OR m.room IN (SELECT room FROM room_members WHERE account_id = ?))"
 )
+#: An account has read a room up to an id (never back); the room becomes one of its rooms.
+_READ_UPTO = (
+    "INSERT INTO room_state (account_id, room, last_read) VALUES (?, ?, ?) "
+    "ON CONFLICT (account_id, room) DO UPDATE SET last_read=MAX(last_read, excluded.last_read)"
+)
 #: WAL pages after which a commit of the store's thread checkpoints (SQLite's default: 1,000).
 AUTOCHECKPOINT_PAGES = 4000
 #: Commits made on the event loop between two checkpoints (a lone message's commit writes
@@ -551,6 +556,7 @@ class _Add:
     mention_all: str | None
     reply_to: int | None
     attachment: Attachment | None
+    read_by: str | None
     done: asyncio.Future[tuple[Message, bool]]
 
 
@@ -617,6 +623,9 @@ def _insert(
             "INSERT INTO mentions (account_id, room, id) VALUES (?, ?, ?)",
             [(a, add.room, msg.id) for a in add.mentions if a != add.user_id],
         )
+    if add.read_by is not None:
+        # The message is the room's newest: read up to it (never back).
+        conn.execute(_READ_UPTO, (add.read_by, add.room, msg.id))
     newest[add.room] = msg
     return msg, True
 
@@ -827,6 +836,7 @@ class SQLiteStore:
         mention_all: str | None = None,
         reply_to: int | None = None,
         attachment: Attachment | None = None,
+        read_by: str | None = None,
     ) -> tuple[Message, bool]:
         if self._conn is None:
             raise StoreError("the SQLite store is not open")
@@ -845,6 +855,7 @@ class SQLiteStore:
                 mention_all,
                 reply_to,
                 attachment,
+                read_by,
                 done,
             )
         )
@@ -1340,12 +1351,7 @@ class SQLiteStore:
             with _locked(conn):
                 row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
                 upto = min(msg_id, row[0] if row is not None else 0)
-                conn.execute(
-                    "INSERT INTO room_state (account_id, room, last_read) VALUES (?, ?, ?) "
-                    "ON CONFLICT (account_id, room) DO UPDATE "
-                    "SET last_read=MAX(last_read, excluded.last_read)",
-                    (account_id, room, upto),
-                )
+                conn.execute(_READ_UPTO, (account_id, room, upto))
                 (read,) = conn.execute(
                     "SELECT last_read FROM room_state WHERE account_id=? AND room=?",
                     (account_id, room),
