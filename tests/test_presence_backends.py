@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from chatapp.presence import MemoryPresence, Presence
+from chatapp.presence import MemoryPresence, Presence, member, people
 from chatapp.presence.redis import RedisPresence
 
 from .services import REDIS_URL, TcpProxy, eventually, service_port, with_port
@@ -56,17 +56,21 @@ async def presence(open_presence: OpenPresence) -> Presence:
 async def test_a_name_is_online_while_any_of_its_tabs_is(presence: Presence) -> None:
     assert await presence.join("a", "c1", "ann") is True
     assert await presence.join("a", "c2", "ann") is False
-    assert await presence.users("a") == ["ann"]
+    assert sorted(await presence.users("a")) == ["ann"]
     assert await presence.leave("a", "c1", "ann") is False
-    assert await presence.users("a") == ["ann"]
+    assert sorted(await presence.users("a")) == ["ann"]
     assert await presence.leave("a", "c2", "ann") is True
-    assert await presence.users("a") == []
+    assert sorted(await presence.users("a")) == []
 
 
-async def test_users_are_sorted_case_insensitively(presence: Presence) -> None:
-    for i, name in enumerate(["bob", "Ann", "carl", "Émile", "ann"]):
-        await presence.join("a", f"c{i}", name)
-    assert await presence.users("a") == ["Ann", "ann", "bob", "carl", "Émile"]
+async def test_people_are_listed_by_name_case_insensitively() -> None:
+    keys = [member("u1", "bob"), member("u2", "Ann"), "carl", member("u4", "Émile")]
+    keys += [member("u5", "ann", "ann", bot=True), member("u0", "ann")]
+    listed = people(keys)
+    assert [p["name"] for p in listed] == ["Ann", "ann", "ann", "bob", "carl", "Émile"]
+    # Same names: by user id; a bare name (an earlier release's) has none.
+    assert [p["user_id"] for p in listed] == ["u2", "u0", "u5", "u1", None, "u4"]
+    assert listed[2] == {"user_id": "u5", "name": "ann", "handle": "ann", "bot": True}
 
 
 async def test_rooms_are_separate_and_counted_by_name(presence: Presence) -> None:
@@ -74,7 +78,7 @@ async def test_rooms_are_separate_and_counted_by_name(presence: Presence) -> Non
     await presence.join("a", "c2", "ann")
     await presence.join("a", "c3", "bob")
     await presence.join("b", "c4", "ann")
-    assert await presence.users("b") == ["ann"]
+    assert sorted(await presence.users("b")) == ["ann"]
     assert await presence.counts() == {"a": 2, "b": 1}
     await presence.leave("b", "c4", "ann")
     assert await presence.counts() == {"a": 2}
@@ -93,7 +97,7 @@ async def test_rename_is_a_leave_and_a_join(presence: Presence) -> None:
     await presence.join("a", "c2", "ann")
     assert await presence.leave("a", "c1", "ann") is False
     assert await presence.join("a", "c1", "anne") is True
-    assert await presence.users("a") == ["ann", "anne"]
+    assert sorted(await presence.users("a")) == ["ann", "anne"]
 
 
 # -- Redis only: several processes --------------------------------------------------------
@@ -121,11 +125,11 @@ async def test_tabs_are_merged_across_processes(open_presence: OpenPresence) -> 
     assert await one.join("a", "c1", "ann") is True
     assert await two.join("a", "c2", "ann") is False
     assert await two.join("a", "c3", "bob") is True
-    assert await one.users("a") == ["ann", "bob"]
+    assert sorted(await one.users("a")) == ["ann", "bob"]
     assert await one.counts() == {"a": 2}
     assert await one.leave("a", "c1", "ann") is False
     assert await two.leave("a", "c2", "ann") is True
-    assert await one.users("a") == ["bob"]
+    assert sorted(await one.users("a")) == ["bob"]
 
 
 @pytest.mark.parametrize("backend", ["redis"], indirect=True)
@@ -141,7 +145,7 @@ async def test_a_silent_process_is_reaped_and_announced_once(
     await lost.join("a", "c2", "ann")
     await lost.join("a", "c3", "cat")
     await lost.join("b", "c4", "dan")
-    assert await one.users("a") == ["ann", "cat"]
+    assert sorted(await one.users("a")) == ["ann", "cat"]
 
     proxy.sever()  # the process can no longer renew its heartbeat
 
@@ -149,18 +153,19 @@ async def test_a_silent_process_is_reaped_and_announced_once(
         return await one.counts() == {"a": 1}
 
     await eventually(reaped, what="the silent process's users to leave")
-    assert await one.users("a") == ["ann"]
+    assert sorted(await one.users("a")) == ["ann"]
     await eventually(lambda: _settled(changes, seen_by_two, 2))
     # Whoever reaped announced each departed name once; "ann" is still on another tab.
     assert sorted(changes + seen_by_two) == [("a", None, "cat"), ("b", None, "dan")]
     # Cut off, the process answers from its own connections.
-    assert await lost.users("a") == ["ann", "cat"]
+    assert sorted(await lost.users("a")) == ["ann", "cat"]
 
     restored = recorder(lost)
     proxy.restore()
 
     async def back() -> bool:
-        return await one.users("a") == ["ann", "cat"] and await one.users("b") == ["dan"]
+        in_a, in_b = await one.users("a"), await one.users("b")
+        return sorted(in_a) == ["ann", "cat"] and in_b == ["dan"]
 
     await eventually(back, what="the process to re-register its users")
     # Its return refreshes the rooms' lists, without "joined" notices.
@@ -191,7 +196,7 @@ async def test_presence_is_rebuilt_after_redis_loses_its_data(
         await client.aclose()
 
     async def rebuilt() -> bool:
-        return await one.users("a") == ["ann", "bob"]
+        return sorted(await one.users("a")) == ["ann", "bob"]
 
     await eventually(rebuilt, what="presence to be re-registered")
     assert await two.leave("a", "c2", "bob") is True
@@ -216,11 +221,11 @@ async def test_changes_made_while_redis_was_unreachable_reach_it_later(
     proxy.sever()
     assert await cut_off.join("a", "c2", "bob") is True  # its own view: bob is new
     assert await cut_off.leave("a", "c1", "ann") is True
-    assert await cut_off.users("a") == ["bob"]
+    assert sorted(await cut_off.users("a")) == ["bob"]
     assert await cut_off.counts() == {"a": 1}
     proxy.restore()
 
     async def caught_up() -> bool:
-        return await one.users("a") == ["bob"]
+        return sorted(await one.users("a")) == ["bob"]
 
     await eventually(caught_up, what="Redis to learn what changed meanwhile")

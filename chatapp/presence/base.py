@@ -71,7 +71,7 @@ class Presence(Protocol):
         """Remove a connection; True if ``name`` has no connection left in ``room``."""
 
     async def users(self, room: str) -> list[str]:
-        """Members online in ``room`` (any order; :func:`people` sorts them by name)."""
+        """Members online in ``room``, in any order (:func:`people` sorts them by name)."""
 
     async def counts(self) -> dict[str, int]:
         """Rooms with anyone online -> number of distinct members."""

@@ -7,10 +7,6 @@ from collections import defaultdict
 from .base import ChangeCallback
 
 
-def sort_names(names: set[str] | list[str]) -> list[str]:
-    return sorted(names, key=lambda n: (n.casefold(), n))
-
-
 class MemoryPresence:
     def __init__(self) -> None:
         # room -> name -> connection ids
@@ -44,7 +40,7 @@ class MemoryPresence:
         return True
 
     async def users(self, room: str) -> list[str]:
-        return sort_names(list(self._rooms.get(room, {})))
+        return list(self._rooms.get(room, ()))
 
     async def counts(self) -> dict[str, int]:
         return {room: len(names) for room, names in self._rooms.items()}

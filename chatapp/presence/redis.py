@@ -33,7 +33,6 @@ from redis.exceptions import RedisError
 from .. import redisconn
 from ..settings import redacted
 from .base import ChangeCallback
-from .memory import sort_names
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -261,8 +260,8 @@ class RedisPresence:
     async def users(self, room: str) -> list[str]:
         names = await self._call(lambda: self._redis.hkeys(self._key("names", room)), None)
         if names is None:
-            return sort_names({n for r, n in self._local.values() if r == room})
-        return sort_names([_text(n) for n in names])
+            return list({n for r, n in self._local.values() if r == room})
+        return [_text(n) for n in names]
 
     async def counts(self) -> dict[str, int]:
         async def counts() -> dict[str, int]:
