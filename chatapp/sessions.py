@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -67,6 +68,12 @@ from .websocket import ChatWebSocket
 log = logging.getLogger(__name__)
 
 RequestCheck = Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+#: Frames a calm turn of the event loop writes to idle connections at once, before it corks
+#: the rest (:meth:`Sessions.may_write_at_once`): a message to all of a room of 20 or 50.
+WRITE_AT_ONCE = 64
+#: A turn of the event loop is calm when no frames were offered or written in this many
+#: seconds before it.
+CALM_GAP = 0.001
 #: The client manager a :class:`Sessions` makes its server with.
 ManagerT = TypeVar("ManagerT")
 
@@ -108,6 +115,11 @@ class Sessions(Generic[ManagerT]):
         #: engine.io sid -> its websocket, while one serves it.
         self.websockets: dict[str, ChatWebSocket] = {}
         self._corked: list[ChatWebSocket] = []
+        #: Seconds without frames offered after which a turn is calm (:meth:`may_write_at_once`).
+        self.calm_gap = CALM_GAP
+        self._offered = 0  # frames offered to idle connections in this turn of the loop
+        self._last_frames = -CALM_GAP  # when a turn last offered or wrote frames
+        self._calm = False
         self._check_request: RequestCheck | None = None
         self._detached_close = detached_close
         self._fast = fast_paths
@@ -188,6 +200,27 @@ class Sessions(Generic[ManagerT]):
     def _websocket(self, handler: Any, server: Any) -> ChatWebSocket:
         return ChatWebSocket(handler, server, self)
 
+    def may_write_at_once(self) -> bool:
+        """Whether an idle connection's frame may go to its transport now, not at the end
+        of this turn of the event loop (:meth:`cork`).
+
+        In a calm turn, one that begins :attr:`calm_gap` seconds or more after frames were
+        last offered or written, the first :data:`WRITE_AT_ONCE` frames may: a message
+        reaches its first readers without waiting until it is offered to all of them.
+        While frames keep coming there is nothing to wait for, and each connection's
+        frames of a turn are gathered into one write.
+        """
+        offered = self._offered
+        if not offered:
+            self._calm = time.monotonic() - self._last_frames >= self.calm_gap
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        self._offered = offered + 1
+        return self._calm and offered < WRITE_AT_ONCE
+
+    def _next_turn(self) -> None:
+        self._offered = 0
+        self._last_frames = time.monotonic()
+
     def cork(self, ws: ChatWebSocket) -> None:
         """Have ``ws``'s direct frames written at the end of this turn of the event loop.
 
@@ -202,6 +235,7 @@ class Sessions(Generic[ManagerT]):
         corked, self._corked = self._corked, []
         for ws in corked:
             ws.uncork()
+        self._last_frames = time.monotonic()
 
     def detached_closed(self, transport: asyncio.BaseTransport) -> None:
         if self._detached_close is not None:

@@ -62,6 +62,9 @@ class WebSocketHost(Protocol):
     #: engine.io sid -> its websocket, while one serves it.
     websockets: dict[str, ChatWebSocket]
 
+    def may_write_at_once(self) -> bool:
+        """Whether an idle connection's frame may be written now rather than corked."""
+
     def cork(self, ws: ChatWebSocket) -> None:
         """Have ``ws``'s direct frames written at the end of this turn of the event loop."""
 
@@ -541,7 +544,8 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         return bool(self.socket.queue.waiting())
 
     def write_now(self, pkt: eio_packet.Packet) -> bool:
-        """Write ``pkt``'s frame to the transport if the connection is idle; else False.
+        """Write ``pkt``'s frame to the transport (now, or corked until the end of this
+        turn of the event loop) if the connection is idle; else False.
 
         Idle means nothing can be ahead of the frame: the send queue is empty, no writer
         holds a packet (:meth:`writer_idle`), and the transport buffer is not backed up. A
@@ -571,6 +575,9 @@ class ChatWebSocket(eio_aiohttp.WebSocket, asyncio.Protocol):  # type: ignore[mi
         ):
             return False
         if self._corked is None:
+            if self._host.may_write_at_once():
+                transport.write(frame)
+                return True
             self._corked = [frame]
             self._host.cork(self)
         else:

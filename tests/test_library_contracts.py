@@ -129,7 +129,7 @@ from chatapp import fanout, frames, heartbeat, jsoncodec, managers, sendqueue
 from chatapp.app import create_app
 from chatapp.fastpaths import FastPaths
 from chatapp.keys import fast_paths_key, sessions_key, sio_key
-from chatapp.sessions import Sessions
+from chatapp.sessions import WRITE_AT_ONCE, Sessions
 from chatapp.settings import load_settings
 
 from .conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
@@ -533,6 +533,68 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
         # Idle again: the frame goes straight to the transport.
         assert link.write_now(eng.packet("framed", "idle"))
         assert await ws.receive_str() == '42["framed","idle"]'
+        await ws.close()
+
+
+class _RecordingTransport:
+    """A connection's transport, recording each write before passing it on."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_a_calm_turns_frames_are_written_at_once_a_busy_loops_together(
+    app: web.Application,
+) -> None:
+    """A calm moment's frame goes to the transport when it is offered, so a message's first
+    readers do not wait while it is offered to the rest of its room; past WRITE_AT_ONCE
+    frames in one turn of the event loop, and in every turn while frames keep coming, a
+    connection's frames are gathered into one write at the end of the turn."""
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        _require(app, "detach")
+        _require(app, "direct")
+        ws = await joined(http, url, "calm")
+        sio, eng = app[sio_key], app[sessions_key]
+        (eio_sid,) = sio.eio.sockets
+        link = eng.websocket(eio_sid)
+        assert link is not None and link.transport is not None
+        await asyncio.gather(*_writer_tasks())  # one that sent the welcome ends by itself
+        recording = _RecordingTransport(link.transport)
+        link.transport = recording
+        writes = recording.writes
+        # Quiet for longer than the calm gap: not a wait for an event, the calm itself.
+        await asyncio.sleep(eng.calm_gap * 10)
+        assert link.write_now(eng.packet("calm", 0))
+        assert len(writes) == 1
+        for n in range(1, WRITE_AT_ONCE + 3):
+            assert link.write_now(eng.packet("many", n))
+        assert len(writes) == WRITE_AT_ONCE
+        await asyncio.sleep(0)  # the turn ends: what was corked goes in one write
+        assert len(writes) == WRITE_AT_ONCE + 1
+        assert writes[-1].count(b'42["many"') == 3
+        # Frames keep coming (a gap no turn reaches): each turn's are corked.
+        eng.calm_gap = 3600.0
+        for n in range(2):
+            assert link.write_now(eng.packet("busy", n))
+        assert len(writes) == WRITE_AT_ONCE + 1
+        await asyncio.sleep(0)
+        assert len(writes) == WRITE_AT_ONCE + 2
+        assert writes[-1].count(b'42["busy"') == 2
+        received = [await ws.receive_str() for _ in range(WRITE_AT_ONCE + 5)]
+        assert received == [
+            '42["calm",0]',
+            *(f'42["many",{n}]' for n in range(1, WRITE_AT_ONCE + 3)),
+            '42["busy",0]',
+            '42["busy",1]',
+        ]
         await ws.close()
 
 
