@@ -31,9 +31,9 @@ STAGES = (
     ("Socket.IO decode and dispatch", "guard", "handler"),
     ("validation (limits, payload, mentions)", "handler", "store"),
     ("SQLite commit (and its hop)", "store", "committed"),
-    ("feed: one frame, corked for each member", "committed", "published"),
-    ("the sender's ack", "published", "uncork"),
-    ("writes, one per member", "uncork", "written"),
+    ("feed: one frame for each member, written at once if calm", "committed", "published"),
+    ("the rest of the handler (the ack is written after it)", "published", "handled"),
+    ("writes corked to the end of the turn, if any", "handled", "written"),
     ("total", "received", "written"),
 )
 
@@ -72,8 +72,16 @@ def _install(out: str) -> None:
     handler = handlers.ChatHandlers.on_message
 
     async def timed_handler(self: Any, conn: Any, data: Any) -> Any:
-        state["current"] = {**marks, "handler": clock()}
-        return await handler(self, conn, data)
+        current = state["current"] = {**marks, "handler": clock()}
+        try:
+            return await handler(self, conn, data)
+        finally:
+            # Done, unless frames were corked: then when the end of the turn writes them.
+            current["handled"] = current["written"] = clock()
+            if all(name in current for _, a, b in STAGES for name in (a, b)):
+                done.append(current)
+                if len(done) % EVERY == 0:
+                    _write(out, done[SKIP:])
 
     add = sqlite.SQLiteStore.add
 
@@ -93,18 +101,11 @@ def _install(out: str) -> None:
     uncork_all = sessions.Sessions._uncork_all
 
     def timed_uncork_all(self: Any) -> None:
-        current = state["published"]
-        if current is not None:
-            current["uncork"] = clock()
         uncork_all(self)
-        if current is None:
-            return
-        current["written"] = clock()
+        current = state["published"]
+        if current is not None and "handled" in current:
+            current["written"] = clock()
         state["published"] = None
-        if all(name in current for _, a, b in STAGES for name in (a, b)):
-            done.append(current)
-            if len(done) % EVERY == 0:
-                _write(out, done[SKIP:])
 
     websocket.ChatWebSocket.data_received = timed_data_received  # type: ignore[method-assign]
     websocket.ChatWebSocket._on_message = timed_on_message  # type: ignore[method-assign]
