@@ -30,7 +30,9 @@ STAGES = (
     ("to the Socket.IO layer (a task, engine.io)", "queued", "guard"),
     ("Socket.IO decode and dispatch", "guard", "handler"),
     ("validation (limits, payload, mentions)", "handler", "store"),
-    ("SQLite commit (and its hop)", "store", "committed"),
+    ("to the SQLite transaction (a turn of the loop)", "store", "tx0"),
+    ("the SQLite transaction", "tx0", "tx1"),
+    ("back to the handler (a turn of the loop)", "tx1", "committed"),
     ("feed: one frame for each member, written at once if calm", "committed", "published"),
     ("the rest of the handler (the ack is written after it)", "published", "handled"),
     ("writes corked to the end of the turn, if any", "handled", "written"),
@@ -90,6 +92,17 @@ def _install(out: str) -> None:
         result = await add(self, *args, **kwargs)
         mark("committed")
         return result
+
+    transaction = sqlite._transaction
+
+    def timed_transaction(conn: Any, batch: Any) -> Any:
+        mark("tx0")
+        try:
+            return transaction(conn, batch)
+        finally:
+            mark("tx1")
+
+    sqlite._transaction = timed_transaction
 
     publish = fanout.FeedManager.publish
 
