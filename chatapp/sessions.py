@@ -115,7 +115,7 @@ class Sessions(Generic[ManagerT]):
         #: engine.io sid -> its websocket, while one serves it.
         self.websockets: dict[str, ChatWebSocket] = {}
         self._corked: list[ChatWebSocket] = []
-        #: Seconds without frames offered after which a turn is calm (:meth:`may_write_at_once`).
+        #: Seconds without frames offered or written after which a turn is calm.
         self.calm_gap = CALM_GAP
         self._offered = 0  # frames offered to idle connections in this turn of the loop
         self._last_frames = -CALM_GAP  # when a turn last offered or wrote frames
