@@ -28,10 +28,15 @@ from .keys import connections_key, invites_key
 from .sessions import LibraryMismatch
 from .settings import Settings, load_settings, redacted
 from .store import StoreError, migrate
+from .tasks import still_waiting
 
 log = logging.getLogger("chatapp")
 
 EXIT_STARTUP_ERROR = 2
+#: The stop did not finish within --stop-timeout. Past it the process logs what it still
+#: waits on and exits, rather than wait for the service manager's SIGKILL, which says
+#: nothing.
+EXIT_STOP_TIMEOUT = 3
 #: Allocations between collections of the youngest generation (CPython: 700).
 GC_THRESHOLD = 10_000
 
@@ -161,8 +166,26 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     finally:
         for listener in listeners:
             listener.close()  # no new connections; the open ones are aiohttp's to close
-        await runner.cleanup()
+        await _cleanup_within(runner, settings.stop_timeout)
     log.info("stopped")
+
+
+async def _cleanup_within(runner: web.AppRunner, limit: float) -> None:
+    """``runner.cleanup()``; past ``limit`` seconds, log what is still waited on and exit
+    with status :data:`EXIT_STOP_TIMEOUT` (``asyncio.run`` would wait for those tasks
+    again)."""
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait([cleanup], timeout=limit)
+    if done:
+        cleanup.result()
+        return
+    log.error(
+        "stopping took over %g s; exiting without finishing. Still waiting: %s",
+        limit,
+        still_waiting(),
+    )
+    logging.shutdown()
+    os._exit(EXIT_STOP_TIMEOUT)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -28,6 +28,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from . import redisconn
 from .fastpaths import SelfCheckFailed
 from .sessions import Sessions
+from .tasks import cancel_and_wait
 
 
 class RoomIndex:
@@ -304,20 +305,14 @@ class RedisManager(AsyncPubSubManager, LocalManager):  # type: ignore[misc]
         """Stop subscribing and delivering for good; the clients are closed."""
         await self._stop_receiver()
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+        await cancel_and_wait(consumer)
 
     def _start_receiver(self) -> None:
         self._receiver = asyncio.create_task(self._receive(), name="fanout-listen")
 
     async def _stop_receiver(self) -> None:
         receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
+        await cancel_and_wait(receiver)
 
     async def _receive(self) -> None:
         """Subscribe to the channel and pass on what arrives, for good: after a failure,

@@ -43,7 +43,6 @@ lines (``liblog.library_logger``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import logging
 import time
@@ -63,6 +62,7 @@ from .frames import FramedPacket, text_frame
 from .heartbeat import ChatSocket
 from .sendqueue import Backlog, SendQueue
 from .sessionids import SessionIds
+from .tasks import cancel_and_wait
 from .websocket import ChatWebSocket
 
 log = logging.getLogger(__name__)
@@ -362,10 +362,7 @@ class Sessions(Generic[ManagerT]):
                 join.cancel()
         eio.sockets.clear()
         monitor, self._monitor = self._monitor, None
-        if monitor is not None:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+        await cancel_and_wait(monitor)
 
     # -- Socket.IO connection state -------------------------------------------------------------
 

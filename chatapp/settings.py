@@ -436,6 +436,13 @@ class Settings:
     body_timeout: float = setting(
         10.0, "seconds a client has to send a request's body", _seconds(0.1)
     )
+    stop_timeout: float = setting(
+        15.0,
+        "seconds a stop (SIGTERM, Ctrl-C) may take: clients get 3 of them to take their "
+        "close, requests under way and the goodbyes to Redis and the database the rest. Past "
+        "it the server logs what it was still waiting on and exits with status 3",
+        _seconds(0.1),
+    )
 
 
 def specs() -> list[tuple[str, Spec, object]]:

@@ -155,7 +155,8 @@ class TcpProxy:
     """A TCP forwarder on 127.0.0.1 whose link to the service can be cut and restored.
 
     While cut it accepts connections and drops them at once, and it resets the ones
-    open, which is what clients of a restarting or unreachable service see. For Redis it
+    open, which is what clients of a restarting or unreachable service see. Stalled, it
+    keeps every connection and forwards nothing (a service that hangs). For Redis it
     can also *deafen* the open subscriber connections: they stay open and accept commands,
     but nothing published reaches them any more (a listener that died silently); and it
     can reset just those, leaving the way to Redis open.
@@ -170,6 +171,7 @@ class TcpProxy:
         self._subscribers: set[asyncio.StreamWriter] = set()  # their client sides
         self._deaf: set[asyncio.StreamWriter] = set()
         self._withheld = bytearray()
+        self.stalled = False
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -184,6 +186,12 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.cut = False
+
+    def stall(self) -> None:
+        """Forward nothing more either way, on open connections and new ones, and close
+        none: a service that stopped answering (paused, or a network that drops
+        everything), which only timeouts notice."""
+        self.stalled = True
 
     def deafen_subscribers(self) -> int:
         """Stop delivering to the subscriber connections open now; return how many."""
@@ -248,6 +256,8 @@ class TcpProxy:
                     self._subscribers.add(client)
                 if not upstream and client in self._deaf:
                     self._withheld += data
+                    continue
+                if self.stalled:
                     continue
                 writer.write(data)
                 await writer.drain()
@@ -322,4 +332,7 @@ async def cluster(
         return servers
 
     yield start
-    await asyncio.gather(*(server.stop() for server in started))
+    codes = await asyncio.gather(*(server.stop() for server in started), return_exceptions=True)
+    for rc in codes:
+        if isinstance(rc, BaseException):
+            raise rc

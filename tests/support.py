@@ -95,8 +95,16 @@ class Server:
         if proc is None or proc.returncode is not None:
             return proc.returncode if proc else 0
         proc.send_signal(sig)
-        rc = await asyncio.wait_for(proc.wait(), timeout)
-        return rc
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            # Killed and reaped here, so that nothing of it is left to the next test.
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(
+                f"the server did not exit within {timeout:g} s of signal {sig}; killed. "
+                f"Its log:\n{self.log()[-30_000:]}"
+            ) from None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

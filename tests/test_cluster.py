@@ -324,6 +324,31 @@ async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
     await eventually(one_each, what="the deaf subscriber connections to close")
 
 
+async def test_a_stop_held_up_past_stop_timeout_says_where_and_exits(
+    cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
+) -> None:
+    """A stop ends within --stop-timeout even when what it waits for does not answer;
+    the log says what it was waiting on, for the operator who has to find out why."""
+    proxy = await tcp_proxy(*service_port(REDIS_URL, 6379)).start()
+    (server,) = await cluster(
+        1, "--stop-timeout", "0.5", redis_url=with_port(REDIS_URL, proxy.port)
+    )
+    ann = make_client()
+    await ann.connect(server.url, room="team", name="ann")
+    await ann.send("hello")
+    await ann.close()
+    # Redis stops answering: saying goodbye to it (the publisher's last events, presence's
+    # entries) would take its timeouts, several seconds.
+    proxy.stall()
+    server.allow_errors = True
+    assert await server.stop() == 3
+    log = server.log()
+    assert "stopping took over 0.5 s; exiting without finishing. Still waiting: " in log
+    (line,) = [line for line in log.splitlines() if "Still waiting:" in line]
+    assert "chatapp/" in line  # where in chatapp's own code the stop was held up
+    assert " stopped" not in log.split("Still waiting:")[1]
+
+
 async def test_what_a_listener_missed_while_it_reconnected_is_caught_up(
     cluster: StartCluster, make_client: ClientFactory, tcp_proxy: type[TcpProxy]
 ) -> None:

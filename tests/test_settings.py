@@ -68,6 +68,7 @@ OTHER_VALUES: dict[str, tuple[str, object]] = {
     "max_tcp_connections_per_ip": ("0", 0),
     "header_timeout": ("2", 2.0),
     "body_timeout": ("3", 3.0),
+    "stop_timeout": ("4", 4.0),
 }
 NAMES = [name for name, _, _ in specs()]
 #: Settings whose empty value means "none" (their default); every other refuses it.

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from .. import redisconn
 from ..settings import redacted
+from ..tasks import cancel_and_wait
 from .base import ChangeCallback
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,7 @@ class RedisPresence:
         )
 
     async def close(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
         for task in list(self._tasks):
             task.cancel()
         self._local.clear()
