@@ -198,6 +198,10 @@ class TcpProxy:
         self._deaf |= self._subscribers
         return len(self._subscribers)
 
+    def deafened(self) -> int:
+        """How many deafened subscriber connections are still open."""
+        return len(self._deaf)
+
     def subscribers(self) -> int:
         """How many subscriber connections are open."""
         return len(self._subscribers)

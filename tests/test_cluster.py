@@ -317,9 +317,11 @@ async def test_a_deaf_listener_is_noticed_restarted_and_caught_up(
     assert bob.message_ids() == [1, 2]
     assert "missed its self-check; restarting it" in two.log()
 
-    # The deaf subscriber connections are closed, not left for Redis to keep sending to.
+    # Both processes restart their listeners (the log is shared: the line above may be
+    # either's), and the deaf subscriber connections are closed, not left for Redis to
+    # keep sending to.
     async def one_each() -> bool:
-        return proxy.subscribers() == 2
+        return proxy.deafened() == 0 and proxy.subscribers() == 2
 
     await eventually(one_each, what="the deaf subscriber connections to close")
 
