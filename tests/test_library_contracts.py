@@ -131,6 +131,7 @@ from chatapp.fastpaths import FastPaths
 from chatapp.keys import fast_paths_key, sessions_key, sio_key
 from chatapp.sessions import WRITE_AT_ONCE, Sessions
 from chatapp.settings import load_settings
+from chatapp.websocket import ChatWebSocket
 
 from .conftest import NO_RATE_LIMITS, ClientFactory, ServerFactory
 from .raw import POLL_PATH, WS_PATH, joined, served, serving, upgraded, ws_frame
@@ -499,6 +500,20 @@ def test_codec_accepts_what_the_standard_module_accepts() -> None:
 # -- a websocket detached from aiohttp, stepped in one process --------------------------------
 
 
+async def _one_link(
+    app: web.Application, http: aiohttp.ClientSession, url: str, room: str, *fast_paths: str
+) -> tuple[aiohttp.ClientWebSocketResponse, str, ChatWebSocket]:
+    """The only client, joined to ``room`` over a detached websocket: its end, its engine.io
+    sid and the server's link to it (skipped without ``fast_paths``)."""
+    for fast_path in fast_paths:
+        _require(app, fast_path)
+    ws = await joined(http, url, room)
+    (eio_sid,) = app[sio_key].eio.sockets
+    link = app[sessions_key].websocket(eio_sid)
+    assert link is not None
+    return ws, eio_sid, link
+
+
 async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Application) -> None:
     """Queue a packet as engine.io does, then offer a room frame at every loop step after.
 
@@ -506,15 +521,10 @@ async def test_direct_writes_never_overtake_what_the_writer_holds(app: web.Appli
     the frame must reach the client after the packet.
     """
     async with served(app) as url, aiohttp.ClientSession() as http:
-        _require(app, "detach")
-        _require(app, "direct")
-        ws = await joined(http, url, "steps")
-        sio, eng = app[sio_key], app[sessions_key]
-        (eio_sid,) = sio.eio.sockets
-        sock = sio.eio.sockets[eio_sid]
+        ws, eio_sid, link = await _one_link(app, http, url, "steps", "detach", "direct")
+        eng = app[sessions_key]
+        sock = app[sio_key].eio.sockets[eio_sid]
         assert isinstance(sock.queue, sendqueue.SendQueue)
-        link = eng.websocket(eio_sid)
-        assert link is not None
         paths = []
         for steps in range(8):
             queued = engineio.packet.Packet(engineio.packet.MESSAGE, f'2["queued",{steps}]')
@@ -559,13 +569,9 @@ async def test_a_calm_turns_frames_are_written_at_once_a_busy_loops_together(
     frames in one turn of the event loop, and in every turn while frames keep coming, a
     connection's frames are gathered into one write at the end of the turn."""
     async with served(app) as url, aiohttp.ClientSession() as http:
-        _require(app, "detach")
-        _require(app, "direct")
-        ws = await joined(http, url, "calm")
-        sio, eng = app[sio_key], app[sessions_key]
-        (eio_sid,) = sio.eio.sockets
-        link = eng.websocket(eio_sid)
-        assert link is not None and link.transport is not None
+        ws, _, link = await _one_link(app, http, url, "calm", "detach", "direct")
+        eng = app[sessions_key]
+        assert link.transport is not None
         await asyncio.gather(*_writer_tasks())  # one that sent the welcome ends by itself
         recording = _RecordingTransport(link.transport)
         link.transport = recording
@@ -610,13 +616,9 @@ async def test_an_idle_websocket_has_no_writer_task(app: web.Application) -> Non
     """A writer runs only while packets wait in the send queue: queued packets start one,
     it sends them in order, before anything offered meanwhile, and ends when done."""
     async with served(app) as url, aiohttp.ClientSession() as http:
-        _require(app, "detach")
-        ws = await joined(http, url, "idle")
-        sio, eng = app[sio_key], app[sessions_key]
-        (eio_sid,) = sio.eio.sockets
-        sock = sio.eio.sockets[eio_sid]
-        link = eng.websocket(eio_sid)
-        assert link is not None
+        ws, eio_sid, link = await _one_link(app, http, url, "idle", "detach")
+        eng = app[sessions_key]
+        sock = app[sio_key].eio.sockets[eio_sid]
         await asyncio.gather(*_writer_tasks())  # one that sent the welcome ends by itself
         assert _writer_tasks() == [] and link.writer_idle() and sock.queue.empty()
         for i in range(5):
