@@ -69,7 +69,7 @@ READ_BUFFER = 16 * 1024
 
 def runner_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``web.AppRunner``: ``--header-timeout``, small read buffers,
-    no lingering.
+    no lingering, an access log only at ``--log-level debug``.
 
     aiohttp reads and drops, for up to 10 s, the rest of a body that a handler refused
     without reading it (so that a client still sending sees the answer). Nothing chatapp
@@ -77,11 +77,17 @@ def runner_options(settings: Settings) -> dict[str, Any]:
     ``maxPayload``), and each connection lingering over a refused megabyte holds its read
     buffers: the connection is closed after the answer instead.
     """
-    return {
+    options: dict[str, Any] = {
         "keepalive_timeout": settings.header_timeout,
         "lingering_time": 0,
         "read_bufsize": READ_BUFFER,
     }
+    if settings.log_level != "debug":
+        # One line per HTTP request (and per long-polling round trip) is noise, not a
+        # lifecycle event. Without an access log aiohttp also skips building its logger
+        # for every connection.
+        options["access_log"] = None
+    return options
 
 
 def body_timeout_middleware(timeout: float, trust_proxy: bool) -> Any:

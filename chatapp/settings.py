@@ -222,7 +222,11 @@ class Settings:
         "where history is kept: a SQLite file (or `sqlite:///path`), in WAL mode, or a "
         "`postgresql://` URL (add `?options=-csearch_path%3Dname` for a schema of its own)",
     )
-    log_level: str = setting("info", "logging threshold: " + ", ".join(LOG_LEVELS), _log_level)
+    log_level: str = setting(
+        "info",
+        "logging threshold: " + ", ".join(LOG_LEVELS) + " (debug adds a line per HTTP request)",
+        _log_level,
+    )
     message_burst: float = setting(
         10.0, "messages one connection may send at once before being rate limited", _rate(1)
     )

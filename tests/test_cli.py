@@ -14,6 +14,7 @@ import sysconfig
 import typing
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 import chatapp
@@ -386,3 +387,19 @@ async def test_start_up_log_says_whether_the_server_is_open_or_private(
         "private server: pages, the JSON API and Socket.IO need the access token"
     ]
     assert TOKEN not in private.log()
+
+
+async def test_http_requests_are_logged_only_at_debug(start_server, tmp_path) -> None:
+    (tmp_path / "info").mkdir()
+    (tmp_path / "debug").mkdir()
+    quiet = await start_server("--log-level", "info", workdir=tmp_path / "info")
+    loud = await start_server(workdir=tmp_path / "debug")  # the harness's debug
+    async with aiohttp.ClientSession() as http:
+        for server in (quiet, loud):
+            async with http.get(server.url + "/healthz") as resp:
+                assert resp.status == 200
+    # Stopped, each has written all its lines.
+    assert await quiet.stop() == 0
+    assert await loud.stop() == 0
+    assert "GET /healthz" not in quiet.log(), quiet.log()
+    assert '"GET /healthz HTTP/1.1" 200' in loud.log()
