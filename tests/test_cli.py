@@ -403,3 +403,26 @@ async def test_http_requests_are_logged_only_at_debug(start_server, tmp_path) ->
     assert await loud.stop() == 0
     assert "GET /healthz" not in quiet.log(), quiet.log()
     assert '"GET /healthz HTTP/1.1" 200' in loud.log()
+
+
+async def test_joins_and_leaves_are_logged_at_info_not_at_warning(
+    start_server, make_client, tmp_path
+) -> None:
+    (tmp_path / "info").mkdir()
+    (tmp_path / "warning").mkdir()
+    info = await start_server("--log-level", "info", workdir=tmp_path / "info")
+    warning = await start_server("--log-level", "warning", workdir=tmp_path / "warning")
+    for server in (info, warning):
+        client = make_client()
+        await client.connect(server.url, room="alpha", name="ann")
+        await client.close()
+    # Stopped, each has written all its lines.
+    assert await info.stop() == 0
+    assert await warning.stop() == 0
+    assert re.search(
+        r" INFO chatapp\.handlers: \S+ joined alpha as 'ann' from 127\.0\.0\.1$",
+        info.log(),
+        re.MULTILINE,
+    ), info.log()
+    assert re.search(r" INFO chatapp\.handlers: \S+ left alpha \(", info.log()), info.log()
+    assert " joined " not in warning.log() and " left " not in warning.log(), warning.log()
