@@ -519,7 +519,9 @@ class PostgresStore:
 
     async def view(self, room: str, limit: int, after: int | None = None) -> RoomView:
         async with self.pool.acquire() as conn:
-            rev: Any = await conn.fetchval("SELECT last_rev FROM rooms WHERE room=$1", room)
+            # The room's row first: a message stored after it is read shows in the page.
+            row = await conn.fetchrow("SELECT last_rev, last_id FROM rooms WHERE room=$1", room)
+            rev, last = (int(row[0]), int(row[1])) if row is not None else (0, 0)
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM messages WHERE room=$1 AND id>$2 "
                 "ORDER BY id DESC LIMIT $3",
@@ -527,11 +529,8 @@ class PostgresStore:
                 after or 0,
                 limit + 1,
             )
-            page = Page([_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
-            if page.messages:
-                return RoomView(int(rev or 0), page, page.messages[-1].id)
-            last: Any = await conn.fetchval("SELECT last_id FROM rooms WHERE room=$1", room)
-        return RoomView(int(rev or 0), page, int(last or 0))
+        page = Page([_message(r) for r in reversed(rows[:limit])], len(rows) > limit)
+        return RoomView(rev, page, page.messages[-1].id if page.messages else last)
 
     async def active_rooms(self, limit: int, after: tuple[int, str] | None = None) -> list[Room]:
         if after is None:

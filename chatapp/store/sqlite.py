@@ -987,17 +987,17 @@ class SQLiteStore:
 
     async def view(self, room: str, limit: int, after: int | None = None) -> RoomView:
         def view(conn: sqlite3.Connection) -> RoomView:
-            row = conn.execute("SELECT last_rev FROM rooms WHERE room=?", (room,)).fetchone()
-            rev = int(row[0]) if row is not None else 0
+            # The room's row first: a message stored after it is read shows in the page.
+            row = conn.execute(
+                "SELECT last_rev, last_id FROM rooms WHERE room=?", (room,)
+            ).fetchone()
+            rev, last = (int(row[0]), int(row[1])) if row is not None else (0, 0)
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id>? ORDER BY id DESC LIMIT ?",
                 (room, after or 0, limit + 1),
             ).fetchall()
             page = Page([_row(r) for r in reversed(rows[:limit])], len(rows) > limit)
-            if page.messages:
-                return RoomView(rev, page, page.messages[-1].id)
-            row = conn.execute("SELECT last_id FROM rooms WHERE room=?", (room,)).fetchone()
-            return RoomView(rev, page, int(row[0]) if row is not None else 0)
+            return RoomView(rev, page, page.messages[-1].id if page.messages else last)
 
         return await self._read_at_once(view)
 
