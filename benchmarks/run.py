@@ -45,6 +45,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "loadgen.js"
 REFERENCE = BENCH_DIR / "reference_server.js"
+#: The fixed stack alone, doing what the reference does (the ``floor`` target).
+FLOOR = "stack_floor"
 URL_RE = re.compile(r"https?://(localhost|\d+\.\d+\.\d+\.\d+):(\d+)")
 RAISED_LIMITS = [
     "--message-burst",
@@ -503,6 +505,18 @@ class Runner:
             label, self.pinned(a.server_cpus, cmd), Path(a.chatapp_root), env, self.next_log(label)
         )
 
+    def floor_server(self, label: str) -> Server:
+        """The stack's floor (``stack_floor.py``), on chatapp's Python."""
+        cmd = [self.args.python, "-m", FLOOR, "--port", "0"]
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONPATH"] = str(BENCH_DIR)
+        # From where chatapp runs, so that a relative --python means the same for both.
+        cwd = Path(self.args.chatapp_root)
+        return Server(
+            label, self.pinned(self.args.server_cpus, cmd), cwd, env, self.next_log(label)
+        )
+
     def node_server(self, label: str) -> Server:
         cmd = ["node", str(REFERENCE), "--port", "0"]
         if self.args.node_deflate is not None:
@@ -642,6 +656,8 @@ class Runner:
         try:
             if target == "node":
                 servers.append(self.node_server("node"))
+            elif target == "floor":
+                servers.append(self.floor_server("floor"))
             elif target == "chatapp":
                 servers.append(
                     self.chatapp_server("chatapp", str(self.tmp / f"chatapp-{self.counter}.db"))
@@ -1041,7 +1057,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per target and variant (default 3; smoke 1)")
     p.add_argument(
         "--targets",
-        help="comma-separated: chatapp,node (default: both, fairness: chatapp; ignored by the cluster scenarios)",
+        help="comma-separated: chatapp,node (default: both, fairness: chatapp; ignored by the "
+        "cluster scenarios); floor is stack_floor.py, the stack alone doing what node does",
     )
     p.add_argument(
         "--deflate",

@@ -5,15 +5,13 @@ A diagnostic, not part of chatapp: it tells how fast the stack chatapp is built 
 the load generator's traffic when it does no more than Node's reference does (no history,
 no presence, no accounts, no limits, no log line a connection). Where this floor is below
 Node's figure, trimming chatapp's own code cannot take chatapp above Node's: only doing
-less of the libraries' work (as chatapp's fast paths do) can. run.py starts it in
-chatapp's place::
+less of the libraries' work (as chatapp's fast paths do) can. run.py's ``floor`` target
+starts it with chatapp's Python::
 
     .venv/bin/python benchmarks/run.py --scenario reconnect --runs 1 \\
-        --chatapp-root "$PWD/benchmarks" --chatapp-module stack_floor \\
-        --python "$PWD/.venv/bin/python"
+        --targets floor,node --python .venv/bin/python
 
-It takes chatapp's command line (``--host`` and ``--port``; the rest is ignored) and
-prints the URL it listens on, as chatapp does.
+It takes ``--host`` and ``--port`` and prints the URL it listens on, as chatapp does.
 """
 
 from __future__ import annotations
@@ -142,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    args, _ = parser.parse_known_args()
+    args = parser.parse_args()
     uvloop.run(serve(args.host, args.port))
 
 
