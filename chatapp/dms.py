@@ -21,10 +21,6 @@ PREFIX = DM_PREFIX
 MAX_PEOPLE = 8
 
 
-def is_dm(room: str) -> bool:
-    return room.startswith(PREFIX)
-
-
 def dm_room(account_ids: set[str]) -> str:
     """The room of the conversation of exactly these accounts."""
     digest = hashlib.sha256(b"chatapp dm\0" + "\0".join(sorted(account_ids)).encode())

@@ -350,7 +350,7 @@ def setup_files(app: web.Application, files: FileStore, settings: Settings) -> N
                 raise Refused(400, f"unknown field {part.name!r}")
             break
         sender = await _uploader(request, fields)
-        if not handlers.private_rooms.allows(room, sender.account_id):
+        if not await handlers.private_rooms.admits(room, sender.account_id):
             raise Refused(404, NOT_A_MEMBER)
         name = clean_name(part.filename)
         reply_to = fields.get("reply_to")
@@ -420,7 +420,8 @@ def setup_files(app: web.Application, files: FileStore, settings: Settings) -> N
     async def _send(request: web.Request, thumb: bool) -> web.StreamResponse:
         found = await request.app[store_key].file(request.match_info["id"])
         handlers = request.app[handlers_key]
-        if found is None or not handlers.private_rooms.allows(found[0], await reader_of(request)):
+        reader = await reader_of(request)
+        if found is None or not await handlers.private_rooms.admits(found[0], reader):
             return _answer(404, {"error": "no such file"})
         file = found[1]
         digest = file.thumb if thumb else file.sha256

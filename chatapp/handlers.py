@@ -24,7 +24,7 @@ from .accounts import AccountError, Accounts
 from .announcer import Announcer
 from .bots import is_bot_token
 from .budget import EVENT_COST, AddressBudget, event_cost
-from .dms import DirectMessages, is_dm
+from .dms import DirectMessages
 from .fanout import FeedManager
 from .feed import CHANGED_EVENT, RoomFeed
 from .mentions import Mentions, read_mentions, resolve_mentions
@@ -352,7 +352,7 @@ class ChatHandlers:
         banned = self.moderation.refusal(signed_in.id if signed_in else None, ip)
         if banned is not None:
             raise self._refuse(sid, ip, banned)
-        if not await self._may_enter(req.room, signed_in.id if signed_in else None):
+        if not await self.private_rooms.admits(req.room, signed_in.id if signed_in else None):
             raise self._refuse(sid, ip, NOT_A_MEMBER)
         # Counted and checked with no await between (identity lookups are above): many
         # connections at once from one address cannot all pass the check.
@@ -438,17 +438,6 @@ class ChatHandlers:
             raise
         join = _Join(room, page, head, since, limit, head_rev, changed, reset=since != asked)
         return join, users, newly_online
-
-    async def _may_enter(self, room: str, account_id: str | None) -> bool:
-        """Whether ``account_id`` (None: a guest) may join ``room``. A direct conversation
-        this process has not heard of may have been started a moment ago on another one:
-        the database is asked again before refusing."""
-        if self.private_rooms.allows(room, account_id):
-            return True
-        if account_id is None or not is_dm(room):
-            return False
-        await self.private_rooms.refresh()
-        return self.private_rooms.allows(room, account_id)
 
     async def _changed(self, room: str, since: int, rev: int) -> list[dict[str, Any]] | None:
         """What changed after change ``rev`` in the messages up to ``since`` (a
@@ -678,7 +667,7 @@ class ChatHandlers:
         wait = conn.subscribes.take()
         if wait:
             return error("rate limited", retry_after=round(wait, 3))
-        if not await self._may_enter(req.room, conn.account_id):
+        if not await self.private_rooms.admits(req.room, conn.account_id):
             return error(NOT_A_MEMBER)
         join, users, newly_online = await self._read_join(conn, req.room, req.since, req.rev)
         if self.connections.get(conn.sid) is not conn:

@@ -4,7 +4,8 @@ history, post to them or see them in the room list.
 The private rooms and their members live in the database; each process keeps a copy,
 refreshed once a second (with the sign-in and ban check), so a room made private or a
 member removed on one process takes effect on all of them within a second: connections
-that may no longer be there are dropped.
+that may no longer be there are dropped. An account is refused only after the database
+is asked again, so a member added on one process is let in at once on every other.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ class PrivateRooms:
             return not room.startswith(DM_PREFIX)
         return account_id is not None and account_id in members
 
+    async def admits(self, room: str, account_id: str | None) -> bool:
+        """Whether ``account_id`` may be in ``room``, asking the database again before
+        refusing an account: another process may have let it in (added it as a member,
+        made the room public or started the conversation) since this one last looked."""
+        if self.allows(room, account_id):
+            return True
+        if account_id is None:
+            return False
+        await self.refresh()
+        return self.allows(room, account_id)
+
     def members(self, room: str) -> set[str] | None:
         """The member ids of a private room; None for a room open to all."""
         members = self._rooms.get(room)
@@ -83,10 +95,10 @@ class PrivateRooms:
         """Make ``room`` private, with ``actor`` and the accounts ``handles`` as members."""
         _not_a_dm(room)
         found = [actor] + [await self._accounts.get(h) for h in handles]
-        entry = LogEntry(now_ms(), actor.handle, "private", room, "")
-        await self._store.set_private(room, True, entry)
-        for account in found:
-            await self._set(actor, room, account, True)
+        now = now_ms()
+        members = [(a.id, _member_entry(now, actor, room, a, True)) for a in found]
+        entry = LogEntry(now, actor.handle, "private", room, "")
+        await self._store.set_private(room, True, entry, members)
         await self.refresh()
 
     async def make_public(self, actor: Account, room: str) -> bool:
@@ -106,9 +118,13 @@ class PrivateRooms:
         return changed
 
     async def _set(self, actor: Account, room: str, account: Account, member: bool) -> bool:
-        action = "add member" if member else "remove member"
-        entry = LogEntry(now_ms(), actor.handle, action, account.handle, f"#{room}")
+        entry = _member_entry(now_ms(), actor, room, account, member)
         return await self._store.set_member(room, account.id, member, entry)
+
+
+def _member_entry(now: int, actor: Account, room: str, account: Account, member: bool) -> LogEntry:
+    action = "add member" if member else "remove member"
+    return LogEntry(now, actor.handle, action, account.handle, f"#{room}")
 
 
 def setup_private_rooms(app: web.Application, rooms: PrivateRooms, sign_ins: SignIns) -> None:

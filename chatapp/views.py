@@ -236,7 +236,7 @@ async def api_messages(request: web.Request) -> web.Response:
         limit = protocol.parse_limit(_int_query(request, "limit"))
     except ProtocolError as exc:
         return json_error(400, str(exc))
-    if not request.app[handlers_key].private_rooms.allows(room, await reader_of(request)):
+    if not await request.app[handlers_key].private_rooms.admits(room, await reader_of(request)):
         return json_error(404, NOT_A_MEMBER)
     page = await request.app[store_key].before(room, before, limit)
     messages, cut = newest_within([m.to_dict() for m in page.messages])
@@ -295,7 +295,7 @@ async def api_post_message(request: web.Request) -> web.Response:
         req = protocol.parse_message(data)
     except ProtocolError as exc:
         return json_error(400, str(exc))
-    if not handlers.private_rooms.allows(room, bot.id):
+    if not await handlers.private_rooms.admits(room, bot.id):
         return json_error(404, NOT_A_MEMBER)
     wait = handlers.bot_wait(bot.id)
     if wait:

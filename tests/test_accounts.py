@@ -226,6 +226,10 @@ async def test_sign_ins_bans_private_rooms_and_the_log_on_every_store(db: str) -
         assert await store.private_rooms() == {"secret": {ann.id}}
         assert await store.set_private("secret", False, entry)
         assert await store.private_rooms() == {}
+        # Made private with its first members at once (each logged).
+        assert await store.set_private("team", True, entry, [(ann.id, entry), ("a-2", entry)])
+        assert await store.private_rooms() == {"team": {ann.id, "a-2"}}
+        assert len(await store.mod_log(100)) == 9
 
         # Removing the account ends its sign-ins with it.
         await accounts.remove("ann")

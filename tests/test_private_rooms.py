@@ -3,8 +3,14 @@ of them through the room list, history, presence or a webhook."""
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
 
+import aiohttp
+import asyncpg
+
+from chatapp.store import LogEntry, open_store
+
+from .services import eventually
 from .support import Server
 from .test_bots import add_bot, webhook
 from .test_moderation import admin_and_ann, api
@@ -121,3 +127,53 @@ async def test_a_private_room_is_private_on_every_process(
     await make_client(headers=cookie(ann)).connect(two.url, room="secret")
     async with aiohttp.ClientSession() as http, http.get(two.url + "/api/rooms") as resp:
         assert "secret" not in [r["room"] for r in await resp.json()]
+
+
+async def test_a_member_added_on_one_process_joins_at_once_on_another(
+    cluster, make_client, pg_url: str
+) -> None:
+    """Another process does not wait for its next look at the database to let a new
+    member in: it asks again before refusing an account."""
+    one, two = await cluster(2)
+    boss, ann = await admin_and_ann(one, pg_url)
+    guest = make_client()
+    await guest.connect(two.url, room="secret", name="guest")
+    assert (await api(one, "PUT", "/api/rooms/secret/private", boss, {}))[0] == 200
+    await guest.wait_for("disconnect")  # the second process knows the room is private
+    assert (await api(one, "PUT", "/api/rooms/secret/members/ann", boss))[0] == 200
+    await make_client(headers=cookie(ann)).connect(two.url, room="secret")
+    assert (await api(two, "GET", "/api/rooms/secret/messages", ann))[0] == 200
+
+
+async def test_a_room_is_never_private_without_the_members_it_was_made_private_with(
+    pg_url: str,
+) -> None:
+    """The room and its first members are written in one transaction. Were they not, a
+    process looking in between would find the room private with nobody in it, and drop
+    the members' connections. Here the members' rows are held up by a lock while
+    another reader looks."""
+    store = open_store(pg_url)
+    await store.open()
+    entry = LogEntry(1, "boss", "private", "secret", "")
+    blocker = await asyncpg.connect(pg_url)
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("LOCK TABLE room_members IN SHARE MODE")
+        making = asyncio.create_task(store.set_private("secret", True, entry, [("a-ann", entry)]))
+
+        async def held_up() -> bool:
+            waiting = await blocker.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> $1",
+                blocker.get_server_pid(),
+            )
+            return bool(waiting)
+
+        await eventually(held_up, what="the members' rows waiting for the lock")
+        assert await store.private_rooms() == {}
+        await holding.rollback()
+        assert await making
+        assert await store.private_rooms() == {"secret": {"a-ann"}}
+    finally:
+        await blocker.close()
+        await store.close()

@@ -546,9 +546,16 @@ class AccountStore(Protocol):
     async def mod_log(self, limit: int, before: int | None = None) -> list[LogEntry]:
         """The newest ``limit`` log lines (older than ``before``, a ``ts``), newest first."""
 
-    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+    async def set_private(
+        self,
+        room: str,
+        private: bool,
+        entry: LogEntry,
+        members: Sequence[tuple[str, LogEntry]] = (),
+    ) -> bool:
         """Make ``room`` private (or public again; its member list is dropped) and log it;
-        False if it already was."""
+        False if it already was. ``members`` (account ids, each with its log entry) join
+        it in the same transaction, so no process ever sees it private without them."""
 
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         """Add the account to a private room's members (or remove it) and log it; False if

@@ -1078,7 +1078,13 @@ class PostgresStore:
         )
         return [LogEntry(*tuple(row)) for row in rows]
 
-    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+    async def set_private(
+        self,
+        room: str,
+        private: bool,
+        entry: LogEntry,
+        members: Sequence[tuple[str, LogEntry]] = (),
+    ) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             if private:
                 status = await conn.execute(
@@ -1091,6 +1097,8 @@ class PostgresStore:
                 await conn.execute("DELETE FROM room_members WHERE room=$1", room)
             if changed:
                 await _log(conn, entry)
+            for account_id, added in members if private else ():
+                await _set_member(conn, room, account_id, True, added)
         return bool(changed)
 
     async def add_dm(self, room: str, account_ids: Sequence[str]) -> bool:
@@ -1113,22 +1121,7 @@ class PostgresStore:
 
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            if member:
-                status = await conn.execute(
-                    "INSERT INTO room_members (room, account_id) VALUES ($1, $2) "
-                    "ON CONFLICT DO NOTHING",
-                    room,
-                    account_id,
-                )
-                changed = status != "INSERT 0 0"
-            else:
-                status = await conn.execute(
-                    "DELETE FROM room_members WHERE room=$1 AND account_id=$2", room, account_id
-                )
-                changed = status != "DELETE 0"
-            if changed:
-                await _log(conn, entry)
-        return bool(changed)
+            return await _set_member(conn, room, account_id, member, entry)
 
     async def private_rooms(self) -> dict[str, set[str]]:
         async with self.pool.acquire() as conn:
@@ -1139,6 +1132,26 @@ class PostgresStore:
                 if row[0] in found:
                     found[row[0]].add(row[1])
         return found
+
+
+async def _set_member(
+    conn: asyncpg.Connection, room: str, account_id: str, member: bool, entry: LogEntry
+) -> bool:
+    """Inside the caller's transaction: add or remove a member, logged if it changed."""
+    if member:
+        status = await conn.execute(
+            "INSERT INTO room_members (room, account_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            room,
+            account_id,
+        )
+    else:
+        status = await conn.execute(
+            "DELETE FROM room_members WHERE room=$1 AND account_id=$2", room, account_id
+        )
+    changed = status not in ("INSERT 0 0", "DELETE 0")
+    if changed:
+        await _log(conn, entry)
+    return changed
 
 
 async def _log(conn: asyncpg.Connection, entry: LogEntry) -> None:

@@ -342,6 +342,20 @@ def _log(conn: sqlite3.Connection, entry: LogEntry) -> None:
     )
 
 
+def _set_member(
+    conn: sqlite3.Connection, room: str, account_id: str, member: bool, entry: LogEntry
+) -> bool:
+    """Inside the caller's transaction: add or remove a member, logged if it changed."""
+    if member:
+        sql = "INSERT INTO room_members (room, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    else:
+        sql = "DELETE FROM room_members WHERE room=? AND account_id=?"
+    changed = conn.execute(sql, (room, account_id)).rowcount > 0
+    if changed:
+        _log(conn, entry)
+    return changed
+
+
 def _sign_in(row: tuple[Any, ...]) -> SignIn:
     return SignIn(*row[:6])
 
@@ -1603,7 +1617,13 @@ class SQLiteStore:
 
         return await self._run(entries)
 
-    async def set_private(self, room: str, private: bool, entry: LogEntry) -> bool:
+    async def set_private(
+        self,
+        room: str,
+        private: bool,
+        entry: LogEntry,
+        members: Sequence[tuple[str, LogEntry]] = (),
+    ) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             with _locked(conn):
                 if private:
@@ -1621,6 +1641,8 @@ class SQLiteStore:
                     conn.execute("DELETE FROM room_members WHERE room=?", (room,))
                 if changed:
                     _log(conn, entry)
+                for account_id, added in members if private else ():
+                    _set_member(conn, room, account_id, True, added)
             return changed
 
         return await self._run(change)
@@ -1648,26 +1670,7 @@ class SQLiteStore:
     async def set_member(self, room: str, account_id: str, member: bool, entry: LogEntry) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
             with _locked(conn):
-                if member:
-                    changed = (
-                        conn.execute(
-                            "INSERT INTO room_members (room, account_id) VALUES (?, ?) "
-                            "ON CONFLICT DO NOTHING",
-                            (room, account_id),
-                        ).rowcount
-                        > 0
-                    )
-                else:
-                    changed = (
-                        conn.execute(
-                            "DELETE FROM room_members WHERE room=? AND account_id=?",
-                            (room, account_id),
-                        ).rowcount
-                        > 0
-                    )
-                if changed:
-                    _log(conn, entry)
-            return changed
+                return _set_member(conn, room, account_id, member, entry)
 
         return await self._run(change)
 
