@@ -463,6 +463,15 @@ class Netns:
 # -------------------------------------------------------------- the runner --
 
 
+def python_env(*path: str) -> dict[str, str]:
+    """The environment of a Python server: imports from ``path`` (empty entries left out),
+    output unbuffered so that its URL line reaches our pipe at once."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    return env
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -496,11 +505,7 @@ class Runner:
         cmd += a.chatapp_arg
         if host and self.netns:
             cmd = self.netns.wrap(host, [*cmd, "--host", self.netns.address(host)])
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"  # the URL line must reach our pipe at once
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(a.chatapp_root), env.get("PYTHONPATH", "")) if p
-        )
+        env = python_env(str(a.chatapp_root), os.environ.get("PYTHONPATH", ""))
         return Server(
             label, self.pinned(a.server_cpus, cmd), Path(a.chatapp_root), env, self.next_log(label)
         )
@@ -508,9 +513,7 @@ class Runner:
     def floor_server(self, label: str) -> Server:
         """The stack's floor (``stack_floor.py``), on chatapp's Python."""
         cmd = [self.args.python, "-m", FLOOR, "--port", "0"]
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = str(BENCH_DIR)
+        env = python_env(str(BENCH_DIR))
         # From where chatapp runs, so that a relative --python means the same for both.
         cwd = Path(self.args.chatapp_root)
         return Server(
