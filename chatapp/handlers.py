@@ -489,14 +489,15 @@ class ChatHandlers:
             except Exception:
                 log.exception("could not check the sign-ins and bans of open connections")
                 continue
-            self._drop_unwelcome(live)
+            self._drop_unwelcome(ids - live)
 
-    def _drop_unwelcome(self, live: set[str]) -> None:
-        """Disconnect the connections whose sign-in is not among ``live``, that are banned,
-        or that are in a room they may no longer be in. (Apart from the watching coroutine,
-        so that its frame keeps no connection alive while it sleeps.)"""
+    def _drop_unwelcome(self, ended: set[str]) -> None:
+        """Disconnect the connections whose sign-in is among ``ended``, that are banned, or
+        that are in a room they may no longer be in. (Apart from the watching coroutine,
+        so that its frame keeps no connection alive while it sleeps.) A connection that
+        came while the sign-ins were being checked was not asked about: it stays."""
         for conn in list(self.connections.values()):
-            if conn.sign_in is not None and conn.sign_in not in live:
+            if conn.sign_in is not None and conn.sign_in in ended:
                 log.info("%s signed out: disconnecting %s", conn.handle, conn.sid)
             elif self.moderation.ban_of(conn.user_id, conn.ip) is not None:
                 log.info("%s is banned: disconnecting %s", conn.handle or conn.ip, conn.sid)

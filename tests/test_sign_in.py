@@ -13,9 +13,12 @@ import pytest
 
 from chatapp.accounts import Accounts
 from chatapp.passwords import Passwords
-from chatapp.store import open_store
+from chatapp.signin import token_hash
+from chatapp.store import SignIn, open_store
+from chatapp.store.base import now_ms
 
-from .support import Server
+from .conftest import NO_RATE_LIMITS
+from .support import Client, Server
 from .test_users_cli import users
 
 PASSWORDS = Passwords()
@@ -170,6 +173,51 @@ async def test_signing_out_ends_that_sign_in_and_disconnects_its_sockets(
     assert await post(server, "/signout", phone, {"all": "1"}) == 303
     await on_phone.wait_for("disconnect")
     assert (await me(server, phone))[0] == 401
+
+
+async def test_a_socket_connecting_while_the_sign_ins_are_checked_stays(
+    make_client, start_server
+) -> None:
+    """Once a second the server asks the database which of its sockets' sign-ins have
+    ended; a socket that connects while it waits for the answer was not asked about, and
+    is not taken for signed out. Sockets of new sign-ins connect back to back through
+    several checks; then a sign-out, noticed by a later check, shows the checks have run."""
+    server: Server = await start_server(
+        *NO_RATE_LIMITS, "--max-connections-per-ip", "0", "--max-tcp-connections-per-ip", "0"
+    )
+    ann = await add_account(server.db, "ann", "ann's password")
+    tokens = [f"token-{i}" for i in range(3000)]
+    store = open_store(server.db)
+    await store.open()
+    try:
+        # Many accounts make each check's reading of them take a while: sockets connecting
+        # meanwhile are the ones a check must not judge.
+        accounts = Accounts(store, PASSWORDS)
+        await asyncio.gather(*(accounts.add(f"user{i}", None) for i in range(5000)))
+        now = now_ms()
+        for i, token in enumerate(tokens):
+            sign_in_row = SignIn(f"s{i}", ann.id, now, now + 86_400_000, "127.0.0.1", "test")
+            await store.add_sign_in(sign_in_row, token_hash(token))
+    finally:
+        await store.close()
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 3.5  # three checks or more (how long, not how fast)
+    clients: list[Client] = []
+
+    async def connect_back_to_back() -> None:
+        while loop.time() < until and tokens:
+            client = make_client(headers=cookie(tokens.pop()))
+            await client.connect(server.url, room="team")
+            clients.append(client)
+
+    await asyncio.gather(*(connect_back_to_back() for _ in range(8)))
+    ending = await sign_in(server, "ann", "ann's password")
+    last = make_client(headers=cookie(ending))
+    await last.connect(server.url, room="team")
+    assert await post(server, "/signout", ending) == 303
+    await last.wait_for("disconnect")
+    dropped = [c for c in clients if c.of("disconnect")]
+    assert not dropped, f"{len(dropped)} of {len(clients)} sockets taken for signed out"
 
 
 async def test_one_sign_in_ends_another(start_server) -> None:
